@@ -1,0 +1,629 @@
+//! Typed TOML configuration.
+//!
+//! Every field is documented with its default; defaults live in the `default_*`
+//! functions of this module and nowhere else. Unknown keys are refused, and every
+//! problem is reported as `file:line:column: what is wrong — how to fix it`.
+//! Relative paths are resolved against the directory of the config file.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+use crate::infer::manifest::Manifest;
+
+/// The version of ONNX Runtime this build targets.
+pub const ORT_VERSION: &str = "1.31.1";
+
+/// The agent's whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Unique id of this agent in the province (letters, digits, `-`, `_`). Required.
+    pub agent_id: Spanned<String>,
+    /// Where the agent keeps its state. Default `data` (next to the config file).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Folder with model manifests (`<name>.toml`). Default `models`.
+    #[serde(default = "default_manifest_dir")]
+    pub manifest_dir: PathBuf,
+    /// Folder with verified model files (filled by `ioc-agent models pull`).
+    /// Default `<data_dir>/models`.
+    #[serde(default)]
+    pub model_dir: Option<PathBuf>,
+    /// Path of the ONNX Runtime shared library (version 1.31.x).
+    /// Default: `$ORT_DYLIB_PATH`, else `libonnxruntime.so.1.31.1` on the loader's search path.
+    #[serde(default)]
+    pub onnxruntime: Option<PathBuf>,
+    /// Log filter (`tracing` syntax). Default `info`; `RUST_LOG` overrides it.
+    #[serde(default = "default_log")]
+    pub log: String,
+    pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+    #[serde(default)]
+    pub cameras: Vec<CameraConfig>,
+    /// Directory of the config file, used to resolve relative paths (not a TOML key).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker address, `mqtt://host:port` (port default 1883). Required.
+    pub url: Spanned<String>,
+    /// Topic prefix. Default `ioc/v1`.
+    #[serde(default = "default_prefix")]
+    pub topic_prefix: String,
+    /// MQTT client id. Default `ioc-agent-<agent_id>`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Keep-alive interval in seconds. Default 30.
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_secs: u64,
+    /// How often the retained status is refreshed, seconds. Default 30.
+    #[serde(default = "default_status_interval")]
+    pub status_interval_secs: u64,
+    /// Largest MQTT packet the agent sends or accepts, bytes. Default 4 MiB
+    /// (thumbnails are JPEG bytes in one packet).
+    #[serde(default = "default_max_packet")]
+    pub max_packet_bytes: usize,
+    /// Alerts waiting for the broker; when full, the newest alert is dropped and
+    /// counted. Default 1000.
+    #[serde(default = "default_queue")]
+    pub queue_len: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Manifest name: `<manifest_dir>/<name>.toml`. Required.
+    pub name: Spanned<String>,
+    /// ONNX Runtime intra-op threads for this model. Default 1.
+    #[serde(default = "default_one")]
+    pub intra_threads: usize,
+    /// Minimum detection score; overrides the manifest's default.
+    #[serde(default)]
+    pub score_threshold: Option<f32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Camera id, unique in this agent; used in topics and logs. Required.
+    pub id: Spanned<String>,
+    /// RTSP URL of the camera (main stream). Credentials may be given as
+    /// `rtsp://user:pass@host/...`; they are never logged. Required.
+    pub url: Spanned<String>,
+    /// Optional lower-resolution sub-stream used for detection.
+    #[serde(default)]
+    pub detect_url: Option<Spanned<String>>,
+    /// Frames per second given to the model. Default 5.
+    #[serde(default = "default_detect_fps")]
+    pub detect_fps: Spanned<f64>,
+    /// Model name (one of `[[models]]`). Default: the first model.
+    #[serde(default)]
+    pub model: Option<Spanned<String>>,
+    /// Set to false to keep the camera in the config but not run it. Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Seconds allowed for connecting and each RTSP request. Default 10.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: f64,
+    /// Seconds without a frame before the session is dropped and reopened. Default 10.
+    #[serde(default = "default_inactivity")]
+    pub inactivity_timeout_secs: f64,
+    /// Reconnect backoff: first delay and ceiling, seconds (jittered ±25%). Default 1 and 30.
+    #[serde(default = "default_backoff_min")]
+    pub backoff_min_secs: f64,
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_secs: f64,
+    /// Decoder element to use instead of the automatic choice (e.g. `avdec_h264`).
+    #[serde(default)]
+    pub decoder: Option<String>,
+    /// Longest side of the thumbnail JPEG in pixels. Default 640.
+    #[serde(default = "default_thumb")]
+    pub thumbnail_max_side: u32,
+    #[serde(default)]
+    pub zones: Vec<ZoneConfig>,
+    #[serde(default)]
+    pub lines: Vec<LineConfig>,
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    pub name: Spanned<String>,
+    /// Polygon corners as normalised `[x, y]` pairs (0..1, origin top-left), at least 3.
+    pub polygon: Spanned<Vec<[f64; 2]>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineConfig {
+    pub name: Spanned<String>,
+    /// Two normalised `[x, y]` points.
+    pub points: Spanned<Vec<[f64; 2]>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    /// An object of the given classes enters a zone.
+    ZoneEnter,
+    /// An object of the given classes crosses a line in the given direction.
+    LineCross,
+}
+
+impl RuleKind {
+    pub fn event_type(self) -> &'static str {
+        match self {
+            RuleKind::ZoneEnter => "object.zone_enter",
+            RuleKind::LineCross => "object.line_cross",
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleKind::ZoneEnter => "zone_enter",
+            RuleKind::LineCross => "line_cross",
+        }
+    }
+}
+
+/// Direction of travel across a line, in image terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    #[default]
+    Any,
+    LeftToRight,
+    RightToLeft,
+    TopToBottom,
+    BottomToTop,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Rule name, used in alerts. Default `<kind>:<zone or line>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub kind: Spanned<RuleKind>,
+    /// Zone name (for `zone_enter`).
+    #[serde(default)]
+    pub zone: Option<Spanned<String>>,
+    /// Line name (for `line_cross`).
+    #[serde(default)]
+    pub line: Option<Spanned<String>>,
+    /// Model labels this rule applies to. Default: every class.
+    #[serde(default = "default_classes")]
+    pub classes: Spanned<Vec<String>>,
+    /// `any`, `left_to_right`, `right_to_left`, `top_to_bottom`, `bottom_to_top`
+    /// (for `line_cross`). Default `any`.
+    #[serde(default)]
+    pub direction: Direction,
+    /// Minimum detection score of the object. Default 0 (the model's threshold applies).
+    #[serde(default)]
+    pub min_score: f32,
+    /// Frames the object must be tracked before it may trigger. Default 3.
+    #[serde(default = "default_min_hits")]
+    pub min_hits: u32,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_manifest_dir() -> PathBuf {
+    PathBuf::from("models")
+}
+fn default_log() -> String {
+    "info".into()
+}
+fn default_prefix() -> String {
+    "ioc/v1".into()
+}
+fn default_keep_alive() -> u64 {
+    30
+}
+fn default_status_interval() -> u64 {
+    30
+}
+fn default_max_packet() -> usize {
+    4 * 1024 * 1024
+}
+fn default_queue() -> usize {
+    1000
+}
+fn default_one() -> usize {
+    1
+}
+fn default_detect_fps() -> Spanned<f64> {
+    Spanned::new(0..0, 5.0)
+}
+fn default_classes() -> Spanned<Vec<String>> {
+    Spanned::new(0..0, Vec::new())
+}
+fn default_true() -> bool {
+    true
+}
+fn default_connect_timeout() -> f64 {
+    10.0
+}
+fn default_inactivity() -> f64 {
+    10.0
+}
+fn default_backoff_min() -> f64 {
+    1.0
+}
+fn default_backoff_max() -> f64 {
+    30.0
+}
+fn default_thumb() -> u32 {
+    640
+}
+fn default_min_hits() -> u32 {
+    3
+}
+
+/// One problem found in a config file, located in the file.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// A config that could not be read or is invalid; `Display` lists every problem
+/// as `file:line:column: message`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source} — check the path and its permissions")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", format_problems(path, problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn format_problems(path: &Path, problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{}:{}:{}: {}", path.display(), p.line, p.column, p.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Byte offset → 1-based (line, column in characters).
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, col)
+}
+
+struct Collector<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Collector<'_> {
+    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let (line, column) = line_col(self.text, span.start);
+        self.problems.push(Problem {
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file. Model manifests are loaded to
+    /// check model names and classes.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    p.to_path_buf()
+                }
+            })
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::parse(&text, path, &base)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
+        let mut cfg: Config = match toml::from_str(text) {
+            Ok(c) => c,
+            Err(e) => {
+                let (line, column) = line_col(text, e.span().map(|s| s.start).unwrap_or(0));
+                let mut message = e.message().trim().to_string();
+                if message.starts_with("unknown field") {
+                    message.push_str(" — remove it or fix its spelling (see README, Config reference)");
+                }
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    problems: vec![Problem {
+                        line,
+                        column,
+                        message,
+                    }],
+                });
+            }
+        };
+        cfg.base_dir = base_dir.to_path_buf();
+        let mut c = Collector {
+            text,
+            problems: Vec::new(),
+        };
+        cfg.validate(&mut c);
+        if c.problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems: c.problems,
+            })
+        }
+    }
+
+    fn validate(&self, c: &mut Collector) {
+        let id = self.agent_id.get_ref();
+        if id.is_empty() || !id.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+            c.at(
+                self.agent_id.span(),
+                "agent_id must be non-empty and use only letters, digits, '-' and '_' (it is part of MQTT topics)",
+            );
+        }
+        if let Err(msg) = crate::publish::BrokerAddress::parse(self.mqtt.url.get_ref()) {
+            c.at(self.mqtt.url.span(), msg);
+        }
+        if self.mqtt.topic_prefix.is_empty()
+            || self.mqtt.topic_prefix.contains(['#', '+'])
+            || self.mqtt.topic_prefix.ends_with('/')
+        {
+            c.at(0..0, "mqtt.topic_prefix must be non-empty, without '#', '+' or a trailing '/'");
+        }
+
+        // Models: manifests must exist and parse.
+        let mut manifests: Vec<(String, Option<Manifest>)> = Vec::new();
+        for m in &self.models {
+            let name = m.name.get_ref();
+            if manifests.iter().any(|(n, _)| n == name) {
+                c.at(m.name.span(), format!("model '{name}' is listed twice"));
+                continue;
+            }
+            let mpath = self.manifest_path(name);
+            match Manifest::load(&mpath) {
+                Ok(man) => manifests.push((name.clone(), Some(man))),
+                Err(e) => {
+                    c.at(m.name.span(), format!("model '{name}': {e}"));
+                    manifests.push((name.clone(), None));
+                }
+            }
+            if m.intra_threads == 0 {
+                c.at(m.name.span(), "intra_threads must be at least 1");
+            }
+        }
+
+        let mut ids = HashSet::new();
+        for cam in &self.cameras {
+            let cid = cam.id.get_ref();
+            if cid.is_empty() || !cid.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+                c.at(cam.id.span(), "camera id must be non-empty and use only letters, digits, '-' and '_'");
+            }
+            if !ids.insert(cid.clone()) {
+                c.at(cam.id.span(), format!("camera id '{cid}' is used twice; ids must be unique"));
+            }
+            for u in std::iter::once(&cam.url).chain(cam.detect_url.iter()) {
+                if let Err(msg) = crate::source::parse_rtsp_url(u.get_ref()) {
+                    c.at(u.span(), msg);
+                }
+            }
+            let fps = *cam.detect_fps.get_ref();
+            if !(fps > 0.0 && fps <= 60.0) {
+                c.at(cam.detect_fps.span(), format!("detect_fps must be in (0, 60], got {fps}"));
+            }
+            if cam.connect_timeout_secs <= 0.0 || cam.inactivity_timeout_secs <= 0.0 {
+                c.at(cam.id.span(), "connect_timeout_secs and inactivity_timeout_secs must be positive");
+            }
+            if cam.backoff_min_secs <= 0.0 || cam.backoff_max_secs < cam.backoff_min_secs {
+                c.at(cam.id.span(), "backoff_min_secs must be positive and not above backoff_max_secs");
+            }
+            // Which model does this camera use?
+            let manifest = match &cam.model {
+                Some(m) => match manifests.iter().find(|(n, _)| n == m.get_ref()) {
+                    Some((_, man)) => man.as_ref(),
+                    None => {
+                        c.at(
+                            m.span(),
+                            format!(
+                                "camera '{cid}' uses model '{}', which is not in [[models]] — add it there or fix the name",
+                                m.get_ref()
+                            ),
+                        );
+                        None
+                    }
+                },
+                None => {
+                    if manifests.is_empty() && !cam.rules.is_empty() {
+                        c.at(cam.id.span(), format!("camera '{cid}' has rules but no [[models]] are configured"));
+                    }
+                    manifests.first().and_then(|(_, m)| m.as_ref())
+                }
+            };
+
+            let mut zone_names = HashSet::new();
+            for z in &cam.zones {
+                if !zone_names.insert(z.name.get_ref().clone()) {
+                    c.at(z.name.span(), format!("zone '{}' is defined twice", z.name.get_ref()));
+                }
+                let poly = z.polygon.get_ref();
+                if poly.len() < 3 {
+                    c.at(
+                        z.polygon.span(),
+                        format!("zone '{}': a polygon needs at least 3 points, got {}", z.name.get_ref(), poly.len()),
+                    );
+                } else if let Some(msg) = check_points(poly) {
+                    c.at(z.polygon.span(), format!("zone '{}': {msg}", z.name.get_ref()));
+                } else if crate::rules::polygon_area(poly).abs() < 1e-6 {
+                    c.at(z.polygon.span(), format!("zone '{}': the polygon has no area (points on one line?)", z.name.get_ref()));
+                }
+            }
+            let mut line_names = HashSet::new();
+            for l in &cam.lines {
+                if !line_names.insert(l.name.get_ref().clone()) {
+                    c.at(l.name.span(), format!("line '{}' is defined twice", l.name.get_ref()));
+                }
+                let pts = l.points.get_ref();
+                if pts.len() != 2 {
+                    c.at(l.points.span(), format!("line '{}': needs exactly 2 points, got {}", l.name.get_ref(), pts.len()));
+                } else if let Some(msg) = check_points(pts) {
+                    c.at(l.points.span(), format!("line '{}': {msg}", l.name.get_ref()));
+                } else if (pts[0][0] - pts[1][0]).hypot(pts[0][1] - pts[1][1]) < 1e-6 {
+                    c.at(l.points.span(), format!("line '{}': its two points are the same", l.name.get_ref()));
+                }
+            }
+            for r in &cam.rules {
+                match r.kind.get_ref() {
+                    RuleKind::ZoneEnter => match &r.zone {
+                        None => c.at(r.kind.span(), "rule 'zone_enter' needs `zone = \"<zone name>\"`"),
+                        Some(z) if !zone_names.contains(z.get_ref()) => c.at(
+                            z.span(),
+                            format!("zone '{}' is not defined for camera '{cid}' — add a [[cameras.zones]] with that name", z.get_ref()),
+                        ),
+                        _ => {}
+                    },
+                    RuleKind::LineCross => match &r.line {
+                        None => c.at(r.kind.span(), "rule 'line_cross' needs `line = \"<line name>\"`"),
+                        Some(l) if !line_names.contains(l.get_ref()) => c.at(
+                            l.span(),
+                            format!("line '{}' is not defined for camera '{cid}' — add a [[cameras.lines]] with that name", l.get_ref()),
+                        ),
+                        _ => {}
+                    },
+                }
+                if let Some(man) = manifest {
+                    for class in r.classes.get_ref() {
+                        if !man.labels.iter().any(|l| l == class) {
+                            c.at(
+                                r.classes.span(),
+                                format!("class '{class}' is not a label of model '{}' (e.g. {})", man.name, sample_labels(&man.labels)),
+                            );
+                        }
+                    }
+                }
+                if !(0.0..=1.0).contains(&r.min_score) {
+                    c.at(r.kind.span(), "min_score must be between 0 and 1");
+                }
+            }
+        }
+    }
+
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.resolve(&self.data_dir)
+    }
+
+    pub fn model_dir(&self) -> PathBuf {
+        match &self.model_dir {
+            Some(d) => self.resolve(d),
+            None => self.data_dir().join("models"),
+        }
+    }
+
+    pub fn manifest_path(&self, name: &str) -> PathBuf {
+        self.resolve(&self.manifest_dir).join(format!("{name}.toml"))
+    }
+
+    /// Path of the ONNX Runtime library to load.
+    pub fn onnxruntime_path(&self) -> PathBuf {
+        match &self.onnxruntime {
+            Some(p) => self.resolve(p),
+            None => default_onnxruntime_path(),
+        }
+    }
+
+    pub fn client_id(&self) -> String {
+        self.mqtt
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("ioc-agent-{}", self.agent_id.get_ref()))
+    }
+}
+
+/// `$ORT_DYLIB_PATH`, else the library's soname (found by the dynamic loader).
+pub fn default_onnxruntime_path() -> PathBuf {
+    std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("libonnxruntime.so.{ORT_VERSION}")))
+}
+
+fn check_points(points: &[[f64; 2]]) -> Option<String> {
+    for (i, p) in points.iter().enumerate() {
+        if !(0.0..=1.0).contains(&p[0]) || !(0.0..=1.0).contains(&p[1]) {
+            return Some(format!(
+                "point {} [{}, {}] is outside the frame; coordinates are normalised to 0..1 (x / width, y / height)",
+                i + 1,
+                p[0],
+                p[1]
+            ));
+        }
+    }
+    None
+}
+
+fn sample_labels(labels: &[String]) -> String {
+    let mut s = labels.iter().take(4).cloned().collect::<Vec<_>>().join(", ");
+    if labels.len() > 4 {
+        s.push_str(", …");
+    }
+    s
+}
+
+impl fmt::Display for RuleKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+}

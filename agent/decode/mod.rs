@@ -1,0 +1,445 @@
+//! GStreamer decode: appsrc → parse → best available decoder → I420 → appsink.
+//!
+//! Encoded access units go in with their RTP presentation time; decoded frames
+//! come out on GStreamer's streaming thread, where `FrameSelector` keeps only
+//! the frames due at the camera's `detect_fps`; only those are copied.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+use gstreamer_video::prelude::*;
+
+/// Video codecs the agent ingests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    H264,
+    H265,
+}
+
+impl Codec {
+    pub fn from_encoding(name: &str) -> Option<Codec> {
+        match name.to_ascii_lowercase().as_str() {
+            "h264" => Some(Codec::H264),
+            "h265" | "hevc" => Some(Codec::H265),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::H264 => "h264",
+            Codec::H265 => "h265",
+        }
+    }
+    fn caps(self) -> &'static str {
+        match self {
+            Codec::H264 => "video/x-h264,stream-format=byte-stream,alignment=au",
+            Codec::H265 => "video/x-h265,stream-format=byte-stream,alignment=au",
+        }
+    }
+    fn parser(self) -> &'static str {
+        match self {
+            Codec::H264 => "h264parse",
+            Codec::H265 => "h265parse",
+        }
+    }
+    /// Decoders in order of preference: NVIDIA, VA-API, V4L2 (ARM boxes), software.
+    pub fn ranked_decoders(self) -> &'static [&'static str] {
+        match self {
+            Codec::H264 => &[
+                "nvh264dec",
+                "nvv4l2decoder",
+                "vah264dec",
+                "vaapih264dec",
+                "v4l2slh264dec",
+                "v4l2h264dec",
+                "avdec_h264",
+            ],
+            Codec::H265 => &[
+                "nvh265dec",
+                "nvv4l2decoder",
+                "vah265dec",
+                "vaapih265dec",
+                "v4l2slh265dec",
+                "v4l2h265dec",
+                "avdec_h265",
+            ],
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("GStreamer could not start: {0} — install the GStreamer runtime (see README)")]
+    Init(String),
+    #[error("no {codec} decoder is available (tried {tried}) — install gstreamer1.0-libav")]
+    NoDecoder { codec: &'static str, tried: String },
+    #[error("configured decoder '{0}' is not installed — remove `decoder` from the camera or install its plugin")]
+    MissingDecoder(String),
+    #[error("cannot build the decode pipeline: {0}")]
+    Pipeline(String),
+    #[error("decoder {decoder} failed: {message}")]
+    Runtime { decoder: String, message: String },
+}
+
+/// Initialises GStreamer once; safe to call many times.
+pub fn init() -> Result<(), DecodeError> {
+    gst::init().map_err(|e| DecodeError::Init(e.to_string()))
+}
+
+/// The first decoder in the ranked list that is installed and not excluded.
+pub fn choose_decoder(codec: Codec, forced: Option<&str>, exclude: &[String]) -> Result<String, DecodeError> {
+    choose_from(codec.ranked_decoders(), forced, exclude, |n| gst::ElementFactory::find(n).is_some()).map_err(|e| match e {
+        None => DecodeError::NoDecoder {
+            codec: codec.as_str(),
+            tried: codec.ranked_decoders().join(", "),
+        },
+        Some(name) => DecodeError::MissingDecoder(name),
+    })
+}
+
+/// Selection logic, separate from GStreamer so it can be tested with any
+/// availability: `Err(None)` when nothing fits, `Err(Some(name))` when the
+/// forced decoder is missing.
+pub fn choose_from(ranked: &[&str], forced: Option<&str>, exclude: &[String], available: impl Fn(&str) -> bool) -> Result<String, Option<String>> {
+    if let Some(f) = forced {
+        return if available(f) { Ok(f.to_string()) } else { Err(Some(f.to_string())) };
+    }
+    ranked
+        .iter()
+        .find(|n| !exclude.iter().any(|e| e == *n) && available(n))
+        .map(|n| n.to_string())
+        .ok_or(None)
+}
+
+/// One decoded picture in planar I420, packed without row padding.
+#[derive(Clone)]
+pub struct Frame {
+    pub width: u32,
+    pub height: u32,
+    data: Vec<u8>,
+    /// Presentation time in the stream, seconds.
+    pub pts: f64,
+    /// Wall-clock time at which the agent received the encoded frame.
+    pub wall: SystemTime,
+}
+
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Frame({}x{} @ {:.3}s)", self.width, self.height, self.pts)
+    }
+}
+
+impl Frame {
+    pub fn blank(width: u32, height: u32) -> Frame {
+        let (w, h) = (width as usize, height as usize);
+        let c = w.div_ceil(2) * h.div_ceil(2);
+        Frame {
+            width,
+            height,
+            data: vec![0; w * h + 2 * c],
+            pts: 0.0,
+            wall: SystemTime::now(),
+        }
+    }
+    pub fn chroma_width(&self) -> usize {
+        (self.width as usize).div_ceil(2)
+    }
+    pub fn chroma_height(&self) -> usize {
+        (self.height as usize).div_ceil(2)
+    }
+    fn luma_len(&self) -> usize {
+        self.width as usize * self.height as usize
+    }
+    fn chroma_len(&self) -> usize {
+        self.chroma_width() * self.chroma_height()
+    }
+    pub fn y(&self) -> &[u8] {
+        &self.data[..self.luma_len()]
+    }
+    pub fn u(&self) -> &[u8] {
+        let s = self.luma_len();
+        &self.data[s..s + self.chroma_len()]
+    }
+    pub fn v(&self) -> &[u8] {
+        let s = self.luma_len() + self.chroma_len();
+        &self.data[s..s + self.chroma_len()]
+    }
+    pub fn y_mut(&mut self) -> &mut [u8] {
+        let l = self.luma_len();
+        &mut self.data[..l]
+    }
+    pub fn u_mut(&mut self) -> &mut [u8] {
+        let (s, c) = (self.luma_len(), self.chroma_len());
+        &mut self.data[s..s + c]
+    }
+    pub fn v_mut(&mut self) -> &mut [u8] {
+        let (s, c) = (self.luma_len() + self.chroma_len(), self.chroma_len());
+        &mut self.data[s..s + c]
+    }
+
+    /// Copies a mapped GStreamer I420 frame, removing row padding.
+    pub fn from_video(vf: &gst_video::VideoFrameRef<&gst::BufferRef>, pts: f64, wall: SystemTime) -> Option<Frame> {
+        let mut f = Frame::blank(vf.width(), vf.height());
+        f.pts = pts;
+        f.wall = wall;
+        let dims = [
+            (f.width as usize, f.height as usize),
+            (f.chroma_width(), f.chroma_height()),
+            (f.chroma_width(), f.chroma_height()),
+        ];
+        let mut offset = 0;
+        for (p, (w, h)) in dims.into_iter().enumerate() {
+            let stride = *vf.plane_stride().get(p)? as usize;
+            let src = vf.plane_data(p as u32).ok()?;
+            for row in 0..h {
+                let s = row * stride;
+                f.data[offset + row * w..offset + row * w + w].copy_from_slice(src.get(s..s + w)?);
+            }
+            offset += w * h;
+        }
+        Some(f)
+    }
+}
+
+/// Picks frames at a target rate by presentation time: a frame is due when its
+/// PTS reaches the next slot; slots advance by `1 / fps`. Robust to jitter and
+/// to sources faster or slower than the target.
+#[derive(Debug, Clone)]
+pub struct FrameSelector {
+    interval: f64,
+    next: Option<f64>,
+}
+
+impl FrameSelector {
+    pub fn new(fps: f64) -> Self {
+        FrameSelector {
+            interval: 1.0 / fps,
+            next: None,
+        }
+    }
+    pub fn due(&mut self, pts: f64) -> bool {
+        match self.next {
+            // A jump back in time (stream restart) or far ahead resets the slots.
+            Some(n) if pts + 1.0 < n - self.interval || pts > n + 5.0 => {
+                self.next = Some(pts + self.interval);
+                true
+            }
+            Some(n) if pts + 1e-6 < n => false,
+            Some(n) => {
+                let mut next = n + self.interval;
+                while next <= pts {
+                    next += self.interval;
+                }
+                self.next = Some(next);
+                true
+            }
+            None => {
+                self.next = Some(pts + self.interval);
+                true
+            }
+        }
+    }
+}
+
+/// Per-camera frame counters, shared with status and stats.
+#[derive(Debug, Default)]
+pub struct FrameCounters {
+    pub received: AtomicU64,
+    pub decoded: AtomicU64,
+    /// Not due at `detect_fps`.
+    pub skipped_rate: AtomicU64,
+    /// Replaced by a newer frame before the model was free (latest wins).
+    pub skipped_busy: AtomicU64,
+    /// Encoded frames dropped as whole GOPs because the decoder fell behind.
+    pub skipped_backlog: AtomicU64,
+    /// Encoded frames discarded while waiting for the first keyframe.
+    pub skipped_no_keyframe: AtomicU64,
+    pub inferred: AtomicU64,
+}
+
+/// A running decode pipeline for one camera session.
+pub struct DecodePipeline {
+    pipeline: gst::Pipeline,
+    appsrc: gst_app::AppSrc,
+    pub decoder: String,
+}
+
+impl DecodePipeline {
+    /// Builds and starts `appsrc ! parse ! decoder ! videoconvert ! I420 ! appsink`.
+    /// `on_frame` is called on the streaming thread for every frame the
+    /// selector marks due.
+    pub fn start(
+        codec: Codec,
+        decoder: &str,
+        fps: f64,
+        counters: Arc<FrameCounters>,
+        mut on_frame: impl FnMut(Frame) + Send + 'static,
+    ) -> Result<DecodePipeline, DecodeError> {
+        init()?;
+        let desc = format!(
+            "appsrc name=src format=time is-live=true do-timestamp=false caps={caps} ! {parser} ! {decoder} name=dec ! videoconvert ! video/x-raw,format=I420 ! appsink name=sink sync=false max-buffers=4 drop=false",
+            caps = codec.caps(),
+            parser = codec.parser(),
+        );
+        let pipeline = gst::parse::launch(&desc)
+            .map_err(|e| DecodeError::Pipeline(e.to_string()))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| DecodeError::Pipeline("not a pipeline".into()))?;
+        let appsrc = pipeline
+            .by_name("src")
+            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+            .ok_or_else(|| DecodeError::Pipeline("appsrc missing".into()))?;
+        let appsink = pipeline
+            .by_name("sink")
+            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+            .ok_or_else(|| DecodeError::Pipeline("appsink missing".into()))?;
+        appsrc.set_max_bytes(16 * 1024 * 1024);
+        if let Some(dec) = pipeline.by_name("dec") {
+            if dec.has_property("max-threads") {
+                // libav: 0 = one thread per core.
+                dec.set_property_from_str("max-threads", "0");
+            }
+        }
+
+        let mut selector = FrameSelector::new(fps);
+        appsink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    counters.decoded.fetch_add(1, Ordering::Relaxed);
+                    let Some(buffer) = sample.buffer() else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let pts = buffer.pts().map(|t| t.nseconds() as f64 / 1e9).unwrap_or(0.0);
+                    if !selector.due(pts) {
+                        counters.skipped_rate.fetch_add(1, Ordering::Relaxed);
+                        return Ok(gst::FlowSuccess::Ok);
+                    }
+                    let Some(caps) = sample.caps() else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let Ok(info) = gst_video::VideoInfo::from_caps(caps) else {
+                        return Err(gst::FlowError::NotNegotiated);
+                    };
+                    let Ok(vf) = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info) else {
+                        return Err(gst::FlowError::Error);
+                    };
+                    // Wall-clock of receipt travels as the buffer's offset (ms since epoch).
+                    let wall = match buffer.offset() {
+                        o if o != u64::MAX && o > 0 => SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(o),
+                        _ => SystemTime::now(),
+                    };
+                    if let Some(frame) = Frame::from_video(&vf, pts, wall) {
+                        on_frame(frame);
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        pipeline.set_state(gst::State::Playing).map_err(|e| DecodeError::Runtime {
+            decoder: decoder.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(DecodePipeline {
+            pipeline,
+            appsrc,
+            decoder: decoder.to_string(),
+        })
+    }
+
+    /// Queues one encoded access unit (Annex B).
+    pub fn push(&self, data: &[u8], pts_ns: u64, wall: SystemTime) -> Result<(), DecodeError> {
+        let mut buf = gst::Buffer::from_slice(data.to_vec());
+        if let Some(b) = buf.get_mut() {
+            b.set_pts(gst::ClockTime::from_nseconds(pts_ns));
+            let ms = wall.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+            b.set_offset(ms);
+        }
+        self.appsrc.push_buffer(buf).map_err(|e| DecodeError::Runtime {
+            decoder: self.decoder.clone(),
+            message: format!("push: {e:?}"),
+        })?;
+        Ok(())
+    }
+
+    /// Bytes waiting in front of the decoder.
+    pub fn backlog_bytes(&self) -> u64 {
+        self.appsrc.current_level_bytes()
+    }
+
+    /// Returns the first error the pipeline reported, if any.
+    pub fn poll_error(&self) -> Option<DecodeError> {
+        let bus = self.pipeline.bus()?;
+        while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Eos]) {
+            match msg.view() {
+                gst::MessageView::Error(e) => {
+                    return Some(DecodeError::Runtime {
+                        decoder: self.decoder.clone(),
+                        message: e.error().to_string(),
+                    });
+                }
+                gst::MessageView::Eos(_) => {
+                    return Some(DecodeError::Runtime {
+                        decoder: self.decoder.clone(),
+                        message: "end of stream".into(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+impl Drop for DecodePipeline {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selector_picks_every_fifth_frame_of_25fps() {
+        let mut s = FrameSelector::new(5.0);
+        let picked: Vec<usize> = (0..50).filter(|i| s.due(*i as f64 / 25.0)).collect();
+        assert_eq!(picked.len(), 10);
+        assert_eq!(&picked[..3], &[0, 5, 10]);
+    }
+
+    #[test]
+    fn selector_passes_everything_when_source_is_slower() {
+        let mut s = FrameSelector::new(10.0);
+        assert_eq!((0..20).filter(|i| s.due(*i as f64 / 4.0)).count(), 20);
+    }
+
+    #[test]
+    fn selector_recovers_from_time_jump_back() {
+        let mut s = FrameSelector::new(5.0);
+        assert!(s.due(100.0));
+        assert!(!s.due(100.1));
+        assert!(s.due(0.0));
+        assert!(!s.due(0.1));
+        assert!(s.due(0.2));
+    }
+
+    #[test]
+    fn decoder_choice_follows_rank_and_exclusions() {
+        let ranked = Codec::H264.ranked_decoders();
+        let sw_only = |n: &str| n == "avdec_h264";
+        assert_eq!(choose_from(ranked, None, &[], sw_only).unwrap(), "avdec_h264");
+        let with_vaapi = |n: &str| n == "avdec_h264" || n == "vah264dec";
+        assert_eq!(choose_from(ranked, None, &[], with_vaapi).unwrap(), "vah264dec");
+        // A decoder that failed at run time is skipped: fall back to software.
+        assert_eq!(choose_from(ranked, None, &["vah264dec".into()], with_vaapi).unwrap(), "avdec_h264");
+        assert_eq!(choose_from(ranked, Some("nvh264dec"), &[], sw_only), Err(Some("nvh264dec".into())));
+        assert_eq!(choose_from(ranked, None, &["avdec_h264".into()], sw_only), Err(None));
+    }
+}

@@ -1,0 +1,232 @@
+//! Command line of `ioc-agent`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ioc_agent::config::Config;
+use ioc_agent::infer::pull::{self, Pulled};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "ioc-agent", version, about = "Edge video-analytics agent for city operations centers")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the agent with a config file.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file; problems are printed as file:line:column.
+    CheckConfig { file: PathBuf },
+    /// Serve video files over RTSP as looped live cameras (for installers and tests).
+    Simulate {
+        /// Address to listen on, HOST:PORT (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8554")]
+        listen: String,
+        /// NAME=FILE, served at rtsp://HOST:PORT/NAME; repeat for more cameras.
+        #[arg(long = "stream", required = true)]
+        streams: Vec<String>,
+    },
+    /// Model files: fetch and verify them against their manifests.
+    Models {
+        #[command(subcommand)]
+        cmd: ModelsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCmd {
+    /// Place verified model files in the model folder.
+    Pull {
+        /// Take manifest_dir and model_dir from this config.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Folder with manifests (default: models, or the config's manifest_dir).
+        #[arg(long)]
+        manifests: Option<PathBuf>,
+        /// Folder to place model files in (default: data/models, or the config's model_dir).
+        #[arg(long)]
+        dest: Option<PathBuf>,
+        /// Folder holding the model files (a local mirror or USB stick); used before the URL.
+        #[arg(long)]
+        mirror: Option<PathBuf>,
+        /// Only these models (manifest names); default all.
+        names: Vec<String>,
+    },
+    /// List the manifests and whether their files are in place.
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        manifests: Option<PathBuf>,
+        #[arg(long)]
+        dest: Option<PathBuf>,
+    },
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(default))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn model_dirs(config: Option<PathBuf>, manifests: Option<PathBuf>, dest: Option<PathBuf>) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let cfg = match config {
+        Some(p) => Some(Config::load(&p)?),
+        None => None,
+    };
+    let m = manifests
+        .or_else(|| cfg.as_ref().map(|c| c.resolve(&c.manifest_dir)))
+        .unwrap_or_else(|| PathBuf::from("models"));
+    let d = dest
+        .or_else(|| cfg.as_ref().map(|c| c.model_dir()))
+        .unwrap_or_else(|| PathBuf::from("data/models"));
+    Ok((m, d))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::CheckConfig { file } => match Config::load(&file) {
+            Ok(cfg) => {
+                println!(
+                    "{}: OK ({} camera(s), {} model(s))",
+                    file.display(),
+                    cfg.cameras.len(),
+                    cfg.models.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(1))
+            }
+        },
+        Cmd::Run { config } => {
+            let cfg = Config::load(&config)?;
+            init_tracing(&cfg.log);
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let cancel = CancellationToken::new();
+                let c = cancel.clone();
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    c.cancel();
+                });
+                ioc_agent::run::run(cfg, cancel).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Simulate { listen, streams } => {
+            init_tracing("info");
+            let mut clips = Vec::new();
+            for s in &streams {
+                let (name, file) = ioc_agent::simulate::parse_stream_spec(s)?;
+                let clip = ioc_agent::simulate::Clip::load(&file)?;
+                clips.push((name, clip));
+            }
+            let sim = ioc_agent::simulate::Simulator::start(&listen, &clips)?;
+            let host = listen.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
+            for (name, clip) in &clips {
+                println!(
+                    "serving rtsp://{host}:{}/{name} ({}, {} frames, {:.1} s loop)",
+                    sim.port,
+                    clip.codec.as_str(),
+                    clip.frames,
+                    clip.duration_ns as f64 / 1e9
+                );
+            }
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(shutdown_signal());
+            drop(sim);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Models { cmd } => match cmd {
+            ModelsCmd::Pull {
+                config,
+                manifests,
+                dest,
+                mirror,
+                names,
+            } => {
+                let (mdir, dest) = model_dirs(config, manifests, dest)?;
+                let all = pull::manifests_in(&mdir)?;
+                let mut failed = 0;
+                for m in all.iter().filter(|m| names.is_empty() || names.contains(&m.name)) {
+                    match pull::pull(m, &dest, mirror.as_deref()) {
+                        Ok(Pulled::AlreadyPresent) => println!("{}: verified, already in {}", m.name, dest.display()),
+                        Ok(Pulled::FromMirror(p)) => println!("{}: copied from {} and verified", m.name, p.display()),
+                        Ok(Pulled::Downloaded(u)) => println!("{}: downloaded from {u} and verified", m.name),
+                        Err(e) => {
+                            eprintln!("{}: {e}", m.name);
+                            failed += 1;
+                        }
+                    }
+                }
+                for n in &names {
+                    if !all.iter().any(|m| &m.name == n) {
+                        eprintln!("{n}: no manifest {}/{n}.toml", mdir.display());
+                        failed += 1;
+                    }
+                }
+                Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            }
+            ModelsCmd::List { config, manifests, dest } => {
+                let (mdir, dest) = model_dirs(config, manifests, dest)?;
+                for m in pull::manifests_in(&mdir).context("listing manifests")? {
+                    let path = dest.join(&m.file);
+                    let state = match ioc_agent::infer::verify_model_file(&m, &path) {
+                        Ok(()) => "ok".to_string(),
+                        Err(e) => format!("{e}"),
+                    };
+                    println!("{:<16} {:<8} {:<10} {}  [{}]", m.name, m.output.kind(), m.license, path.display(), state);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+    }
+}

@@ -1,0 +1,399 @@
+//! `ioc-agent run`: loads models, starts the publisher and one supervisor per
+//! camera. A camera's failure is retried with jittered backoff and never
+//! touches another camera.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::{CameraConfig, Config};
+use crate::decode::{self, DecodeError, DecodePipeline, Frame, FrameCounters};
+use crate::evidence;
+use crate::infer::manifest::Manifest;
+use crate::infer::{self, Detector, DetectorHandle, InferError};
+use crate::publish::payload::{AlertObject, EvidenceRef, FrameSize, ModelRef, rfc3339};
+use crate::publish::{self, Alert, Outgoing, PublisherHandle, StatusBoard};
+use crate::rules::{Geometry, RuleEngine};
+use crate::source::{Backoff, RtspSource, SourceError, redact};
+use crate::track::{Tracker, TrackerConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Infer(#[from] InferError),
+    #[error(transparent)]
+    Manifest(#[from] crate::infer::manifest::ManifestError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// Errors that end one camera session (the supervisor retries).
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Infer(#[from] InferError),
+}
+
+/// Bytes allowed in front of the decoder before whole GOPs are dropped.
+const DECODE_BACKLOG_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Loads the runtime and every model the enabled cameras use. Fails with a
+/// clear error (path and fix) before anything starts.
+pub fn load_detectors(cfg: &Config) -> Result<HashMap<String, DetectorHandle>, RunError> {
+    let env = infer::init_runtime(&cfg.onnxruntime_path())?;
+    let mut used: Vec<&str> = Vec::new();
+    for cam in cfg.cameras.iter().filter(|c| c.enabled) {
+        let name = cam
+            .model
+            .as_ref()
+            .map(|m| m.get_ref().as_str())
+            .or_else(|| cfg.models.first().map(|m| m.name.get_ref().as_str()));
+        if let Some(n) = name {
+            if !used.contains(&n) {
+                used.push(n);
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    for name in used {
+        let Some(mc) = cfg.models.iter().find(|m| m.name.get_ref() == name) else {
+            continue;
+        };
+        let manifest = Manifest::load(&cfg.manifest_path(name))?;
+        let path = cfg.model_dir().join(&manifest.file);
+        let det = Detector::load(env, manifest, &path, mc.intra_threads, mc.score_threshold)?;
+        info!(model = name, path = %path.display(), "model loaded");
+        let cams = cfg.cameras.len().max(1);
+        out.insert(name.to_string(), DetectorHandle::spawn(det, cams * 2));
+    }
+    Ok(out)
+}
+
+/// Runs the agent until `cancel` fires.
+pub async fn run(cfg: Config, cancel: CancellationToken) -> Result<(), RunError> {
+    decode::init()?;
+    let detectors = load_detectors(&cfg)?;
+    let status = Arc::new(StatusBoard::new(cfg.agent_id.get_ref()));
+    let pub_cancel = CancellationToken::new();
+    let (publisher, pub_task) = publish::start(&cfg, status.clone(), pub_cancel.clone());
+
+    let tracker = TaskTracker::new();
+    for cam in cfg.cameras.iter().filter(|c| c.enabled) {
+        let model = cam
+            .model
+            .as_ref()
+            .map(|m| m.get_ref().clone())
+            .or_else(|| cfg.models.first().map(|m| m.name.get_ref().clone()));
+        let Some(detector) = model.and_then(|m| detectors.get(&m).cloned()) else {
+            warn!(camera = %cam.id.get_ref(), "camera has no model; not started");
+            continue;
+        };
+        let ctx = CameraCtx {
+            cam: Arc::new(cam.clone()),
+            agent_id: cfg.agent_id.get_ref().clone(),
+            detector,
+            publisher: publisher.clone(),
+            status: status.clone(),
+            counters: Arc::new(FrameCounters::default()),
+            cancel: cancel.clone(),
+        };
+        let span = info_span!("camera", id = %cam.id.get_ref());
+        tracker.spawn(supervise(ctx).instrument(span));
+    }
+    tracker.close();
+    info!(
+        agent_id = %cfg.agent_id.get_ref(),
+        cameras = cfg.cameras.iter().filter(|c| c.enabled).count(),
+        "agent running"
+    );
+    cancel.cancelled().await;
+    info!("shutting down");
+    tracker.wait().await;
+    pub_cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), pub_task).await;
+    Ok(())
+}
+
+#[derive(Clone)]
+struct CameraCtx {
+    cam: Arc<CameraConfig>,
+    agent_id: String,
+    detector: DetectorHandle,
+    publisher: PublisherHandle,
+    status: Arc<StatusBoard>,
+    counters: Arc<FrameCounters>,
+    cancel: CancellationToken,
+}
+
+impl CameraCtx {
+    fn id(&self) -> &str {
+        self.cam.id.get_ref()
+    }
+    fn sync_counters(&self) {
+        let c = &self.counters;
+        self.status.update(self.id(), |s| {
+            s.frames_received = c.received.load(Ordering::Relaxed);
+            s.frames_decoded = c.decoded.load(Ordering::Relaxed);
+            s.frames_inferred = c.inferred.load(Ordering::Relaxed);
+        });
+    }
+}
+
+/// Supervision loop of one camera: `run_once` until cancelled, with backoff.
+async fn supervise(ctx: CameraCtx) {
+    let cam = ctx.cam.clone();
+    let mut backoff = Backoff::new(Duration::from_secs_f64(cam.backoff_min_secs), Duration::from_secs_f64(cam.backoff_max_secs));
+    let mut failed_decoders: Vec<String> = Vec::new();
+    loop {
+        ctx.status.update(ctx.id(), |s| s.state = "connecting".into());
+        let started = Instant::now();
+        let res = tokio::select! {
+            _ = ctx.cancel.cancelled() => break,
+            r = run_once(&ctx, &mut failed_decoders) => r,
+        };
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        let msg = match res {
+            Ok(()) => "session ended".to_string(),
+            Err(e) => e.to_string(),
+        };
+        // Errors are built from redacted URLs; redact again in case a library echoed one.
+        let msg = scrub(&msg, &[cam.url.get_ref(), cam.detect_url.as_ref().map(|u| u.get_ref().as_str()).unwrap_or("")]);
+        warn!(error = %msg, retry_in_ms = delay.as_millis() as u64, "camera session failed; retrying");
+        ctx.status.update(ctx.id(), |s| {
+            s.state = "retrying".into();
+            s.last_error = Some(msg.clone());
+        });
+        ctx.sync_counters();
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    ctx.status.update(ctx.id(), |s| s.state = "stopped".into());
+}
+
+/// Removes any password of the given URLs from a message.
+fn scrub(msg: &str, urls: &[&str]) -> String {
+    let mut out = msg.to_string();
+    for u in urls {
+        if let Ok((_, Some(c))) = crate::source::parse_rtsp_url(u) {
+            if !c.password.is_empty() {
+                out = out.replace(&c.password, "***");
+            }
+        }
+        if !u.is_empty() {
+            out = out.replace(u, &redact(u));
+        }
+    }
+    out
+}
+
+/// One RTSP session: ingest → decode → (latest frame) → infer → track → rules → publish.
+async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<(), SessionError> {
+    let cam = &ctx.cam;
+    let url = cam.detect_url.as_ref().unwrap_or(&cam.url).get_ref();
+    let mut src = RtspSource::open(
+        url,
+        Duration::from_secs_f64(cam.connect_timeout_secs),
+        Duration::from_secs_f64(cam.inactivity_timeout_secs),
+    )
+    .await?;
+    let decoder = match decode::choose_decoder(src.codec, cam.decoder.as_deref(), failed_decoders) {
+        Ok(d) => d,
+        Err(DecodeError::NoDecoder { .. }) if !failed_decoders.is_empty() => {
+            failed_decoders.clear();
+            decode::choose_decoder(src.codec, cam.decoder.as_deref(), failed_decoders)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    info!(url = %src.url, codec = src.codec.as_str(), decoder = %decoder, resolution = ?src.resolution, "stream opened");
+    ctx.status.update(ctx.id(), |s| {
+        s.state = "streaming".into();
+        s.codec = Some(src.codec.as_str().into());
+        s.decoder = Some(decoder.clone());
+        s.resolution = src.resolution.map(|(w, h)| [w, h]);
+        s.last_error = None;
+    });
+
+    // Decoded frames due at detect_fps; the newest replaces an unread one.
+    let (ftx, mut frx) = watch::channel::<Option<(u64, Arc<Frame>)>>(None);
+    let mut seq = 0u64;
+    let pipe = DecodePipeline::start(src.codec, &decoder, *cam.detect_fps.get_ref(), ctx.counters.clone(), move |f| {
+        seq += 1;
+        ftx.send_replace(Some((seq, Arc::new(f))));
+    })?;
+
+    let ingest = async {
+        let mut waiting_key = true;
+        let mut dropping = false;
+        let mut last_status = Instant::now();
+        loop {
+            let f = src.next_frame().await?;
+            let wall = SystemTime::now();
+            ctx.counters.received.fetch_add(1, Ordering::Relaxed);
+            if waiting_key && !f.keyframe {
+                ctx.counters.skipped_no_keyframe.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            waiting_key = false;
+            // Never feed a partial GOP: drop whole GOPs while the decoder is behind.
+            let backlog = pipe.backlog_bytes();
+            if !dropping && backlog > DECODE_BACKLOG_BYTES {
+                dropping = true;
+                warn!(backlog, "decoder is behind; dropping whole GOPs");
+            }
+            if dropping {
+                if f.keyframe && backlog < DECODE_BACKLOG_BYTES / 2 {
+                    dropping = false;
+                } else {
+                    ctx.counters.skipped_backlog.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
+            pipe.push(&f.data, f.pts_ns, wall)?;
+            if let Some(e) = pipe.poll_error() {
+                if !failed_decoders.contains(&pipe.decoder) {
+                    failed_decoders.push(pipe.decoder.clone());
+                }
+                return Err::<(), SessionError>(e.into());
+            }
+            if last_status.elapsed() > Duration::from_secs(1) {
+                last_status = Instant::now();
+                ctx.status.update(ctx.id(), |s| s.last_frame_at = Some(rfc3339(wall)));
+                ctx.sync_counters();
+            }
+        }
+    };
+
+    let analyze = async {
+        let labels = ctx.detector.manifest.labels.clone();
+        let mut tracker = Tracker::new(TrackerConfig::default());
+        let mut rules = RuleEngine::from_camera(cam, &labels);
+        let mut last_seq = 0u64;
+        let mut last_log = Instant::now();
+        let mut infer_ms = 0.0f64;
+        let mut infer_n = 0u64;
+        loop {
+            if frx.changed().await.is_err() {
+                return Ok::<(), SessionError>(());
+            }
+            let Some((s, frame)) = frx.borrow_and_update().clone() else {
+                continue;
+            };
+            if s > last_seq + 1 {
+                ctx.counters.skipped_busy.fetch_add(s - last_seq - 1, Ordering::Relaxed);
+            }
+            last_seq = s;
+            let inf = ctx.detector.detect(frame.clone()).await?;
+            ctx.counters.inferred.fetch_add(1, Ordering::Relaxed);
+            infer_ms += inf.millis;
+            infer_n += 1;
+            let tracks = tracker.update(&inf.detections, frame.pts).to_vec();
+            let firings = rules.evaluate(&tracks, frame.width, frame.height);
+            for f in firings {
+                let rule = &rules.rules[f.rule];
+                emit(ctx, &frame, rule, &f, &labels).await;
+            }
+            if last_log.elapsed() > Duration::from_secs(30) {
+                let c = &ctx.counters;
+                info!(
+                    received = c.received.load(Ordering::Relaxed),
+                    decoded = c.decoded.load(Ordering::Relaxed),
+                    inferred = c.inferred.load(Ordering::Relaxed),
+                    skipped_rate = c.skipped_rate.load(Ordering::Relaxed),
+                    skipped_busy = c.skipped_busy.load(Ordering::Relaxed),
+                    skipped_backlog = c.skipped_backlog.load(Ordering::Relaxed),
+                    infer_ms_avg = format!("{:.1}", infer_ms / infer_n.max(1) as f64),
+                    tracks = tracks.len(),
+                    "camera stats"
+                );
+                last_log = Instant::now();
+                infer_ms = 0.0;
+                infer_n = 0;
+            }
+        }
+    };
+
+    tokio::select! {
+        r = ingest => r,
+        r = analyze => r,
+    }
+}
+
+/// Builds the alert and its thumbnail and hands them to the publisher.
+async fn emit(ctx: &CameraCtx, frame: &Arc<Frame>, rule: &crate::rules::Rule, f: &crate::rules::Firing, labels: &[String]) {
+    let id = ulid::Ulid::from_datetime(frame.wall).to_string();
+    let class = labels.get(f.class).cloned().unwrap_or_else(|| f.class.to_string());
+    let geometry = rule.geometry.clone();
+    let bbox = f.bbox;
+    let max_side = ctx.cam.thumbnail_max_side;
+    let fr = frame.clone();
+    let jpeg = tokio::task::spawn_blocking(move || evidence::thumbnail(&fr, max_side, Some(&geometry), &[bbox]))
+        .await
+        .ok()
+        .and_then(|r| r.map_err(|e| warn!(error = %e, "thumbnail failed")).ok());
+    let topic = ctx.publisher.topics.thumbnail(&id);
+    let thumbnail = jpeg.as_ref().map(|j| EvidenceRef {
+        topic,
+        content_type: "image/jpeg",
+        width: j.width,
+        height: j.height,
+        bytes: j.bytes.len(),
+        sha256: {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&j.bytes))
+        },
+    });
+    let (zone, line) = match &rule.geometry {
+        Geometry::Zone { name, .. } => (Some(name.clone()), None),
+        Geometry::Line { name, .. } => (None, Some(name.clone())),
+    };
+    let alert = Alert {
+        schema: publish::payload::ALERT_SCHEMA,
+        id: id.clone(),
+        kind: rule.kind.event_type().to_string(),
+        agent_id: ctx.agent_id.clone(),
+        camera: ctx.id().to_string(),
+        rule: rule.name.clone(),
+        time: rfc3339(frame.wall),
+        time_source: "agent_clock",
+        zone,
+        line,
+        direction: f.direction,
+        objects: vec![AlertObject {
+            class: class.clone(),
+            score: (f.score * 1000.0).round() / 1000.0,
+            track_id: f.track_id,
+            bbox: f.bbox.map(|v| (v * 10000.0).round() / 10000.0),
+        }],
+        frame: FrameSize {
+            width: frame.width,
+            height: frame.height,
+        },
+        thumbnail,
+        model: ModelRef {
+            name: ctx.detector.manifest.name.clone(),
+            version: ctx.detector.manifest.version.clone(),
+        },
+        agent_version: env!("CARGO_PKG_VERSION"),
+    };
+    info!(event_id = %id, r#type = %alert.kind, rule = %rule.name, class = %class, track = f.track_id, "alert");
+    ctx.status.update(ctx.id(), |s| s.alerts += 1);
+    ctx.publisher.send(Outgoing {
+        alert,
+        thumbnail: jpeg.map(|j| j.bytes),
+    });
+}

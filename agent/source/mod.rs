@@ -1,0 +1,250 @@
+//! Camera sources: RTSP via retina (TCP interleaved, `FrameFormat::SIMPLE`),
+//! with every await bounded by a timeout. Credentials are taken out of the URL
+//! before anything else sees it, so they never reach a log line or an alert.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::StreamExt;
+use rand::Rng;
+use retina::client::{Credentials, Demuxed, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions, Transport};
+use retina::codec::{CodecItem, FrameFormat};
+use url::Url;
+
+use crate::decode::Codec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{url}: {what} timed out after {secs:.0} s — is the camera reachable from this box?")]
+    Timeout { url: String, what: &'static str, secs: f64 },
+    #[error("{url}: {message}")]
+    Rtsp { url: String, message: String },
+    #[error("{url}: the camera offers no H.264/H.265 video stream (found: {found}) — set the camera's encoder to H.264 or H.265")]
+    NoVideo { url: String, found: String },
+    #[error("{url}: no frame for {secs:.0} s (inactivity timeout)")]
+    Inactive { url: String, secs: f64 },
+    #[error("{url}: the stream ended")]
+    Ended { url: String },
+}
+
+/// Checks an RTSP URL; the error says what is wrong and how to write it.
+pub fn parse_rtsp_url(s: &str) -> Result<(Url, Option<Credentials>), String> {
+    let mut url = Url::parse(s).map_err(|e| format!("invalid camera URL ({e}); write it as rtsp://[user:password@]host[:port]/path"))?;
+    if url.scheme() != "rtsp" && url.scheme() != "rtsps" {
+        return Err(format!("camera URL must start with rtsp://, got '{}://'", url.scheme()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("camera URL has no host; write it as rtsp://host[:port]/path".into());
+    }
+    let creds = if url.username().is_empty() {
+        None
+    } else {
+        let decode = |s: &str| percent_decode(s);
+        Some(Credentials {
+            username: decode(url.username()),
+            password: decode(url.password().unwrap_or("")),
+        })
+    };
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    Ok((url, creds))
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(s.replace('+', "%2B").as_bytes())
+        .next()
+        .map(|(k, _)| k.into_owned())
+        .unwrap_or_default()
+}
+
+/// The URL with any `user:password@` removed, for logs and alerts.
+pub fn redact(s: &str) -> String {
+    match Url::parse(s) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Err(_) => match (s.find("://"), s.rfind('@')) {
+            (Some(i), Some(j)) if j > i => format!("{}{}", &s[..i + 3], &s[j + 1..]),
+            _ => s.to_string(),
+        },
+    }
+}
+
+/// Jittered exponential backoff: `min`, `2·min`, … up to `max`, each ±25%.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Backoff { min, max, next: min }
+    }
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let jitter = rand::rng().random_range(0.75..1.25);
+        base.mul_f64(jitter)
+    }
+}
+
+/// One encoded video frame from the camera.
+pub struct EncodedFrame {
+    pub data: Vec<u8>,
+    /// Presentation time since the session's first frame, nanoseconds.
+    pub pts_ns: u64,
+    pub keyframe: bool,
+}
+
+/// A playing RTSP session delivering video frames.
+pub struct RtspSource {
+    demuxed: Pin<Box<Demuxed>>,
+    pub codec: Codec,
+    pub url: String,
+    pub resolution: Option<(u32, u32)>,
+    inactivity: Duration,
+}
+
+impl RtspSource {
+    /// DESCRIBE, SETUP (TCP), PLAY, each bounded by `timeout`.
+    pub async fn open(raw_url: &str, timeout: Duration, inactivity: Duration) -> Result<RtspSource, SourceError> {
+        let shown = redact(raw_url);
+        let (url, creds) = parse_rtsp_url(raw_url).map_err(|message| SourceError::Rtsp { url: shown.clone(), message })?;
+        let secs = timeout.as_secs_f64();
+        let rtsp = |e: retina::Error| SourceError::Rtsp {
+            url: shown.clone(),
+            message: e.to_string(),
+        };
+        let opts = SessionOptions::default()
+            .creds(creds)
+            .user_agent(format!("ioc-agent/{}", env!("CARGO_PKG_VERSION")));
+        let mut session = tokio::time::timeout(timeout, Session::describe(url, opts))
+            .await
+            .map_err(|_| SourceError::Timeout {
+                url: shown.clone(),
+                what: "DESCRIBE",
+                secs,
+            })?
+            .map_err(rtsp)?;
+        let found: Vec<String> = session
+            .streams()
+            .iter()
+            .map(|s| format!("{}/{}", s.media(), s.encoding_name()))
+            .collect();
+        let (idx, codec) = session
+            .streams()
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| (s.media() == "video").then(|| Codec::from_encoding(s.encoding_name()).map(|c| (i, c))).flatten())
+            .ok_or_else(|| SourceError::NoVideo {
+                url: shown.clone(),
+                found: if found.is_empty() { "nothing".into() } else { found.join(", ") },
+            })?;
+        let resolution = session.streams()[idx].parameters().and_then(|p| match p {
+            retina::codec::ParametersRef::Video(v) => Some(v.pixel_dimensions()),
+            _ => None,
+        });
+        tokio::time::timeout(
+            timeout,
+            session.setup(
+                idx,
+                SetupOptions::default()
+                    .transport(Transport::Tcp(TcpTransportOptions::default()))
+                    .frame_format(FrameFormat::SIMPLE),
+            ),
+        )
+        .await
+        .map_err(|_| SourceError::Timeout {
+            url: shown.clone(),
+            what: "SETUP",
+            secs,
+        })?
+        .map_err(rtsp)?;
+        let playing = tokio::time::timeout(timeout, session.play(PlayOptions::default()))
+            .await
+            .map_err(|_| SourceError::Timeout {
+                url: shown.clone(),
+                what: "PLAY",
+                secs,
+            })?
+            .map_err(rtsp)?;
+        let demuxed = playing.demuxed().map_err(rtsp)?;
+        Ok(RtspSource {
+            demuxed: Box::pin(demuxed),
+            codec,
+            url: shown,
+            resolution,
+            inactivity,
+        })
+    }
+
+    /// The next video frame, or an error after the inactivity timeout.
+    pub async fn next_frame(&mut self) -> Result<EncodedFrame, SourceError> {
+        loop {
+            let item = tokio::time::timeout(self.inactivity, self.demuxed.next())
+                .await
+                .map_err(|_| SourceError::Inactive {
+                    url: self.url.clone(),
+                    secs: self.inactivity.as_secs_f64(),
+                })?;
+            match item {
+                None => return Err(SourceError::Ended { url: self.url.clone() }),
+                Some(Err(e)) => {
+                    return Err(SourceError::Rtsp {
+                        url: self.url.clone(),
+                        message: e.to_string(),
+                    });
+                }
+                Some(Ok(CodecItem::VideoFrame(f))) => {
+                    let secs = f.timestamp().elapsed_secs().max(0.0);
+                    let keyframe = f.is_random_access_point();
+                    return Ok(EncodedFrame {
+                        pts_ns: (secs * 1e9) as u64,
+                        keyframe,
+                        data: f.into_data(),
+                    });
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_split_from_the_url() {
+        let (u, c) = parse_rtsp_url("rtsp://admin:p%40ss@10.0.0.5:554/Streaming/101").unwrap();
+        assert_eq!(u.as_str(), "rtsp://10.0.0.5:554/Streaming/101");
+        let c = c.unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("admin", "p@ss"));
+        assert_eq!(redact("rtsp://admin:secret@cam/1"), "rtsp://cam/1");
+        assert!(!redact("rtsp://admin:secret@[bad/1").contains("secret"));
+    }
+
+    #[test]
+    fn bad_urls_say_how_to_fix() {
+        assert!(parse_rtsp_url("http://cam/1").unwrap_err().contains("rtsp://"));
+        assert!(parse_rtsp_url("cam/1").unwrap_err().contains("rtsp://"));
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));
+        let d: Vec<f64> = (0..6).map(|_| b.next_delay().as_secs_f64()).collect();
+        assert!((0.75..1.25).contains(&d[0]));
+        assert!((1.5..2.5).contains(&d[1]));
+        assert!((6.0..10.0).contains(&d[5]));
+        b.reset();
+        assert!(b.next_delay().as_secs_f64() < 1.25);
+    }
+}

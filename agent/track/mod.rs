@@ -1,0 +1,262 @@
+//! Multi-object tracker (sans-IO, deterministic): ByteTrack-style two-stage
+//! association (high-score detections first, then low-score ones to keep
+//! existing tracks alive), constant-velocity prediction, birth after
+//! `min_hits` and death after `max_age` seconds without a match.
+
+use crate::infer::Detection;
+use crate::infer::postprocess::iou;
+
+#[derive(Debug, Clone, Copy)]
+pub struct TrackerConfig {
+    /// Detections at or above this score may start tracks and match first.
+    pub high_score: f32,
+    /// Detections between `low_score` and `high_score` only extend tracks.
+    pub low_score: f32,
+    /// Minimum IoU between a track's predicted box and a detection.
+    pub min_iou: f32,
+    /// Matches needed before a track is confirmed (and may trigger rules).
+    pub min_hits: u32,
+    /// Seconds a track survives without a match.
+    pub max_age: f64,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            high_score: 0.4,
+            low_score: 0.15,
+            min_iou: 0.2,
+            min_hits: 3,
+            max_age: 1.5,
+        }
+    }
+}
+
+/// Longest position history kept per track.
+const HISTORY: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct Track {
+    pub id: u64,
+    /// Box in frame pixels `[x1, y1, x2, y2]` at the last match.
+    pub bbox: [f32; 4],
+    pub score: f32,
+    /// Best score seen.
+    pub best_score: f32,
+    class_votes: Vec<(usize, u32)>,
+    pub hits: u32,
+    pub first_seen: f64,
+    pub last_seen: f64,
+    /// Centre velocity, pixels per second.
+    pub velocity: [f32; 2],
+    /// (time, ground point = bottom centre of the box), oldest first.
+    pub history: Vec<(f64, [f32; 2])>,
+    /// True if the track was matched in the latest update.
+    pub matched: bool,
+}
+
+impl Track {
+    /// Most frequently detected class.
+    pub fn class(&self) -> usize {
+        self.class_votes.iter().max_by_key(|(_, n)| *n).map(|(c, _)| *c).unwrap_or(0)
+    }
+    pub fn confirmed(&self, min_hits: u32) -> bool {
+        self.hits >= min_hits
+    }
+    pub fn dwell(&self) -> f64 {
+        self.last_seen - self.first_seen
+    }
+    pub fn anchor(&self) -> [f32; 2] {
+        ground_point(&self.bbox)
+    }
+    fn predict(&self, t: f64) -> [f32; 4] {
+        let dt = (t - self.last_seen) as f32;
+        let (dx, dy) = (self.velocity[0] * dt, self.velocity[1] * dt);
+        [self.bbox[0] + dx, self.bbox[1] + dy, self.bbox[2] + dx, self.bbox[3] + dy]
+    }
+    fn update(&mut self, d: &Detection, t: f64) {
+        let dt = (t - self.last_seen) as f32;
+        if dt > 0.0 {
+            let c0 = center(&self.bbox);
+            let c1 = center(&d.bbox);
+            let v = [(c1[0] - c0[0]) / dt, (c1[1] - c0[1]) / dt];
+            let a = if self.hits <= 1 { 1.0 } else { 0.5 };
+            self.velocity = [a * v[0] + (1.0 - a) * self.velocity[0], a * v[1] + (1.0 - a) * self.velocity[1]];
+        }
+        self.bbox = d.bbox;
+        self.score = d.score;
+        self.best_score = self.best_score.max(d.score);
+        match self.class_votes.iter_mut().find(|(c, _)| *c == d.class) {
+            Some((_, n)) => *n += 1,
+            None => self.class_votes.push((d.class, 1)),
+        }
+        self.hits += 1;
+        self.last_seen = t;
+        self.matched = true;
+        self.history.push((t, ground_point(&d.bbox)));
+        if self.history.len() > HISTORY {
+            self.history.remove(0);
+        }
+    }
+}
+
+pub fn center(b: &[f32; 4]) -> [f32; 2] {
+    [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0]
+}
+
+/// Bottom centre of a box: where a vehicle or person touches the road.
+pub fn ground_point(b: &[f32; 4]) -> [f32; 2] {
+    [(b[0] + b[2]) / 2.0, b[3]]
+}
+
+#[derive(Debug)]
+pub struct Tracker {
+    cfg: TrackerConfig,
+    tracks: Vec<Track>,
+    next_id: u64,
+}
+
+impl Tracker {
+    pub fn new(cfg: TrackerConfig) -> Self {
+        Tracker {
+            cfg,
+            tracks: Vec::new(),
+            next_id: 1,
+        }
+    }
+
+    pub fn config(&self) -> &TrackerConfig {
+        &self.cfg
+    }
+
+    pub fn tracks(&self) -> &[Track] {
+        &self.tracks
+    }
+
+    /// Associates the detections of the frame at time `t` (seconds) with the
+    /// tracks; returns the live tracks.
+    pub fn update(&mut self, dets: &[Detection], t: f64) -> &[Track] {
+        for tr in &mut self.tracks {
+            tr.matched = false;
+        }
+        let (high, low): (Vec<&Detection>, Vec<&Detection>) = dets
+            .iter()
+            .filter(|d| d.score >= self.cfg.low_score)
+            .partition(|d| d.score >= self.cfg.high_score);
+        let unmatched_high = self.associate(&high, t);
+        let _ = self.associate(&low, t);
+        for d in unmatched_high {
+            let mut tr = Track {
+                id: self.next_id,
+                bbox: d.bbox,
+                score: d.score,
+                best_score: d.score,
+                class_votes: Vec::new(),
+                hits: 0,
+                first_seen: t,
+                last_seen: t,
+                velocity: [0.0, 0.0],
+                history: Vec::new(),
+                matched: false,
+            };
+            self.next_id += 1;
+            tr.update(d, t);
+            self.tracks.push(tr);
+        }
+        let max_age = self.cfg.max_age;
+        self.tracks.retain(|tr| t - tr.last_seen <= max_age);
+        &self.tracks
+    }
+
+    /// Greedy association by IoU between predicted track boxes and detections,
+    /// best pairs first. Returns the detections left unmatched.
+    fn associate<'a>(&mut self, dets: &[&'a Detection], t: f64) -> Vec<&'a Detection> {
+        let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
+        for (ti, tr) in self.tracks.iter().enumerate() {
+            if tr.matched {
+                continue;
+            }
+            let p = tr.predict(t);
+            for (di, d) in dets.iter().enumerate() {
+                let o = iou(&p, &d.bbox).max(iou(&tr.bbox, &d.bbox));
+                if o >= self.cfg.min_iou {
+                    pairs.push((o, ti, di));
+                }
+            }
+        }
+        pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        let mut det_used = vec![false; dets.len()];
+        for (_, ti, di) in pairs {
+            if det_used[di] || self.tracks[ti].matched {
+                continue;
+            }
+            det_used[di] = true;
+            self.tracks[ti].update(dets[di], t);
+        }
+        dets.iter().zip(det_used).filter(|(_, u)| !u).map(|(d, _)| *d).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(x: f32, score: f32) -> Detection {
+        Detection {
+            class: 2,
+            score,
+            bbox: [x, 100.0, x + 40.0, 140.0],
+        }
+    }
+
+    #[test]
+    fn one_moving_object_keeps_one_id() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        for i in 0..20 {
+            let tracks = t.update(&[det(10.0 + 8.0 * i as f32, 0.8)], i as f64 * 0.2);
+            assert_eq!(tracks.len(), 1);
+            assert_eq!(tracks[0].id, 1);
+        }
+        assert_eq!(t.tracks()[0].hits, 20);
+        assert!(t.tracks()[0].velocity[0] > 30.0, "{:?}", t.tracks()[0].velocity);
+    }
+
+    #[test]
+    fn survives_missed_detections_and_dies_after_max_age() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        t.update(&[det(10.0, 0.8)], 0.0);
+        t.update(&[det(18.0, 0.8)], 0.2);
+        t.update(&[], 0.4);
+        t.update(&[], 0.6);
+        // reappears where the motion predicts it
+        let tr = t.update(&[det(42.0, 0.8)], 0.8);
+        assert_eq!(tr.len(), 1);
+        assert_eq!(tr[0].id, 1);
+        t.update(&[], 1.6);
+        assert_eq!(t.update(&[], 2.5).len(), 0);
+    }
+
+    #[test]
+    fn low_scores_extend_but_never_start_tracks() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        assert!(t.update(&[det(10.0, 0.2)], 0.0).is_empty());
+        t.update(&[det(10.0, 0.8)], 0.2);
+        let tr = t.update(&[det(12.0, 0.2)], 0.4);
+        assert_eq!(tr.len(), 1);
+        assert_eq!(tr[0].hits, 2);
+    }
+
+    #[test]
+    fn two_objects_two_ids_and_confirmation() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        for i in 0..3 {
+            let x = 8.0 * i as f32;
+            t.update(&[det(x, 0.9), det(300.0 - x, 0.9)], i as f64 * 0.2);
+        }
+        let tr = t.tracks();
+        assert_eq!(tr.len(), 2);
+        assert_ne!(tr[0].id, tr[1].id);
+        assert!(tr.iter().all(|x| x.confirmed(3)));
+        assert_eq!(tr[0].class(), 2);
+    }
+}

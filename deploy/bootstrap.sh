@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Brings a Debian 12 box to a state where `ioc-agent` builds, tests and runs.
+# Idempotent: every step checks before it acts.
+#   deploy/bootstrap.sh system   apt packages (GStreamer set, mosquitto); retried once
+#   deploy/bootstrap.sh ort      ONNX Runtime shared library into .ort/ (from the PyPI wheel)
+#   deploy/bootstrap.sh all      both
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ORT_VERSION=1.31.1
+ORT_DIR=${ORT_DIR:-$PWD/.ort}
+ORT_LIB="$ORT_DIR/lib/libonnxruntime.so.$ORT_VERSION"
+
+APT_PACKAGES=(
+  pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
+  gstreamer1.0-plugins-base-apps libgstrtspserver-1.0-dev
+  mosquitto mosquitto-clients python3 unzip
+)
+
+sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+system() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    echo "bootstrap: system packages present"
+    return
+  fi
+  echo "bootstrap: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  sudo_ apt-get update -q || { sleep 3; sudo_ apt-get update -q; }
+  # The first install of a large set can fail with "cannot access archive": retry once.
+  sudo_ apt-get install -y -q --no-install-recommends "${missing[@]}" \
+    || { sleep 3; sudo_ apt-get install -y -q --no-install-recommends "${missing[@]}"; }
+  # The distribution's mosquitto service is not needed: tests and the demo start their own.
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
+    sudo_ systemctl disable --now mosquitto >/dev/null 2>&1 || true
+  fi
+}
+
+ort() {
+  if [ -f "$ORT_LIB" ]; then
+    echo "bootstrap: ONNX Runtime $ORT_VERSION present at $ORT_LIB"
+    return
+  fi
+  echo "bootstrap: fetching ONNX Runtime $ORT_VERSION (PyPI wheel onnxruntime==$ORT_VERSION)"
+  local tmp; tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' RETURN
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$tmp" "onnxruntime==$ORT_VERSION" \
+    || { sleep 3; python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$tmp" "onnxruntime==$ORT_VERSION"; }
+  local whl; whl=$(ls "$tmp"/onnxruntime-*.whl | head -n1)
+  mkdir -p "$ORT_DIR/lib"
+  unzip -q -o -j "$whl" "onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" -d "$tmp/lib"
+  mv "$tmp/lib/libonnxruntime.so.$ORT_VERSION" "$ORT_LIB.partial"
+  mv "$ORT_LIB.partial" "$ORT_LIB"
+  echo "bootstrap: ONNX Runtime installed at $ORT_LIB"
+}
+
+case "${1:-all}" in
+  system) system ;;
+  ort) ort ;;
+  all) system; ort ;;
+  *) echo "usage: $0 [system|ort|all]" >&2; exit 2 ;;
+esac
