@@ -10,7 +10,11 @@ use ioc_agent::infer::pull::{self, Pulled};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "ioc-agent", version, about = "Edge video-analytics agent for city operations centers")]
+#[command(
+    name = "ioc-agent",
+    version,
+    about = "Edge video-analytics agent for city operations centers"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -33,6 +37,15 @@ enum Cmd {
         /// NAME=FILE, served at rtsp://HOST:PORT/NAME; repeat for more cameras.
         #[arg(long = "stream", required = true)]
         streams: Vec<String>,
+    },
+    /// Print alerts and agent status from a broker as readable lines.
+    Watch {
+        /// Broker, mqtt://host:port.
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        url: String,
+        /// Topic prefix.
+        #[arg(long, default_value = "ioc/v1")]
+        prefix: String,
     },
     /// Model files: fetch and verify them against their manifests.
     Models {
@@ -78,11 +91,19 @@ fn init_tracing(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .with_target(false)
         .try_init();
 }
 
-fn model_dirs(config: Option<PathBuf>, manifests: Option<PathBuf>, dest: Option<PathBuf>) -> anyhow::Result<(PathBuf, PathBuf)> {
+fn model_dirs(
+    config: Option<PathBuf>,
+    manifests: Option<PathBuf>,
+    dest: Option<PathBuf>,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
     let cfg = match config {
         Some(p) => Some(Config::load(&p)?),
         None => None,
@@ -100,13 +121,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -147,7 +169,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Run { config } => {
             let cfg = Config::load(&config)?;
             init_tracing(&cfg.log);
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(async move {
                 let cancel = CancellationToken::new();
                 let c = cancel.clone();
@@ -168,7 +192,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 clips.push((name, clip));
             }
             let sim = ioc_agent::simulate::Simulator::start(&listen, &clips)?;
-            let host = listen.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
+            let host = listen
+                .rsplit_once(':')
+                .map(|(h, _)| h)
+                .unwrap_or("127.0.0.1");
             for (name, clip) in &clips {
                 println!(
                     "serving rtsp://{host}:{}/{name} ({}, {} frames, {:.1} s loop)",
@@ -180,9 +207,23 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             use std::io::Write;
             let _ = std::io::stdout().flush();
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(shutdown_signal());
             drop(sim);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Watch { url, prefix } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                tokio::select! {
+                    r = ioc_agent::publish::watch::watch(&url, &prefix) => r.map_err(anyhow::Error::msg),
+                    _ = shutdown_signal() => Ok(()),
+                }
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Models { cmd } => match cmd {
@@ -196,11 +237,20 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 let (mdir, dest) = model_dirs(config, manifests, dest)?;
                 let all = pull::manifests_in(&mdir)?;
                 let mut failed = 0;
-                for m in all.iter().filter(|m| names.is_empty() || names.contains(&m.name)) {
+                for m in all
+                    .iter()
+                    .filter(|m| names.is_empty() || names.contains(&m.name))
+                {
                     match pull::pull(m, &dest, mirror.as_deref()) {
-                        Ok(Pulled::AlreadyPresent) => println!("{}: verified, already in {}", m.name, dest.display()),
-                        Ok(Pulled::FromMirror(p)) => println!("{}: copied from {} and verified", m.name, p.display()),
-                        Ok(Pulled::Downloaded(u)) => println!("{}: downloaded from {u} and verified", m.name),
+                        Ok(Pulled::AlreadyPresent) => {
+                            println!("{}: verified, already in {}", m.name, dest.display())
+                        }
+                        Ok(Pulled::FromMirror(p)) => {
+                            println!("{}: copied from {} and verified", m.name, p.display())
+                        }
+                        Ok(Pulled::Downloaded(u)) => {
+                            println!("{}: downloaded from {u} and verified", m.name)
+                        }
                         Err(e) => {
                             eprintln!("{}: {e}", m.name);
                             failed += 1;
@@ -213,9 +263,17 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                         failed += 1;
                     }
                 }
-                Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+                Ok(if failed == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
             }
-            ModelsCmd::List { config, manifests, dest } => {
+            ModelsCmd::List {
+                config,
+                manifests,
+                dest,
+            } => {
                 let (mdir, dest) = model_dirs(config, manifests, dest)?;
                 for m in pull::manifests_in(&mdir).context("listing manifests")? {
                     let path = dest.join(&m.file);
@@ -223,7 +281,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                         Ok(()) => "ok".to_string(),
                         Err(e) => format!("{e}"),
                     };
-                    println!("{:<16} {:<8} {:<10} {}  [{}]", m.name, m.output.kind(), m.license, path.display(), state);
+                    println!(
+                        "{:<16} {:<8} {:<10} {}  [{}]",
+                        m.name,
+                        m.output.kind(),
+                        m.license,
+                        path.display(),
+                        state
+                    );
                 }
                 Ok(ExitCode::SUCCESS)
             }

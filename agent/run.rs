@@ -58,10 +58,10 @@ pub fn load_detectors(cfg: &Config) -> Result<HashMap<String, DetectorHandle>, R
             .as_ref()
             .map(|m| m.get_ref().as_str())
             .or_else(|| cfg.models.first().map(|m| m.name.get_ref().as_str()));
-        if let Some(n) = name {
-            if !used.contains(&n) {
-                used.push(n);
-            }
+        if let Some(n) = name
+            && !used.contains(&n)
+        {
+            used.push(n);
         }
     }
     let mut out = HashMap::new();
@@ -152,10 +152,14 @@ impl CameraCtx {
 /// Supervision loop of one camera: `run_once` until cancelled, with backoff.
 async fn supervise(ctx: CameraCtx) {
     let cam = ctx.cam.clone();
-    let mut backoff = Backoff::new(Duration::from_secs_f64(cam.backoff_min_secs), Duration::from_secs_f64(cam.backoff_max_secs));
+    let mut backoff = Backoff::new(
+        Duration::from_secs_f64(cam.backoff_min_secs),
+        Duration::from_secs_f64(cam.backoff_max_secs),
+    );
     let mut failed_decoders: Vec<String> = Vec::new();
     loop {
-        ctx.status.update(ctx.id(), |s| s.state = "connecting".into());
+        ctx.status
+            .update(ctx.id(), |s| s.state = "connecting".into());
         let started = Instant::now();
         let res = tokio::select! {
             _ = ctx.cancel.cancelled() => break,
@@ -170,7 +174,16 @@ async fn supervise(ctx: CameraCtx) {
             Err(e) => e.to_string(),
         };
         // Errors are built from redacted URLs; redact again in case a library echoed one.
-        let msg = scrub(&msg, &[cam.url.get_ref(), cam.detect_url.as_ref().map(|u| u.get_ref().as_str()).unwrap_or("")]);
+        let msg = scrub(
+            &msg,
+            &[
+                cam.url.get_ref(),
+                cam.detect_url
+                    .as_ref()
+                    .map(|u| u.get_ref().as_str())
+                    .unwrap_or(""),
+            ],
+        );
         warn!(error = %msg, retry_in_ms = delay.as_millis() as u64, "camera session failed; retrying");
         ctx.status.update(ctx.id(), |s| {
             s.state = "retrying".into();
@@ -189,10 +202,10 @@ async fn supervise(ctx: CameraCtx) {
 fn scrub(msg: &str, urls: &[&str]) -> String {
     let mut out = msg.to_string();
     for u in urls {
-        if let Ok((_, Some(c))) = crate::source::parse_rtsp_url(u) {
-            if !c.password.is_empty() {
-                out = out.replace(&c.password, "***");
-            }
+        if let Ok((_, Some(c))) = crate::source::parse_rtsp_url(u)
+            && !c.password.is_empty()
+        {
+            out = out.replace(&c.password, "***");
         }
         if !u.is_empty() {
             out = out.replace(u, &redact(u));
@@ -231,10 +244,16 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
     // Decoded frames due at detect_fps; the newest replaces an unread one.
     let (ftx, mut frx) = watch::channel::<Option<(u64, Arc<Frame>)>>(None);
     let mut seq = 0u64;
-    let pipe = DecodePipeline::start(src.codec, &decoder, *cam.detect_fps.get_ref(), ctx.counters.clone(), move |f| {
-        seq += 1;
-        ftx.send_replace(Some((seq, Arc::new(f))));
-    })?;
+    let pipe = DecodePipeline::start(
+        src.codec,
+        &decoder,
+        *cam.detect_fps.get_ref(),
+        ctx.counters.clone(),
+        move |f| {
+            seq += 1;
+            ftx.send_replace(Some((seq, Arc::new(f))));
+        },
+    )?;
 
     let ingest = async {
         let mut waiting_key = true;
@@ -245,7 +264,9 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
             let wall = SystemTime::now();
             ctx.counters.received.fetch_add(1, Ordering::Relaxed);
             if waiting_key && !f.keyframe {
-                ctx.counters.skipped_no_keyframe.fetch_add(1, Ordering::Relaxed);
+                ctx.counters
+                    .skipped_no_keyframe
+                    .fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             waiting_key = false;
@@ -272,7 +293,8 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
             }
             if last_status.elapsed() > Duration::from_secs(1) {
                 last_status = Instant::now();
-                ctx.status.update(ctx.id(), |s| s.last_frame_at = Some(rfc3339(wall)));
+                ctx.status
+                    .update(ctx.id(), |s| s.last_frame_at = Some(rfc3339(wall)));
                 ctx.sync_counters();
             }
         }
@@ -294,7 +316,9 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
                 continue;
             };
             if s > last_seq + 1 {
-                ctx.counters.skipped_busy.fetch_add(s - last_seq - 1, Ordering::Relaxed);
+                ctx.counters
+                    .skipped_busy
+                    .fetch_add(s - last_seq - 1, Ordering::Relaxed);
             }
             last_seq = s;
             let inf = ctx.detector.detect(frame.clone()).await?;
@@ -334,17 +358,28 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
 }
 
 /// Builds the alert and its thumbnail and hands them to the publisher.
-async fn emit(ctx: &CameraCtx, frame: &Arc<Frame>, rule: &crate::rules::Rule, f: &crate::rules::Firing, labels: &[String]) {
+async fn emit(
+    ctx: &CameraCtx,
+    frame: &Arc<Frame>,
+    rule: &crate::rules::Rule,
+    f: &crate::rules::Firing,
+    labels: &[String],
+) {
     let id = ulid::Ulid::from_datetime(frame.wall).to_string();
-    let class = labels.get(f.class).cloned().unwrap_or_else(|| f.class.to_string());
+    let class = labels
+        .get(f.class)
+        .cloned()
+        .unwrap_or_else(|| f.class.to_string());
     let geometry = rule.geometry.clone();
     let bbox = f.bbox;
     let max_side = ctx.cam.thumbnail_max_side;
     let fr = frame.clone();
-    let jpeg = tokio::task::spawn_blocking(move || evidence::thumbnail(&fr, max_side, Some(&geometry), &[bbox]))
-        .await
-        .ok()
-        .and_then(|r| r.map_err(|e| warn!(error = %e, "thumbnail failed")).ok());
+    let jpeg = tokio::task::spawn_blocking(move || {
+        evidence::thumbnail(&fr, max_side, Some(&geometry), &[bbox])
+    })
+    .await
+    .ok()
+    .and_then(|r| r.map_err(|e| warn!(error = %e, "thumbnail failed")).ok());
     let topic = ctx.publisher.topics.thumbnail(&id);
     let thumbnail = jpeg.as_ref().map(|j| EvidenceRef {
         topic,

@@ -283,11 +283,8 @@ pub struct Problem {
 /// as `file:line:column: message`.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source} — check the path and its permissions")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot read config file {path}: {err} — check the path and its permissions")]
+    Read { path: PathBuf, err: std::io::Error },
     #[error("{}", format_problems(path, problems))]
     Invalid {
         path: PathBuf,
@@ -337,9 +334,9 @@ impl Config {
     /// Reads, parses and validates a config file. Model manifests are loaded to
     /// check model names and classes.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            err,
         })?;
         let base = path
             .parent()
@@ -362,7 +359,9 @@ impl Config {
                 let (line, column) = line_col(text, e.span().map(|s| s.start).unwrap_or(0));
                 let mut message = e.message().trim().to_string();
                 if message.starts_with("unknown field") {
-                    message.push_str(" — remove it or fix its spelling (see README, Config reference)");
+                    message.push_str(
+                        " — remove it or fix its spelling (see README, Config reference)",
+                    );
                 }
                 return Err(ConfigError::Invalid {
                     path: path.to_path_buf(),
@@ -392,7 +391,11 @@ impl Config {
 
     fn validate(&self, c: &mut Collector) {
         let id = self.agent_id.get_ref();
-        if id.is_empty() || !id.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
             c.at(
                 self.agent_id.span(),
                 "agent_id must be non-empty and use only letters, digits, '-' and '_' (it is part of MQTT topics)",
@@ -405,7 +408,10 @@ impl Config {
             || self.mqtt.topic_prefix.contains(['#', '+'])
             || self.mqtt.topic_prefix.ends_with('/')
         {
-            c.at(0..0, "mqtt.topic_prefix must be non-empty, without '#', '+' or a trailing '/'");
+            c.at(
+                0..0,
+                "mqtt.topic_prefix must be non-empty, without '#', '+' or a trailing '/'",
+            );
         }
 
         // Models: manifests must exist and parse.
@@ -432,11 +438,21 @@ impl Config {
         let mut ids = HashSet::new();
         for cam in &self.cameras {
             let cid = cam.id.get_ref();
-            if cid.is_empty() || !cid.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
-                c.at(cam.id.span(), "camera id must be non-empty and use only letters, digits, '-' and '_'");
+            if cid.is_empty()
+                || !cid
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+            {
+                c.at(
+                    cam.id.span(),
+                    "camera id must be non-empty and use only letters, digits, '-' and '_'",
+                );
             }
             if !ids.insert(cid.clone()) {
-                c.at(cam.id.span(), format!("camera id '{cid}' is used twice; ids must be unique"));
+                c.at(
+                    cam.id.span(),
+                    format!("camera id '{cid}' is used twice; ids must be unique"),
+                );
             }
             for u in std::iter::once(&cam.url).chain(cam.detect_url.iter()) {
                 if let Err(msg) = crate::source::parse_rtsp_url(u.get_ref()) {
@@ -445,13 +461,22 @@ impl Config {
             }
             let fps = *cam.detect_fps.get_ref();
             if !(fps > 0.0 && fps <= 60.0) {
-                c.at(cam.detect_fps.span(), format!("detect_fps must be in (0, 60], got {fps}"));
+                c.at(
+                    cam.detect_fps.span(),
+                    format!("detect_fps must be in (0, 60], got {fps}"),
+                );
             }
             if cam.connect_timeout_secs <= 0.0 || cam.inactivity_timeout_secs <= 0.0 {
-                c.at(cam.id.span(), "connect_timeout_secs and inactivity_timeout_secs must be positive");
+                c.at(
+                    cam.id.span(),
+                    "connect_timeout_secs and inactivity_timeout_secs must be positive",
+                );
             }
             if cam.backoff_min_secs <= 0.0 || cam.backoff_max_secs < cam.backoff_min_secs {
-                c.at(cam.id.span(), "backoff_min_secs must be positive and not above backoff_max_secs");
+                c.at(
+                    cam.id.span(),
+                    "backoff_min_secs must be positive and not above backoff_max_secs",
+                );
             }
             // Which model does this camera use?
             let manifest = match &cam.model {
@@ -470,7 +495,10 @@ impl Config {
                 },
                 None => {
                     if manifests.is_empty() && !cam.rules.is_empty() {
-                        c.at(cam.id.span(), format!("camera '{cid}' has rules but no [[models]] are configured"));
+                        c.at(
+                            cam.id.span(),
+                            format!("camera '{cid}' has rules but no [[models]] are configured"),
+                        );
                     }
                     manifests.first().and_then(|(_, m)| m.as_ref())
                 }
@@ -479,32 +507,64 @@ impl Config {
             let mut zone_names = HashSet::new();
             for z in &cam.zones {
                 if !zone_names.insert(z.name.get_ref().clone()) {
-                    c.at(z.name.span(), format!("zone '{}' is defined twice", z.name.get_ref()));
+                    c.at(
+                        z.name.span(),
+                        format!("zone '{}' is defined twice", z.name.get_ref()),
+                    );
                 }
                 let poly = z.polygon.get_ref();
                 if poly.len() < 3 {
                     c.at(
                         z.polygon.span(),
-                        format!("zone '{}': a polygon needs at least 3 points, got {}", z.name.get_ref(), poly.len()),
+                        format!(
+                            "zone '{}': a polygon needs at least 3 points, got {}",
+                            z.name.get_ref(),
+                            poly.len()
+                        ),
                     );
                 } else if let Some(msg) = check_points(poly) {
-                    c.at(z.polygon.span(), format!("zone '{}': {msg}", z.name.get_ref()));
+                    c.at(
+                        z.polygon.span(),
+                        format!("zone '{}': {msg}", z.name.get_ref()),
+                    );
                 } else if crate::rules::polygon_area(poly).abs() < 1e-6 {
-                    c.at(z.polygon.span(), format!("zone '{}': the polygon has no area (points on one line?)", z.name.get_ref()));
+                    c.at(
+                        z.polygon.span(),
+                        format!(
+                            "zone '{}': the polygon has no area (points on one line?)",
+                            z.name.get_ref()
+                        ),
+                    );
                 }
             }
             let mut line_names = HashSet::new();
             for l in &cam.lines {
                 if !line_names.insert(l.name.get_ref().clone()) {
-                    c.at(l.name.span(), format!("line '{}' is defined twice", l.name.get_ref()));
+                    c.at(
+                        l.name.span(),
+                        format!("line '{}' is defined twice", l.name.get_ref()),
+                    );
                 }
                 let pts = l.points.get_ref();
                 if pts.len() != 2 {
-                    c.at(l.points.span(), format!("line '{}': needs exactly 2 points, got {}", l.name.get_ref(), pts.len()));
+                    c.at(
+                        l.points.span(),
+                        format!(
+                            "line '{}': needs exactly 2 points, got {}",
+                            l.name.get_ref(),
+                            pts.len()
+                        ),
+                    );
                 } else if let Some(msg) = check_points(pts) {
-                    c.at(l.points.span(), format!("line '{}': {msg}", l.name.get_ref()));
+                    c.at(
+                        l.points.span(),
+                        format!("line '{}': {msg}", l.name.get_ref()),
+                    );
                 } else if (pts[0][0] - pts[1][0]).hypot(pts[0][1] - pts[1][1]) < 1e-6 {
-                    c.at(l.points.span(), format!("line '{}': its two points are the same", l.name.get_ref()));
+                    c.at(
+                        l.points.span(),
+                        format!("line '{}': its two points are the same", l.name.get_ref()),
+                    );
                 }
             }
             for r in &cam.rules {
@@ -531,7 +591,11 @@ impl Config {
                         if !man.labels.iter().any(|l| l == class) {
                             c.at(
                                 r.classes.span(),
-                                format!("class '{class}' is not a label of model '{}' (e.g. {})", man.name, sample_labels(&man.labels)),
+                                format!(
+                                    "class '{class}' is not a label of model '{}' (e.g. {})",
+                                    man.name,
+                                    sample_labels(&man.labels)
+                                ),
                             );
                         }
                     }
@@ -563,7 +627,8 @@ impl Config {
     }
 
     pub fn manifest_path(&self, name: &str) -> PathBuf {
-        self.resolve(&self.manifest_dir).join(format!("{name}.toml"))
+        self.resolve(&self.manifest_dir)
+            .join(format!("{name}.toml"))
     }
 
     /// Path of the ONNX Runtime library to load.
@@ -604,7 +669,12 @@ fn check_points(points: &[[f64; 2]]) -> Option<String> {
 }
 
 fn sample_labels(labels: &[String]) -> String {
-    let mut s = labels.iter().take(4).cloned().collect::<Vec<_>>().join(", ");
+    let mut s = labels
+        .iter()
+        .take(4)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     if labels.len() > 4 {
         s.push_str(", …");
     }

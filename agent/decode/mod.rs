@@ -78,7 +78,9 @@ pub enum DecodeError {
     Init(String),
     #[error("no {codec} decoder is available (tried {tried}) — install gstreamer1.0-libav")]
     NoDecoder { codec: &'static str, tried: String },
-    #[error("configured decoder '{0}' is not installed — remove `decoder` from the camera or install its plugin")]
+    #[error(
+        "configured decoder '{0}' is not installed — remove `decoder` from the camera or install its plugin"
+    )]
     MissingDecoder(String),
     #[error("cannot build the decode pipeline: {0}")]
     Pipeline(String),
@@ -92,8 +94,15 @@ pub fn init() -> Result<(), DecodeError> {
 }
 
 /// The first decoder in the ranked list that is installed and not excluded.
-pub fn choose_decoder(codec: Codec, forced: Option<&str>, exclude: &[String]) -> Result<String, DecodeError> {
-    choose_from(codec.ranked_decoders(), forced, exclude, |n| gst::ElementFactory::find(n).is_some()).map_err(|e| match e {
+pub fn choose_decoder(
+    codec: Codec,
+    forced: Option<&str>,
+    exclude: &[String],
+) -> Result<String, DecodeError> {
+    choose_from(codec.ranked_decoders(), forced, exclude, |n| {
+        gst::ElementFactory::find(n).is_some()
+    })
+    .map_err(|e| match e {
         None => DecodeError::NoDecoder {
             codec: codec.as_str(),
             tried: codec.ranked_decoders().join(", "),
@@ -105,9 +114,18 @@ pub fn choose_decoder(codec: Codec, forced: Option<&str>, exclude: &[String]) ->
 /// Selection logic, separate from GStreamer so it can be tested with any
 /// availability: `Err(None)` when nothing fits, `Err(Some(name))` when the
 /// forced decoder is missing.
-pub fn choose_from(ranked: &[&str], forced: Option<&str>, exclude: &[String], available: impl Fn(&str) -> bool) -> Result<String, Option<String>> {
+pub fn choose_from(
+    ranked: &[&str],
+    forced: Option<&str>,
+    exclude: &[String],
+    available: impl Fn(&str) -> bool,
+) -> Result<String, Option<String>> {
     if let Some(f) = forced {
-        return if available(f) { Ok(f.to_string()) } else { Err(Some(f.to_string())) };
+        return if available(f) {
+            Ok(f.to_string())
+        } else {
+            Err(Some(f.to_string()))
+        };
     }
     ranked
         .iter()
@@ -130,7 +148,11 @@ pub struct Frame {
 
 impl std::fmt::Debug for Frame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Frame({}x{} @ {:.3}s)", self.width, self.height, self.pts)
+        write!(
+            f,
+            "Frame({}x{} @ {:.3}s)",
+            self.width, self.height, self.pts
+        )
     }
 }
 
@@ -183,7 +205,11 @@ impl Frame {
     }
 
     /// Copies a mapped GStreamer I420 frame, removing row padding.
-    pub fn from_video(vf: &gst_video::VideoFrameRef<&gst::BufferRef>, pts: f64, wall: SystemTime) -> Option<Frame> {
+    pub fn from_video(
+        vf: &gst_video::VideoFrameRef<&gst::BufferRef>,
+        pts: f64,
+        wall: SystemTime,
+    ) -> Option<Frame> {
         let mut f = Frame::blank(vf.width(), vf.height());
         f.pts = pts;
         f.wall = wall;
@@ -299,11 +325,11 @@ impl DecodePipeline {
             .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
             .ok_or_else(|| DecodeError::Pipeline("appsink missing".into()))?;
         appsrc.set_max_bytes(16 * 1024 * 1024);
-        if let Some(dec) = pipeline.by_name("dec") {
-            if dec.has_property("max-threads") {
-                // libav: 0 = one thread per core.
-                dec.set_property_from_str("max-threads", "0");
-            }
+        if let Some(dec) = pipeline.by_name("dec")
+            && dec.has_property("max-threads")
+        {
+            // libav: 0 = one thread per core.
+            dec.set_property_from_str("max-threads", "0");
         }
 
         let mut selector = FrameSelector::new(fps);
@@ -315,7 +341,10 @@ impl DecodePipeline {
                     let Some(buffer) = sample.buffer() else {
                         return Ok(gst::FlowSuccess::Ok);
                     };
-                    let pts = buffer.pts().map(|t| t.nseconds() as f64 / 1e9).unwrap_or(0.0);
+                    let pts = buffer
+                        .pts()
+                        .map(|t| t.nseconds() as f64 / 1e9)
+                        .unwrap_or(0.0);
                     if !selector.due(pts) {
                         counters.skipped_rate.fetch_add(1, Ordering::Relaxed);
                         return Ok(gst::FlowSuccess::Ok);
@@ -326,12 +355,15 @@ impl DecodePipeline {
                     let Ok(info) = gst_video::VideoInfo::from_caps(caps) else {
                         return Err(gst::FlowError::NotNegotiated);
                     };
-                    let Ok(vf) = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info) else {
+                    let Ok(vf) = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
+                    else {
                         return Err(gst::FlowError::Error);
                     };
                     // Wall-clock of receipt travels as the buffer's offset (ms since epoch).
                     let wall = match buffer.offset() {
-                        o if o != u64::MAX && o > 0 => SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(o),
+                        o if o != u64::MAX && o > 0 => {
+                            SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(o)
+                        }
                         _ => SystemTime::now(),
                     };
                     if let Some(frame) = Frame::from_video(&vf, pts, wall) {
@@ -341,10 +373,12 @@ impl DecodePipeline {
                 })
                 .build(),
         );
-        pipeline.set_state(gst::State::Playing).map_err(|e| DecodeError::Runtime {
-            decoder: decoder.to_string(),
-            message: e.to_string(),
-        })?;
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| DecodeError::Runtime {
+                decoder: decoder.to_string(),
+                message: e.to_string(),
+            })?;
         Ok(DecodePipeline {
             pipeline,
             appsrc,
@@ -357,13 +391,18 @@ impl DecodePipeline {
         let mut buf = gst::Buffer::from_slice(data.to_vec());
         if let Some(b) = buf.get_mut() {
             b.set_pts(gst::ClockTime::from_nseconds(pts_ns));
-            let ms = wall.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+            let ms = wall
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
             b.set_offset(ms);
         }
-        self.appsrc.push_buffer(buf).map_err(|e| DecodeError::Runtime {
-            decoder: self.decoder.clone(),
-            message: format!("push: {e:?}"),
-        })?;
+        self.appsrc
+            .push_buffer(buf)
+            .map_err(|e| DecodeError::Runtime {
+                decoder: self.decoder.clone(),
+                message: format!("push: {e:?}"),
+            })?;
         Ok(())
     }
 
@@ -434,12 +473,27 @@ mod tests {
     fn decoder_choice_follows_rank_and_exclusions() {
         let ranked = Codec::H264.ranked_decoders();
         let sw_only = |n: &str| n == "avdec_h264";
-        assert_eq!(choose_from(ranked, None, &[], sw_only).unwrap(), "avdec_h264");
+        assert_eq!(
+            choose_from(ranked, None, &[], sw_only).unwrap(),
+            "avdec_h264"
+        );
         let with_vaapi = |n: &str| n == "avdec_h264" || n == "vah264dec";
-        assert_eq!(choose_from(ranked, None, &[], with_vaapi).unwrap(), "vah264dec");
+        assert_eq!(
+            choose_from(ranked, None, &[], with_vaapi).unwrap(),
+            "vah264dec"
+        );
         // A decoder that failed at run time is skipped: fall back to software.
-        assert_eq!(choose_from(ranked, None, &["vah264dec".into()], with_vaapi).unwrap(), "avdec_h264");
-        assert_eq!(choose_from(ranked, Some("nvh264dec"), &[], sw_only), Err(Some("nvh264dec".into())));
-        assert_eq!(choose_from(ranked, None, &["avdec_h264".into()], sw_only), Err(None));
+        assert_eq!(
+            choose_from(ranked, None, &["vah264dec".into()], with_vaapi).unwrap(),
+            "avdec_h264"
+        );
+        assert_eq!(
+            choose_from(ranked, Some("nvh264dec"), &[], sw_only),
+            Err(Some("nvh264dec".into()))
+        );
+        assert_eq!(
+            choose_from(ranked, None, &["avdec_h264".into()], sw_only),
+            Err(None)
+        );
     }
 }

@@ -61,7 +61,12 @@ fn draw_line(img: &mut RgbImage, a: (f32, f32), b: (f32, f32), color: [u8; 3], t
 
 /// Draws the rule geometry (yellow) and the object boxes (red, normalised
 /// coordinates) on a thumbnail of the frame and encodes it as JPEG.
-pub fn thumbnail(frame: &Frame, max_side: u32, geometry: Option<&Geometry>, boxes: &[[f32; 4]]) -> Result<Jpeg, image::ImageError> {
+pub fn thumbnail(
+    frame: &Frame,
+    max_side: u32,
+    geometry: Option<&Geometry>,
+    boxes: &[[f32; 4]],
+) -> Result<Jpeg, image::ImageError> {
     let mut img = frame_to_rgb(frame, max_side);
     let (w, h) = (img.width() as f32, img.height() as f32);
     let px = |p: [f64; 2]| (p[0] as f32 * w, p[1] as f32 * h);
@@ -69,10 +74,18 @@ pub fn thumbnail(frame: &Frame, max_side: u32, geometry: Option<&Geometry>, boxe
     match geometry {
         Some(Geometry::Zone { polygon, .. }) => {
             for i in 0..polygon.len() {
-                draw_line(&mut img, px(polygon[i]), px(polygon[(i + 1) % polygon.len()]), yellow, 2);
+                draw_line(
+                    &mut img,
+                    px(polygon[i]),
+                    px(polygon[(i + 1) % polygon.len()]),
+                    yellow,
+                    2,
+                );
             }
         }
-        Some(Geometry::Line { points, .. }) => draw_line(&mut img, px(points[0]), px(points[1]), yellow, 3),
+        Some(Geometry::Line { points, .. }) => {
+            draw_line(&mut img, px(points[0]), px(points[1]), yellow, 3)
+        }
         None => {}
     }
     for b in boxes {

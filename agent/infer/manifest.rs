@@ -121,7 +121,12 @@ pub enum OutputSpec {
 impl OutputSpec {
     pub fn score_threshold(&self) -> f32 {
         match self {
-            OutputSpec::Yolox { score_threshold, .. } | OutputSpec::Nanodet { score_threshold, .. } => *score_threshold,
+            OutputSpec::Yolox {
+                score_threshold, ..
+            }
+            | OutputSpec::Nanodet {
+                score_threshold, ..
+            } => *score_threshold,
         }
     }
     pub fn nms_iou(&self) -> f32 {
@@ -146,20 +151,17 @@ fn default_iou() -> f32 {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("cannot read model manifest {path}: {source} — check manifest_dir in the config")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot read model manifest {path}: {err} — check manifest_dir in the config")]
+    Read { path: PathBuf, err: std::io::Error },
     #[error("model manifest {path} is invalid: {message}")]
     Invalid { path: PathBuf, message: String },
 }
 
 impl Manifest {
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        let text = std::fs::read_to_string(path).map_err(|err| ManifestError::Read {
             path: path.to_path_buf(),
-            source,
+            err,
         })?;
         let invalid = |message: String| ManifestError::Invalid {
             path: path.to_path_buf(),
@@ -175,10 +177,14 @@ impl Manifest {
         if m.file.contains('/') || m.file.contains("..") || m.file.is_empty() {
             return Err(invalid("file must be a plain file name".into()));
         }
-        if m.input.shape[0] != 1 || m.input.shape[1] != 3 || m.input.width() == 0 || m.input.height() == 0 {
+        if m.input.shape[0] != 1
+            || m.input.shape[1] != 3
+            || m.input.width() == 0
+            || m.input.height() == 0
+        {
             return Err(invalid("input.shape must be [1, 3, height, width]".into()));
         }
-        if m.input.std.iter().any(|s| *s == 0.0) {
+        if m.input.std.contains(&0.0) {
             return Err(invalid("input.std must not contain 0".into()));
         }
         if m.labels.is_empty() {
@@ -188,8 +194,12 @@ impl Manifest {
             OutputSpec::Yolox { strides, .. } if strides.is_empty() => {
                 return Err(invalid("output.strides must not be empty".into()));
             }
-            OutputSpec::Nanodet { cls, reg, strides, .. } if cls.len() != strides.len() || reg.len() != strides.len() => {
-                return Err(invalid("output.cls, output.reg and output.strides must have the same length".into()));
+            OutputSpec::Nanodet {
+                cls, reg, strides, ..
+            } if cls.len() != strides.len() || reg.len() != strides.len() => {
+                return Err(invalid(
+                    "output.cls, output.reg and output.strides must have the same length".into(),
+                ));
             }
             _ => {}
         }

@@ -25,14 +25,20 @@ pub enum InferError {
         "cannot load the ONNX Runtime library {path}: {reason} — ioc-agent needs ONNX Runtime {ORT_VERSION}; install it (`make ort`, or the `onnxruntime=={ORT_VERSION}` wheel's capi/libonnxruntime.so.{ORT_VERSION}) and set `onnxruntime = \"/path/to/libonnxruntime.so.{ORT_VERSION}\"` in the config or ORT_DYLIB_PATH"
     )]
     Runtime { path: PathBuf, reason: String },
-    #[error("model file {path} is missing — run `ioc-agent models pull --config <config> [--mirror DIR]` to fetch and verify it")]
+    #[error(
+        "model file {path} is missing — run `ioc-agent models pull --config <config> [--mirror DIR]` to fetch and verify it"
+    )]
     MissingModel { path: PathBuf },
-    #[error("cannot read model file {path}: {source}")]
-    ReadModel { path: PathBuf, source: std::io::Error },
+    #[error("cannot read model file {path}: {err}")]
+    ReadModel { path: PathBuf, err: std::io::Error },
     #[error(
         "model file {path} is corrupt or not the expected version: sha256 {actual}, manifest expects {expected} — delete it and run `ioc-agent models pull`"
     )]
-    Checksum { path: PathBuf, actual: String, expected: String },
+    Checksum {
+        path: PathBuf,
+        actual: String,
+        expected: String,
+    },
     #[error("ONNX Runtime could not load model {path}: {reason}")]
     Session { path: PathBuf, reason: String },
     #[error("model {model}: {reason}")]
@@ -83,11 +89,13 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 /// Checks that the model file exists and matches the manifest's sha256.
 pub fn verify_model_file(manifest: &Manifest, path: &Path) -> Result<(), InferError> {
     if !path.exists() {
-        return Err(InferError::MissingModel { path: path.to_path_buf() });
+        return Err(InferError::MissingModel {
+            path: path.to_path_buf(),
+        });
     }
-    let actual = sha256_file(path).map_err(|source| InferError::ReadModel {
+    let actual = sha256_file(path).map_err(|err| InferError::ReadModel {
         path: path.to_path_buf(),
-        source,
+        err,
     })?;
     if !actual.eq_ignore_ascii_case(&manifest.sha256) {
         return Err(InferError::Checksum {
@@ -110,7 +118,13 @@ pub struct Detector {
 impl Detector {
     /// Verifies the file against the manifest and opens a session.
     /// [`init_runtime`] must have succeeded first.
-    pub fn load(env: &ort::environment::Environment, manifest: Manifest, model_path: &Path, intra_threads: usize, threshold: Option<f32>) -> Result<Detector, InferError> {
+    pub fn load(
+        env: &ort::environment::Environment,
+        manifest: Manifest,
+        model_path: &Path,
+        intra_threads: usize,
+        threshold: Option<f32>,
+    ) -> Result<Detector, InferError> {
         verify_model_file(&manifest, model_path)?;
         let err = |e: String| InferError::Session {
             path: model_path.to_path_buf(),
@@ -122,10 +136,23 @@ impl Detector {
             .map_err(|e| err(e.to_string()))?
             .with_inter_threads(1)
             .map_err(|e| err(e.to_string()))?;
-        let session = builder.commit_from_file(model_path).map_err(|e| err(e.to_string()))?;
-        if !session.inputs().iter().any(|i| i.name() == manifest.input.name) {
-            let names: Vec<_> = session.inputs().iter().map(|i| i.name().to_string()).collect();
-            return Err(err(format!("the model has no input '{}' (it has {names:?}); fix input.name in the manifest", manifest.input.name)));
+        let session = builder
+            .commit_from_file(model_path)
+            .map_err(|e| err(e.to_string()))?;
+        if !session
+            .inputs()
+            .iter()
+            .any(|i| i.name() == manifest.input.name)
+        {
+            let names: Vec<_> = session
+                .inputs()
+                .iter()
+                .map(|i| i.name().to_string())
+                .collect();
+            return Err(err(format!(
+                "the model has no input '{}' (it has {names:?}); fix input.name in the manifest",
+                manifest.input.name
+            )));
         }
         let threshold = threshold.unwrap_or(manifest.output.score_threshold());
         Ok(Detector {
@@ -146,25 +173,49 @@ impl Detector {
             model: name.clone(),
             reason: e,
         };
-        let tensor = TensorRef::from_array_view((spec.shape, self.input.as_slice())).map_err(|e| run_err(e.to_string()))?;
+        let tensor = TensorRef::from_array_view((spec.shape, self.input.as_slice()))
+            .map_err(|e| run_err(e.to_string()))?;
         let outputs = self
             .session
             .run(ort::inputs![spec.name.as_str() => tensor])
             .map_err(|e| run_err(e.to_string()))?;
         let ncls = self.manifest.labels.len();
         let get = |n: &str| -> Result<&[f32], InferError> {
-            let v = outputs
-                .get(n)
-                .ok_or_else(|| run_err(format!("the model has no output '{n}'; fix the manifest's output names")))?;
-            let (_, data) = v.try_extract_tensor::<f32>().map_err(|e| run_err(e.to_string()))?;
+            let v = outputs.get(n).ok_or_else(|| {
+                run_err(format!(
+                    "the model has no output '{n}'; fix the manifest's output names"
+                ))
+            })?;
+            let (_, data) = v
+                .try_extract_tensor::<f32>()
+                .map_err(|e| run_err(e.to_string()))?;
             Ok(data)
         };
         let candidates = match &self.manifest.output {
-            OutputSpec::Yolox { name, strides, .. } => postprocess::decode_yolox(get(name)?, ncls, strides, mw, mh, self.threshold).map_err(run_err)?,
-            OutputSpec::Nanodet { cls, reg, strides, reg_max, .. } => {
+            OutputSpec::Yolox { name, strides, .. } => {
+                postprocess::decode_yolox(get(name)?, ncls, strides, mw, mh, self.threshold)
+                    .map_err(run_err)?
+            }
+            OutputSpec::Nanodet {
+                cls,
+                reg,
+                strides,
+                reg_max,
+                ..
+            } => {
                 let mut out = Vec::new();
                 for ((c, r), s) in cls.iter().zip(reg).zip(strides) {
-                    postprocess::decode_nanodet_level(get(c)?, get(r)?, ncls, *reg_max, *s, mw, self.threshold, &mut out).map_err(run_err)?;
+                    postprocess::decode_nanodet_level(
+                        get(c)?,
+                        get(r)?,
+                        ncls,
+                        *reg_max,
+                        *s,
+                        mw,
+                        self.threshold,
+                        &mut out,
+                    )
+                    .map_err(run_err)?;
                 }
                 out
             }

@@ -17,7 +17,14 @@ const MAX_DETECTIONS: usize = 300;
 
 /// YOLOX: `rows` is `[N, 5 + classes]` over the grids of `strides` on a
 /// `mw`×`mh` canvas. Returns candidates in canvas pixels (before NMS).
-pub fn decode_yolox(rows: &[f32], num_classes: usize, strides: &[usize], mw: usize, mh: usize, threshold: f32) -> Result<Vec<Detection>, String> {
+pub fn decode_yolox(
+    rows: &[f32],
+    num_classes: usize,
+    strides: &[usize],
+    mw: usize,
+    mh: usize,
+    threshold: f32,
+) -> Result<Vec<Detection>, String> {
     let stride_len = 5 + num_classes;
     let expected: usize = strides.iter().map(|s| (mw / s) * (mh / s)).sum();
     if rows.len() != expected * stride_len {
@@ -64,7 +71,17 @@ pub fn decode_yolox(rows: &[f32], num_classes: usize, strides: &[usize], mw: usi
 /// NanoDet (GFL head): per stride, `cls` is `[N, classes]` (sigmoided) and
 /// `reg` is `[N, 4 * (reg_max + 1)]` logits of a distance distribution for
 /// left, top, right, bottom.
-pub fn decode_nanodet_level(cls: &[f32], reg: &[f32], num_classes: usize, reg_max: usize, stride: usize, mw: usize, threshold: f32, out: &mut Vec<Detection>) -> Result<(), String> {
+#[allow(clippy::too_many_arguments)] // one flat call per stride on the hot path
+pub fn decode_nanodet_level(
+    cls: &[f32],
+    reg: &[f32],
+    num_classes: usize,
+    reg_max: usize,
+    stride: usize,
+    mw: usize,
+    threshold: f32,
+    out: &mut Vec<Detection>,
+) -> Result<(), String> {
     let bins = reg_max + 1;
     let n = cls.len() / num_classes.max(1);
     if cls.len() != n * num_classes || reg.len() != n * 4 * bins {
@@ -137,7 +154,10 @@ pub fn nms(mut dets: Vec<Detection>, iou_threshold: f32) -> Vec<Detection> {
     dets.truncate(MAX_CANDIDATES);
     let mut keep: Vec<Detection> = Vec::new();
     for d in dets {
-        if keep.iter().all(|k| k.class != d.class || iou(&k.bbox, &d.bbox) <= iou_threshold) {
+        if keep
+            .iter()
+            .all(|k| k.class != d.class || iou(&k.bbox, &d.bbox) <= iou_threshold)
+        {
             keep.push(d);
             if keep.len() == MAX_DETECTIONS {
                 break;
@@ -153,7 +173,12 @@ pub fn to_frame(dets: Vec<Detection>, t: &Transform, w: u32, h: u32) -> Vec<Dete
         .filter_map(|mut d| {
             let (x1, y1) = t.to_frame(d.bbox[0], d.bbox[1]);
             let (x2, y2) = t.to_frame(d.bbox[2], d.bbox[3]);
-            d.bbox = [x1.clamp(0.0, w as f32), y1.clamp(0.0, h as f32), x2.clamp(0.0, w as f32), y2.clamp(0.0, h as f32)];
+            d.bbox = [
+                x1.clamp(0.0, w as f32),
+                y1.clamp(0.0, h as f32),
+                x2.clamp(0.0, w as f32),
+                y2.clamp(0.0, h as f32),
+            ];
             (d.bbox[2] - d.bbox[0] >= 1.0 && d.bbox[3] - d.bbox[1] >= 1.0).then_some(d)
         })
         .collect()
@@ -185,7 +210,11 @@ mod tests {
         let mut rows = vec![0f32; 5 * 7];
         rows[4] = 0.5;
         rows[5] = 0.5; // score 0.25
-        assert!(decode_yolox(&rows, 2, &[8, 16], 16, 16, 0.3).unwrap().is_empty());
+        assert!(
+            decode_yolox(&rows, 2, &[8, 16], 16, 16, 0.3)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -225,7 +254,15 @@ mod tests {
             score,
             bbox: [x, 0.0, x + 10.0, 10.0],
         };
-        let kept = nms(vec![d(0, 0.5, 1.0), d(0, 0.9, 0.0), d(1, 0.8, 0.0), d(0, 0.7, 50.0)], 0.45);
+        let kept = nms(
+            vec![
+                d(0, 0.5, 1.0),
+                d(0, 0.9, 0.0),
+                d(1, 0.8, 0.0),
+                d(0, 0.7, 50.0),
+            ],
+            0.45,
+        );
         assert_eq!(kept.len(), 3);
         assert_eq!(kept[0].score, 0.9);
         assert!(kept.iter().any(|k| k.class == 1));

@@ -17,7 +17,10 @@ pub struct Transform {
 
 impl Transform {
     pub fn to_frame(&self, x: f32, y: f32) -> (f32, f32) {
-        ((x - self.pad_x) / self.scale_x, (y - self.pad_y) / self.scale_y)
+        (
+            (x - self.pad_x) / self.scale_x,
+            (y - self.pad_y) / self.scale_y,
+        )
     }
 }
 
@@ -41,7 +44,10 @@ pub fn letterbox(spec: &InputSpec, w: u32, h: u32) -> (Transform, usize, usize) 
             let nw = ((w * r).round() as usize).clamp(1, spec.width());
             let nh = ((h * r).round() as usize).clamp(1, spec.height());
             let (px, py) = if lb == Letterbox::Center {
-                (((spec.width() - nw) / 2) as f32, ((spec.height() - nh) / 2) as f32)
+                (
+                    ((spec.width() - nw) / 2) as f32,
+                    ((spec.height() - nh) / 2) as f32,
+                )
             } else {
                 (0.0, 0.0)
             };
@@ -77,7 +83,11 @@ pub fn i420_to_tensor(frame: &Frame, spec: &InputSpec, out: &mut Vec<f32>) -> Tr
     // Per output channel: value = (pixel - mean) / std, in the model's channel order.
     let (mean, std) = (spec.mean, spec.std);
     let inv = [1.0 / std[0], 1.0 / std[1], 1.0 / std[2]];
-    let pad: [f32; 3] = [(spec.pad - mean[0]) * inv[0], (spec.pad - mean[1]) * inv[1], (spec.pad - mean[2]) * inv[2]];
+    let pad: [f32; 3] = [
+        (spec.pad - mean[0]) * inv[0],
+        (spec.pad - mean[1]) * inv[1],
+        (spec.pad - mean[2]) * inv[2],
+    ];
     for c in 0..3 {
         out[c * plane..(c + 1) * plane].fill(pad[c]);
     }

@@ -13,19 +13,27 @@ use super::sha256_file;
 pub enum PullError {
     #[error(transparent)]
     Manifest(#[from] super::manifest::ManifestError),
-    #[error("cannot write to model folder {dir}: {source} — check the path and its permissions")]
-    Dest { dir: PathBuf, source: std::io::Error },
-    #[error("cannot copy {from}: {source}")]
-    Copy { from: PathBuf, source: std::io::Error },
-    #[error("{file}: sha256 {actual} does not match the manifest's {expected} (from {origin}) — the file is corrupt or a different version")]
+    #[error("cannot write to model folder {dir}: {err} — check the path and its permissions")]
+    Dest { dir: PathBuf, err: std::io::Error },
+    #[error("cannot copy {from}: {err}")]
+    Copy { from: PathBuf, err: std::io::Error },
+    #[error(
+        "{file}: sha256 {actual} does not match the manifest's {expected} (from {origin}) — the file is corrupt or a different version"
+    )]
     Checksum {
         file: PathBuf,
         origin: String,
         actual: String,
         expected: String,
     },
-    #[error("cannot download {url}: {reason} — without internet, use --mirror DIR with a folder holding {file}")]
-    Download { url: String, file: String, reason: String },
+    #[error(
+        "cannot download {url}: {reason} — without internet, use --mirror DIR with a folder holding {file}"
+    )]
+    Download {
+        url: String,
+        file: String,
+        reason: String,
+    },
     #[error("no manifests found in {0}")]
     NoManifests(PathBuf),
 }
@@ -40,10 +48,10 @@ pub enum Pulled {
 
 /// All manifests in a folder, sorted by name.
 pub fn manifests_in(dir: &Path) -> Result<Vec<Manifest>, PullError> {
-    let rd = std::fs::read_dir(dir).map_err(|source| {
+    let rd = std::fs::read_dir(dir).map_err(|err| {
         PullError::Manifest(super::manifest::ManifestError::Read {
             path: dir.to_path_buf(),
-            source,
+            err,
         })
     })?;
     let mut paths: Vec<PathBuf> = rd
@@ -54,27 +62,33 @@ pub fn manifests_in(dir: &Path) -> Result<Vec<Manifest>, PullError> {
     if paths.is_empty() {
         return Err(PullError::NoManifests(dir.to_path_buf()));
     }
-    paths.iter().map(|p| Manifest::load(p).map_err(PullError::from)).collect()
+    paths
+        .iter()
+        .map(|p| Manifest::load(p).map_err(PullError::from))
+        .collect()
 }
 
 /// Makes `<dest>/<file>` a verified copy of the manifest's model.
 pub fn pull(m: &Manifest, dest: &Path, mirror: Option<&Path>) -> Result<Pulled, PullError> {
-    std::fs::create_dir_all(dest).map_err(|source| PullError::Dest {
+    std::fs::create_dir_all(dest).map_err(|err| PullError::Dest {
         dir: dest.to_path_buf(),
-        source,
+        err,
     })?;
     let target = dest.join(&m.file);
     if target.exists() && sha256_file(&target).is_ok_and(|s| s.eq_ignore_ascii_case(&m.sha256)) {
         return Ok(Pulled::AlreadyPresent);
     }
     let tmp = dest.join(format!(".{}.partial", m.file));
-    let dest_err = |source| PullError::Dest {
+    let dest_err = |err| PullError::Dest {
         dir: dest.to_path_buf(),
-        source,
+        err,
     };
     let (origin, pulled) = match mirror.map(|d| d.join(&m.file)).filter(|p| p.exists()) {
         Some(src) => {
-            std::fs::copy(&src, &tmp).map_err(|source| PullError::Copy { from: src.clone(), source })?;
+            std::fs::copy(&src, &tmp).map_err(|err| PullError::Copy {
+                from: src.clone(),
+                err,
+            })?;
             (src.display().to_string(), Pulled::FromMirror(src))
         }
         None => {

@@ -4,6 +4,7 @@
 //! `{prefix}/{agent_id}/status`, set offline by the Last Will.
 
 pub mod payload;
+pub mod watch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,16 +27,23 @@ pub struct BrokerAddress {
 
 impl BrokerAddress {
     pub fn parse(s: &str) -> Result<BrokerAddress, String> {
-        let url = url::Url::parse(s).map_err(|e| format!("invalid MQTT URL '{s}' ({e}); write it as mqtt://host:port"))?;
+        let url = url::Url::parse(s)
+            .map_err(|e| format!("invalid MQTT URL '{s}' ({e}); write it as mqtt://host:port"))?;
         match url.scheme() {
             "mqtt" | "tcp" => {}
             "mqtts" | "ssl" => {
                 return Err("mqtts:// (TLS) is not supported by this version yet; use mqtt://host:port over a trusted network or a local bridge".into());
             }
-            other => return Err(format!("MQTT URL must start with mqtt://, got '{other}://'")),
+            other => {
+                return Err(format!(
+                    "MQTT URL must start with mqtt://, got '{other}://'"
+                ));
+            }
         }
         if !url.username().is_empty() {
-            return Err("put MQTT credentials in the config's [mqtt] section, not in the URL".into());
+            return Err(
+                "put MQTT credentials in the config's [mqtt] section, not in the URL".into(),
+            );
         }
         let host = url
             .host_str()
@@ -111,7 +119,9 @@ impl PublisherHandle {
             Err(e) => {
                 let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 let id = match &e {
-                    mpsc::error::TrySendError::Full(o) | mpsc::error::TrySendError::Closed(o) => o.alert.id.clone(),
+                    mpsc::error::TrySendError::Full(o) | mpsc::error::TrySendError::Closed(o) => {
+                        o.alert.id.clone()
+                    }
                 };
                 tracing::warn!(event_id = %id, dropped_total = n, "alert queue to the broker is full; alert dropped");
                 false
@@ -122,7 +132,11 @@ impl PublisherHandle {
 
 /// Starts the MQTT client and the publishing task. The returned join handle
 /// ends after `cancel` fires and the offline status has been sent.
-pub fn start(cfg: &Config, status: Arc<StatusBoard>, cancel: CancellationToken) -> (PublisherHandle, tokio::task::JoinHandle<()>) {
+pub fn start(
+    cfg: &Config,
+    status: Arc<StatusBoard>,
+    cancel: CancellationToken,
+) -> (PublisherHandle, tokio::task::JoinHandle<()>) {
     let addr = BrokerAddress::parse(cfg.mqtt.url.get_ref()).unwrap_or(BrokerAddress {
         host: "127.0.0.1".into(),
         port: 1883,
@@ -131,7 +145,12 @@ pub fn start(cfg: &Config, status: Arc<StatusBoard>, cancel: CancellationToken) 
     let mut opts = MqttOptions::new(cfg.client_id(), addr.host.clone(), addr.port);
     opts.set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_secs.max(5)));
     opts.set_max_packet_size(cfg.mqtt.max_packet_bytes, cfg.mqtt.max_packet_bytes);
-    opts.set_last_will(LastWill::new(topics.status(), status.offline_json("connection lost"), QoS::AtLeastOnce, true));
+    opts.set_last_will(LastWill::new(
+        topics.status(),
+        status.offline_json("connection lost"),
+        QoS::AtLeastOnce,
+        true,
+    ));
     let queue = cfg.mqtt.queue_len.max(1);
     let (client, mut eventloop) = AsyncClient::new(opts, queue);
     let (tx, mut rx) = mpsc::channel::<Outgoing>(queue);
@@ -166,8 +185,12 @@ pub fn start(cfg: &Config, status: Arc<StatusBoard>, cancel: CancellationToken) 
                         tracing::info!(broker = %broker, "connected to MQTT broker");
                     }
                     connected = true;
-                    let _ = conn_client
-                        .try_publish(conn_topics.status(), QoS::AtLeastOnce, true, conn_status.online_json());
+                    let _ = conn_client.try_publish(
+                        conn_topics.status(),
+                        QoS::AtLeastOnce,
+                        true,
+                        conn_status.online_json(),
+                    );
                 }
                 Ok(Event::Incoming(Packet::PubAck(_))) => {
                     conn_counters.acked.fetch_add(1, Ordering::Relaxed);
@@ -215,16 +238,21 @@ pub fn start(cfg: &Config, status: Arc<StatusBoard>, cancel: CancellationToken) 
                     if client.publish(topics.events(), QoS::AtLeastOnce, false, json).await.is_err() {
                         break;
                     }
-                    if let Some(jpeg) = out.thumbnail {
-                        if client.publish(topics.thumbnail(&out.alert.id), QoS::AtLeastOnce, false, jpeg).await.is_err() {
-                            break;
-                        }
+                    if let Some(jpeg) = out.thumbnail
+                        && client.publish(topics.thumbnail(&out.alert.id), QoS::AtLeastOnce, false, jpeg).await.is_err()
+                    {
+                        break;
                     }
                     counters.published.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
-        let _ = client.try_publish(topics.status(), QoS::AtLeastOnce, true, status.offline_json("shutdown"));
+        let _ = client.try_publish(
+            topics.status(),
+            QoS::AtLeastOnce,
+            true,
+            status.offline_json("shutdown"),
+        );
         let _ = client.try_disconnect();
         let _ = conn.await;
     });
@@ -245,7 +273,11 @@ mod tests {
             }
         );
         assert_eq!(BrokerAddress::parse("mqtt://broker").unwrap().port, 1883);
-        assert!(BrokerAddress::parse("http://x").unwrap_err().contains("mqtt://"));
+        assert!(
+            BrokerAddress::parse("http://x")
+                .unwrap_err()
+                .contains("mqtt://")
+        );
         assert!(BrokerAddress::parse("mqtt://u:p@x").is_err());
     }
 

@@ -154,7 +154,12 @@ impl StatusBoard {
         }
     }
 
-    fn json(&self, state: &str, reason: Option<&str>, cameras: BTreeMap<String, CameraStatus>) -> Vec<u8> {
+    fn json(
+        &self,
+        state: &str,
+        reason: Option<&str>,
+        cameras: BTreeMap<String, CameraStatus>,
+    ) -> Vec<u8> {
         let now = SystemTime::now();
         let msg = StatusMsg {
             schema: STATUS_SCHEMA,
@@ -164,7 +169,10 @@ impl StatusBoard {
             version: env!("CARGO_PKG_VERSION"),
             time: rfc3339(now),
             started_at: rfc3339(self.started),
-            uptime_secs: now.duration_since(self.started).map(|d| d.as_secs()).unwrap_or(0),
+            uptime_secs: now
+                .duration_since(self.started)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
             cameras,
             alerts_published: self.counters.published.load(Ordering::Relaxed),
             alerts_dropped: self.counters.dropped.load(Ordering::Relaxed),

@@ -9,7 +9,10 @@ use crate::track::Track;
 /// Signed area of a polygon (shoelace formula).
 pub fn polygon_area(p: &[[f64; 2]]) -> f64 {
     let n = p.len();
-    (0..n).map(|i| p[i][0] * p[(i + 1) % n][1] - p[(i + 1) % n][0] * p[i][1]).sum::<f64>() / 2.0
+    (0..n)
+        .map(|i| p[i][0] * p[(i + 1) % n][1] - p[(i + 1) % n][0] * p[i][1])
+        .sum::<f64>()
+        / 2.0
 }
 
 /// Ray casting; points on the boundary may go either way.
@@ -19,7 +22,9 @@ pub fn point_in_polygon(pt: [f64; 2], poly: &[[f64; 2]]) -> bool {
     let mut j = n.wrapping_sub(1);
     for i in 0..n {
         let (a, b) = (poly[i], poly[j]);
-        if (a[1] > pt[1]) != (b[1] > pt[1]) && pt[0] < (b[0] - a[0]) * (pt[1] - a[1]) / (b[1] - a[1]) + a[0] {
+        if (a[1] > pt[1]) != (b[1] > pt[1])
+            && pt[0] < (b[0] - a[0]) * (pt[1] - a[1]) / (b[1] - a[1]) + a[0]
+        {
             inside = !inside;
         }
         j = i;
@@ -38,7 +43,8 @@ pub fn segments_cross(p1: [f64; 2], p2: [f64; 2], q1: [f64; 2], q2: [f64; 2]) ->
     let d2 = cross(q1, q2, p2);
     let d3 = cross(p1, p2, q1);
     let d4 = cross(p1, p2, q2);
-    ((d1 > 0.0 && d2 < 0.0) || (d1 < 0.0 && d2 > 0.0) || (d1 == 0.0 && d2 != 0.0)) && ((d3 > 0.0) != (d4 > 0.0) || d3 == 0.0 || d4 == 0.0)
+    ((d1 > 0.0 && d2 < 0.0) || (d1 < 0.0 && d2 > 0.0) || (d1 == 0.0 && d2 != 0.0))
+        && ((d3 > 0.0) != (d4 > 0.0) || d3 == 0.0 || d4 == 0.0)
 }
 
 /// Direction of a movement in image terms.
@@ -57,7 +63,11 @@ pub fn movement_matches(dir: Direction, from: [f64; 2], to: [f64; 2]) -> bool {
 pub fn observed_direction(from: [f64; 2], to: [f64; 2]) -> Direction {
     let (dx, dy) = (to[0] - from[0], to[1] - from[1]);
     if dx.abs() >= dy.abs() {
-        if dx > 0.0 { Direction::LeftToRight } else { Direction::RightToLeft }
+        if dx > 0.0 {
+            Direction::LeftToRight
+        } else {
+            Direction::RightToLeft
+        }
     } else if dy > 0.0 {
         Direction::TopToBottom
     } else {
@@ -67,8 +77,14 @@ pub fn observed_direction(from: [f64; 2], to: [f64; 2]) -> Direction {
 
 #[derive(Debug, Clone)]
 pub enum Geometry {
-    Zone { name: String, polygon: Vec<[f64; 2]> },
-    Line { name: String, points: [[f64; 2]; 2] },
+    Zone {
+        name: String,
+        polygon: Vec<[f64; 2]>,
+    },
+    Line {
+        name: String,
+        points: [[f64; 2]; 2],
+    },
 }
 
 impl Geometry {
@@ -140,7 +156,10 @@ impl RuleEngine {
                     }
                 };
                 Some(Rule {
-                    name: r.name.clone().unwrap_or_else(|| format!("{}:{}", kind, geometry.name())),
+                    name: r
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("{}:{}", kind, geometry.name())),
                     kind,
                     classes: r
                         .classes
@@ -172,18 +191,24 @@ impl RuleEngine {
                     continue;
                 }
                 let class = tr.class();
-                if (!rule.classes.is_empty() && !rule.classes.contains(&class)) || tr.best_score < rule.min_score {
+                if (!rule.classes.is_empty() && !rule.classes.contains(&class))
+                    || tr.best_score < rule.min_score
+                {
                     continue;
                 }
                 let now = norm(tr.anchor());
                 let hit = match &rule.geometry {
-                    Geometry::Zone { polygon, .. } => point_in_polygon(now, polygon).then_some(None),
+                    Geometry::Zone { polygon, .. } => {
+                        point_in_polygon(now, polygon).then_some(None)
+                    }
                     Geometry::Line { points, .. } => {
                         // Any step of the track's history may cross: the
                         // crossing can happen before the track is confirmed.
                         tr.history.windows(2).find_map(|w| {
                             let (a, b) = (norm(w[0].1), norm(w[1].1));
-                            (segments_cross(a, b, points[0], points[1]) && movement_matches(rule.direction, a, b)).then(|| Some(observed_direction(a, b)))
+                            (segments_cross(a, b, points[0], points[1])
+                                && movement_matches(rule.direction, a, b))
+                            .then(|| Some(observed_direction(a, b)))
                         })
                     }
                 };
@@ -246,7 +271,10 @@ direction = "right_to_left"
 "#;
 
     fn labels() -> Vec<String> {
-        ["person", "bicycle", "car"].iter().map(|s| s.to_string()).collect()
+        ["person", "bicycle", "car"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     /// A car (class 2) moving horizontally across a 100x100 frame; its ground
@@ -273,8 +301,18 @@ direction = "right_to_left"
         assert!(point_in_polygon([0.5, 0.5], &sq));
         assert!(!point_in_polygon([1.5, 0.5], &sq));
         assert_eq!(polygon_area(&sq), 1.0);
-        assert!(segments_cross([0.0, 0.5], [1.0, 0.5], [0.5, 0.0], [0.5, 1.0]));
-        assert!(!segments_cross([0.0, 0.5], [0.4, 0.5], [0.5, 0.0], [0.5, 1.0]));
+        assert!(segments_cross(
+            [0.0, 0.5],
+            [1.0, 0.5],
+            [0.5, 0.0],
+            [0.5, 1.0]
+        ));
+        assert!(!segments_cross(
+            [0.0, 0.5],
+            [0.4, 0.5],
+            [0.5, 0.0],
+            [0.5, 1.0]
+        ));
     }
 
     #[test]
@@ -295,7 +333,10 @@ direction = "right_to_left"
     #[test]
     fn line_cross_respects_direction() {
         let right_to_left: Vec<f32> = (0..30).map(|i| 90.0 - 3.0 * i as f32).collect();
-        let f: Vec<_> = run(&right_to_left, 2).into_iter().filter(|f| f.rule == 1).collect();
+        let f: Vec<_> = run(&right_to_left, 2)
+            .into_iter()
+            .filter(|f| f.rule == 1)
+            .collect();
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].direction, Some(Direction::RightToLeft));
         let left_to_right: Vec<f32> = (0..30).map(|i| 10.0 + 3.0 * i as f32).collect();

@@ -23,7 +23,9 @@ pub enum SimulateError {
     BadName(String),
     #[error("video file {0} does not exist")]
     Missing(PathBuf),
-    #[error("cannot read {path} as H.264 or H.265 in MP4/MKV/TS: {reason} — re-encode it, e.g. with `gst-launch-1.0 ... ! x264enc ! mp4mux`")]
+    #[error(
+        "cannot read {path} as H.264 or H.265 in MP4/MKV/TS: {reason} — re-encode it, e.g. with `gst-launch-1.0 ... ! x264enc ! mp4mux`"
+    )]
     Unreadable { path: PathBuf, reason: String },
     #[error("cannot start the RTSP server on {addr}: {reason} — is the port free?")]
     Listen { addr: String, reason: String },
@@ -33,11 +35,16 @@ pub enum SimulateError {
 
 /// `NAME=FILE` from the command line.
 pub fn parse_stream_spec(s: &str) -> Result<(String, PathBuf), SimulateError> {
-    let (name, file) = s.split_once('=').ok_or_else(|| SimulateError::BadSpec(s.to_string()))?;
+    let (name, file) = s
+        .split_once('=')
+        .ok_or_else(|| SimulateError::BadSpec(s.to_string()))?;
     if name.is_empty() || file.is_empty() {
         return Err(SimulateError::BadSpec(s.to_string()));
     }
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return Err(SimulateError::BadName(name.to_string()));
     }
     Ok((name.to_string(), PathBuf::from(file)))
@@ -83,7 +90,12 @@ impl Clip {
 }
 
 fn demuxer_for(path: &Path) -> &'static str {
-    match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+        .as_deref()
+    {
         Some("mkv") | Some("webm") => "matroskademux",
         Some("ts") | Some("m2ts") => "tsdemux",
         _ => "qtdemux",
@@ -92,15 +104,23 @@ fn demuxer_for(path: &Path) -> &'static str {
 
 fn load_as(path: &Path, codec: Codec) -> Result<Clip, String> {
     let (parser, caps) = match codec {
-        Codec::H264 => ("h264parse", "video/x-h264,stream-format=byte-stream,alignment=au"),
-        Codec::H265 => ("h265parse", "video/x-h265,stream-format=byte-stream,alignment=au"),
+        Codec::H264 => (
+            "h264parse",
+            "video/x-h264,stream-format=byte-stream,alignment=au",
+        ),
+        Codec::H265 => (
+            "h265parse",
+            "video/x-h265,stream-format=byte-stream,alignment=au",
+        ),
     };
     let pipeline = gst::Pipeline::new();
     let src = gst::ElementFactory::make("filesrc")
         .property("location", path.to_string_lossy().to_string())
         .build()
         .map_err(|e| e.to_string())?;
-    let demux = gst::ElementFactory::make(demuxer_for(path)).build().map_err(|e| e.to_string())?;
+    let demux = gst::ElementFactory::make(demuxer_for(path))
+        .build()
+        .map_err(|e| e.to_string())?;
     let parse = gst::ElementFactory::make(parser)
         .property_from_str("config-interval", "-1")
         .build()
@@ -116,15 +136,16 @@ fn load_as(path: &Path, codec: Codec) -> Result<Clip, String> {
     parse.link(&sink).map_err(|e| e.to_string())?;
     let parse_weak = parse.downgrade();
     demux.connect_pad_added(move |_, pad| {
-        if let Some(parse) = parse_weak.upgrade() {
-            if let Some(sinkpad) = parse.static_pad("sink") {
-                if !sinkpad.is_linked() {
-                    let _ = pad.link(&sinkpad);
-                }
-            }
+        if let Some(parse) = parse_weak.upgrade()
+            && let Some(sinkpad) = parse.static_pad("sink")
+            && !sinkpad.is_linked()
+        {
+            let _ = pad.link(&sinkpad);
         }
     });
-    pipeline.set_state(gst::State::Playing).map_err(|e| e.to_string())?;
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|e| e.to_string())?;
     let mut units = Vec::new();
     let mut out_caps = None;
     let res = loop {
@@ -136,7 +157,11 @@ fn load_as(path: &Path, codec: Codec) -> Result<Clip, String> {
                 if let Some(b) = sample.buffer_owned() {
                     let pts = b.pts().map(|t| t.nseconds()).unwrap_or(0);
                     let dts = b.dts().map(|t| t.nseconds()).unwrap_or(pts);
-                    units.push(Unit { buffer: b, pts, dts });
+                    units.push(Unit {
+                        buffer: b,
+                        pts,
+                        dts,
+                    });
                 }
             }
             None => {
@@ -201,7 +226,9 @@ impl Simulator {
         let server = rtsp::RTSPServer::new();
         server.set_address(host.trim_matches(|c| c == '[' || c == ']'));
         server.set_service(port);
-        let mounts = server.mount_points().ok_or_else(|| SimulateError::Gst("no mount points".into()))?;
+        let mounts = server
+            .mount_points()
+            .ok_or_else(|| SimulateError::Gst("no mount points".into()))?;
         for (name, clip) in streams {
             let factory = rtsp::RTSPMediaFactory::new();
             let pay = match clip.codec {
@@ -218,24 +245,33 @@ impl Simulator {
                 let Some(bin) = media.element().downcast::<gst::Bin>().ok() else {
                     return;
                 };
-                let Some(appsrc) = bin.by_name("src").and_then(|e| e.downcast::<gst_app::AppSrc>().ok()) else {
+                let Some(appsrc) = bin
+                    .by_name("src")
+                    .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+                else {
                     return;
                 };
                 appsrc.set_caps(Some(&clip.caps));
                 let clip = clip.clone();
                 let name = stream_name.clone();
-                let _ = std::thread::Builder::new().name(format!("sim-{name}")).spawn(move || feed(appsrc, clip));
+                let _ = std::thread::Builder::new()
+                    .name(format!("sim-{name}"))
+                    .spawn(move || feed(appsrc, clip));
             });
             mounts.add_factory(&format!("/{name}"), factory);
         }
         let main_loop = gst::glib::MainLoop::new(None, false);
         let ctx = main_loop.context();
         let source = {
-            let _guard = ctx.acquire().map_err(|e| SimulateError::Gst(e.to_string()))?;
-            server.attach(Some(&ctx)).map_err(|e| SimulateError::Listen {
-                addr: addr.into(),
-                reason: e.to_string(),
-            })?
+            let _guard = ctx
+                .acquire()
+                .map_err(|e| SimulateError::Gst(e.to_string()))?;
+            server
+                .attach(Some(&ctx))
+                .map_err(|e| SimulateError::Listen {
+                    addr: addr.into(),
+                    reason: e.to_string(),
+                })?
         };
         let _ = source;
         let bound = server.bound_port();

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use rand::Rng;
-use retina::client::{Credentials, Demuxed, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions, Transport};
+use retina::client::{
+    Credentials, Demuxed, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions,
+    Transport,
+};
 use retina::codec::{CodecItem, FrameFormat};
 use url::Url;
 
@@ -16,10 +19,16 @@ use crate::decode::Codec;
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("{url}: {what} timed out after {secs:.0} s — is the camera reachable from this box?")]
-    Timeout { url: String, what: &'static str, secs: f64 },
+    Timeout {
+        url: String,
+        what: &'static str,
+        secs: f64,
+    },
     #[error("{url}: {message}")]
     Rtsp { url: String, message: String },
-    #[error("{url}: the camera offers no H.264/H.265 video stream (found: {found}) — set the camera's encoder to H.264 or H.265")]
+    #[error(
+        "{url}: the camera offers no H.264/H.265 video stream (found: {found}) — set the camera's encoder to H.264 or H.265"
+    )]
     NoVideo { url: String, found: String },
     #[error("{url}: no frame for {secs:.0} s (inactivity timeout)")]
     Inactive { url: String, secs: f64 },
@@ -29,9 +38,14 @@ pub enum SourceError {
 
 /// Checks an RTSP URL; the error says what is wrong and how to write it.
 pub fn parse_rtsp_url(s: &str) -> Result<(Url, Option<Credentials>), String> {
-    let mut url = Url::parse(s).map_err(|e| format!("invalid camera URL ({e}); write it as rtsp://[user:password@]host[:port]/path"))?;
+    let mut url = Url::parse(s).map_err(|e| {
+        format!("invalid camera URL ({e}); write it as rtsp://[user:password@]host[:port]/path")
+    })?;
     if url.scheme() != "rtsp" && url.scheme() != "rtsps" {
-        return Err(format!("camera URL must start with rtsp://, got '{}://'", url.scheme()));
+        return Err(format!(
+            "camera URL must start with rtsp://, got '{}://'",
+            url.scheme()
+        ));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err("camera URL has no host; write it as rtsp://host[:port]/path".into());
@@ -82,7 +96,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff { min, max, next: min }
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
     }
     pub fn reset(&mut self) {
         self.next = self.min;
@@ -114,9 +132,16 @@ pub struct RtspSource {
 
 impl RtspSource {
     /// DESCRIBE, SETUP (TCP), PLAY, each bounded by `timeout`.
-    pub async fn open(raw_url: &str, timeout: Duration, inactivity: Duration) -> Result<RtspSource, SourceError> {
+    pub async fn open(
+        raw_url: &str,
+        timeout: Duration,
+        inactivity: Duration,
+    ) -> Result<RtspSource, SourceError> {
         let shown = redact(raw_url);
-        let (url, creds) = parse_rtsp_url(raw_url).map_err(|message| SourceError::Rtsp { url: shown.clone(), message })?;
+        let (url, creds) = parse_rtsp_url(raw_url).map_err(|message| SourceError::Rtsp {
+            url: shown.clone(),
+            message,
+        })?;
         let secs = timeout.as_secs_f64();
         let rtsp = |e: retina::Error| SourceError::Rtsp {
             url: shown.clone(),
@@ -142,10 +167,18 @@ impl RtspSource {
             .streams()
             .iter()
             .enumerate()
-            .find_map(|(i, s)| (s.media() == "video").then(|| Codec::from_encoding(s.encoding_name()).map(|c| (i, c))).flatten())
+            .find_map(|(i, s)| {
+                (s.media() == "video")
+                    .then(|| Codec::from_encoding(s.encoding_name()).map(|c| (i, c)))
+                    .flatten()
+            })
             .ok_or_else(|| SourceError::NoVideo {
                 url: shown.clone(),
-                found: if found.is_empty() { "nothing".into() } else { found.join(", ") },
+                found: if found.is_empty() {
+                    "nothing".into()
+                } else {
+                    found.join(", ")
+                },
             })?;
         let resolution = session.streams()[idx].parameters().and_then(|p| match p {
             retina::codec::ParametersRef::Video(v) => Some(v.pixel_dimensions()),
@@ -195,7 +228,11 @@ impl RtspSource {
                     secs: self.inactivity.as_secs_f64(),
                 })?;
             match item {
-                None => return Err(SourceError::Ended { url: self.url.clone() }),
+                None => {
+                    return Err(SourceError::Ended {
+                        url: self.url.clone(),
+                    });
+                }
                 Some(Err(e)) => {
                     return Err(SourceError::Rtsp {
                         url: self.url.clone(),
@@ -226,14 +263,21 @@ mod tests {
         let (u, c) = parse_rtsp_url("rtsp://admin:p%40ss@10.0.0.5:554/Streaming/101").unwrap();
         assert_eq!(u.as_str(), "rtsp://10.0.0.5:554/Streaming/101");
         let c = c.unwrap();
-        assert_eq!((c.username.as_str(), c.password.as_str()), ("admin", "p@ss"));
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("admin", "p@ss")
+        );
         assert_eq!(redact("rtsp://admin:secret@cam/1"), "rtsp://cam/1");
         assert!(!redact("rtsp://admin:secret@[bad/1").contains("secret"));
     }
 
     #[test]
     fn bad_urls_say_how_to_fix() {
-        assert!(parse_rtsp_url("http://cam/1").unwrap_err().contains("rtsp://"));
+        assert!(
+            parse_rtsp_url("http://cam/1")
+                .unwrap_err()
+                .contains("rtsp://")
+        );
         assert!(parse_rtsp_url("cam/1").unwrap_err().contains("rtsp://"));
     }
 

@@ -58,7 +58,11 @@ pub struct Track {
 impl Track {
     /// Most frequently detected class.
     pub fn class(&self) -> usize {
-        self.class_votes.iter().max_by_key(|(_, n)| *n).map(|(c, _)| *c).unwrap_or(0)
+        self.class_votes
+            .iter()
+            .max_by_key(|(_, n)| *n)
+            .map(|(c, _)| *c)
+            .unwrap_or(0)
     }
     pub fn confirmed(&self, min_hits: u32) -> bool {
         self.hits >= min_hits
@@ -72,7 +76,12 @@ impl Track {
     fn predict(&self, t: f64) -> [f32; 4] {
         let dt = (t - self.last_seen) as f32;
         let (dx, dy) = (self.velocity[0] * dt, self.velocity[1] * dt);
-        [self.bbox[0] + dx, self.bbox[1] + dy, self.bbox[2] + dx, self.bbox[3] + dy]
+        [
+            self.bbox[0] + dx,
+            self.bbox[1] + dy,
+            self.bbox[2] + dx,
+            self.bbox[3] + dy,
+        ]
     }
     fn update(&mut self, d: &Detection, t: f64) {
         let dt = (t - self.last_seen) as f32;
@@ -81,7 +90,10 @@ impl Track {
             let c1 = center(&d.bbox);
             let v = [(c1[0] - c0[0]) / dt, (c1[1] - c0[1]) / dt];
             let a = if self.hits <= 1 { 1.0 } else { 0.5 };
-            self.velocity = [a * v[0] + (1.0 - a) * self.velocity[0], a * v[1] + (1.0 - a) * self.velocity[1]];
+            self.velocity = [
+                a * v[0] + (1.0 - a) * self.velocity[0],
+                a * v[1] + (1.0 - a) * self.velocity[1],
+            ];
         }
         self.bbox = d.bbox;
         self.score = d.score;
@@ -193,7 +205,11 @@ impl Tracker {
             det_used[di] = true;
             self.tracks[ti].update(dets[di], t);
         }
-        dets.iter().zip(det_used).filter(|(_, u)| !u).map(|(d, _)| *d).collect()
+        dets.iter()
+            .zip(det_used)
+            .filter(|(_, u)| !u)
+            .map(|(d, _)| *d)
+            .collect()
     }
 }
 
@@ -218,7 +234,11 @@ mod tests {
             assert_eq!(tracks[0].id, 1);
         }
         assert_eq!(t.tracks()[0].hits, 20);
-        assert!(t.tracks()[0].velocity[0] > 30.0, "{:?}", t.tracks()[0].velocity);
+        assert!(
+            t.tracks()[0].velocity[0] > 30.0,
+            "{:?}",
+            t.tracks()[0].velocity
+        );
     }
 
     #[test]

@@ -1,0 +1,53 @@
+# ioc-agent — the two commands a newcomer needs:
+#   make demo   the real pipeline on real footage over loopback RTSP, alerts printed as they arrive
+#   make test   every test (unit, integration against real RTSP/decoder/model/broker), fmt, clippy
+# Both install what they need first (idempotent): system packages, ONNX Runtime, models.
+
+SHELL := /bin/bash
+ORT_VERSION := 1.31.1
+export ORT_DYLIB_PATH := $(CURDIR)/.ort/lib/libonnxruntime.so.$(ORT_VERSION)
+# Model files come from this mirror when it exists (../shared/models here; a USB stick on site),
+# else from the URLs in models/*.toml.
+MODEL_MIRROR ?= $(CURDIR)/../shared/models
+MODEL_DIR := $(CURDIR)/data/models
+CARGO ?= cargo
+
+.PHONY: demo test setup system ort models build release lint bench clean
+
+demo: setup release
+	scripts/demo.sh
+
+test: setup
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) test --all-targets -- --nocapture --test-threads=2
+
+setup: system ort models
+
+system:
+	deploy/bootstrap.sh system
+	@command -v cargo >/dev/null || { echo "cargo not found: install Rust 1.95 (https://rustup.rs)"; exit 1; }
+
+ort:
+	deploy/bootstrap.sh ort
+
+models: build
+	target/debug/ioc-agent models pull --manifests models --dest $(MODEL_DIR) \
+	  $(if $(wildcard $(MODEL_MIRROR)),--mirror $(MODEL_MIRROR))
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+bench: setup
+	$(CARGO) bench
+
+clean:
+	$(CARGO) clean
+	rm -rf data .demo

@@ -1,0 +1,114 @@
+//! `ioc-agent watch`: a subscriber that prints alerts and agent status as
+//! readable lines (for installers, the demo and operators at a terminal).
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+use super::BrokerAddress;
+
+/// One readable line for an alert JSON, or `None` if it is not an alert.
+pub fn alert_line(payload: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let obj = v.get("objects")?.as_array()?.first()?;
+    let time = v.get("time")?.as_str()?;
+    let time = time.get(11..23).unwrap_or(time);
+    let place = match (
+        v.get("zone").and_then(|z| z.as_str()),
+        v.get("line").and_then(|l| l.as_str()),
+    ) {
+        (Some(z), _) => format!("zone {z}"),
+        (_, Some(l)) => format!(
+            "line {l} {}",
+            v.get("direction").and_then(|d| d.as_str()).unwrap_or("")
+        ),
+        _ => String::new(),
+    };
+    let thumb = v
+        .get("thumbnail")
+        .map(|t| format!(" thumbnail {}x{}", t["width"], t["height"]))
+        .unwrap_or_default();
+    Some(format!(
+        "{time} {agent}/{camera} {kind:<18} {class} {score:.2} track {track} {place}{thumb}  [{id}]",
+        agent = v.get("agent_id")?.as_str()?,
+        camera = v.get("camera")?.as_str()?,
+        kind = v.get("type")?.as_str()?,
+        class = obj.get("class")?.as_str()?,
+        score = obj.get("score")?.as_f64()?,
+        track = obj.get("track_id")?,
+        id = v.get("id")?.as_str()?,
+    ))
+}
+
+/// Subscribes and prints until the process is stopped.
+pub async fn watch(url: &str, prefix: &str) -> Result<(), String> {
+    let addr = BrokerAddress::parse(url)?;
+    let mut opts = MqttOptions::new(
+        format!("ioc-watch-{}", std::process::id()),
+        addr.host.clone(),
+        addr.port,
+    );
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_max_packet_size(16 << 20, 16 << 20);
+    let (client, mut events) = AsyncClient::new(opts, 16);
+    let mut backoff =
+        crate::source::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    loop {
+        match events.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff.reset();
+                client
+                    .subscribe(format!("{prefix}/+/events"), QoS::AtLeastOnce)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                client
+                    .subscribe(format!("{prefix}/+/status"), QoS::AtLeastOnce)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if p.topic.ends_with("/events") {
+                    match alert_line(&p.payload) {
+                        Some(l) => println!("ALERT  {l}"),
+                        None => println!("ALERT  (unreadable payload on {})", p.topic),
+                    }
+                } else if p.topic.ends_with("/status") {
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&p.payload).unwrap_or_default();
+                    let cams = v
+                        .get("cameras")
+                        .and_then(|c| c.as_object())
+                        .map(|m| {
+                            m.iter()
+                                .map(|(k, c)| {
+                                    format!(
+                                        "{k}={}",
+                                        c.get("state").and_then(|s| s.as_str()).unwrap_or("?")
+                                    )
+                                })
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        })
+                        .unwrap_or_default();
+                    println!(
+                        "STATUS {} {} {}",
+                        v.get("agent_id").and_then(|s| s.as_str()).unwrap_or("?"),
+                        v.get("state").and_then(|s| s.as_str()).unwrap_or("?"),
+                        cams
+                    );
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let d = backoff.next_delay();
+                eprintln!(
+                    "watch: broker {}:{}: {e}; retrying in {:.1} s",
+                    addr.host,
+                    addr.port,
+                    d.as_secs_f64()
+                );
+                tokio::time::sleep(d).await;
+            }
+        }
+    }
+}

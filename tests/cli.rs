@@ -1,0 +1,302 @@
+//! What a user sees when the input is wrong: config problems located as
+//! file:line:column, missing or corrupt models and a missing ONNX Runtime
+//! named with their path — never a panic.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn no_panic(o: &Output) {
+    let e = stderr(o);
+    assert!(
+        !e.contains("panicked") && !e.contains("RUST_BACKTRACE"),
+        "panic:\n{e}"
+    );
+}
+
+const GOOD: &str = r#"agent_id = "w1"
+manifest_dir = "MANIFESTS"
+
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+
+[[models]]
+name = "yolox_nano"
+
+[[cameras]]
+id = "c1"
+url = "rtsp://10.0.0.2/stream"
+
+[[cameras.zones]]
+name = "z"
+polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]]
+
+[[cameras.rules]]
+kind = "zone_enter"
+zone = "z"
+classes = ["car"]
+"#;
+
+fn write_cfg(dir: &Path, text: &str) -> String {
+    let p = dir.join("agent.toml");
+    std::fs::write(
+        &p,
+        text.replace("MANIFESTS", &root().join("models").display().to_string()),
+    )
+    .unwrap();
+    p.display().to_string()
+}
+
+fn check(text: &str) -> (Output, String) {
+    let d = tempfile::tempdir().unwrap();
+    let p = write_cfg(d.path(), text);
+    (run(&["check-config", &p]), p)
+}
+
+#[test]
+fn good_config_passes() {
+    let (o, _) = check(GOOD);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn unknown_key_is_located() {
+    let (o, p) = check(&GOOD.replace("id = \"c1\"", "id = \"c1\"\ndetect_fsp = 5"));
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    // [[cameras]] is on line 10; id on 11; the typo on 12.
+    assert!(
+        e.contains(&format!("{p}:12:1: unknown field `detect_fsp`")),
+        "{e}"
+    );
+    no_panic(&o);
+}
+
+#[test]
+fn bad_polygons_are_located() {
+    let (o, p) = check(&GOOD.replace(
+        "[[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]]",
+        "[[0.1, 0.1], [0.9, 0.1]]",
+    ));
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!(
+            "{p}:16:11: zone 'z': a polygon needs at least 3 points, got 2"
+        )),
+        "{e}"
+    );
+
+    let (o, p) = check(&GOOD.replace("[0.9, 0.9]]", "[1.5, 0.9]]"));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("{p}:16:11:")) && e.contains("outside the frame") && e.contains("0..1"),
+        "{e}"
+    );
+}
+
+#[test]
+fn semantic_errors_name_the_fix() {
+    let (o, p) = check(
+        &GOOD
+            .replace("zone = \"z\"", "zone = \"zz\"")
+            .replace("[\"car\"]", "[\"cars\"]"),
+    );
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!(
+            "{p}:20:8: zone 'zz' is not defined for camera 'c1'"
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!(
+            "{p}:21:11: class 'cars' is not a label of model 'yolox_nano'"
+        )),
+        "{e}"
+    );
+    let (o, _) = check(&GOOD.replace("rtsp://10.0.0.2/stream", "http://10.0.0.2/stream"));
+    assert!(
+        stderr(&o).contains("must start with rtsp://"),
+        "{}",
+        stderr(&o)
+    );
+    let (o, _) = check(&GOOD.replace("kind = \"zone_enter\"", "kind = \"zone_entry\""));
+    assert!(
+        stderr(&o).contains(":19:8:") && stderr(&o).contains("unknown variant"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn every_shipped_config_is_valid() {
+    let mut n = 0;
+    for e in std::fs::read_dir(root().join("configs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let o = run(&["check-config", p.to_str().unwrap()]);
+            assert!(o.status.success(), "{}: {}", p.display(), stderr(&o));
+            n += 1;
+        }
+    }
+    assert!(n >= 1);
+}
+
+/// A config that starts the real runtime with a given model dir and runtime path.
+fn run_cfg(model_dir: &Path, ort: &Path) -> Output {
+    let d = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}\nmodel_dir = \"{}\"\nonnxruntime = \"{}\"\n",
+        GOOD.split("\n[mqtt]").next().unwrap(),
+        model_dir.display(),
+        ort.display()
+    ) + "\n[mqtt]"
+        + GOOD.split("\n[mqtt]").nth(1).unwrap();
+    let p = write_cfg(d.path(), &text);
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", &p])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A startup error ends the process at once; don't wait forever if it doesn't.
+    for _ in 0..200 {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn missing_model_file_names_the_path() {
+    let empty = tempfile::tempdir().unwrap();
+    let o = run_cfg(empty.path(), &ort_lib());
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    let want = empty.path().join("yolox_nano.onnx");
+    assert!(
+        e.contains(&format!("model file {} is missing", want.display()))
+            && e.contains("models pull"),
+        "{e}"
+    );
+    no_panic(&o);
+}
+
+#[test]
+fn corrupt_model_file_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(model_dir().join("yolox_nano.onnx")).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(dir.path().join("yolox_nano.onnx"), &bytes).unwrap();
+    let o = run_cfg(dir.path(), &ort_lib());
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&dir.path().join("yolox_nano.onnx").display().to_string())
+            && e.contains("sha256"),
+        "{e}"
+    );
+    no_panic(&o);
+}
+
+#[test]
+fn missing_onnxruntime_names_the_path_and_version() {
+    let o = run_cfg(
+        &model_dir(),
+        Path::new("/nonexistent/libonnxruntime.so.1.31.1"),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("/nonexistent/libonnxruntime.so.1.31.1") && e.contains("ONNX Runtime 1.31.1"),
+        "{e}"
+    );
+    no_panic(&o);
+}
+
+#[test]
+fn models_pull_verifies_the_mirror() {
+    let mirror = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(model_dir().join("nanodet_m_320.onnx")).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    let bad = mirror.path().join("nanodet_m_320.onnx");
+    std::fs::write(&bad, &bytes).unwrap();
+    let manifests = root().join("models");
+    let o = run(&[
+        "models",
+        "pull",
+        "--manifests",
+        manifests.to_str().unwrap(),
+        "--dest",
+        dest.path().to_str().unwrap(),
+        "--mirror",
+        mirror.path().to_str().unwrap(),
+        "nanodet_m",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&bad.display().to_string()) && e.contains("sha256"),
+        "{e}"
+    );
+    // Nothing is left under the final name.
+    assert!(!dest.path().join("nanodet_m_320.onnx").exists());
+
+    // A good mirror: copied, verified, then idempotent.
+    let good = shared().join("models");
+    let args = [
+        "models",
+        "pull",
+        "--manifests",
+        manifests.to_str().unwrap(),
+        "--dest",
+        dest.path().to_str().unwrap(),
+        "--mirror",
+        good.to_str().unwrap(),
+    ];
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("copied from"));
+    let o = run(&args);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("already in"));
+}
+
+#[test]
+fn simulate_rejects_bad_streams() {
+    let o = run(&["simulate", "--listen", "127.0.0.1:0", "--stream", "nofile"]);
+    assert!(stderr(&o).contains("NAME=FILE"), "{}", stderr(&o));
+    let o = run(&[
+        "simulate",
+        "--listen",
+        "127.0.0.1:0",
+        "--stream",
+        "a=/nonexistent.mp4",
+    ]);
+    assert!(
+        stderr(&o).contains("/nonexistent.mp4 does not exist"),
+        "{}",
+        stderr(&o)
+    );
+    no_panic(&o);
+}

@@ -1,0 +1,347 @@
+//! Shared harness for integration tests: real processes on port 0 / free
+//! ports — the simulator (RTSP), mosquitto, the agent — and an MQTT
+//! subscriber that records everything it receives.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ioc-agent");
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn shared() -> PathBuf {
+    root().join("../shared")
+}
+
+pub fn traffic_clip() -> PathBuf {
+    shared().join("videos/opencv4nodejs_traffic.mp4")
+}
+
+pub fn ort_lib() -> PathBuf {
+    std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".ort/lib/libonnxruntime.so.1.31.1"))
+}
+
+/// Verified model files, pulled once from the shared mirror.
+pub fn model_dir() -> PathBuf {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let dir = root().join("data/models");
+    ONCE.call_once(|| {
+        let out = Command::new(BIN)
+            .args(["models", "pull", "--manifests"])
+            .arg(root().join("models"))
+            .arg("--dest")
+            .arg(&dir)
+            .arg("--mirror")
+            .arg(shared().join("models"))
+            .output()
+            .expect("run models pull");
+        assert!(
+            out.status.success(),
+            "models pull failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    dir
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub name: &'static str,
+}
+
+impl Proc {
+    pub fn terminate(&mut self) {
+        unsafe_kill(self.child.id(), 15);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A mosquitto broker on a free loopback port.
+pub struct Broker {
+    pub port: u16,
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..5 {
+            let port = free_port();
+            let conf = dir.path().join("mosquitto.conf");
+            std::fs::write(
+                &conf,
+                format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            )
+            .unwrap();
+            let child = Command::new("mosquitto")
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start mosquitto (is it installed? run `make test`)");
+            let proc = Proc {
+                child,
+                name: "mosquitto",
+            };
+            if wait_port(port, Duration::from_secs(5)) {
+                return Broker {
+                    port,
+                    _proc: proc,
+                    _dir: dir,
+                };
+            }
+        }
+        panic!("mosquitto did not start");
+    }
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+/// `ioc-agent simulate` on port 0.
+pub struct Sim {
+    pub port: u16,
+    _proc: Proc,
+}
+
+impl Sim {
+    pub fn start(streams: &[(&str, &Path)]) -> Sim {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["simulate", "--listen", "127.0.0.1:0"]);
+        for (name, file) in streams {
+            cmd.arg("--stream")
+                .arg(format!("{name}={}", file.display()));
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let mut port = 0;
+        for _ in 0..streams.len() {
+            let line = lines.next().expect("simulator printed nothing").unwrap();
+            // serving rtsp://127.0.0.1:PORT/NAME (...)
+            let after = line.split("127.0.0.1:").nth(1).expect("serving line");
+            port = after.split('/').next().unwrap().parse().unwrap();
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Sim {
+            port,
+            _proc: Proc {
+                child,
+                name: "simulate",
+            },
+        }
+    }
+    pub fn url(&self, name: &str) -> String {
+        format!("rtsp://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+/// `ioc-agent run` with a config written to a temp dir; stderr goes to a log file.
+pub struct Agent {
+    pub proc: Proc,
+    pub dir: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    pub fn start(config: &str) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("agent.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let log = dir.path().join("agent.log");
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent {
+            proc: Proc {
+                child,
+                name: "agent",
+            },
+            dir,
+            log,
+        }
+    }
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Config header shared by the tests: paths to the real runtime and models.
+pub fn config_head(agent_id: &str, broker: &Broker, data_dir: &Path) -> String {
+    format!(
+        r#"agent_id = "{agent_id}"
+data_dir = "{data}"
+manifest_dir = "{manifests}"
+model_dir = "{models}"
+onnxruntime = "{ort}"
+
+[mqtt]
+url = "{url}"
+status_interval_secs = 1
+"#,
+        data = data_dir.display(),
+        manifests = root().join("models").display(),
+        models = model_dir().display(),
+        ort = ort_lib().display(),
+        url = broker.url(),
+    )
+}
+
+#[derive(Clone, Debug)]
+pub struct Msg {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+/// A real MQTT subscriber (separate client) recording every message.
+pub struct Subscriber {
+    pub msgs: Arc<Mutex<Vec<Msg>>>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Subscriber {
+    pub fn start(broker: &Broker, filter: &str) -> Subscriber {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let msgs = Arc::new(Mutex::new(Vec::new()));
+        let m = msgs.clone();
+        let port = broker.port;
+        let filter = filter.to_string();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        rt.spawn(async move {
+            let mut opts = rumqttc::MqttOptions::new(
+                format!(
+                    "test-sub-{}",
+                    std::process::id() as u64 * 1000 + port as u64
+                ),
+                "127.0.0.1",
+                port,
+            );
+            opts.set_max_packet_size(16 << 20, 16 << 20);
+            let (client, mut ev) = rumqttc::AsyncClient::new(opts, 100);
+            client
+                .subscribe(filter, rumqttc::QoS::AtLeastOnce)
+                .await
+                .unwrap();
+            let mut ready = Some(ready_tx);
+            loop {
+                match ev.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        m.lock().unwrap().push(Msg {
+                            topic: p.topic.clone(),
+                            payload: p.payload.to_vec(),
+                            retain: p.retain,
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("subscriber connected");
+        Subscriber { msgs, rt }
+    }
+
+    pub fn all(&self) -> Vec<Msg> {
+        self.msgs.lock().unwrap().clone()
+    }
+
+    /// Waits until some message satisfies `f`; returns it.
+    pub fn wait_for(&self, timeout: Duration, mut f: impl FnMut(&Msg) -> bool) -> Option<Msg> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(m) = self.msgs.lock().unwrap().iter().find(|m| f(m)) {
+                return Some(m.clone());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// Alerts received so far, parsed.
+    pub fn alerts(&self) -> Vec<serde_json::Value> {
+        self.all()
+            .iter()
+            .filter(|m| m.topic.ends_with("/events"))
+            .filter_map(|m| serde_json::from_slice(&m.payload).ok())
+            .collect()
+    }
+
+    pub fn shutdown(self) {
+        self.rt.shutdown_background();
+    }
+}
