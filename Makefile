@@ -14,13 +14,14 @@ CARGO ?= cargo
 
 .PHONY: demo test setup system ort models build release lint bench clean
 
-demo: setup release
+demo: system ort release
+	$(call pull_models,target/release/ioc-agent)
 	scripts/demo.sh
 
 test: setup
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) test --all-targets -- --nocapture --test-threads=2
+	$(CARGO) test --all-targets
 
 setup: system ort models
 
@@ -31,9 +32,11 @@ system:
 ort:
 	deploy/bootstrap.sh ort
 
+# Verified model files from the mirror (when present) or the manifests' URLs.
+pull_models = $(1) models pull --manifests models --dest $(MODEL_DIR) $(if $(wildcard $(MODEL_MIRROR)),--mirror $(MODEL_MIRROR))
+
 models: build
-	target/debug/ioc-agent models pull --manifests models --dest $(MODEL_DIR) \
-	  $(if $(wildcard $(MODEL_MIRROR)),--mirror $(MODEL_MIRROR))
+	$(call pull_models,target/debug/ioc-agent)
 
 build:
 	$(CARGO) build

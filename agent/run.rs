@@ -145,6 +145,12 @@ impl CameraCtx {
             s.frames_received = c.received.load(Ordering::Relaxed);
             s.frames_decoded = c.decoded.load(Ordering::Relaxed);
             s.frames_inferred = c.inferred.load(Ordering::Relaxed);
+            s.frames_skipped = crate::publish::payload::SkipCounts {
+                rate: c.skipped_rate.load(Ordering::Relaxed),
+                busy: c.skipped_busy.load(Ordering::Relaxed),
+                backlog: c.skipped_backlog.load(Ordering::Relaxed),
+                no_keyframe: c.skipped_no_keyframe.load(Ordering::Relaxed),
+            };
         });
     }
 }

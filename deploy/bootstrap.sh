@@ -16,7 +16,7 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   gstreamer1.0-plugins-base-apps libgstrtspserver-1.0-dev
-  mosquitto mosquitto-clients python3 unzip
+  mosquitto mosquitto-clients python3 python3-pip unzip curl ca-certificates build-essential
 )
 
 sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -114,7 +114,7 @@ fn check_thumbnail(sub: &Subscriber, a: &Value) {
     assert_eq!(img.height() as u64, th["height"].as_u64().unwrap());
 }
 
-fn end_to_end(model_name: &str, clip: &Path) {
+fn end_to_end(model_name: &str, clip: &Path, kill: bool) {
     let broker = Broker::start();
     let sim = Sim::start(&[("traffic", clip)]);
     let sub = Subscriber::start(&broker, "ioc/v1/#");
@@ -186,18 +186,41 @@ fn end_to_end(model_name: &str, clip: &Path) {
     let s: Value = serde_json::from_slice(&status.payload).unwrap();
     assert_eq!(s["schema"], "ioc.status/1");
     assert!(s["cameras"]["traffic"]["frames_inferred"].as_u64().unwrap() > 0);
-    drop(agent);
+
+    // Leaving: a clean stop says so; a killed agent is declared offline by its Last Will.
+    let mut agent = agent;
+    let reason = if kill { "connection lost" } else { "shutdown" };
+    if kill {
+        let _ = agent.proc.child.kill();
+    } else {
+        agent.proc.terminate();
+        assert!(
+            agent
+                .proc
+                .child
+                .try_wait()
+                .unwrap()
+                .is_some_and(|s| s.success()),
+            "clean exit on SIGTERM"
+        );
+    }
+    let off = sub.wait_for(Duration::from_secs(10), |m| {
+        m.topic == format!("ioc/v1/{agent_id}/status")
+            && serde_json::from_slice::<Value>(&m.payload).is_ok_and(|s| s["state"] == "offline")
+    });
+    let off: Value = serde_json::from_slice(&off.expect("offline status").payload).unwrap();
+    assert_eq!(off["reason"], reason);
     sub.shutdown();
 }
 
 #[test]
 fn yolox_alerts_reach_the_broker() {
-    end_to_end("yolox_nano", &traffic_clip());
+    end_to_end("yolox_nano", &traffic_clip(), false);
 }
 
 #[test]
 fn nanodet_alerts_reach_the_broker() {
-    end_to_end("nanodet_m", &traffic_clip());
+    end_to_end("nanodet_m", &traffic_clip(), true);
 }
 
 /// A line crossing in the configured direction is reported, the opposite is

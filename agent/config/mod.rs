@@ -51,7 +51,7 @@ pub struct Config {
     pub base_dir: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     /// Broker address, `mqtt://host:port` (port default 1883). Required.
@@ -76,7 +76,43 @@ pub struct MqttConfig {
     /// counted. Default 1000.
     #[serde(default = "default_queue")]
     pub queue_len: usize,
+    /// Broker login name. Default: none (anonymous).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Broker password. Prefer `password_file` or `password_env`, which keep it
+    /// out of the config. Never logged.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// File holding the broker password (first line).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the broker password.
+    #[serde(default)]
+    pub password_env: Option<String>,
 }
+
+impl std::fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("url", self.url.get_ref())
+            .field("topic_prefix", &self.topic_prefix)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("password_file", &self.password_file)
+            .field("password_env", &self.password_env)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A password that never prints.
+#[derive(Clone)]
+pub struct Secret(pub String);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -404,6 +440,20 @@ impl Config {
         if let Err(msg) = crate::publish::BrokerAddress::parse(self.mqtt.url.get_ref()) {
             c.at(self.mqtt.url.span(), msg);
         }
+        let secrets = [
+            self.mqtt.password.is_some(),
+            self.mqtt.password_file.is_some(),
+            self.mqtt.password_env.is_some(),
+        ];
+        if secrets.iter().filter(|s| **s).count() > 1 {
+            c.at(
+                self.mqtt.url.span(),
+                "give the MQTT password one way only: password, password_file or password_env",
+            );
+        }
+        if secrets.iter().any(|s| *s) && self.mqtt.username.is_none() {
+            c.at(self.mqtt.url.span(), "an MQTT password needs mqtt.username");
+        }
         if self.mqtt.topic_prefix.is_empty()
             || self.mqtt.topic_prefix.contains(['#', '+'])
             || self.mqtt.topic_prefix.ends_with('/')
@@ -432,6 +482,9 @@ impl Config {
             }
             if m.intra_threads == 0 {
                 c.at(m.name.span(), "intra_threads must be at least 1");
+            }
+            if m.score_threshold.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
+                c.at(m.name.span(), "score_threshold must be between 0 and 1");
             }
         }
 
@@ -637,6 +690,26 @@ impl Config {
             Some(p) => self.resolve(p),
             None => default_onnxruntime_path(),
         }
+    }
+
+    /// The MQTT password from `password`, `password_file` or `password_env`.
+    pub fn mqtt_password(&self) -> Result<Option<Secret>, String> {
+        let m = &self.mqtt;
+        if let Some(p) = &m.password {
+            return Ok(Some(Secret(p.clone())));
+        }
+        if let Some(f) = &m.password_file {
+            let path = self.resolve(f);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read mqtt.password_file {}: {e}", path.display()))?;
+            return Ok(Some(Secret(text.lines().next().unwrap_or("").to_string())));
+        }
+        if let Some(v) = &m.password_env {
+            return std::env::var(v)
+                .map(|p| Some(Secret(p)))
+                .map_err(|_| format!("mqtt.password_env names ${v}, which is not set"));
+        }
+        Ok(None)
     }
 
     pub fn client_id(&self) -> String {

@@ -360,11 +360,18 @@ impl DecodePipeline {
                         return Err(gst::FlowError::Error);
                     };
                     // Wall-clock of receipt travels as the buffer's offset (ms since epoch).
+                    // Decoders usually keep it; if one does not, the time of decode is
+                    // within a frame or two of it.
+                    let now = SystemTime::now();
                     let wall = match buffer.offset() {
                         o if o != u64::MAX && o > 0 => {
-                            SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(o)
+                            let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(o);
+                            match now.duration_since(t) {
+                                Ok(d) if d < std::time::Duration::from_secs(10) => t,
+                                _ => now,
+                            }
                         }
-                        _ => SystemTime::now(),
+                        _ => now,
                     };
                     if let Some(frame) = Frame::from_video(&vf, pts, wall) {
                         on_frame(frame);

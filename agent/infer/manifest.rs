@@ -92,7 +92,7 @@ impl InputSpec {
 
 /// How to turn the model's output tensors into boxes.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "decoder", rename_all = "snake_case")]
+#[serde(tag = "decoder", rename_all = "snake_case", deny_unknown_fields)]
 pub enum OutputSpec {
     /// YOLOX: one `[1, N, 5 + classes]` tensor of grid offsets, log sizes,
     /// objectness and class scores (sigmoided), over `strides`.
@@ -171,6 +171,22 @@ impl Manifest {
             let (l, c) = crate::config::line_col(&text, e.span().map(|s| s.start).unwrap_or(0));
             invalid(format!("line {l} column {c}: {}", e.message().trim()))
         })?;
+        if path.file_stem().is_some_and(|s| s != m.name.as_str()) {
+            return Err(invalid(format!(
+                "name '{}' must match the file name ({}.toml)",
+                m.name,
+                path.file_stem()
+                    .map(|s| s.to_string_lossy())
+                    .unwrap_or_default()
+            )));
+        }
+        if !(0.0..=1.0).contains(&m.output.score_threshold())
+            || !(0.0..=1.0).contains(&m.output.nms_iou())
+        {
+            return Err(invalid(
+                "output.score_threshold and output.nms_iou must be between 0 and 1".into(),
+            ));
+        }
         if m.sha256.len() != 64 || !m.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(invalid("sha256 must be 64 hex digits".into()));
         }

@@ -42,7 +42,7 @@ impl BrokerAddress {
         }
         if !url.username().is_empty() {
             return Err(
-                "put MQTT credentials in the config's [mqtt] section, not in the URL".into(),
+                "put MQTT credentials in [mqtt] username and password_file (or password_env), not in the URL".into(),
             );
         }
         let host = url
@@ -145,6 +145,16 @@ pub fn start(
     let mut opts = MqttOptions::new(cfg.client_id(), addr.host.clone(), addr.port);
     opts.set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_secs.max(5)));
     opts.set_max_packet_size(cfg.mqtt.max_packet_bytes, cfg.mqtt.max_packet_bytes);
+    if let Some(user) = &cfg.mqtt.username {
+        match cfg.mqtt_password() {
+            Ok(p) => {
+                opts.set_credentials(user.clone(), p.map(|s| s.0).unwrap_or_default());
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "MQTT password unavailable; connecting without it")
+            }
+        }
+    }
     opts.set_last_will(LastWill::new(
         topics.status(),
         status.offline_json("connection lost"),

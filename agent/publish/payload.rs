@@ -102,7 +102,19 @@ pub struct CameraStatus {
     pub frames_received: u64,
     pub frames_decoded: u64,
     pub frames_inferred: u64,
+    /// Frames not given to the model, by reason: `rate` (not due at
+    /// detect_fps), `busy` (replaced by a newer frame), `backlog` (whole GOPs
+    /// dropped in front of a slow decoder), `no_keyframe` (before the first keyframe).
+    pub frames_skipped: SkipCounts,
     pub alerts: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct SkipCounts {
+    pub rate: u64,
+    pub busy: u64,
+    pub backlog: u64,
+    pub no_keyframe: u64,
 }
 
 #[derive(Debug, Serialize)]

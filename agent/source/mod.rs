@@ -41,11 +41,19 @@ pub fn parse_rtsp_url(s: &str) -> Result<(Url, Option<Credentials>), String> {
     let mut url = Url::parse(s).map_err(|e| {
         format!("invalid camera URL ({e}); write it as rtsp://[user:password@]host[:port]/path")
     })?;
-    if url.scheme() != "rtsp" && url.scheme() != "rtsps" {
-        return Err(format!(
-            "camera URL must start with rtsp://, got '{}://'",
-            url.scheme()
-        ));
+    match url.scheme() {
+        "rtsp" => {}
+        "rtsps" => {
+            return Err(
+                "rtsps:// (RTSP over TLS) is not supported yet; use rtsp:// on the camera network"
+                    .into(),
+            );
+        }
+        other => {
+            return Err(format!(
+                "camera URL must start with rtsp://, got '{other}://'"
+            ));
+        }
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err("camera URL has no host; write it as rtsp://host[:port]/path".into());
