@@ -33,7 +33,8 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
-trap cleanup INT TERM EXIT
+trap 'cleanup; exit 0' INT TERM
+trap cleanup EXIT
 
 printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$MQTT_PORT" > "$DEMO/mosquitto.conf"
 mosquitto -c "$DEMO/mosquitto.conf" > "$DEMO/mosquitto.log" 2>&1 & pids+=($!)
@@ -57,3 +58,4 @@ sleep 0.5
 "$BIN" run --config "$DEMO/demo.toml" > "$DEMO/agent.log" 2>&1 & pids+=($!)
 wait -n "${pids[@]}" || true
 echo "demo: a process exited early; see $DEMO/*.log"
+exit 1
