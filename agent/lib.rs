@@ -34,4 +34,5 @@ pub mod rules;
 pub mod run;
 pub mod simulate;
 pub mod source;
+pub mod store;
 pub mod track;

@@ -38,6 +38,12 @@ enum Cmd {
         #[arg(long = "stream", required = true)]
         streams: Vec<String>,
     },
+    /// Write the JSON Schemas of the MQTT payloads (the checked-in copies live in deploy/schema).
+    Schema {
+        /// Folder to write alert/status/stats .schema.json into.
+        #[arg(long, default_value = "deploy/schema")]
+        out: PathBuf,
+    },
     /// Print alerts and agent status from a broker as readable lines.
     Watch {
         /// Broker, mqtt://host:port.
@@ -212,6 +218,15 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()?;
             rt.block_on(shutdown_signal());
             drop(sim);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Schema { out } => {
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            for (name, text) in ioc_agent::publish::payload::schemas() {
+                let p = out.join(name);
+                std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+                println!("wrote {}", p.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Watch { url, prefix } => {

@@ -31,6 +31,10 @@ pub enum RunError {
     Manifest(#[from] crate::infer::manifest::ManifestError),
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("MQTT: {0}")]
+    Mqtt(String),
 }
 
 /// Errors that end one camera session (the supervisor retries).
@@ -84,8 +88,16 @@ pub async fn run(cfg: Config, cancel: CancellationToken) -> Result<(), RunError>
     decode::init()?;
     let detectors = load_detectors(&cfg)?;
     let status = Arc::new(StatusBoard::new(cfg.agent_id.get_ref()));
+    let store = Arc::new(crate::store::Store::open(
+        &cfg.data_dir(),
+        crate::store::Limits {
+            max_rows: cfg.mqtt.outbox_max_rows,
+            max_bytes: cfg.mqtt.outbox_max_bytes,
+        },
+    )?);
     let pub_cancel = CancellationToken::new();
-    let (publisher, pub_task) = publish::start(&cfg, status.clone(), pub_cancel.clone());
+    let (publisher, pub_task) =
+        publish::start(&cfg, status.clone(), store, pub_cancel.clone()).map_err(RunError::Mqtt)?;
 
     let tracker = TaskTracker::new();
     for cam in cfg.cameras.iter().filter(|c| c.enabled) {
@@ -329,6 +341,8 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
             last_seq = s;
             let inf = ctx.detector.detect(frame.clone()).await?;
             ctx.counters.inferred.fetch_add(1, Ordering::Relaxed);
+            ctx.status
+                .update(ctx.id(), |s| s.inference_ms_sum += inf.millis);
             infer_ms += inf.millis;
             infer_n += 1;
             let tracks = tracker.update(&inf.detections, frame.pts).to_vec();
@@ -389,7 +403,7 @@ async fn emit(
     let topic = ctx.publisher.topics.thumbnail(&id);
     let thumbnail = jpeg.as_ref().map(|j| EvidenceRef {
         topic,
-        content_type: "image/jpeg",
+        content_type: "image/jpeg".into(),
         width: j.width,
         height: j.height,
         bytes: j.bytes.len(),
@@ -403,14 +417,15 @@ async fn emit(
         Geometry::Line { name, .. } => (None, Some(name.clone())),
     };
     let alert = Alert {
-        schema: publish::payload::ALERT_SCHEMA,
+        schema: publish::payload::ALERT_SCHEMA.into(),
         id: id.clone(),
         kind: rule.kind.event_type().to_string(),
         agent_id: ctx.agent_id.clone(),
         camera: ctx.id().to_string(),
         rule: rule.name.clone(),
         time: rfc3339(frame.wall),
-        time_source: "agent_clock",
+        severity: rule.severity,
+        time_source: "agent_clock".into(),
         zone,
         line,
         direction: f.direction,
@@ -429,12 +444,14 @@ async fn emit(
             name: ctx.detector.manifest.name.clone(),
             version: ctx.detector.manifest.version.clone(),
         },
-        agent_version: env!("CARGO_PKG_VERSION"),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
     };
-    info!(event_id = %id, r#type = %alert.kind, rule = %rule.name, class = %class, track = f.track_id, "alert");
+    info!(event_id = %id, r#type = %alert.kind, rule = %rule.name, severity = ?rule.severity, class = %class, track = f.track_id, "alert");
     ctx.status.update(ctx.id(), |s| s.alerts += 1);
-    ctx.publisher.send(Outgoing {
-        alert,
-        thumbnail: jpeg.map(|j| j.bytes),
-    });
+    ctx.publisher
+        .send(Outgoing {
+            alert,
+            thumbnail: jpeg.map(|j| j.bytes),
+        })
+        .await;
 }

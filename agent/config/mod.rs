@@ -72,10 +72,32 @@ pub struct MqttConfig {
     /// (thumbnails are JPEG bytes in one packet).
     #[serde(default = "default_max_packet")]
     pub max_packet_bytes: usize,
-    /// Alerts waiting for the broker; when full, the newest alert is dropped and
-    /// counted. Default 1000.
-    #[serde(default = "default_queue")]
-    pub queue_len: usize,
+    /// Seconds between `stats` messages. Default 60.
+    #[serde(default = "default_stats_interval")]
+    pub stats_interval_secs: u64,
+    /// Clean session (true) or a persistent session the broker keeps across
+    /// reconnects (false). Delivery of alerts does not depend on it: the
+    /// outbox re-sends whatever the broker has not acknowledged. Default true.
+    #[serde(default = "default_true")]
+    pub clean_session: bool,
+    /// Most alerts kept in the durable outbox while the broker is away. When
+    /// full, the oldest alert of the lowest severity is dropped (counted and
+    /// logged). Default 100000.
+    #[serde(default = "default_outbox_rows")]
+    pub outbox_max_rows: u64,
+    /// Most bytes (alerts + thumbnails) kept in the outbox. Default 1 GiB.
+    #[serde(default = "default_outbox_bytes")]
+    pub outbox_max_bytes: u64,
+    /// `mqtts://`: PEM file of the CA(s) that signed the broker's certificate.
+    /// Default: the system bundle /etc/ssl/certs/ca-certificates.crt.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `mqtts://` with mutual TLS: this agent's certificate chain (PEM).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// `mqtts://` with mutual TLS: this agent's private key (PEM). Keep it 0600.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
     /// Broker login name. Default: none (anonymous).
     #[serde(default)]
     pub username: Option<String>,
@@ -97,6 +119,9 @@ impl std::fmt::Debug for MqttConfig {
             .field("url", self.url.get_ref())
             .field("topic_prefix", &self.topic_prefix)
             .field("username", &self.username)
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("password_file", &self.password_file)
             .field("password_env", &self.password_env)
@@ -213,7 +238,9 @@ impl RuleKind {
 }
 
 /// Direction of travel across a line, in image terms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     #[default]
@@ -247,6 +274,10 @@ pub struct RuleConfig {
     /// Minimum detection score of the object. Default 0 (the model's threshold applies).
     #[serde(default)]
     pub min_score: f32,
+    /// `low`, `normal` or `high`: decides what the outbox drops first when it
+    /// is full during a long outage. Default `normal`.
+    #[serde(default)]
+    pub severity: crate::store::Severity,
     /// Frames the object must be tracked before it may trigger. Default 3.
     #[serde(default = "default_min_hits")]
     pub min_hits: u32,
@@ -273,8 +304,14 @@ fn default_status_interval() -> u64 {
 fn default_max_packet() -> usize {
     4 * 1024 * 1024
 }
-fn default_queue() -> usize {
-    1000
+fn default_stats_interval() -> u64 {
+    60
+}
+fn default_outbox_rows() -> u64 {
+    100_000
+}
+fn default_outbox_bytes() -> u64 {
+    1 << 30
 }
 fn default_one() -> usize {
     1
@@ -453,6 +490,18 @@ impl Config {
         }
         if secrets.iter().any(|s| *s) && self.mqtt.username.is_none() {
             c.at(self.mqtt.url.span(), "an MQTT password needs mqtt.username");
+        }
+        if self.mqtt.outbox_max_rows == 0 || self.mqtt.outbox_max_bytes < 64 * 1024 {
+            c.at(
+                self.mqtt.url.span(),
+                "mqtt.outbox_max_rows must be at least 1 and mqtt.outbox_max_bytes at least 65536",
+            );
+        }
+        if self.mqtt.cert_file.is_some() != self.mqtt.key_file.is_some() {
+            c.at(
+                self.mqtt.url.span(),
+                "mqtt.cert_file and mqtt.key_file must be given together (mutual TLS)",
+            );
         }
         if self.mqtt.topic_prefix.is_empty()
             || self.mqtt.topic_prefix.contains(['#', '+'])

@@ -10,12 +10,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::source::Backoff;
+use crate::store::{NewRow, Store, StoreError};
 pub use payload::{Alert, StatusBoard};
 
 /// A broker address from `mqtt://host[:port]`.
@@ -23,27 +26,28 @@ pub use payload::{Alert, StatusBoard};
 pub struct BrokerAddress {
     pub host: String,
     pub port: u16,
+    /// `mqtts://`: TLS (rustls), server name verified.
+    pub tls: bool,
 }
 
 impl BrokerAddress {
     pub fn parse(s: &str) -> Result<BrokerAddress, String> {
-        let url = url::Url::parse(s)
-            .map_err(|e| format!("invalid MQTT URL '{s}' ({e}); write it as mqtt://host:port"))?;
-        match url.scheme() {
-            "mqtt" | "tcp" => {}
-            "mqtts" | "ssl" => {
-                return Err("mqtts:// (TLS) is not supported by this version yet; use mqtt://host:port over a trusted network or a local bridge".into());
-            }
+        let url = url::Url::parse(s).map_err(|e| {
+            format!(
+                "invalid MQTT URL '{s}' ({e}); write it as mqtt://host:port or mqtts://host:port"
+            )
+        })?;
+        let tls = match url.scheme() {
+            "mqtt" | "tcp" => false,
+            "mqtts" | "ssl" => true,
             other => {
                 return Err(format!(
-                    "MQTT URL must start with mqtt://, got '{other}://'"
+                    "MQTT URL must start with mqtt:// or mqtts://, got '{other}://'"
                 ));
             }
-        }
+        };
         if !url.username().is_empty() {
-            return Err(
-                "put MQTT credentials in [mqtt] username and password_file (or password_env), not in the URL".into(),
-            );
+            return Err("put MQTT credentials in [mqtt] username and password_file (or password_env), not in the URL".into());
         }
         let host = url
             .host_str()
@@ -53,7 +57,8 @@ impl BrokerAddress {
             .to_string();
         Ok(BrokerAddress {
             host,
-            port: url.port().unwrap_or(1883),
+            port: url.port().unwrap_or(if tls { 8883 } else { 1883 }),
+            tls,
         })
     }
 }
@@ -79,6 +84,9 @@ impl Topics {
     pub fn thumbnail(&self, event_id: &str) -> String {
         format!("{}/events/{event_id}/thumbnail", self.base)
     }
+    pub fn stats(&self) -> String {
+        format!("{}/stats", self.base)
+    }
 }
 
 /// An alert ready to go, with its thumbnail bytes.
@@ -91,69 +99,155 @@ pub struct Outgoing {
 /// Counters of the publisher.
 #[derive(Debug, Default)]
 pub struct PublishCounters {
+    /// Alerts committed to the outbox.
     pub queued: AtomicU64,
+    /// Alerts whose every packet the broker acknowledged.
     pub published: AtomicU64,
-    /// Alerts dropped because the queue to the broker was full.
+    /// Alerts dropped by the outbox bound policy (or that could not be stored).
     pub dropped: AtomicU64,
+    /// PUBACKs received (all packets).
     pub acked: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Rows and bytes waiting in the outbox (refreshed by the publisher).
+    pub outbox_rows: AtomicU64,
+    pub outbox_bytes: AtomicU64,
 }
 
-/// Cheap handle for cameras: hands alerts to the publisher without waiting.
+/// Cheap handle for cameras: commits alerts to the durable outbox and wakes
+/// the publisher. Never waits for the network.
 #[derive(Clone)]
 pub struct PublisherHandle {
-    tx: mpsc::Sender<Outgoing>,
+    store: Arc<Store>,
+    wake: Arc<Notify>,
     pub counters: Arc<PublishCounters>,
     pub topics: Topics,
 }
 
 impl PublisherHandle {
-    /// Queues an alert; when the queue is full the alert is dropped and counted
-    /// (policy: the camera never blocks on the network).
-    pub fn send(&self, out: Outgoing) -> bool {
-        match self.tx.try_send(out) {
-            Ok(()) => {
-                self.counters.queued.fetch_add(1, Ordering::Relaxed);
-                true
-            }
+    /// Commits the alert and its thumbnail; returns false if it could not be
+    /// stored or was dropped at once by the bound policy (both counted, logged).
+    pub async fn send(&self, out: Outgoing) -> bool {
+        let json = match serde_json::to_vec(&out.alert) {
+            Ok(j) => j,
             Err(e) => {
+                tracing::error!(error = %e, "cannot serialise alert");
+                return false;
+            }
+        };
+        let row = NewRow {
+            camera: out.alert.camera.clone(),
+            event_id: out.alert.id.clone(),
+            severity: out.alert.severity,
+            topic: self.topics.events(),
+            payload: json,
+            thumb_topic: out
+                .thumbnail
+                .as_ref()
+                .map(|_| self.topics.thumbnail(&out.alert.id)),
+            thumb: out.thumbnail,
+        };
+        let store = self.store.clone();
+        let res = tokio::task::spawn_blocking(move || store.enqueue(&row)).await;
+        let ok = match res {
+            Ok(Ok((id, dropped))) => {
+                for d in &dropped {
+                    let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(event_id = %d.event_id, camera = %d.camera, severity = ?d.severity, dropped_total = n,
+                        "outbox full; dropped the oldest alert of the lowest severity");
+                }
+                self.counters.queued.fetch_add(1, Ordering::Relaxed);
+                id.is_some()
+            }
+            Ok(Err(e)) => {
                 let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                let id = match &e {
-                    mpsc::error::TrySendError::Full(o) | mpsc::error::TrySendError::Closed(o) => {
-                        o.alert.id.clone()
-                    }
-                };
-                tracing::warn!(event_id = %id, dropped_total = n, "alert queue to the broker is full; alert dropped");
+                tracing::error!(event_id = %out.alert.id, error = %e, dropped_total = n, "cannot store alert; dropped");
                 false
             }
-        }
+            Err(_) => false,
+        };
+        self.wake.notify_one();
+        ok
     }
 }
 
-/// Starts the MQTT client and the publishing task. The returned join handle
-/// ends after `cancel` fires and the offline status has been sent.
-pub fn start(
-    cfg: &Config,
-    status: Arc<StatusBoard>,
-    cancel: CancellationToken,
-) -> (PublisherHandle, tokio::task::JoinHandle<()>) {
-    let addr = BrokerAddress::parse(cfg.mqtt.url.get_ref()).unwrap_or(BrokerAddress {
-        host: "127.0.0.1".into(),
-        port: 1883,
-    });
+/// Packets in flight per connection (alert + thumbnail = 2 per row).
+const WINDOW_ROWS: usize = 32;
+
+/// What a published packet belongs to.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Row(i64),
+    Status,
+}
+
+/// Builds the rustls configuration for `mqtts://`: CA file (default: the
+/// system bundle), optional client certificate and key (mutual TLS).
+fn tls_config(cfg: &Config) -> Result<rumqttc::TlsConfiguration, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let m = &cfg.mqtt;
+    let ca = m
+        .ca_file
+        .as_ref()
+        .map(|p| cfg.resolve(p))
+        .unwrap_or_else(|| std::path::PathBuf::from("/etc/ssl/certs/ca-certificates.crt"));
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(&ca)
+        .map_err(|e| format!("cannot read mqtt.ca_file {}: {e}", ca.display()))?;
+    for c in certs {
+        let c = c.map_err(|e| format!("mqtt.ca_file {}: {e}", ca.display()))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("mqtt.ca_file {}: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "mqtt.ca_file {} holds no certificate",
+            ca.display()
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = match (&m.cert_file, &m.key_file) {
+        (Some(c), Some(k)) => {
+            let (c, k) = (cfg.resolve(c), cfg.resolve(k));
+            let chain = CertificateDer::pem_file_iter(&c)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("cannot read mqtt.cert_file {}: {e}", c.display()))?;
+            let key = PrivateKeyDer::from_pem_file(&k)
+                .map_err(|e| format!("cannot read mqtt.key_file {}: {e}", k.display()))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                format!(
+                    "client certificate {} / key {}: {e}",
+                    c.display(),
+                    k.display()
+                )
+            })?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err("mqtt.cert_file and mqtt.key_file must be given together".into()),
+    };
+    Ok(rumqttc::TlsConfiguration::Rustls(Arc::new(config)))
+}
+
+/// MQTT options from the config (TLS, login, Last Will).
+pub fn mqtt_options(cfg: &Config, status: &StatusBoard) -> Result<MqttOptions, String> {
+    let addr = BrokerAddress::parse(cfg.mqtt.url.get_ref())?;
     let topics = Topics::new(&cfg.mqtt.topic_prefix, cfg.agent_id.get_ref());
     let mut opts = MqttOptions::new(cfg.client_id(), addr.host.clone(), addr.port);
     opts.set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_secs.max(5)));
     opts.set_max_packet_size(cfg.mqtt.max_packet_bytes, cfg.mqtt.max_packet_bytes);
+    opts.set_clean_session(cfg.mqtt.clean_session);
+    opts.set_inflight((2 * WINDOW_ROWS + 8) as u16);
+    if addr.tls {
+        opts.set_transport(rumqttc::Transport::tls_with_config(tls_config(cfg)?));
+    }
     if let Some(user) = &cfg.mqtt.username {
-        match cfg.mqtt_password() {
-            Ok(p) => {
-                opts.set_credentials(user.clone(), p.map(|s| s.0).unwrap_or_default());
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "MQTT password unavailable; connecting without it")
-            }
-        }
+        let p = cfg.mqtt_password()?;
+        opts.set_credentials(user.clone(), p.map(|s| s.0).unwrap_or_default());
     }
     opts.set_last_will(LastWill::new(
         topics.status(),
@@ -161,112 +255,258 @@ pub fn start(
         QoS::AtLeastOnce,
         true,
     ));
-    let queue = cfg.mqtt.queue_len.max(1);
-    let (client, mut eventloop) = AsyncClient::new(opts, queue);
-    let (tx, mut rx) = mpsc::channel::<Outgoing>(queue);
+    Ok(opts)
+}
+
+/// Starts the publisher. The returned join handle ends after `cancel` fires
+/// and the offline status has been sent (when connected).
+pub fn start(
+    cfg: &Config,
+    status: Arc<StatusBoard>,
+    store: Arc<Store>,
+    cancel: CancellationToken,
+) -> Result<(PublisherHandle, tokio::task::JoinHandle<()>), String> {
+    let opts = mqtt_options(cfg, &status)?;
+    let broker = format!("{}:{}", opts.broker_address().0, opts.broker_address().1);
+    let topics = Topics::new(&cfg.mqtt.topic_prefix, cfg.agent_id.get_ref());
     let counters = status.counters.clone();
+    let wake = Arc::new(Notify::new());
     let handle = PublisherHandle {
-        tx,
+        store: store.clone(),
+        wake: wake.clone(),
         counters: counters.clone(),
         topics: topics.clone(),
     };
-    let status_every = Duration::from_secs(cfg.mqtt.status_interval_secs.max(1));
-    let broker = format!("{}:{}", addr.host, addr.port);
+    let p = Publisher {
+        opts,
+        broker,
+        topics,
+        status,
+        store,
+        wake,
+        counters,
+        status_every: Duration::from_secs(cfg.mqtt.status_interval_secs.max(1)),
+        stats_every: Duration::from_secs(cfg.mqtt.stats_interval_secs.max(1)),
+    };
+    Ok((handle, tokio::spawn(p.run(cancel))))
+}
 
-    // Drives the connection: reconnects with jittered backoff, re-announces
-    // the online status after every (re)connect.
-    let conn_cancel = cancel.clone();
-    let conn_client = client.clone();
-    let conn_status = status.clone();
-    let conn_topics = topics.clone();
-    let conn_counters = counters.clone();
-    let conn = tokio::spawn(async move {
+struct Publisher {
+    opts: MqttOptions,
+    broker: String,
+    topics: Topics,
+    status: Arc<StatusBoard>,
+    store: Arc<Store>,
+    wake: Arc<Notify>,
+    counters: Arc<PublishCounters>,
+    status_every: Duration,
+    stats_every: Duration,
+}
+
+/// State of one broker connection. A new connection starts from the oldest
+/// unacknowledged row, so nothing is lost (at-least-once; the IOC de-duplicates by id).
+struct Conn {
+    client: AsyncClient,
+    /// Parts published, waiting for rumqttc to assign their packet ids (FIFO).
+    unassigned: VecDeque<Part>,
+    by_pkid: HashMap<u16, Part>,
+    /// Rows in flight → packets still unacknowledged.
+    rows: BTreeMap<i64, u8>,
+    cursor: i64,
+}
+
+impl Publisher {
+    fn refresh_depth(&self) {
+        if let Ok((n, b)) = self.store.depth() {
+            self.counters.outbox_rows.store(n, Ordering::Relaxed);
+            self.counters.outbox_bytes.store(b, Ordering::Relaxed);
+        }
+    }
+
+    async fn run(self, cancel: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-        let mut connected = false;
+        let mut ever_connected = false;
+        self.refresh_depth();
         loop {
-            let ev = tokio::select! {
-                _ = conn_cancel.cancelled() => break,
-                ev = eventloop.poll() => ev,
+            let (client, mut el) = AsyncClient::new(self.opts.clone(), 4 * WINDOW_ROWS + 16);
+            // Connect.
+            let connected = loop {
+                let ev = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    ev = el.poll() => ev,
+                };
+                match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => break Ok(()),
+                    Ok(_) => continue,
+                    Err(e) => break Err(e),
+                }
             };
-            match ev {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    backoff.reset();
-                    if !connected {
-                        tracing::info!(broker = %broker, "connected to MQTT broker");
-                    }
-                    connected = true;
-                    let _ = conn_client.try_publish(
-                        conn_topics.status(),
-                        QoS::AtLeastOnce,
-                        true,
-                        conn_status.online_json(),
-                    );
-                }
-                Ok(Event::Incoming(Packet::PubAck(_))) => {
-                    conn_counters.acked.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    if connected {
-                        conn_counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                    }
-                    connected = false;
-                    let d = backoff.next_delay();
-                    tracing::warn!(broker = %broker, error = %e, retry_in_ms = d.as_millis() as u64, "MQTT connection failed");
-                    tokio::select! {
-                        _ = conn_cancel.cancelled() => break,
-                        _ = tokio::time::sleep(d) => {}
-                    }
+            if let Err(e) = connected {
+                let d = backoff.next_delay();
+                tracing::warn!(broker = %self.broker, error = %describe(&e), retry_in_ms = d.as_millis() as u64, "cannot connect to MQTT broker; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(d) => continue,
                 }
             }
-        }
-        // Let the final offline status and disconnect go out.
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Ok(ev) = eventloop.poll().await {
-                if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = ev {
-                    break;
-                }
+            backoff.reset();
+            if ever_connected {
+                self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
             }
-        })
-        .await;
-    });
-
-    let task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(status_every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+            ever_connected = true;
+            self.refresh_depth();
+            tracing::info!(broker = %self.broker, outbox_rows = self.counters.outbox_rows.load(Ordering::Relaxed), "connected to MQTT broker");
+            let mut conn = Conn {
+                client,
+                unassigned: VecDeque::new(),
+                by_pkid: HashMap::new(),
+                rows: BTreeMap::new(),
+                cursor: 0,
+            };
+            self.publish_status(&mut conn, self.status.online_json());
+            let mut status_tick = tokio::time::interval(self.status_every);
+            let mut stats_tick = tokio::time::interval(self.stats_every);
+            status_tick.tick().await;
+            stats_tick.tick().await;
+            let err = loop {
+                if let Err(e) = self.fill(&mut conn).await {
+                    tracing::error!(error = %e, "cannot read the outbox");
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => {
+                        self.publish_status(&mut conn, self.status.offline_json("shutdown"));
+                        let _ = conn.client.try_disconnect();
+                        // Let the last acks and the offline status through.
+                        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+                            while let Ok(ev) = el.poll().await {
+                                if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = ev { break; }
+                                self.on_event(&mut conn, ev).await;
+                            }
+                        }).await;
+                        return;
+                    }
+                    _ = self.wake.notified() => {}
+                    _ = status_tick.tick() => {
+                        self.refresh_depth();
+                        self.publish_status(&mut conn, self.status.online_json());
+                    }
+                    _ = stats_tick.tick() => {
+                        self.refresh_depth();
+                        let stats = self.status.stats_json(self.stats_every);
+                        let _ = conn.client.try_publish(self.topics.stats(), QoS::AtMostOnce, false, stats);
+                    }
+                    ev = el.poll() => match ev {
+                        Ok(ev) => self.on_event(&mut conn, ev).await,
+                        Err(e) => break e,
+                    }
+                }
+            };
+            let d = backoff.next_delay();
+            tracing::warn!(broker = %self.broker, error = %describe(&err), in_flight = conn.rows.len(), retry_in_ms = d.as_millis() as u64,
+                "MQTT connection lost; unacknowledged alerts stay in the outbox");
             tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tick.tick() => {
-                    let _ = client.try_publish(topics.status(), QoS::AtLeastOnce, true, status.online_json());
-                }
-                Some(out) = rx.recv() => {
-                    let json = match serde_json::to_vec(&out.alert) {
-                        Ok(j) => j,
-                        Err(e) => { tracing::error!(error = %e, "cannot serialise alert"); continue; }
-                    };
-                    if client.publish(topics.events(), QoS::AtLeastOnce, false, json).await.is_err() {
-                        break;
-                    }
-                    if let Some(jpeg) = out.thumbnail
-                        && client.publish(topics.thumbnail(&out.alert.id), QoS::AtLeastOnce, false, jpeg).await.is_err()
-                    {
-                        break;
-                    }
-                    counters.published.fetch_add(1, Ordering::Relaxed);
-                }
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(d) => {}
             }
         }
-        let _ = client.try_publish(
-            topics.status(),
-            QoS::AtLeastOnce,
-            true,
-            status.offline_json("shutdown"),
-        );
-        let _ = client.try_disconnect();
-        let _ = conn.await;
-    });
-    (handle, task)
+    }
+
+    fn publish_status(&self, conn: &mut Conn, json: Vec<u8>) {
+        if conn
+            .client
+            .try_publish(self.topics.status(), QoS::AtLeastOnce, true, json)
+            .is_ok()
+        {
+            conn.unassigned.push_back(Part::Status);
+        }
+    }
+
+    /// Publishes outbox rows until the window is full.
+    async fn fill(&self, conn: &mut Conn) -> Result<(), StoreError> {
+        while conn.rows.len() < WINDOW_ROWS {
+            let store = self.store.clone();
+            let (after, n) = (conn.cursor, WINDOW_ROWS - conn.rows.len());
+            let rows = tokio::task::spawn_blocking(move || store.after(after, n))
+                .await
+                .unwrap_or_else(|_| Ok(Vec::new()))?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            for r in rows {
+                conn.cursor = r.id;
+                let mut parts = 0u8;
+                if conn
+                    .client
+                    .try_publish(r.topic, QoS::AtLeastOnce, false, r.payload)
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                conn.unassigned.push_back(Part::Row(r.id));
+                parts += 1;
+                if let (Some(t), Some(b)) = (r.thumb_topic, r.thumb)
+                    && conn
+                        .client
+                        .try_publish(t, QoS::AtLeastOnce, false, b)
+                        .is_ok()
+                {
+                    conn.unassigned.push_back(Part::Row(r.id));
+                    parts += 1;
+                }
+                conn.rows.insert(r.id, parts);
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_event(&self, conn: &mut Conn, ev: Event) {
+        match ev {
+            Event::Outgoing(rumqttc::Outgoing::Publish(pkid)) => {
+                if let Some(p) = conn.unassigned.pop_front() {
+                    conn.by_pkid.insert(pkid, p);
+                }
+            }
+            Event::Incoming(Packet::PubAck(ack)) => {
+                self.counters.acked.fetch_add(1, Ordering::Relaxed);
+                if let Some(Part::Row(id)) = conn.by_pkid.remove(&ack.pkid)
+                    && let Some(left) = conn.rows.get_mut(&id)
+                {
+                    *left -= 1;
+                    if *left == 0 {
+                        conn.rows.remove(&id);
+                        let store = self.store.clone();
+                        match tokio::task::spawn_blocking(move || store.delete(&[id])).await {
+                            Ok(Ok(())) => {
+                                self.counters.published.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(Err(e)) => {
+                                tracing::error!(error = %e, "cannot remove an acknowledged alert from the outbox")
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A connection error in words an installer can act on.
+fn describe(e: &rumqttc::ConnectionError) -> String {
+    use rumqttc::ConnectionError as E;
+    match e {
+        E::ConnectionRefused(code) => format!(
+            "broker refused the connection ({code:?}) — check mqtt.username and the password"
+        ),
+        E::Tls(t) => format!(
+            "TLS: {t} — check mqtt.ca_file, mqtt.cert_file/key_file and that the broker's certificate names this host"
+        ),
+        E::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused — is the broker running and the port right?".into()
+        }
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -279,7 +519,8 @@ mod tests {
             BrokerAddress::parse("mqtt://10.1.2.3:1884").unwrap(),
             BrokerAddress {
                 host: "10.1.2.3".into(),
-                port: 1884
+                port: 1884,
+                tls: false
             }
         );
         assert_eq!(BrokerAddress::parse("mqtt://broker").unwrap().port, 1883);

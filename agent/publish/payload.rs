@@ -1,28 +1,37 @@
-//! Payloads of the MQTT contract (schema `ioc.alert/1`, `ioc.status/1`).
+//! Payloads of the MQTT contract: `ioc.alert/1`, `ioc.status/1`,
+//! `ioc.stats/1`. JSON Schemas are generated from these types
+//! (`ioc-agent schema`) and checked in under `deploy/schema/`; a test fails
+//! when they drift.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Direction;
+use crate::store::Severity;
 
 pub const ALERT_SCHEMA: &str = "ioc.alert/1";
 pub const STATUS_SCHEMA: &str = "ioc.status/1";
+pub const STATS_SCHEMA: &str = "ioc.stats/1";
 
 /// RFC 3339 UTC with milliseconds.
 pub fn rfc3339(t: SystemTime) -> String {
     DateTime::<Utc>::from(t).to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// One alert on `{prefix}/{agent_id}/events`.
-#[derive(Debug, Clone, Serialize)]
+/// One alert on `{prefix}/{agent_id}/events` (QoS 1, not retained).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "ioc.alert/1")]
 pub struct Alert {
-    pub schema: &'static str,
-    /// ULID: unique and sortable by time; the IOC de-duplicates by it.
+    /// Payload schema and version: `ioc.alert/1`.
+    pub schema: String,
+    /// ULID: unique and sortable by time; the IOC de-duplicates by it
+    /// (delivery is at-least-once).
     pub id: String,
     /// `object.zone_enter` or `object.line_cross`.
     #[serde(rename = "type")]
@@ -31,85 +40,98 @@ pub struct Alert {
     pub camera: String,
     /// Rule name from the config.
     pub rule: String,
+    /// `low`, `normal` or `high`, from the rule.
+    pub severity: Severity,
     /// Time of the decision frame (agent clock at receipt), RFC 3339 UTC.
     pub time: String,
     /// Where `time` comes from: `agent_clock`.
-    pub time_source: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Direction observed when crossing a line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direction: Option<Direction>,
     pub objects: Vec<AlertObject>,
     /// Size of the analysed frame in pixels.
     pub frame: FrameSize,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The annotated JPEG published on its own topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thumbnail: Option<EvidenceRef>,
     pub model: ModelRef,
-    pub agent_version: &'static str,
+    pub agent_version: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct AlertObject {
+    /// Model label, e.g. `car`.
     pub class: String,
+    /// Best detection score of the track, 0..1.
     pub score: f32,
+    /// Tracker id, unique per camera session.
     pub track_id: u64,
-    /// `[x1, y1, x2, y2]`, normalised to 0..1 of the frame.
+    /// `[x1, y1, x2, y2]`, normalised to 0..1 of the frame, origin top-left.
     #[serde(rename = "box")]
     pub bbox: [f32; 4],
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
 pub struct FrameSize {
     pub width: u32,
     pub height: u32,
 }
 
 /// A piece of evidence published or stored beside the alert.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct EvidenceRef {
+    /// MQTT topic carrying the bytes.
     pub topic: String,
-    pub content_type: &'static str,
+    pub content_type: String,
     pub width: u32,
     pub height: u32,
     pub bytes: usize,
+    /// Lower-case hex sha256 of the bytes.
     pub sha256: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ModelRef {
     pub name: String,
     pub version: String,
 }
 
-/// Per-camera state for the status message.
-#[derive(Debug, Clone, Serialize, Default)]
+/// Per-camera state in the status message.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, JsonSchema)]
 pub struct CameraStatus {
     /// `connecting`, `streaming`, `retrying` or `stopped`.
     pub state: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codec: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decoder: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolution: Option<[u32; 2]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_frame_at: Option<String>,
     /// Last error, with credentials removed.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     pub frames_received: u64,
     pub frames_decoded: u64,
     pub frames_inferred: u64,
-    /// Frames not given to the model, by reason: `rate` (not due at
-    /// detect_fps), `busy` (replaced by a newer frame), `backlog` (whole GOPs
-    /// dropped in front of a slow decoder), `no_keyframe` (before the first keyframe).
+    /// Frames not given to the model, by reason.
     pub frames_skipped: SkipCounts,
     pub alerts: u64,
+    /// Sum of inference times, milliseconds (for `stats`).
+    #[serde(skip)]
+    pub inference_ms_sum: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+/// Frames not given to the model: `rate` (not due at detect_fps), `busy`
+/// (replaced by a newer frame while the model was busy), `backlog` (whole GOPs
+/// dropped in front of a slow decoder), `no_keyframe` (before the first keyframe).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, JsonSchema)]
 pub struct SkipCounts {
     pub rate: u64,
     pub busy: u64,
@@ -117,27 +139,77 @@ pub struct SkipCounts {
     pub no_keyframe: u64,
 }
 
-#[derive(Debug, Serialize)]
-struct StatusMsg<'a> {
-    schema: &'static str,
-    agent_id: &'a str,
-    state: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
-    version: &'static str,
-    time: String,
-    started_at: String,
-    uptime_secs: u64,
-    cameras: BTreeMap<String, CameraStatus>,
-    alerts_published: u64,
-    alerts_dropped: u64,
+impl SkipCounts {
+    fn total(&self) -> u64 {
+        self.rate + self.busy + self.backlog + self.no_keyframe
+    }
 }
 
-/// Shared, always-current picture of the agent for the status message.
+/// Alerts waiting in the durable outbox.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct OutboxState {
+    pub rows: u64,
+    pub bytes: u64,
+    /// Alerts dropped by the bound policy since start.
+    pub dropped: u64,
+}
+
+/// Retained on `{prefix}/{agent_id}/status`; the Last Will sets it offline.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "ioc.status/1")]
+pub struct Status {
+    /// `ioc.status/1`.
+    pub schema: String,
+    pub agent_id: String,
+    /// `online` or `offline`.
+    pub state: String,
+    /// Why offline: `shutdown` or `connection lost` (Last Will).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub version: String,
+    pub time: String,
+    pub started_at: String,
+    pub uptime_secs: u64,
+    pub cameras: BTreeMap<String, CameraStatus>,
+    /// Alerts the broker acknowledged since start.
+    pub alerts_published: u64,
+    /// Alerts dropped since start (outbox full or not storable).
+    pub alerts_dropped: u64,
+    pub outbox: OutboxState,
+}
+
+/// Per-camera rates over the last stats interval.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CameraStats {
+    pub fps_decoded: f64,
+    pub fps_inferred: f64,
+    pub fps_skipped: f64,
+    /// Mean inference time, milliseconds (0 when nothing was inferred).
+    pub inference_ms: f64,
+    pub alerts: u64,
+}
+
+/// Periodic `{prefix}/{agent_id}/stats` (QoS 0, not retained).
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "ioc.stats/1")]
+pub struct Stats {
+    /// `ioc.stats/1`.
+    pub schema: String,
+    pub agent_id: String,
+    pub time: String,
+    pub interval_secs: f64,
+    pub cameras: BTreeMap<String, CameraStats>,
+    /// Alerts acknowledged by the broker during the interval.
+    pub alerts_sent: u64,
+    pub outbox: OutboxState,
+}
+
+/// Shared, always-current picture of the agent for status and stats.
 pub struct StatusBoard {
     pub agent_id: String,
     pub started: SystemTime,
     cameras: Mutex<BTreeMap<String, CameraStatus>>,
+    last_stats: Mutex<(std::time::Instant, BTreeMap<String, CameraStatus>, u64)>,
     pub counters: std::sync::Arc<super::PublishCounters>,
 }
 
@@ -147,6 +219,7 @@ impl StatusBoard {
             agent_id: agent_id.to_string(),
             started: SystemTime::now(),
             cameras: Mutex::new(BTreeMap::new()),
+            last_stats: Mutex::new((std::time::Instant::now(), BTreeMap::new(), 0)),
             counters: Default::default(),
         }
     }
@@ -166,6 +239,14 @@ impl StatusBoard {
         }
     }
 
+    fn outbox(&self) -> OutboxState {
+        OutboxState {
+            rows: self.counters.outbox_rows.load(Ordering::Relaxed),
+            bytes: self.counters.outbox_bytes.load(Ordering::Relaxed),
+            dropped: self.counters.dropped.load(Ordering::Relaxed),
+        }
+    }
+
     fn json(
         &self,
         state: &str,
@@ -173,12 +254,12 @@ impl StatusBoard {
         cameras: BTreeMap<String, CameraStatus>,
     ) -> Vec<u8> {
         let now = SystemTime::now();
-        let msg = StatusMsg {
-            schema: STATUS_SCHEMA,
-            agent_id: &self.agent_id,
-            state,
-            reason,
-            version: env!("CARGO_PKG_VERSION"),
+        let msg = Status {
+            schema: STATUS_SCHEMA.into(),
+            agent_id: self.agent_id.clone(),
+            state: state.into(),
+            reason: reason.map(str::to_string),
+            version: env!("CARGO_PKG_VERSION").into(),
             time: rfc3339(now),
             started_at: rfc3339(self.started),
             uptime_secs: now
@@ -188,6 +269,7 @@ impl StatusBoard {
             cameras,
             alerts_published: self.counters.published.load(Ordering::Relaxed),
             alerts_dropped: self.counters.dropped.load(Ordering::Relaxed),
+            outbox: self.outbox(),
         };
         serde_json::to_vec(&msg).unwrap_or_default()
     }
@@ -200,4 +282,68 @@ impl StatusBoard {
     pub fn offline_json(&self, reason: &str) -> Vec<u8> {
         self.json("offline", Some(reason), BTreeMap::new())
     }
+
+    /// Rates since the previous call.
+    pub fn stats_json(&self, _every: Duration) -> Vec<u8> {
+        let now = self.snapshot();
+        let published = self.counters.published.load(Ordering::Relaxed);
+        let mut last = match self.last_stats.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        let secs = last.0.elapsed().as_secs_f64().max(1e-3);
+        let mut cameras = BTreeMap::new();
+        for (id, c) in &now {
+            let p = last.1.get(id).cloned().unwrap_or_default();
+            let inferred = c.frames_inferred.saturating_sub(p.frames_inferred);
+            let ms = c.inference_ms_sum - p.inference_ms_sum;
+            cameras.insert(
+                id.clone(),
+                CameraStats {
+                    fps_decoded: round2(
+                        c.frames_decoded.saturating_sub(p.frames_decoded) as f64 / secs,
+                    ),
+                    fps_inferred: round2(inferred as f64 / secs),
+                    fps_skipped: round2(
+                        c.frames_skipped
+                            .total()
+                            .saturating_sub(p.frames_skipped.total())
+                            as f64
+                            / secs,
+                    ),
+                    inference_ms: if inferred > 0 {
+                        round2(ms / inferred as f64)
+                    } else {
+                        0.0
+                    },
+                    alerts: c.alerts.saturating_sub(p.alerts),
+                },
+            );
+        }
+        let msg = Stats {
+            schema: STATS_SCHEMA.into(),
+            agent_id: self.agent_id.clone(),
+            time: rfc3339(SystemTime::now()),
+            interval_secs: round2(secs),
+            cameras,
+            alerts_sent: published.saturating_sub(last.2),
+            outbox: self.outbox(),
+        };
+        *last = (std::time::Instant::now(), now, published);
+        serde_json::to_vec(&msg).unwrap_or_default()
+    }
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// JSON Schemas of every payload, by file name under `deploy/schema/`.
+pub fn schemas() -> Vec<(&'static str, String)> {
+    let pretty = |s: schemars::Schema| serde_json::to_string_pretty(&s).unwrap_or_default() + "\n";
+    vec![
+        ("alert.schema.json", pretty(schemars::schema_for!(Alert))),
+        ("status.schema.json", pretty(schemars::schema_for!(Status))),
+        ("stats.schema.json", pretty(schemars::schema_for!(Stats))),
+    ]
 }

@@ -106,6 +106,7 @@ pub struct Rule {
     pub direction: Direction,
     pub min_score: f32,
     pub min_hits: u32,
+    pub severity: crate::store::Severity,
     fired: HashSet<u64>,
 }
 
@@ -171,6 +172,7 @@ impl RuleEngine {
                     direction: r.direction,
                     min_score: r.min_score,
                     min_hits: r.min_hits,
+                    severity: r.severity,
                     fired: HashSet::new(),
                 })
             })

@@ -107,45 +107,92 @@ impl Drop for Proc {
     }
 }
 
-/// A mosquitto broker on a free loopback port.
+/// A mosquitto broker on a free loopback port, which a test may stop and
+/// restart on the same port (with its persistence, so persistent sessions survive).
 pub struct Broker {
     pub port: u16,
-    _proc: Proc,
-    _dir: tempfile::TempDir,
+    proc: Option<Proc>,
+    dir: tempfile::TempDir,
+    extra: String,
 }
 
 impl Broker {
     pub fn start() -> Broker {
-        let dir = tempfile::tempdir().unwrap();
-        for _ in 0..5 {
-            let port = free_port();
-            let conf = dir.path().join("mosquitto.conf");
-            std::fs::write(
-                &conf,
-                format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-            )
-            .unwrap();
-            let child = Command::new("mosquitto")
-                .arg("-c")
-                .arg(&conf)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start mosquitto (is it installed? run `make test`)");
-            let proc = Proc {
-                child,
-                name: "mosquitto",
-            };
-            if wait_port(port, Duration::from_secs(5)) {
-                return Broker {
-                    port,
-                    _proc: proc,
-                    _dir: dir,
-                };
-            }
-        }
-        panic!("mosquitto did not start");
+        Broker::start_with("")
     }
+
+    /// `extra` is appended to the config; `{dir}` in it is the broker's folder.
+    pub fn start_with(extra: &str) -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        // mosquitto started as root drops to its own user, which must be able
+        // to write its persistence file here.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let extra = extra.replace("{dir}", &dir.path().display().to_string());
+        Broker {
+            port: free_port(),
+            proc: None,
+            dir,
+            extra,
+        }
+        .launched()
+    }
+
+    fn launched(mut self) -> Broker {
+        let conf = self.dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\n{}\n",
+                self.port,
+                self.dir.path().display(),
+                self.extra
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start mosquitto (is it installed? run `make test`)");
+        self.proc = Some(Proc {
+            child,
+            name: "mosquitto",
+        });
+        assert!(
+            wait_port(self.port, Duration::from_secs(10)),
+            "mosquitto did not start: {}",
+            self.log()
+        );
+        self
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// Stops the broker (SIGTERM: it saves its persistence file).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.terminate();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let b = Broker {
+            port: self.port,
+            proc: None,
+            dir: std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()),
+            extra: self.extra.clone(),
+        };
+        *self = b.launched();
+    }
+
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
@@ -257,6 +304,13 @@ pub struct Msg {
     pub retain: bool,
 }
 
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish() % 100000
+}
+
 /// A real MQTT subscriber (separate client) recording every message.
 pub struct Subscriber {
     pub msgs: Arc<Mutex<Vec<Msg>>>,
@@ -265,6 +319,12 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn start(broker: &Broker, filter: &str) -> Subscriber {
+        Subscriber::start_on(broker.port, filter, None)
+    }
+
+    /// A subscriber with a persistent session (`client_id` fixed, clean
+    /// session off): the broker keeps its messages while it is away.
+    pub fn start_on(port: u16, filter: &str, persistent_id: Option<&str>) -> Subscriber {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -272,19 +332,16 @@ impl Subscriber {
             .unwrap();
         let msgs = Arc::new(Mutex::new(Vec::new()));
         let m = msgs.clone();
-        let port = broker.port;
         let filter = filter.to_string();
+        let persistent_id = persistent_id.map(str::to_string);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         rt.spawn(async move {
-            let mut opts = rumqttc::MqttOptions::new(
-                format!(
-                    "test-sub-{}",
-                    std::process::id() as u64 * 1000 + port as u64
-                ),
-                "127.0.0.1",
-                port,
-            );
+            let id = persistent_id.clone().unwrap_or_else(|| {
+                format!("test-sub-{}-{port}-{}", std::process::id(), rand_suffix())
+            });
+            let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
             opts.set_max_packet_size(16 << 20, 16 << 20);
+            opts.set_clean_session(persistent_id.is_none());
             let (client, mut ev) = rumqttc::AsyncClient::new(opts, 100);
             client
                 .subscribe(filter, rumqttc::QoS::AtLeastOnce)

@@ -1,0 +1,340 @@
+//! Embedded SQLite store (WAL). For now it holds the durable outbox: an alert
+//! and its thumbnail are committed here before anything is published, and a
+//! row is deleted only when the broker has acknowledged every packet of it.
+//!
+//! Bounded by rows and bytes. When a new alert would exceed a bound, the
+//! oldest row of the lowest severity goes first (it may be the new one if
+//! everything else is more severe); every drop is counted and logged.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+/// How much an alert matters when the outbox must drop something.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Deserialize,
+    Serialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Low,
+    #[default]
+    Normal,
+    High,
+}
+
+impl Severity {
+    fn rank(self) -> i64 {
+        match self {
+            Severity::Low => 0,
+            Severity::Normal => 1,
+            Severity::High => 2,
+        }
+    }
+    fn from_rank(r: i64) -> Severity {
+        match r {
+            0 => Severity::Low,
+            2 => Severity::High,
+            _ => Severity::Normal,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot open the agent database {path}: {err} — check data_dir and its permissions and free space"
+    )]
+    Open { path: PathBuf, err: String },
+    #[error("agent database: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// A new outbox entry: one alert and, optionally, its thumbnail.
+#[derive(Debug, Clone)]
+pub struct NewRow {
+    pub camera: String,
+    pub event_id: String,
+    pub severity: Severity,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub thumb_topic: Option<String>,
+    pub thumb: Option<Vec<u8>>,
+}
+
+/// A stored outbox entry.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub id: i64,
+    pub camera: String,
+    pub event_id: String,
+    pub severity: Severity,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub thumb_topic: Option<String>,
+    pub thumb: Option<Vec<u8>>,
+}
+
+/// A row dropped to keep the outbox within its bounds.
+#[derive(Debug, Clone)]
+pub struct Dropped {
+    pub event_id: String,
+    pub camera: String,
+    pub severity: Severity,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_rows: u64,
+    pub max_bytes: u64,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+    limits: Limits,
+    pub dropped: AtomicU64,
+    pub path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) `<dir>/agent.db`.
+    pub fn open(dir: &Path, limits: Limits) -> Result<Store, StoreError> {
+        let path = dir.join("agent.db");
+        let open_err = |e: String| StoreError::Open {
+            path: path.clone(),
+            err: e,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        let conn = Connection::open(&path).map_err(|e| open_err(e.to_string()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| open_err(e.to_string()))?;
+        // FULL: a committed alert survives a power cut.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS outbox (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                camera TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                severity INTEGER NOT NULL,
+                topic TEXT NOT NULL,
+                payload BLOB NOT NULL,
+                thumb_topic TEXT,
+                thumb BLOB,
+                bytes INTEGER NOT NULL,
+                created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+            );
+            CREATE INDEX IF NOT EXISTS outbox_drop ON outbox (severity, id);",
+        )?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            limits,
+            dropped: AtomicU64::new(0),
+            path,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        match self.conn.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Commits a row, then drops rows by policy while over a bound. Returns the
+    /// new row's id (None if it was itself dropped) and what was dropped.
+    pub fn enqueue(&self, row: &NewRow) -> Result<(Option<i64>, Vec<Dropped>), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let bytes = (row.payload.len() + row.thumb.as_ref().map_or(0, |t| t.len())) as i64;
+        tx.execute(
+            "INSERT INTO outbox (camera, event_id, severity, topic, payload, thumb_topic, thumb, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![row.camera, row.event_id, row.severity.rank(), row.topic, row.payload, row.thumb_topic, row.thumb, bytes],
+        )?;
+        let mut id = Some(tx.last_insert_rowid());
+        let mut dropped = Vec::new();
+        loop {
+            let (n, b): (i64, i64) = tx.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM outbox",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            if (n as u64) <= self.limits.max_rows && (b as u64) <= self.limits.max_bytes {
+                break;
+            }
+            let victim: Option<(i64, String, String, i64)> = tx
+                .query_row(
+                    "SELECT id, event_id, camera, severity FROM outbox ORDER BY severity ASC, id ASC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            let Some((vid, event_id, camera, sev)) = victim else {
+                break;
+            };
+            tx.execute("DELETE FROM outbox WHERE id = ?1", [vid])?;
+            if Some(vid) == id {
+                id = None;
+            }
+            dropped.push(Dropped {
+                event_id,
+                camera,
+                severity: Severity::from_rank(sev),
+            });
+        }
+        tx.commit()?;
+        self.dropped
+            .fetch_add(dropped.len() as u64, Ordering::Relaxed);
+        Ok((id, dropped))
+    }
+
+    /// Up to `limit` rows with id greater than `after`, oldest first.
+    pub fn after(&self, after: i64, limit: usize) -> Result<Vec<Row>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT id, camera, event_id, severity, topic, payload, thumb_topic, thumb FROM outbox WHERE id > ?1 ORDER BY id ASC LIMIT ?2",
+        )?;
+        let rows = st
+            .query_map(params![after, limit as i64], |r| {
+                Ok(Row {
+                    id: r.get(0)?,
+                    camera: r.get(1)?,
+                    event_id: r.get(2)?,
+                    severity: Severity::from_rank(r.get(3)?),
+                    topic: r.get(4)?,
+                    payload: r.get(5)?,
+                    thumb_topic: r.get(6)?,
+                    thumb: r.get(7)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Removes acknowledged rows.
+    pub fn delete(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        for id in ids {
+            tx.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// (rows, bytes) waiting.
+    pub fn depth(&self) -> Result<(u64, u64), StoreError> {
+        let conn = self.lock();
+        let (n, b): (i64, i64) = conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM outbox",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok((n as u64, b as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: usize, sev: Severity, size: usize) -> NewRow {
+        NewRow {
+            camera: "c".into(),
+            event_id: format!("e{i}"),
+            severity: sev,
+            topic: "t".into(),
+            payload: vec![b'x'; size],
+            thumb_topic: Some("t/thumb".into()),
+            thumb: Some(vec![0; size]),
+        }
+    }
+
+    #[test]
+    fn rows_survive_reopen_and_come_back_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let lim = Limits {
+            max_rows: 100,
+            max_bytes: 1 << 30,
+        };
+        {
+            let s = Store::open(d.path(), lim).unwrap();
+            for i in 0..5 {
+                s.enqueue(&row(i, Severity::Normal, 10)).unwrap();
+            }
+            let first = s.after(0, 2).unwrap();
+            s.delete(&[first[0].id]).unwrap();
+        }
+        let s = Store::open(d.path(), lim).unwrap();
+        let rows = s.after(0, 100).unwrap();
+        let ids: Vec<_> = rows.iter().map(|r| r.event_id.as_str()).collect();
+        assert_eq!(ids, ["e1", "e2", "e3", "e4"]);
+        assert_eq!(rows[0].thumb.as_deref(), Some(&[0u8; 10][..]));
+        assert_eq!(s.depth().unwrap(), (4, 80));
+    }
+
+    #[test]
+    fn full_outbox_drops_oldest_lowest_severity_first() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(
+            d.path(),
+            Limits {
+                max_rows: 3,
+                max_bytes: 1 << 30,
+            },
+        )
+        .unwrap();
+        s.enqueue(&row(0, Severity::High, 1)).unwrap();
+        s.enqueue(&row(1, Severity::Low, 1)).unwrap();
+        s.enqueue(&row(2, Severity::Normal, 1)).unwrap();
+        let (_, d1) = s.enqueue(&row(3, Severity::Low, 1)).unwrap();
+        assert_eq!(d1.len(), 1);
+        assert_eq!(d1[0].event_id, "e1"); // oldest of the lowest severity
+        let (_, d2) = s.enqueue(&row(4, Severity::High, 1)).unwrap();
+        assert_eq!(d2[0].event_id, "e3");
+        let (_, d3) = s.enqueue(&row(5, Severity::High, 1)).unwrap();
+        assert_eq!(d3[0].event_id, "e2"); // then normal
+        // A low row arriving when all others are high is itself dropped.
+        let (id, d4) = s.enqueue(&row(6, Severity::Low, 1)).unwrap();
+        assert_eq!((id, d4[0].event_id.as_str()), (None, "e6"));
+        assert_eq!(s.dropped.load(Ordering::Relaxed), 4);
+        let left: Vec<_> = s
+            .after(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event_id)
+            .collect();
+        assert_eq!(left, ["e0", "e4", "e5"]);
+    }
+
+    #[test]
+    fn byte_bound_is_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(
+            d.path(),
+            Limits {
+                max_rows: 100,
+                max_bytes: 100,
+            },
+        )
+        .unwrap();
+        for i in 0..10 {
+            s.enqueue(&row(i, Severity::Normal, 20)).unwrap();
+        }
+        let (n, b) = s.depth().unwrap();
+        assert!(b <= 100 && n == 2, "{n} rows {b} bytes");
+    }
+}

@@ -1,0 +1,383 @@
+//! Reliable delivery: the durable outbox against a real mosquitto that the
+//! tests stop, restart and fill up; the agent SIGKILLed and restarted.
+//! Each test prints produced / delivered / duplicate / dropped counts.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use sha2::Digest;
+
+/// An alert the agent logged as raised.
+#[derive(Debug, Clone)]
+struct Produced {
+    id: String,
+    camera: String,
+    severity: String,
+}
+
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split(&format!("{key}="))
+        .nth(1)?
+        .split_whitespace()
+        .next()
+}
+
+fn produced(log: &str) -> Vec<Produced> {
+    log.lines()
+        .filter(|l| l.contains(": alert event_id="))
+        .filter_map(|l| {
+            Some(Produced {
+                id: field(l, "event_id")?.to_string(),
+                camera: l.split("camera{id=").nth(1)?.split('}').next()?.to_string(),
+                severity: field(l, "severity")?.to_string(),
+            })
+        })
+        .collect()
+}
+
+fn dropped(log: &str) -> Vec<(String, String)> {
+    log.lines()
+        .filter(|l| l.contains("outbox full; dropped"))
+        .filter_map(|l| {
+            Some((
+                field(l, "event_id")?.to_string(),
+                field(l, "severity")?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Alert ids in order of first arrival, and how many arrived more than once.
+fn delivered(sub: &Subscriber) -> (Vec<Value>, usize) {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let mut dup = 0;
+    for a in sub.alerts() {
+        let id = a["id"].as_str().unwrap_or_default().to_string();
+        if seen.insert(id) {
+            out.push(a);
+        } else {
+            dup += 1;
+        }
+    }
+    (out, dup)
+}
+
+fn config(broker: &Broker, data: &Path, sim: &Sim, extra_mqtt: &str) -> String {
+    config_head("ward-faults", broker, data)
+        + extra_mqtt
+        + &format!(
+            r#"
+[[models]]
+name = "yolox_nano"
+
+[[cameras]]
+id = "traffic"
+url = "{}"
+backoff_min_secs = 0.2
+backoff_max_secs = 1.0
+
+[[cameras.zones]]
+name = "road"
+polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+
+[[cameras.lines]]
+name = "near"
+points = [[0.5, 0.45], [0.5, 1.0]]
+
+[[cameras.rules]]
+name = "vehicle on road"
+kind = "zone_enter"
+zone = "road"
+classes = ["car", "truck", "bus"]
+severity = "low"
+
+[[cameras.rules]]
+name = "near lanes eastbound"
+kind = "line_cross"
+line = "near"
+classes = ["car", "truck", "bus"]
+direction = "left_to_right"
+severity = "high"
+"#,
+            sim.url("traffic")
+        )
+}
+
+/// Waits until every id in `want` has arrived.
+fn wait_all(sub: &Subscriber, want: &[Produced], timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        let (got, _) = delivered(sub);
+        let ids: HashSet<&str> = got.iter().filter_map(|a| a["id"].as_str()).collect();
+        if want.iter().all(|p| ids.contains(p.id.as_str())) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    false
+}
+
+/// Every delivered alert has its thumbnail, bytes matching the stated hash.
+fn check_thumbnails(sub: &Subscriber, alerts: &[Value]) {
+    let thumbs: HashMap<String, Vec<u8>> = sub
+        .all()
+        .into_iter()
+        .filter(|m| m.topic.ends_with("/thumbnail"))
+        .map(|m| (m.topic, m.payload))
+        .collect();
+    for a in alerts {
+        let t = &a["thumbnail"];
+        let bytes = thumbs
+            .get(t["topic"].as_str().unwrap())
+            .unwrap_or_else(|| panic!("no thumbnail for {}", a["id"]));
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(bytes)),
+            t["sha256"].as_str().unwrap()
+        );
+    }
+}
+
+/// Per camera, alerts arrive in the order they were raised.
+fn check_order(produced: &[Produced], got: &[Value]) {
+    let rank: HashMap<&str, usize> = produced
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.id.as_str(), i))
+        .collect();
+    let mut last: HashMap<String, usize> = HashMap::new();
+    for a in got {
+        let Some(&r) = rank.get(a["id"].as_str().unwrap()) else {
+            continue;
+        };
+        let cam = a["camera"].as_str().unwrap().to_string();
+        assert_eq!(cam, produced[r].camera);
+        if let Some(&prev) = last.get(&cam) {
+            assert!(r > prev, "alert {} arrived out of order", a["id"]);
+        }
+        last.insert(cam, r);
+    }
+}
+
+fn report(name: &str, produced: usize, delivered: usize, dup: usize, dropped: usize) {
+    println!(
+        "{name}: produced {produced} / delivered {delivered} / duplicate {dup} / dropped {dropped}"
+    );
+}
+
+/// (1) The broker is away for 60 s while the agent raises events: after it
+/// returns, every event arrives exactly once (after de-duplication), in order,
+/// with its thumbnail.
+#[test]
+fn broker_outage_of_60s_loses_nothing() {
+    let mut broker = Broker::start();
+    let mut sim = Some(Sim::start(&[("traffic", &traffic_clip())]));
+    let sub = Subscriber::start_on(broker.port, "ioc/v1/ward-faults/#", Some("ioc-outage-test"));
+    let data = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&config(&broker, data.path(), sim.as_ref().unwrap(), ""));
+    assert!(
+        sub.wait_for(Duration::from_secs(60), |m| m.topic.ends_with("/events"))
+            .is_some(),
+        "first alert; log:\n{}",
+        agent.log_text()
+    );
+
+    broker.stop();
+    let during_start = produced(&agent.log_text()).len();
+    std::thread::sleep(Duration::from_secs(60));
+    let during = produced(&agent.log_text()).len() - during_start;
+    broker.restart();
+    // Let the camera raise a few more, then stop it so the set is final.
+    std::thread::sleep(Duration::from_secs(5));
+    sim.take();
+    std::thread::sleep(Duration::from_secs(2));
+    let all = produced(&agent.log_text());
+    assert!(
+        during >= 10,
+        "only {during} alerts raised during the outage"
+    );
+    let ok = wait_all(&sub, &all, Duration::from_secs(60));
+    let (got, dup) = delivered(&sub);
+    report(
+        "outage 60 s",
+        all.len(),
+        got.len(),
+        dup,
+        dropped(&agent.log_text()).len(),
+    );
+    println!("raised during the outage: {during}");
+    assert!(
+        ok,
+        "missing alerts after the outage; log:\n{}",
+        agent.log_text()
+    );
+    let ids: HashSet<&str> = all.iter().map(|p| p.id.as_str()).collect();
+    assert!(
+        got.iter().all(|a| ids.contains(a["id"].as_str().unwrap())),
+        "an alert nobody raised"
+    );
+    check_order(&all, &got);
+    check_thumbnails(&sub, &got);
+    assert!(dropped(&agent.log_text()).is_empty());
+    sub.shutdown();
+}
+
+/// (2) SIGKILL with unacknowledged alerts in the outbox: a restarted agent
+/// delivers them all.
+#[test]
+fn sigkill_with_unacked_alerts_loses_nothing() {
+    let mut broker = Broker::start();
+    let sim = Sim::start(&[("traffic", &traffic_clip())]);
+    let sub = Subscriber::start_on(broker.port, "ioc/v1/ward-faults/#", Some("ioc-kill-test"));
+    let data = tempfile::tempdir().unwrap();
+    let cfg = config(&broker, data.path(), &sim, "");
+    let mut first = Agent::start(&cfg);
+    assert!(
+        sub.wait_for(Duration::from_secs(60), |m| m.topic.ends_with("/events"))
+            .is_some(),
+        "first alert; log:\n{}",
+        first.log_text()
+    );
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(15));
+    let _ = first.proc.child.kill();
+    let _ = first.proc.child.wait();
+    let before = produced(&first.log_text());
+    let (got_before, _) = delivered(&sub);
+    let unacked = before.len() - got_before.len();
+    assert!(
+        unacked >= 3,
+        "only {unacked} alerts were waiting when the agent was killed"
+    );
+    broker.restart();
+    let second = Agent::start(&cfg);
+    let ok = wait_all(&sub, &before, Duration::from_secs(60));
+    let (got, dup) = delivered(&sub);
+    report(
+        "SIGKILL",
+        before.len(),
+        got.len(),
+        dup,
+        dropped(&first.log_text()).len(),
+    );
+    println!("waiting in the outbox at the kill: {unacked}");
+    assert!(
+        ok,
+        "alerts of the killed agent were lost; restarted agent log:\n{}",
+        second.log_text()
+    );
+    check_order(&before, &got);
+    check_thumbnails(&sub, &got);
+    sub.shutdown();
+}
+
+/// (3) The outbox bound is hit during a long outage: the oldest low-severity
+/// alerts are dropped and counted; everything else arrives.
+#[test]
+fn full_outbox_drops_oldest_low_severity_first() {
+    let mut broker = Broker::start();
+    let mut sim = Some(Sim::start(&[("traffic", &traffic_clip())]));
+    let sub = Subscriber::start_on(broker.port, "ioc/v1/ward-faults/#", Some("ioc-full-test"));
+    let data = tempfile::tempdir().unwrap();
+    let max_rows = 12;
+    let agent = Agent::start(&config(
+        &broker,
+        data.path(),
+        sim.as_ref().unwrap(),
+        &format!("outbox_max_rows = {max_rows}\n"),
+    ));
+    assert!(
+        sub.wait_for(Duration::from_secs(60), |m| m.topic.ends_with("/events"))
+            .is_some(),
+        "first alert; log:\n{}",
+        agent.log_text()
+    );
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(1));
+    let before_stop: HashSet<String> = delivered(&sub)
+        .0
+        .iter()
+        .filter_map(|a| a["id"].as_str().map(str::to_string))
+        .collect();
+    let start = Instant::now();
+    // Outage until the outbox has overflowed by a margin.
+    while dropped(&agent.log_text()).len() < 5 && start.elapsed() < Duration::from_secs(90) {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    sim.take();
+    std::thread::sleep(Duration::from_secs(2));
+    broker.restart();
+    let log = agent.log_text();
+    let all = produced(&log);
+    let drops = dropped(&log);
+    let dropped_ids: HashSet<&str> = drops.iter().map(|(id, _)| id.as_str()).collect();
+    let kept: Vec<Produced> = all
+        .iter()
+        .filter(|p| !dropped_ids.contains(p.id.as_str()))
+        .cloned()
+        .collect();
+    let ok = wait_all(&sub, &kept, Duration::from_secs(60));
+    let (got, dup) = delivered(&sub);
+    report("outbox full", all.len(), got.len(), dup, drops.len());
+    assert!(
+        ok,
+        "kept alerts did not all arrive; log:\n{}",
+        agent.log_text()
+    );
+    assert!(drops.len() >= 5);
+    // Dropped ones never arrive; every dropped alert was low severity while
+    // low ones remained to drop, and older than every low one that survived.
+    let got_ids: HashSet<&str> = got.iter().filter_map(|a| a["id"].as_str()).collect();
+    assert!(
+        dropped_ids.iter().all(|id| !got_ids.contains(id)),
+        "a dropped alert arrived"
+    );
+    let waiting = |sev: &str| {
+        all.iter()
+            .filter(|p| p.severity == sev && !before_stop.contains(&p.id))
+            .count()
+    };
+    println!(
+        "raised while the broker was away: {} low, {} high",
+        waiting("Low"),
+        waiting("High")
+    );
+    if waiting("High") <= max_rows as usize {
+        assert!(
+            drops.iter().all(|(_, s)| s == "Low"),
+            "a high-severity alert was dropped: {drops:?}"
+        );
+    }
+    // Oldest first: no low alert that waited in the outbox survived while a
+    // newer low one was dropped (ULIDs sort by time).
+    let newest_dropped = drops.iter().map(|(id, _)| id.as_str()).max().unwrap();
+    for p in kept
+        .iter()
+        .filter(|p| p.severity == "Low" && !before_stop.contains(&p.id))
+    {
+        assert!(
+            p.id.as_str() > newest_dropped,
+            "low alert {} kept while the newer {} was dropped",
+            p.id,
+            newest_dropped
+        );
+    }
+    // The status counts the drops.
+    let s = sub
+        .wait_for(Duration::from_secs(10), |m| {
+            m.topic.ends_with("/status")
+                && serde_json::from_slice::<Value>(&m.payload).is_ok_and(|s| {
+                    s["state"] == "online"
+                        && s["alerts_dropped"].as_u64() == Some(drops.len() as u64)
+                })
+        })
+        .expect("status with the drop count");
+    let s: Value = serde_json::from_slice(&s.payload).unwrap();
+    assert_eq!(s["outbox"]["dropped"].as_u64(), Some(drops.len() as u64));
+    sub.shutdown();
+}
