@@ -72,6 +72,13 @@ pub struct MqttConfig {
     /// (thumbnails are JPEG bytes in one packet).
     #[serde(default = "default_max_packet")]
     pub max_packet_bytes: usize,
+    /// `flat`: alerts on `{prefix}/{agent_id}/events`, thumbnails on
+    /// `.../events/{id}/thumbnail`. `by_camera`: alerts on
+    /// `{prefix}/{agent_id}/events/{camera}/{type}`, thumbnails on
+    /// `.../thumbnails/{id}`, so the IOC can subscribe per camera or per event
+    /// type with wildcards. Default `flat`.
+    #[serde(default)]
+    pub topic_layout: TopicLayout,
     /// Seconds between `stats` messages. Default 60.
     #[serde(default = "default_stats_interval")]
     pub stats_interval_secs: u64,
@@ -118,6 +125,7 @@ impl std::fmt::Debug for MqttConfig {
         f.debug_struct("MqttConfig")
             .field("url", self.url.get_ref())
             .field("topic_prefix", &self.topic_prefix)
+            .field("topic_layout", &self.topic_layout)
             .field("username", &self.username)
             .field("ca_file", &self.ca_file)
             .field("cert_file", &self.cert_file)
@@ -235,6 +243,15 @@ impl RuleKind {
             RuleKind::LineCross => "line_cross",
         }
     }
+}
+
+/// MQTT topic layout for alerts and thumbnails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopicLayout {
+    #[default]
+    Flat,
+    ByCamera,
 }
 
 /// Direction of travel across a line, in image terms.

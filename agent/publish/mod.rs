@@ -16,7 +16,7 @@ use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, TopicLayout};
 use crate::source::Backoff;
 use crate::store::{NewRow, Store, StoreError};
 pub use payload::{Alert, StatusBoard};
@@ -67,22 +67,31 @@ impl BrokerAddress {
 #[derive(Debug, Clone)]
 pub struct Topics {
     pub base: String,
+    pub layout: TopicLayout,
 }
 
 impl Topics {
-    pub fn new(prefix: &str, agent_id: &str) -> Topics {
+    pub fn new(prefix: &str, agent_id: &str, layout: TopicLayout) -> Topics {
         Topics {
             base: format!("{prefix}/{agent_id}"),
+            layout,
         }
     }
     pub fn status(&self) -> String {
         format!("{}/status", self.base)
     }
-    pub fn events(&self) -> String {
-        format!("{}/events", self.base)
+    /// Where an alert of `camera` and `kind` goes.
+    pub fn event(&self, camera: &str, kind: &str) -> String {
+        match self.layout {
+            TopicLayout::Flat => format!("{}/events", self.base),
+            TopicLayout::ByCamera => format!("{}/events/{camera}/{kind}", self.base),
+        }
     }
     pub fn thumbnail(&self, event_id: &str) -> String {
-        format!("{}/events/{event_id}/thumbnail", self.base)
+        match self.layout {
+            TopicLayout::Flat => format!("{}/events/{event_id}/thumbnail", self.base),
+            TopicLayout::ByCamera => format!("{}/thumbnails/{event_id}", self.base),
+        }
     }
     pub fn stats(&self) -> String {
         format!("{}/stats", self.base)
@@ -138,7 +147,7 @@ impl PublisherHandle {
             camera: out.alert.camera.clone(),
             event_id: out.alert.id.clone(),
             severity: out.alert.severity,
-            topic: self.topics.events(),
+            topic: self.topics.event(&out.alert.camera, &out.alert.kind),
             payload: json,
             thumb_topic: out
                 .thumbnail
@@ -236,7 +245,11 @@ fn tls_config(cfg: &Config) -> Result<rumqttc::TlsConfiguration, String> {
 /// MQTT options from the config (TLS, login, Last Will).
 pub fn mqtt_options(cfg: &Config, status: &StatusBoard) -> Result<MqttOptions, String> {
     let addr = BrokerAddress::parse(cfg.mqtt.url.get_ref())?;
-    let topics = Topics::new(&cfg.mqtt.topic_prefix, cfg.agent_id.get_ref());
+    let topics = Topics::new(
+        &cfg.mqtt.topic_prefix,
+        cfg.agent_id.get_ref(),
+        cfg.mqtt.topic_layout,
+    );
     let mut opts = MqttOptions::new(cfg.client_id(), addr.host.clone(), addr.port);
     opts.set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_secs.max(5)));
     opts.set_max_packet_size(cfg.mqtt.max_packet_bytes, cfg.mqtt.max_packet_bytes);
@@ -268,7 +281,11 @@ pub fn start(
 ) -> Result<(PublisherHandle, tokio::task::JoinHandle<()>), String> {
     let opts = mqtt_options(cfg, &status)?;
     let broker = format!("{}:{}", opts.broker_address().0, opts.broker_address().1);
-    let topics = Topics::new(&cfg.mqtt.topic_prefix, cfg.agent_id.get_ref());
+    let topics = Topics::new(
+        &cfg.mqtt.topic_prefix,
+        cfg.agent_id.get_ref(),
+        cfg.mqtt.topic_layout,
+    );
     let counters = status.counters.clone();
     let wake = Arc::new(Notify::new());
     let handle = PublisherHandle {
@@ -505,7 +522,20 @@ fn describe(e: &rumqttc::ConnectionError) -> String {
         E::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
             "connection refused — is the broker running and the port right?".into()
         }
-        other => other.to_string(),
+        other => {
+            let msg = other.to_string();
+            if msg.contains("CertificateRequired") {
+                format!(
+                    "TLS: the broker requires a client certificate ({msg}) — set mqtt.cert_file and mqtt.key_file"
+                )
+            } else if msg.contains("fatal alert") {
+                format!(
+                    "TLS: the broker rejected the handshake ({msg}) — check the client certificate and mqtt.ca_file"
+                )
+            } else {
+                msg
+            }
+        }
     }
 }
 
@@ -534,9 +564,15 @@ mod tests {
 
     #[test]
     fn topics_follow_the_contract() {
-        let t = Topics::new("ioc/v1", "ward-7");
-        assert_eq!(t.events(), "ioc/v1/ward-7/events");
+        let t = Topics::new("ioc/v1", "ward-7", TopicLayout::Flat);
+        assert_eq!(t.event("cam1", "object.line_cross"), "ioc/v1/ward-7/events");
         assert_eq!(t.status(), "ioc/v1/ward-7/status");
         assert_eq!(t.thumbnail("01ABC"), "ioc/v1/ward-7/events/01ABC/thumbnail");
+        let t = Topics::new("ioc/v1", "ward-7", TopicLayout::ByCamera);
+        assert_eq!(
+            t.event("cam1", "object.line_cross"),
+            "ioc/v1/ward-7/events/cam1/object.line_cross"
+        );
+        assert_eq!(t.thumbnail("01ABC"), "ioc/v1/ward-7/thumbnails/01ABC");
     }
 }

@@ -57,17 +57,22 @@ pub async fn watch(url: &str, prefix: &str) -> Result<(), String> {
         match events.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff.reset();
-                client
-                    .subscribe(format!("{prefix}/+/events"), QoS::AtLeastOnce)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                for filter in [
+                    format!("{prefix}/+/events"),
+                    format!("{prefix}/+/events/+/+"),
+                ] {
+                    client
+                        .subscribe(filter, QoS::AtLeastOnce)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
                 client
                     .subscribe(format!("{prefix}/+/status"), QoS::AtLeastOnce)
                     .await
                     .map_err(|e| e.to_string())?;
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if p.topic.ends_with("/events") {
+                if p.topic.contains("/events") && !p.topic.ends_with("/thumbnail") {
                     match alert_line(&p.payload) {
                         Some(l) => println!("ALERT  {l}"),
                         None => println!("ALERT  (unreadable payload on {})", p.topic),

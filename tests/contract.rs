@@ -1,0 +1,369 @@
+//! The contract with the IOC: checked-in JSON Schemas match the code, real
+//! payloads validate against them; delivery over mutual TLS; the ward →
+//! central bridge config in deploy/ forwards alerts.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use serde_json::Value;
+
+#[test]
+fn checked_in_schemas_match_the_code() {
+    for (name, text) in ioc_agent::publish::payload::schemas() {
+        let path = root().join("deploy/schema").join(name);
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            on_disk == text,
+            "{} differs from the payload types: run `ioc-agent schema` (or `cargo run -- schema`) and review the change to the MQTT contract",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn asyncapi_names_every_topic_and_schema() {
+    let doc = std::fs::read_to_string(root().join("deploy/asyncapi.yaml")).unwrap();
+    assert!(doc.contains("asyncapi: 3."));
+    for s in [
+        "alert.schema.json",
+        "status.schema.json",
+        "stats.schema.json",
+    ] {
+        assert!(doc.contains(s), "asyncapi.yaml does not reference {s}");
+    }
+    for t in [
+        "{agent_id}/status",
+        "{agent_id}/events",
+        "{agent_id}/events/{event_id}/thumbnail",
+        "{agent_id}/stats",
+    ] {
+        assert!(doc.contains(t), "asyncapi.yaml has no channel for {t}");
+    }
+}
+
+fn schema(name: &str) -> jsonschema::Validator {
+    let s: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/schema").join(name)).unwrap(),
+    )
+    .unwrap();
+    jsonschema::validator_for(&s).unwrap()
+}
+
+fn assert_valid(v: &jsonschema::Validator, payload: &[u8], what: &str) {
+    let inst: Value = serde_json::from_slice(payload).unwrap();
+    let errors: Vec<String> = v
+        .iter_errors(&inst)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{what} does not match its schema: {errors:?}\n{inst}"
+    );
+}
+
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    /// A CA, a server certificate for 127.0.0.1/localhost and a client certificate.
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let write = |n: &str, s: String| std::fs::write(dir.path().join(n), s).unwrap();
+        let ca = Self::ca("ioc test CA");
+        write("ca.pem", ca.pem());
+        let other = Self::ca("some other CA");
+        write("other-ca.pem", other.pem());
+        for (name, sans) in [
+            (
+                "server",
+                vec!["127.0.0.1".to_string(), "localhost".to_string()],
+            ),
+            ("client", vec!["ward-tls".to_string()]),
+        ] {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(sans).unwrap();
+            p.distinguished_name.push(DnType::CommonName, name);
+            let cert = p.signed_by(&key, &ca).unwrap();
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}.key"), key.serialize_pem());
+        }
+        Pki { dir }
+    }
+
+    fn ca(cn: &str) -> CertifiedIssuer<'static, KeyPair> {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, cn);
+        CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+    }
+
+    fn path(&self, n: &str) -> String {
+        self.dir.path().join(n).display().to_string()
+    }
+}
+
+fn tls_config(
+    agent_id: &str,
+    tls_port: u16,
+    data: &Path,
+    tls: &str,
+    camera: Option<&str>,
+) -> String {
+    let mut c = format!(
+        r#"agent_id = "{agent_id}"
+data_dir = "{data}"
+manifest_dir = "{manifests}"
+model_dir = "{models}"
+onnxruntime = "{ort}"
+
+[mqtt]
+url = "mqtts://127.0.0.1:{tls_port}"
+status_interval_secs = 1
+stats_interval_secs = 1
+{tls}
+
+[[models]]
+name = "yolox_nano"
+"#,
+        data = data.display(),
+        manifests = root().join("models").display(),
+        models = model_dir().display(),
+        ort = ort_lib().display(),
+    );
+    if let Some(url) = camera {
+        c += &format!(
+            r#"
+[[cameras]]
+id = "traffic"
+url = "{url}"
+[[cameras.zones]]
+name = "road"
+polygon = [[0.0, 0.4], [1.0, 0.4], [1.0, 1.0], [0.0, 1.0]]
+[[cameras.rules]]
+kind = "zone_enter"
+zone = "road"
+classes = ["car"]
+"#
+        );
+    }
+    c
+}
+
+/// Mutual TLS: a good client delivers (and its payloads match the schemas);
+/// a wrong CA and a missing client certificate fail with a clear error and
+/// are retried, without a crash.
+#[test]
+fn mutual_tls_delivery_and_clear_failures() {
+    let pki = Pki::new();
+    let tls_port = free_port();
+    let broker = Broker::start_with(&format!(
+        "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+        pki.path("ca.pem"),
+        pki.path("server.pem"),
+        pki.path("server.key")
+    ));
+    let sim = Sim::start(&[("traffic", &traffic_clip())]);
+    let sub = Subscriber::start(&broker, "ioc/v1/#");
+    let data = tempfile::tempdir().unwrap();
+    let good = Agent::start(&tls_config(
+        "ward-tls",
+        tls_port,
+        data.path(),
+        &format!(
+            "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"",
+            pki.path("ca.pem"),
+            pki.path("client.pem"),
+            pki.path("client.key")
+        ),
+        Some(&sim.url("traffic")),
+    ));
+    let alert = sub.wait_for(Duration::from_secs(60), |m| {
+        m.topic == "ioc/v1/ward-tls/events"
+    });
+    assert!(
+        alert.is_some(),
+        "no alert over mutual TLS; log:\n{}\nbroker:\n{}",
+        good.log_text(),
+        broker.log()
+    );
+    let stats = sub.wait_for(Duration::from_secs(10), |m| {
+        m.topic == "ioc/v1/ward-tls/stats"
+            && serde_json::from_slice::<Value>(&m.payload)
+                .is_ok_and(|s| s["cameras"]["traffic"]["fps_inferred"].as_f64() > Some(0.0))
+    });
+    let status = sub.wait_for(Duration::from_secs(10), |m| {
+        m.topic == "ioc/v1/ward-tls/status"
+    });
+    assert_valid(
+        &schema("alert.schema.json"),
+        &alert.unwrap().payload,
+        "alert",
+    );
+    let stats = stats.expect("stats message with inference");
+    println!("stats: {}", String::from_utf8_lossy(&stats.payload));
+    assert_valid(&schema("stats.schema.json"), &stats.payload, "stats");
+    assert_valid(
+        &schema("status.schema.json"),
+        &status.expect("status").payload,
+        "status",
+    );
+
+    // Wrong CA: the broker's certificate is not trusted.
+    let d2 = tempfile::tempdir().unwrap();
+    let mut wrong_ca = Agent::start(&tls_config(
+        "ward-wrong-ca",
+        tls_port,
+        d2.path(),
+        &format!(
+            "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"",
+            pki.path("other-ca.pem"),
+            pki.path("client.pem"),
+            pki.path("client.key")
+        ),
+        None,
+    ));
+    // No client certificate: the broker refuses the handshake.
+    let d3 = tempfile::tempdir().unwrap();
+    let mut no_cert = Agent::start(&tls_config(
+        "ward-no-cert",
+        tls_port,
+        d3.path(),
+        &format!("ca_file = \"{}\"", pki.path("ca.pem")),
+        None,
+    ));
+    std::thread::sleep(Duration::from_secs(6));
+    for (agent, name) in [
+        (&mut wrong_ca, "wrong CA"),
+        (&mut no_cert, "no client certificate"),
+    ] {
+        let log = agent.log_text();
+        let retries = log
+            .matches("cannot connect to MQTT broker; retrying")
+            .count();
+        println!(
+            "{name}: {retries} attempts; first: {}",
+            log.lines()
+                .find(|l| l.contains("cannot connect"))
+                .unwrap_or("")
+        );
+        assert!(retries >= 2, "{name}: expected retries; log:\n{log}");
+        assert!(
+            log.contains("TLS") || log.contains("tls") || log.contains("certificate"),
+            "{name}: error does not say it is TLS:\n{log}"
+        );
+        assert!(
+            agent.proc.child.try_wait().unwrap().is_none(),
+            "{name}: the agent exited"
+        );
+        assert!(!log.contains("panicked"));
+    }
+    assert!(
+        !sub.all()
+            .iter()
+            .any(|m| m.topic.contains("ward-wrong-ca") || m.topic.contains("ward-no-cert")),
+        "an untrusted connection delivered"
+    );
+    sub.shutdown();
+}
+
+/// The ward bridge config in deploy/ forwards the agent's topics to a central
+/// broker: per ward, camera and type subscriptions work there.
+#[test]
+fn ward_bridge_forwards_to_central() {
+    let central = Broker::start();
+    let text = std::fs::read_to_string(root().join("deploy/mosquitto/ward-bridge.conf")).unwrap();
+    // The shipped file talks TLS to central.ioc.example.vn; here: plain loopback.
+    let local_only = [
+        "bridge_cafile",
+        "bridge_certfile",
+        "bridge_keyfile",
+        "persistence",
+        "autosave_interval",
+        "listener ",
+        "allow_anonymous",
+    ];
+    let conf: String = text
+        .lines()
+        .filter(|l| !local_only.iter().any(|k| l.trim_start().starts_with(k)))
+        .map(|l| {
+            if l.trim_start().starts_with("address ") {
+                format!("address 127.0.0.1:{}", central.port)
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        conf.contains("topic ioc/v1/# out 1"),
+        "bridge forwards ioc/v1/# with QoS 1"
+    );
+    let ward = Broker::start_with(&conf);
+    let sim = Sim::start(&[("traffic", &traffic_clip())]);
+    // With topic_layout = "by_camera": per type, per camera, per ward.
+    let per_type = Subscriber::start(&central, "ioc/v1/+/events/+/object.zone_enter");
+    let per_camera = Subscriber::start(&central, "ioc/v1/ward-bridge/events/traffic/+");
+    let other_camera = Subscriber::start(&central, "ioc/v1/+/events/gate/+");
+    let per_ward = Subscriber::start(&central, "ioc/v1/ward-bridge/#");
+    let data = tempfile::tempdir().unwrap();
+    let cfg = config_head("ward-bridge", &ward, data.path())
+        .replace("[mqtt]\n", "[mqtt]\ntopic_layout = \"by_camera\"\n")
+        + &format!(
+            "\n[[models]]\nname = \"yolox_nano\"\n\n[[cameras]]\nid = \"traffic\"\nurl = \"{}\"\n[[cameras.zones]]\nname = \"road\"\npolygon = [[0.0, 0.4], [1.0, 0.4], [1.0, 1.0], [0.0, 1.0]]\n[[cameras.rules]]\nkind = \"zone_enter\"\nzone = \"road\"\nclasses = [\"car\"]\n",
+            sim.url("traffic")
+        );
+    let agent = Agent::start(&cfg);
+    let got = per_type.wait_for(Duration::from_secs(60), |m| {
+        m.topic == "ioc/v1/ward-bridge/events/traffic/object.zone_enter"
+    });
+    assert!(
+        got.is_some(),
+        "no alert at the central broker; agent log:\n{}\nward broker:\n{}",
+        agent.log_text(),
+        ward.log()
+    );
+    let a: Value = serde_json::from_slice(&got.unwrap().payload).unwrap();
+    let thumb = a["thumbnail"]["topic"].as_str().unwrap().to_string();
+    assert!(
+        per_ward
+            .wait_for(Duration::from_secs(10), |m| m.topic == thumb)
+            .is_some(),
+        "thumbnail not bridged"
+    );
+    assert_eq!(
+        thumb,
+        format!(
+            "ioc/v1/ward-bridge/thumbnails/{}",
+            a["id"].as_str().unwrap()
+        )
+    );
+    assert!(
+        per_ward
+            .wait_for(Duration::from_secs(10), |m| m.topic
+                == "ioc/v1/ward-bridge/status")
+            .is_some()
+    );
+    assert!(
+        per_camera
+            .wait_for(Duration::from_secs(5), |m| m
+                .topic
+                .ends_with("/object.zone_enter"))
+            .is_some(),
+        "per-camera subscription"
+    );
+    assert!(
+        other_camera.all().is_empty(),
+        "another camera's filter matched"
+    );
+    per_camera.shutdown();
+    other_camera.shutdown();
+    per_type.shutdown();
+    per_ward.shutdown();
+}
