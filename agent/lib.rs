@@ -17,9 +17,10 @@
 //!                          │ one firing per object per rule
 //!                          ▼
 //!                      evidence (annotated JPEG thumbnail, only the thumbnail's pixels)
-//!                          │ bounded queue (drops counted)
+//!                          │ committed to the durable SQLite outbox (store; bounded, drops counted)
 //!                          ▼
-//!                      publish (MQTT QoS 1: alert JSON, thumbnail JPEG, retained status + Last Will)
+//!                      publish (MQTT QoS 1: alert JSON, thumbnail JPEG; a row is deleted only on
+//!                               PUBACK; retained status + Last Will; periodic stats)
 //! ```
 //!
 //! A supervisor per camera retries failed sessions with jittered backoff; one

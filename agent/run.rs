@@ -446,7 +446,7 @@ async fn emit(
         },
         agent_version: env!("CARGO_PKG_VERSION").into(),
     };
-    info!(event_id = %id, r#type = %alert.kind, rule = %rule.name, severity = ?rule.severity, class = %class, track = f.track_id, "alert");
+    info!(event_id = %id, r#type = %alert.kind, rule = %rule.name, severity = %rule.severity.as_str(), class = %class, track = f.track_id, "alert");
     ctx.status.update(ctx.id(), |s| s.alerts += 1);
     ctx.publisher
         .send(Outgoing {

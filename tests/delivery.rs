@@ -344,12 +344,12 @@ fn full_outbox_drops_oldest_low_severity_first() {
     };
     println!(
         "raised while the broker was away: {} low, {} high",
-        waiting("Low"),
-        waiting("High")
+        waiting("low"),
+        waiting("high")
     );
-    if waiting("High") <= max_rows as usize {
+    if waiting("high") <= max_rows as usize {
         assert!(
-            drops.iter().all(|(_, s)| s == "Low"),
+            drops.iter().all(|(_, s)| s == "low"),
             "a high-severity alert was dropped: {drops:?}"
         );
     }
@@ -358,7 +358,7 @@ fn full_outbox_drops_oldest_low_severity_first() {
     let newest_dropped = drops.iter().map(|(id, _)| id.as_str()).max().unwrap();
     for p in kept
         .iter()
-        .filter(|p| p.severity == "Low" && !before_stop.contains(&p.id))
+        .filter(|p| p.severity == "low" && !before_stop.contains(&p.id))
     {
         assert!(
             p.id.as_str() > newest_dropped,

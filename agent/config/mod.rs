@@ -54,7 +54,8 @@ pub struct Config {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
-    /// Broker address, `mqtt://host:port` (port default 1883). Required.
+    /// Broker address, `mqtt://host:port` (port default 1883) or
+    /// `mqtts://host:port` (TLS, port default 8883). Required.
     pub url: Spanned<String>,
     /// Topic prefix. Default `ioc/v1`.
     #[serde(default = "default_prefix")]

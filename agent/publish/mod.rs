@@ -1,7 +1,9 @@
-//! MQTT publishing per the contract in README (`MQTT contract`):
-//! `{prefix}/{agent_id}/events` (JSON alert, QoS 1),
-//! `{prefix}/{agent_id}/events/{id}/thumbnail` (JPEG, QoS 1) and the retained
-//! `{prefix}/{agent_id}/status`, set offline by the Last Will.
+//! MQTT publishing per the contract in README (`MQTT contract`) and
+//! deploy/asyncapi.yaml: alerts (JSON, QoS 1) on `{prefix}/{agent_id}/events`
+//! (or `.../events/{camera}/{type}` with `topic_layout = "by_camera"`),
+//! thumbnails (JPEG, QoS 1), the retained `{prefix}/{agent_id}/status` set
+//! offline by the Last Will, and periodic `{prefix}/{agent_id}/stats`.
+//! Alerts come from the durable outbox and leave it only on PUBACK.
 
 pub mod payload;
 pub mod watch;
@@ -117,6 +119,8 @@ pub struct PublishCounters {
     /// PUBACKs received (all packets).
     pub acked: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Alerts dropped by the outbox bound policy.
+    pub outbox_dropped: AtomicU64,
     /// Rows and bytes waiting in the outbox (refreshed by the publisher).
     pub outbox_rows: AtomicU64,
     pub outbox_bytes: AtomicU64,
@@ -160,8 +164,9 @@ impl PublisherHandle {
         let ok = match res {
             Ok(Ok((id, dropped))) => {
                 for d in &dropped {
+                    self.counters.outbox_dropped.fetch_add(1, Ordering::Relaxed);
                     let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::warn!(event_id = %d.event_id, camera = %d.camera, severity = ?d.severity, dropped_total = n,
+                    tracing::warn!(event_id = %d.event_id, camera = %d.camera, severity = %d.severity.as_str(), dropped_total = n,
                         "outbox full; dropped the oldest alert of the lowest severity");
                 }
                 self.counters.queued.fetch_add(1, Ordering::Relaxed);
@@ -329,6 +334,10 @@ struct Conn {
     by_pkid: HashMap<u16, Part>,
     /// Rows in flight → packets still unacknowledged.
     rows: BTreeMap<i64, u8>,
+    /// Acknowledged rows not yet deleted (deleted in batches).
+    acked: Vec<i64>,
+    /// Rows whose thumbnail could not be queued: kept for the next connection.
+    incomplete: std::collections::HashSet<i64>,
     cursor: i64,
 }
 
@@ -378,11 +387,14 @@ impl Publisher {
                 unassigned: VecDeque::new(),
                 by_pkid: HashMap::new(),
                 rows: BTreeMap::new(),
+                acked: Vec::new(),
+                incomplete: Default::default(),
                 cursor: 0,
             };
             self.publish_status(&mut conn, self.status.online_json());
             let mut status_tick = tokio::time::interval(self.status_every);
             let mut stats_tick = tokio::time::interval(self.stats_every);
+            let mut flush_tick = tokio::time::interval(Duration::from_millis(20));
             status_tick.tick().await;
             stats_tick.tick().await;
             let err = loop {
@@ -390,34 +402,41 @@ impl Publisher {
                     tracing::error!(error = %e, "cannot read the outbox");
                 }
                 tokio::select! {
-                    _ = cancel.cancelled() => {
-                        self.publish_status(&mut conn, self.status.offline_json("shutdown"));
-                        let _ = conn.client.try_disconnect();
-                        // Let the last acks and the offline status through.
-                        let _ = tokio::time::timeout(Duration::from_secs(3), async {
-                            while let Ok(ev) = el.poll().await {
-                                if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = ev { break; }
-                                self.on_event(&mut conn, ev).await;
-                            }
-                        }).await;
-                        return;
-                    }
-                    _ = self.wake.notified() => {}
-                    _ = status_tick.tick() => {
-                        self.refresh_depth();
-                        self.publish_status(&mut conn, self.status.online_json());
-                    }
-                    _ = stats_tick.tick() => {
-                        self.refresh_depth();
-                        let stats = self.status.stats_json(self.stats_every);
-                        let _ = conn.client.try_publish(self.topics.stats(), QoS::AtMostOnce, false, stats);
-                    }
-                    ev = el.poll() => match ev {
-                        Ok(ev) => self.on_event(&mut conn, ev).await,
-                        Err(e) => break e,
-                    }
-                }
+                                    _ = cancel.cancelled() => {
+                                        self.publish_status(&mut conn, self.status.offline_json("shutdown"));
+                                        let _ = conn.client.try_disconnect();
+                                        // Let the last acks and the offline status through.
+                                        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+                                            while let Ok(ev) = el.poll().await {
+                                                if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = ev { break; }
+                                                self.on_event(&mut conn, ev).await;
+                                            }
+                                        }).await;
+                                        self.flush(&mut conn).await;
+                                        return;
+                                    }
+                                    _ = self.wake.notified() => {}
+                                    _ = flush_tick.tick(), if !conn.acked.is_empty() => self.flush(&mut conn).await,
+                                    _ = status_tick.tick() => {
+                                        self.refresh_depth();
+                                        self.publish_status(&mut conn, self.status.online_json());
+                                    }
+                                    _ = stats_tick.tick() => {
+                                        self.refresh_depth();
+                                        let stats = self.status.stats_json(self.stats_every);
+                // rumqttc reports every publish, QoS 0 included (packet id 0), in order:
+                                        // keep the FIFO aligned.
+                                        if conn.client.try_publish(self.topics.stats(), QoS::AtMostOnce, false, stats).is_ok() {
+                                            conn.unassigned.push_back(Part::Status);
+                                        }
+                                    }
+                                    ev = el.poll() => match ev {
+                                        Ok(ev) => self.on_event(&mut conn, ev).await,
+                                        Err(e) => break e,
+                                    }
+                                }
             };
+            self.flush(&mut conn).await;
             let d = backoff.next_delay();
             tracing::warn!(broker = %self.broker, error = %describe(&err), in_flight = conn.rows.len(), retry_in_ms = d.as_millis() as u64,
                 "MQTT connection lost; unacknowledged alerts stay in the outbox");
@@ -450,8 +469,8 @@ impl Publisher {
                 return Ok(());
             }
             for r in rows {
-                conn.cursor = r.id;
-                let mut parts = 0u8;
+                // The cursor moves only past rows whose every packet was queued;
+                // if the client's queue is full, the rest waits for the next fill.
                 if conn
                     .client
                     .try_publish(r.topic, QoS::AtLeastOnce, false, r.payload)
@@ -459,14 +478,22 @@ impl Publisher {
                 {
                     return Ok(());
                 }
+                conn.cursor = r.id;
                 conn.unassigned.push_back(Part::Row(r.id));
-                parts += 1;
-                if let (Some(t), Some(b)) = (r.thumb_topic, r.thumb)
-                    && conn
+                let mut parts = 1u8;
+                if let (Some(t), Some(b)) = (r.thumb_topic, r.thumb) {
+                    if conn
                         .client
                         .try_publish(t, QoS::AtLeastOnce, false, b)
-                        .is_ok()
-                {
+                        .is_err()
+                    {
+                        // The alert went out without its thumbnail: never delete
+                        // this row on this connection; it is re-sent whole after
+                        // the next reconnect.
+                        conn.incomplete.insert(r.id);
+                        conn.rows.insert(r.id, parts);
+                        return Ok(());
+                    }
                     conn.unassigned.push_back(Part::Row(r.id));
                     parts += 1;
                 }
@@ -491,20 +518,34 @@ impl Publisher {
                     *left -= 1;
                     if *left == 0 {
                         conn.rows.remove(&id);
-                        let store = self.store.clone();
-                        match tokio::task::spawn_blocking(move || store.delete(&[id])).await {
-                            Ok(Ok(())) => {
-                                self.counters.published.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(Err(e)) => {
-                                tracing::error!(error = %e, "cannot remove an acknowledged alert from the outbox")
-                            }
-                            Err(_) => {}
+                        if conn.incomplete.remove(&id) {
+                            return;
+                        }
+                        conn.acked.push(id);
+                        self.counters.published.fetch_add(1, Ordering::Relaxed);
+                        if conn.acked.len() >= WINDOW_ROWS / 2 {
+                            self.flush(conn).await;
                         }
                     }
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Deletes acknowledged rows from the outbox in one transaction.
+    async fn flush(&self, conn: &mut Conn) {
+        if conn.acked.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut conn.acked);
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.delete(&ids)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot remove acknowledged alerts from the outbox; they will be sent again")
+            }
+            Err(_) => {}
         }
     }
 }

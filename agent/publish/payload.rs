@@ -243,7 +243,7 @@ impl StatusBoard {
         OutboxState {
             rows: self.counters.outbox_rows.load(Ordering::Relaxed),
             bytes: self.counters.outbox_bytes.load(Ordering::Relaxed),
-            dropped: self.counters.dropped.load(Ordering::Relaxed),
+            dropped: self.counters.outbox_dropped.load(Ordering::Relaxed),
         }
     }
 

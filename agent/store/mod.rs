@@ -37,6 +37,13 @@ pub enum Severity {
 }
 
 impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Normal => "normal",
+            Severity::High => "high",
+        }
+    }
     fn rank(self) -> i64 {
         match self {
             Severity::Low => 0,
@@ -102,8 +109,16 @@ pub struct Limits {
     pub max_bytes: u64,
 }
 
+/// The connection and the outbox's running totals (rows, bytes), so the
+/// bound check never scans the table.
+struct Inner {
+    conn: Connection,
+    rows: u64,
+    bytes: u64,
+}
+
 pub struct Store {
-    conn: Mutex<Connection>,
+    conn: Mutex<Inner>,
     limits: Limits,
     pub dropped: AtomicU64,
     pub path: PathBuf,
@@ -139,15 +154,24 @@ impl Store {
             );
             CREATE INDEX IF NOT EXISTS outbox_drop ON outbox (severity, id);",
         )?;
+        let (rows, bytes): (i64, i64) = conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM outbox",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         Ok(Store {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(Inner {
+                conn,
+                rows: rows as u64,
+                bytes: bytes as u64,
+            }),
             limits,
             dropped: AtomicU64::new(0),
             path,
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         match self.conn.lock() {
             Ok(c) => c,
             Err(p) => p.into_inner(),
@@ -157,35 +181,33 @@ impl Store {
     /// Commits a row, then drops rows by policy while over a bound. Returns the
     /// new row's id (None if it was itself dropped) and what was dropped.
     pub fn enqueue(&self, row: &NewRow) -> Result<(Option<i64>, Vec<Dropped>), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        // A committed alert must survive a power cut: fsync this commit.
+        inner.conn.pragma_update(None, "synchronous", "FULL")?;
+        let tx = inner.conn.transaction()?;
         let bytes = (row.payload.len() + row.thumb.as_ref().map_or(0, |t| t.len())) as i64;
         tx.execute(
             "INSERT INTO outbox (camera, event_id, severity, topic, payload, thumb_topic, thumb, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![row.camera, row.event_id, row.severity.rank(), row.topic, row.payload, row.thumb_topic, row.thumb, bytes],
         )?;
         let mut id = Some(tx.last_insert_rowid());
+        let (mut n, mut b) = (inner.rows + 1, inner.bytes + bytes as u64);
         let mut dropped = Vec::new();
-        loop {
-            let (n, b): (i64, i64) = tx.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM outbox",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            if (n as u64) <= self.limits.max_rows && (b as u64) <= self.limits.max_bytes {
-                break;
-            }
-            let victim: Option<(i64, String, String, i64)> = tx
+        while n > self.limits.max_rows || b > self.limits.max_bytes {
+            let victim: Option<(i64, String, String, i64, i64)> = tx
                 .query_row(
-                    "SELECT id, event_id, camera, severity FROM outbox ORDER BY severity ASC, id ASC LIMIT 1",
+                    "SELECT id, event_id, camera, severity, bytes FROM outbox ORDER BY severity ASC, id ASC LIMIT 1",
                     [],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                 )
                 .optional()?;
-            let Some((vid, event_id, camera, sev)) = victim else {
+            let Some((vid, event_id, camera, sev, vbytes)) = victim else {
                 break;
             };
             tx.execute("DELETE FROM outbox WHERE id = ?1", [vid])?;
+            n -= 1;
+            b = b.saturating_sub(vbytes as u64);
             if Some(vid) == id {
                 id = None;
             }
@@ -196,6 +218,7 @@ impl Store {
             });
         }
         tx.commit()?;
+        (inner.rows, inner.bytes) = (n, b);
         self.dropped
             .fetch_add(dropped.len() as u64, Ordering::Relaxed);
         Ok((id, dropped))
@@ -203,8 +226,8 @@ impl Store {
 
     /// Up to `limit` rows with id greater than `after`, oldest first.
     pub fn after(&self, after: i64, limit: usize) -> Result<Vec<Row>, StoreError> {
-        let conn = self.lock();
-        let mut st = conn.prepare_cached(
+        let guard = self.lock();
+        let mut st = guard.conn.prepare_cached(
             "SELECT id, camera, event_id, severity, topic, payload, thumb_topic, thumb FROM outbox WHERE id > ?1 ORDER BY id ASC LIMIT ?2",
         )?;
         let rows = st
@@ -224,26 +247,34 @@ impl Store {
         Ok(rows)
     }
 
-    /// Removes acknowledged rows.
+    /// Removes acknowledged rows, in one transaction. Not fsynced (WAL with
+    /// synchronous=NORMAL): a delete lost in a power cut only means the alert
+    /// is sent again, which the IOC de-duplicates.
     pub fn delete(&self, ids: &[i64]) -> Result<(), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        for id in ids {
-            tx.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let tx = inner.conn.transaction()?;
+        let (mut n, mut b) = (0u64, 0u64);
+        {
+            let mut st = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1 RETURNING bytes")?;
+            for id in ids {
+                if let Some(bytes) = st.query_row([id], |r| r.get::<_, i64>(0)).optional()? {
+                    n += 1;
+                    b += bytes as u64;
+                }
+            }
         }
         tx.commit()?;
+        inner.rows = inner.rows.saturating_sub(n);
+        inner.bytes = inner.bytes.saturating_sub(b);
         Ok(())
     }
 
     /// (rows, bytes) waiting.
     pub fn depth(&self) -> Result<(u64, u64), StoreError> {
-        let conn = self.lock();
-        let (n, b): (i64, i64) = conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM outbox",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        Ok((n as u64, b as u64))
+        let g = self.lock();
+        Ok((g.rows, g.bytes))
     }
 }
 

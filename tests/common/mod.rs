@@ -288,6 +288,7 @@ onnxruntime = "{ort}"
 [mqtt]
 url = "{url}"
 status_interval_secs = 1
+stats_interval_secs = 1
 "#,
         data = data_dir.display(),
         manifests = root().join("models").display(),
