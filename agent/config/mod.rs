@@ -836,16 +836,38 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ioc-cfg-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("pw"), "Fil3Secret\nignored\n").unwrap();
-        let text = |extra: &str| format!("agent_id = \"a\"\n[mqtt]\nurl = \"mqtt://b\"\nusername = \"u\"\n{extra}\n");
-        let cfg = Config::parse(&text("password = \"Lit3ralSecret\""), Path::new("a.toml"), &dir).unwrap();
+        let text = |extra: &str| {
+            format!("agent_id = \"a\"\n[mqtt]\nurl = \"mqtt://b\"\nusername = \"u\"\n{extra}\n")
+        };
+        let cfg = Config::parse(
+            &text("password = \"Lit3ralSecret\""),
+            Path::new("a.toml"),
+            &dir,
+        )
+        .unwrap();
         assert_eq!(cfg.mqtt_password().unwrap().unwrap().0, "Lit3ralSecret");
         let shown = format!("{cfg:?} {:?}", cfg.mqtt_password().unwrap());
         assert!(!shown.contains("Lit3ralSecret"), "{shown}");
-        let cfg = Config::parse(&text("password_file = \"pw\""), Path::new("a.toml"), &dir).unwrap();
+        let cfg =
+            Config::parse(&text("password_file = \"pw\""), Path::new("a.toml"), &dir).unwrap();
         assert_eq!(cfg.mqtt_password().unwrap().unwrap().0, "Fil3Secret");
-        let cfg = Config::parse(&text("password_env = \"IOC_TEST_UNSET_VAR_X\""), Path::new("a.toml"), &dir).unwrap();
-        assert!(cfg.mqtt_password().unwrap_err().contains("IOC_TEST_UNSET_VAR_X"));
-        let err = Config::parse(&text("password = \"a\"\npassword_file = \"pw\""), Path::new("a.toml"), &dir).unwrap_err();
+        let cfg = Config::parse(
+            &text("password_env = \"IOC_TEST_UNSET_VAR_X\""),
+            Path::new("a.toml"),
+            &dir,
+        )
+        .unwrap();
+        assert!(
+            cfg.mqtt_password()
+                .unwrap_err()
+                .contains("IOC_TEST_UNSET_VAR_X")
+        );
+        let err = Config::parse(
+            &text("password = \"a\"\npassword_file = \"pw\""),
+            Path::new("a.toml"),
+            &dir,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("one way only"));
         let _ = std::fs::remove_dir_all(&dir);
     }
