@@ -346,7 +346,7 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
             infer_ms += inf.millis;
             infer_n += 1;
             let tracks = tracker.update(&inf.detections, frame.pts).to_vec();
-            let firings = rules.evaluate(&tracks, frame.width, frame.height);
+            let firings = rules.evaluate(&tracks, frame.width, frame.height, frame.pts, frame.wall);
             for f in firings {
                 let rule = &rules.rules[f.rule];
                 emit(ctx, &frame, rule, &f, &labels).await;
@@ -386,16 +386,19 @@ async fn emit(
     labels: &[String],
 ) {
     let id = ulid::Ulid::from_datetime(frame.wall).to_string();
-    let class = labels
-        .get(f.class)
-        .cloned()
-        .unwrap_or_else(|| f.class.to_string());
+    let label = |c: usize| labels.get(c).cloned().unwrap_or_else(|| c.to_string());
+    let class = f
+        .objects
+        .first()
+        .map(|o| label(o.class))
+        .unwrap_or_default();
+    let track = f.objects.first().map(|o| o.track_id).unwrap_or(0);
     let geometry = rule.geometry.clone();
-    let bbox = f.bbox;
+    let boxes: Vec<[f32; 4]> = f.objects.iter().map(|o| o.bbox).collect();
     let max_side = ctx.cam.thumbnail_max_side;
     let fr = frame.clone();
     let jpeg = tokio::task::spawn_blocking(move || {
-        evidence::thumbnail(&fr, max_side, Some(&geometry), &[bbox])
+        evidence::thumbnail(&fr, max_side, Some(&geometry), &boxes)
     })
     .await
     .ok()
@@ -412,10 +415,13 @@ async fn emit(
             hex::encode(sha2::Sha256::digest(&j.bytes))
         },
     });
-    let (zone, line) = match &rule.geometry {
-        Geometry::Zone { name, .. } => (Some(name.clone()), None),
-        Geometry::Line { name, .. } => (None, Some(name.clone())),
-    };
+    let (mut zone, mut line, mut lane) = (None, None, None);
+    match &rule.geometry {
+        Geometry::Zone { name, .. } => zone = Some(name.clone()),
+        Geometry::Line { name, .. } => line = Some(name.clone()),
+        Geometry::Lane { name, .. } => lane = Some(name.clone()),
+        Geometry::None => {}
+    }
     let alert = Alert {
         schema: publish::payload::ALERT_SCHEMA.into(),
         id: id.clone(),
@@ -429,12 +435,21 @@ async fn emit(
         zone,
         line,
         direction: f.direction,
-        objects: vec![AlertObject {
-            class: class.clone(),
-            score: (f.score * 1000.0).round() / 1000.0,
-            track_id: f.track_id,
-            bbox: f.bbox.map(|v| (v * 10000.0).round() / 10000.0),
-        }],
+        lane,
+        speed_kmh: f.speed_kmh,
+        count: f.count,
+        phase: f.phase.map(str::to_string),
+        dwell_secs: f.dwell_secs,
+        objects: f
+            .objects
+            .iter()
+            .map(|o| AlertObject {
+                class: label(o.class),
+                score: (o.score * 1000.0).round() / 1000.0,
+                track_id: o.track_id,
+                bbox: o.bbox.map(|v| (v * 10000.0).round() / 10000.0),
+            })
+            .collect(),
         frame: FrameSize {
             width: frame.width,
             height: frame.height,
@@ -446,7 +461,7 @@ async fn emit(
         },
         agent_version: env!("CARGO_PKG_VERSION").into(),
     };
-    info!(event_id = %id, r#type = %alert.kind, rule = %rule.name, severity = %rule.severity.as_str(), class = %class, track = f.track_id, "alert");
+    info!(event_id = %id, r#type = %alert.kind, rule = %rule.name, severity = %rule.severity.as_str(), class = %class, track, "alert");
     ctx.status.update(ctx.id(), |s| s.alerts += 1);
     ctx.publisher
         .send(Outgoing {

@@ -203,6 +203,11 @@ pub struct CameraConfig {
     #[serde(default)]
     pub lines: Vec<LineConfig>,
     #[serde(default)]
+    pub lanes: Vec<LaneConfig>,
+    /// Ground-plane calibration, needed by `speeding`.
+    #[serde(default)]
+    pub calibration: Option<CalibrationConfig>,
+    #[serde(default)]
     pub rules: Vec<RuleConfig>,
 }
 
@@ -229,6 +234,28 @@ pub enum RuleKind {
     ZoneEnter,
     /// An object of the given classes crosses a line in the given direction.
     LineCross,
+    /// A vehicle moves against its lane's direction.
+    WrongWay,
+    /// A vehicle crosses a solid lane line.
+    LaneLine,
+    /// A class drives in a lane that does not allow it.
+    LaneClass,
+    /// A vehicle stands still in a zone (no stopping) beyond `dwell_secs`.
+    IllegalStop,
+    /// Same as `illegal_stop`, with a longer default dwell (parking).
+    IllegalParking,
+    /// A vehicle in a pedestrian zone (sidewalk).
+    Sidewalk,
+    /// Calibrated speed over `speed_limit_kmh` for `min_secs`.
+    Speeding,
+    /// More than `max_count` persons on one motorbike.
+    Overload,
+    /// More than `max_count` persons in a zone for `min_secs`.
+    Crowd,
+    /// One person dwelling in a zone beyond `dwell_secs`.
+    Loitering,
+    /// Entering a restricted zone while its `schedule` is active.
+    Intrusion,
 }
 
 impl RuleKind {
@@ -236,14 +263,82 @@ impl RuleKind {
         match self {
             RuleKind::ZoneEnter => "object.zone_enter",
             RuleKind::LineCross => "object.line_cross",
+            RuleKind::WrongWay => "traffic.wrong_way",
+            RuleKind::LaneLine => "traffic.lane_line",
+            RuleKind::LaneClass => "traffic.lane_class",
+            RuleKind::IllegalStop => "traffic.illegal_stop",
+            RuleKind::IllegalParking => "traffic.illegal_parking",
+            RuleKind::Sidewalk => "traffic.sidewalk",
+            RuleKind::Speeding => "traffic.speeding",
+            RuleKind::Overload => "traffic.overload",
+            RuleKind::Crowd => "order.crowd",
+            RuleKind::Loitering => "order.loitering",
+            RuleKind::Intrusion => "order.intrusion",
         }
     }
     pub fn as_str(self) -> &'static str {
+        self.event_type().split('.').nth(1).unwrap_or("")
+    }
+    /// Which geometry the rule needs.
+    pub fn needs(self) -> Needs {
         match self {
-            RuleKind::ZoneEnter => "zone_enter",
-            RuleKind::LineCross => "line_cross",
+            RuleKind::ZoneEnter
+            | RuleKind::IllegalStop
+            | RuleKind::IllegalParking
+            | RuleKind::Sidewalk
+            | RuleKind::Crowd
+            | RuleKind::Loitering
+            | RuleKind::Intrusion => Needs::Zone,
+            RuleKind::LineCross | RuleKind::LaneLine => Needs::Line,
+            RuleKind::WrongWay | RuleKind::LaneClass => Needs::Lane,
+            RuleKind::Speeding | RuleKind::Overload => Needs::Nothing,
         }
     }
+}
+
+/// The geometry a rule kind refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    Zone,
+    Line,
+    Lane,
+    Nothing,
+}
+
+/// A lane: where it is, which way traffic must move, which classes may use it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaneConfig {
+    pub name: Spanned<String>,
+    /// Normalised polygon of the lane, at least 3 points.
+    pub polygon: Spanned<Vec<[f64; 2]>>,
+    /// Allowed direction of travel: an arrow `[[x1, y1], [x2, y2]]` from tail to head.
+    #[serde(default)]
+    pub direction: Option<Spanned<Vec<[f64; 2]>>>,
+    /// Classes allowed in the lane (for `lane_class`). Default: every class.
+    #[serde(default = "default_classes")]
+    pub classes: Spanned<Vec<String>>,
+}
+
+/// Ground-plane calibration: image points (normalised) and their positions on
+/// the road in metres, at least four, no three on one line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationConfig {
+    pub image: Spanned<Vec<[f64; 2]>>,
+    pub world: Spanned<Vec<[f64; 2]>>,
+}
+
+/// Local-time window in which a rule is active, e.g. 22:00–05:00 Asia/Ho_Chi_Minh.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// `HH:MM`, local time.
+    pub start: Spanned<String>,
+    /// `HH:MM`, local time; may be earlier than `start` (the window crosses midnight).
+    pub end: Spanned<String>,
+    /// IANA time zone, e.g. `Asia/Ho_Chi_Minh`.
+    pub tz: Spanned<String>,
 }
 
 /// MQTT topic layout for alerts and thumbnails.
@@ -299,6 +394,33 @@ pub struct RuleConfig {
     /// Frames the object must be tracked before it may trigger. Default 3.
     #[serde(default = "default_min_hits")]
     pub min_hits: u32,
+    /// Lane name (for `wrong_way`, `lane_class`).
+    #[serde(default)]
+    pub lane: Option<Spanned<String>>,
+    /// Seconds a condition must hold before the rule fires. Defaults per kind:
+    /// wrong_way 1, lane_class 1, sidewalk 1, speeding 1, overload 1, crowd 5.
+    #[serde(default)]
+    pub min_secs: Option<f64>,
+    /// Seconds an object must stay (illegal_stop 30, illegal_parking 300, loitering 60).
+    #[serde(default)]
+    pub dwell_secs: Option<f64>,
+    /// For `wrong_way`: distance moved against the lane, frame-normalised. Default 0.05.
+    #[serde(default)]
+    pub min_distance: Option<f64>,
+    /// For stops: how far (frame-normalised) an object may drift and still
+    /// count as standing still. Default 0.02.
+    #[serde(default)]
+    pub max_move: Option<f64>,
+    /// For `crowd` and `overload`: the most persons allowed (crowd: required;
+    /// overload default 2).
+    #[serde(default)]
+    pub max_count: Option<u32>,
+    /// For `speeding`: the limit in km/h (needs the camera's calibration).
+    #[serde(default)]
+    pub speed_limit_kmh: Option<f64>,
+    /// For `intrusion`: when the zone is restricted. Default: always.
+    #[serde(default)]
+    pub schedule: Option<ScheduleConfig>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -687,24 +809,132 @@ impl Config {
                     );
                 }
             }
+            let mut lane_names = HashSet::new();
+            for l in &cam.lanes {
+                let ln = l.name.get_ref();
+                if !lane_names.insert(ln.clone()) {
+                    c.at(l.name.span(), format!("lane '{ln}' is defined twice"));
+                }
+                let poly = l.polygon.get_ref();
+                if poly.len() < 3 {
+                    c.at(
+                        l.polygon.span(),
+                        format!(
+                            "lane '{ln}': a polygon needs at least 3 points, got {}",
+                            poly.len()
+                        ),
+                    );
+                } else if let Some(msg) = check_points(poly) {
+                    c.at(l.polygon.span(), format!("lane '{ln}': {msg}"));
+                }
+                match &l.direction {
+                    None => c.at(
+                        l.name.span(),
+                        format!("lane '{ln}' has no direction — add `direction = [[x1, y1], [x2, y2]]`, an arrow along the allowed travel"),
+                    ),
+                    Some(d) => {
+                        let p = d.get_ref();
+                        if p.len() != 2 {
+                            c.at(d.span(), format!("lane '{ln}': direction needs exactly 2 points (tail, head), got {}", p.len()));
+                        } else if let Some(msg) = check_points(p) {
+                            c.at(d.span(), format!("lane '{ln}': direction {msg}"));
+                        } else if (p[0][0] - p[1][0]).hypot(p[0][1] - p[1][1]) < 1e-6 {
+                            c.at(d.span(), format!("lane '{ln}': direction has zero length"));
+                        }
+                    }
+                }
+                if let Some(man) = manifest {
+                    for class in l.classes.get_ref() {
+                        if !man.labels.iter().any(|x| x == class) {
+                            c.at(
+                                l.classes.span(),
+                                format!("class '{class}' is not a label of model '{}'", man.name),
+                            );
+                        }
+                    }
+                }
+            }
+            if let Some(cal) = &cam.calibration {
+                let (img, world) = (cal.image.get_ref(), cal.world.get_ref());
+                if img.len() < 4 {
+                    c.at(cal.image.span(), format!("calibration needs at least 4 image points with their road positions, got {}", img.len()));
+                } else if img.len() != world.len() {
+                    c.at(cal.world.span(), format!("calibration has {} image points but {} world points; give one world point (metres) per image point", img.len(), world.len()));
+                } else if let Some(msg) = check_points(img) {
+                    c.at(cal.image.span(), format!("calibration: {msg}"));
+                } else if crate::rules::Homography::fit(img, world).is_none() {
+                    c.at(cal.image.span(), "calibration points are degenerate (three or more on one line?); pick four corners of a road rectangle");
+                }
+            }
             for r in &cam.rules {
-                match r.kind.get_ref() {
-                    RuleKind::ZoneEnter => match &r.zone {
-                        None => c.at(r.kind.span(), "rule 'zone_enter' needs `zone = \"<zone name>\"`"),
+                let kind = *r.kind.get_ref();
+                let what = kind.as_str();
+                match kind.needs() {
+                    Needs::Zone => match &r.zone {
+                        None => c.at(r.kind.span(), format!("rule '{what}' needs `zone = \"<zone name>\"`")),
                         Some(z) if !zone_names.contains(z.get_ref()) => c.at(
                             z.span(),
                             format!("zone '{}' is not defined for camera '{cid}' — add a [[cameras.zones]] with that name", z.get_ref()),
                         ),
                         _ => {}
                     },
-                    RuleKind::LineCross => match &r.line {
-                        None => c.at(r.kind.span(), "rule 'line_cross' needs `line = \"<line name>\"`"),
+                    Needs::Line => match &r.line {
+                        None => c.at(r.kind.span(), format!("rule '{what}' needs `line = \"<line name>\"`")),
                         Some(l) if !line_names.contains(l.get_ref()) => c.at(
                             l.span(),
                             format!("line '{}' is not defined for camera '{cid}' — add a [[cameras.lines]] with that name", l.get_ref()),
                         ),
                         _ => {}
                     },
+                    Needs::Lane => match &r.lane {
+                        None => c.at(r.kind.span(), format!("rule '{what}' needs `lane = \"<lane name>\"`")),
+                        Some(l) if !lane_names.contains(l.get_ref()) => c.at(
+                            l.span(),
+                            format!("lane '{}' is not defined for camera '{cid}' — add a [[cameras.lanes]] with that name", l.get_ref()),
+                        ),
+                        _ => {}
+                    },
+                    Needs::Nothing => {}
+                }
+                if kind == RuleKind::Crowd && r.max_count.is_none() {
+                    c.at(
+                        r.kind.span(),
+                        "rule 'crowd' needs `max_count`: the most persons allowed in the zone",
+                    );
+                }
+                if kind == RuleKind::Speeding {
+                    if r.speed_limit_kmh.is_none_or(|v| v <= 0.0) {
+                        c.at(r.kind.span(), "rule 'speeding' needs `speed_limit_kmh` > 0");
+                    }
+                    if cam.calibration.is_none() {
+                        c.at(r.kind.span(), format!("rule 'speeding' needs [cameras.calibration] for camera '{cid}' (image points and their road positions in metres)"));
+                    }
+                }
+                for (v, n) in [
+                    (r.min_secs, "min_secs"),
+                    (r.dwell_secs, "dwell_secs"),
+                    (r.min_distance, "min_distance"),
+                    (r.max_move, "max_move"),
+                ] {
+                    if v.is_some_and(|x| x.is_nan() || x < 0.0 || !x.is_finite()) {
+                        c.at(r.kind.span(), format!("{n} must be a non-negative number"));
+                    }
+                }
+                if let Some(sch) = &r.schedule {
+                    for t in [&sch.start, &sch.end] {
+                        if crate::rules::parse_hhmm(t.get_ref()).is_none() {
+                            c.at(
+                                t.span(),
+                                format!(
+                                    "'{}' is not a time of day; write HH:MM, e.g. \"22:00\"",
+                                    t.get_ref()
+                                ),
+                            );
+                        }
+                    }
+                    if sch.tz.get_ref().parse::<chrono_tz::Tz>().is_err() {
+                        c.at(sch.tz.span(), format!("'{}' is not a time zone; use an IANA name such as \"Asia/Ho_Chi_Minh\"", sch.tz.get_ref()));
+                    }
                 }
                 if let Some(man) = manifest {
                     for class in r.classes.get_ref() {

@@ -72,7 +72,7 @@ pub fn thumbnail(
     let px = |p: [f64; 2]| (p[0] as f32 * w, p[1] as f32 * h);
     let yellow = [255, 210, 0];
     match geometry {
-        Some(Geometry::Zone { polygon, .. }) => {
+        Some(Geometry::Zone { polygon, .. }) | Some(Geometry::Lane { polygon, .. }) => {
             for i in 0..polygon.len() {
                 draw_line(
                     &mut img,
@@ -82,11 +82,33 @@ pub fn thumbnail(
                     2,
                 );
             }
+            if let Some(Geometry::Lane { arrow, .. }) = geometry {
+                // The allowed direction, with a head.
+                let (a, b) = (px(arrow[0]), px(arrow[1]));
+                draw_line(&mut img, a, b, yellow, 3);
+                let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+                let l = (dx * dx + dy * dy).sqrt().max(1.0);
+                let (ux, uy) = (dx / l * 12.0, dy / l * 12.0);
+                draw_line(
+                    &mut img,
+                    b,
+                    (b.0 - ux - uy * 0.6, b.1 - uy + ux * 0.6),
+                    yellow,
+                    3,
+                );
+                draw_line(
+                    &mut img,
+                    b,
+                    (b.0 - ux + uy * 0.6, b.1 - uy - ux * 0.6),
+                    yellow,
+                    3,
+                );
+            }
         }
         Some(Geometry::Line { points, .. }) => {
             draw_line(&mut img, px(points[0]), px(points[1]), yellow, 3)
         }
-        None => {}
+        Some(Geometry::None) | None => {}
     }
     for b in boxes {
         let (x1, y1, x2, y2) = (b[0] * w, b[1] * h, b[2] * w, b[3] * h);

@@ -33,7 +33,8 @@ pub struct Alert {
     /// ULID: unique and sortable by time; the IOC de-duplicates by it
     /// (delivery is at-least-once).
     pub id: String,
-    /// `object.zone_enter` or `object.line_cross`.
+    /// `object.zone_enter`, `object.line_cross`, `traffic.*` or `order.*`
+    /// (see README, Rules).
     #[serde(rename = "type")]
     pub kind: String,
     pub agent_id: String,
@@ -50,9 +51,24 @@ pub struct Alert {
     pub zone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<String>,
-    /// Direction observed when crossing a line.
+    /// Direction observed when crossing a line (or moving against a lane).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direction: Option<Direction>,
+    /// Lane name (lane rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lane: Option<String>,
+    /// Calibrated ground speed, km/h (`traffic.speeding`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed_kmh: Option<f64>,
+    /// Persons counted (`order.crowd`, `traffic.overload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// `start` or `end` of a zone-level event (`order.crowd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Seconds the object stayed (stops, parking, loitering).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dwell_secs: Option<f64>,
     pub objects: Vec<AlertObject>,
     /// Size of the analysed frame in pixels.
     pub frame: FrameSize,

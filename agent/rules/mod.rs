@@ -1,9 +1,14 @@
-//! Rules (sans-IO): zones and lines in normalised coordinates, judged on the
-//! tracker's output. Each rule fires at most once per tracked object.
+//! Rules (sans-IO): zones, lines and lanes in normalised coordinates, judged
+//! on the tracker's output. Object rules fire at most once per tracked object;
+//! zone-level rules (crowd) raise a start and an end.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
+
+use chrono::Timelike;
 
 use crate::config::{CameraConfig, Direction, RuleKind};
+use crate::store::Severity;
 use crate::track::Track;
 
 /// Signed area of a polygon (shoelace formula).
@@ -75,6 +80,123 @@ pub fn observed_direction(from: [f64; 2], to: [f64; 2]) -> Direction {
     }
 }
 
+/// Image (normalised) → ground plane (metres), from four or more point pairs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Homography {
+    h: [f64; 9],
+}
+
+impl Homography {
+    /// Least-squares DLT with h33 = 1; `None` when the points are degenerate.
+    pub fn fit(img: &[[f64; 2]], world: &[[f64; 2]]) -> Option<Homography> {
+        if img.len() < 4 || img.len() != world.len() {
+            return None;
+        }
+        // Normal equations A^T A h = A^T b for the 8 unknowns.
+        let mut ata = [[0f64; 8]; 8];
+        let mut atb = [0f64; 8];
+        for (p, q) in img.iter().zip(world) {
+            let (x, y, u, v) = (p[0], p[1], q[0], q[1]);
+            let rows = [
+                ([x, y, 1.0, 0.0, 0.0, 0.0, -u * x, -u * y], u),
+                ([0.0, 0.0, 0.0, x, y, 1.0, -v * x, -v * y], v),
+            ];
+            for (r, b) in rows {
+                for i in 0..8 {
+                    atb[i] += r[i] * b;
+                    for j in 0..8 {
+                        ata[i][j] += r[i] * r[j];
+                    }
+                }
+            }
+        }
+        let h = solve8(ata, atb)?;
+        let hom = Homography {
+            h: [h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], 1.0],
+        };
+        // Reject fits that do not reproduce the points (degenerate input).
+        let scale = world
+            .iter()
+            .flat_map(|w| w.iter())
+            .fold(1.0f64, |m, v| m.max(v.abs()));
+        for (p, q) in img.iter().zip(world) {
+            let r = hom.apply(*p)?;
+            if (r[0] - q[0]).hypot(r[1] - q[1]) > 0.05 * scale {
+                return None;
+            }
+        }
+        Some(hom)
+    }
+
+    pub fn apply(&self, p: [f64; 2]) -> Option<[f64; 2]> {
+        let h = &self.h;
+        let w = h[6] * p[0] + h[7] * p[1] + h[8];
+        if w.abs() < 1e-12 {
+            return None;
+        }
+        Some([
+            (h[0] * p[0] + h[1] * p[1] + h[2]) / w,
+            (h[3] * p[0] + h[4] * p[1] + h[5]) / w,
+        ])
+    }
+}
+
+/// Gaussian elimination with partial pivoting.
+fn solve8(mut a: [[f64; 8]; 8], mut b: [f64; 8]) -> Option<[f64; 8]> {
+    for col in 0..8 {
+        let piv = (col..8).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[piv][col].abs() < 1e-12 {
+            return None;
+        }
+        a.swap(col, piv);
+        b.swap(col, piv);
+        let pivot_row = a[col];
+        let pivot_b = b[col];
+        for (r, row) in a.iter_mut().enumerate() {
+            if r != col {
+                let f = row[col] / pivot_row[col];
+                for (x, p) in row.iter_mut().zip(pivot_row.iter()).skip(col) {
+                    *x -= f * p;
+                }
+                b[r] -= f * pivot_b;
+            }
+        }
+    }
+    let mut x = [0f64; 8];
+    for i in 0..8 {
+        x[i] = b[i] / a[i][i];
+    }
+    Some(x)
+}
+
+/// `HH:MM` → minutes after midnight.
+pub fn parse_hhmm(s: &str) -> Option<u32> {
+    let (h, m) = s.trim().split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some(h * 60 + m)
+}
+
+/// A daily local-time window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Schedule {
+    pub start: u32,
+    pub end: u32,
+    pub tz: chrono_tz::Tz,
+}
+
+impl Schedule {
+    /// Whether `t` falls in the window (which may cross midnight).
+    pub fn active(&self, t: SystemTime) -> bool {
+        let local = chrono::DateTime::<chrono::Utc>::from(t).with_timezone(&self.tz);
+        let m = local.hour() * 60 + local.minute();
+        if self.start <= self.end {
+            (self.start..self.end).contains(&m)
+        } else {
+            m >= self.start || m < self.end
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Geometry {
     Zone {
@@ -85,14 +207,44 @@ pub enum Geometry {
         name: String,
         points: [[f64; 2]; 2],
     },
+    Lane {
+        name: String,
+        polygon: Vec<[f64; 2]>,
+        arrow: [[f64; 2]; 2],
+        allowed: Vec<usize>,
+    },
+    None,
 }
 
 impl Geometry {
     pub fn name(&self) -> &str {
         match self {
-            Geometry::Zone { name, .. } | Geometry::Line { name, .. } => name,
+            Geometry::Zone { name, .. }
+            | Geometry::Line { name, .. }
+            | Geometry::Lane { name, .. } => name,
+            Geometry::None => "",
         }
     }
+    fn contains(&self, p: [f64; 2]) -> bool {
+        match self {
+            Geometry::Zone { polygon, .. } | Geometry::Lane { polygon, .. } => {
+                point_in_polygon(p, polygon)
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Parameters of a rule, defaults applied.
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub min_secs: f64,
+    pub dwell_secs: f64,
+    pub min_distance: f64,
+    pub max_move: f64,
+    pub max_count: u32,
+    pub speed_limit_kmh: f64,
+    pub schedule: Option<Schedule>,
 }
 
 /// A compiled rule.
@@ -106,39 +258,94 @@ pub struct Rule {
     pub direction: Direction,
     pub min_score: f32,
     pub min_hits: u32,
-    pub severity: crate::store::Severity,
+    pub severity: Severity,
+    pub params: Params,
     fired: HashSet<u64>,
+    /// Per track: when and where the rule's condition started to hold.
+    since: HashMap<u64, (f64, [f64; 2])>,
+    /// Zone-level state (crowd): active, condition start, clear start.
+    crowd: (bool, Option<f64>, Option<f64>),
 }
 
-/// What a rule decided, for one tracked object.
+/// One object in a firing.
 #[derive(Debug, Clone)]
-pub struct Firing {
-    pub rule: usize,
+pub struct FiredObject {
     pub track_id: u64,
     pub class: usize,
     pub score: f32,
     /// Box normalised to 0..1.
     pub bbox: [f32; 4],
+}
+
+/// What a rule decided.
+#[derive(Debug, Clone)]
+pub struct Firing {
+    pub rule: usize,
+    /// The object(s) concerned; the first is the main one.
+    pub objects: Vec<FiredObject>,
     /// Direction observed (line crossings).
     pub direction: Option<Direction>,
+    pub speed_kmh: Option<f64>,
+    pub count: Option<u32>,
+    /// `start` or `end` for zone-level events (crowd).
+    pub phase: Option<&'static str>,
+    pub dwell_secs: Option<f64>,
+}
+
+impl Firing {
+    fn new(rule: usize, objects: Vec<FiredObject>) -> Firing {
+        Firing {
+            rule,
+            objects,
+            direction: None,
+            speed_kmh: None,
+            count: None,
+            phase: None,
+            dwell_secs: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct RuleEngine {
     pub rules: Vec<Rule>,
+    calibration: Option<Homography>,
+    person: Option<usize>,
+}
+
+fn defaults(kind: RuleKind) -> (f64, f64) {
+    // (min_secs, dwell_secs)
+    match kind {
+        RuleKind::Crowd => (5.0, 0.0),
+        RuleKind::IllegalStop => (0.0, 30.0),
+        RuleKind::IllegalParking => (0.0, 300.0),
+        RuleKind::Loitering => (0.0, 60.0),
+        RuleKind::WrongWay
+        | RuleKind::LaneClass
+        | RuleKind::Sidewalk
+        | RuleKind::Speeding
+        | RuleKind::Overload => (1.0, 0.0),
+        _ => (0.0, 0.0),
+    }
 }
 
 impl RuleEngine {
     /// Compiles a camera's rules; `labels` maps class names to indices.
     /// The config has been validated, so names resolve.
     pub fn from_camera(cam: &CameraConfig, labels: &[String]) -> RuleEngine {
+        let idx = |names: &[String]| {
+            names
+                .iter()
+                .filter_map(|c| labels.iter().position(|l| l == c))
+                .collect::<Vec<_>>()
+        };
         let rules = cam
             .rules
             .iter()
             .filter_map(|r| {
                 let kind = *r.kind.get_ref();
-                let geometry = match kind {
-                    RuleKind::ZoneEnter => {
+                let geometry = match kind.needs() {
+                    crate::config::Needs::Zone => {
                         let zn = r.zone.as_ref()?.get_ref();
                         let z = cam.zones.iter().find(|z| z.name.get_ref() == zn)?;
                         Geometry::Zone {
@@ -146,7 +353,7 @@ impl RuleEngine {
                             polygon: z.polygon.get_ref().clone(),
                         }
                     }
-                    RuleKind::LineCross => {
+                    crate::config::Needs::Line => {
                         let ln = r.line.as_ref()?.get_ref();
                         let l = cam.lines.iter().find(|l| l.name.get_ref() == ln)?;
                         let p = l.points.get_ref();
@@ -155,86 +362,323 @@ impl RuleEngine {
                             points: [*p.first()?, *p.get(1)?],
                         }
                     }
+                    crate::config::Needs::Lane => {
+                        let ln = r.lane.as_ref()?.get_ref();
+                        let l = cam.lanes.iter().find(|l| l.name.get_ref() == ln)?;
+                        let d = l.direction.as_ref()?.get_ref();
+                        Geometry::Lane {
+                            name: ln.clone(),
+                            polygon: l.polygon.get_ref().clone(),
+                            arrow: [*d.first()?, *d.get(1)?],
+                            allowed: idx(l.classes.get_ref()),
+                        }
+                    }
+                    crate::config::Needs::Nothing => Geometry::None,
                 };
-                Some(Rule {
-                    name: r
-                        .name
-                        .clone()
-                        .unwrap_or_else(|| format!("{}:{}", kind, geometry.name())),
-                    kind,
-                    classes: r
-                        .classes
-                        .get_ref()
+                let (min_secs, dwell) = defaults(kind);
+                let schedule = r.schedule.as_ref().and_then(|s| {
+                    Some(Schedule {
+                        start: parse_hhmm(s.start.get_ref())?,
+                        end: parse_hhmm(s.end.get_ref())?,
+                        tz: s.tz.get_ref().parse().ok()?,
+                    })
+                });
+                let mut classes = idx(r.classes.get_ref());
+                if classes.is_empty() {
+                    let default: &[&str] = match kind {
+                        RuleKind::Crowd | RuleKind::Loitering => &["person"],
+                        RuleKind::Overload => &["motorcycle"],
+                        _ => &[],
+                    };
+                    classes = default
                         .iter()
                         .filter_map(|c| labels.iter().position(|l| l == c))
-                        .collect(),
+                        .collect();
+                }
+                Some(Rule {
+                    name: r.name.clone().unwrap_or_else(|| {
+                        let g = geometry.name();
+                        if g.is_empty() {
+                            kind.as_str().to_string()
+                        } else {
+                            format!("{}:{g}", kind.as_str())
+                        }
+                    }),
+                    kind,
+                    classes,
                     geometry,
                     direction: r.direction,
                     min_score: r.min_score,
                     min_hits: r.min_hits,
                     severity: r.severity,
+                    params: Params {
+                        min_secs: r.min_secs.unwrap_or(min_secs),
+                        dwell_secs: r.dwell_secs.unwrap_or(dwell),
+                        min_distance: r.min_distance.unwrap_or(0.05),
+                        max_move: r.max_move.unwrap_or(0.02),
+                        max_count: r.max_count.unwrap_or(2),
+                        speed_limit_kmh: r.speed_limit_kmh.unwrap_or(f64::INFINITY),
+                        schedule,
+                    },
                     fired: HashSet::new(),
+                    since: HashMap::new(),
+                    crowd: (false, None, None),
                 })
             })
             .collect();
-        RuleEngine { rules }
+        let calibration = cam
+            .calibration
+            .as_ref()
+            .and_then(|c| Homography::fit(c.image.get_ref(), c.world.get_ref()));
+        RuleEngine {
+            rules,
+            calibration,
+            person: labels.iter().position(|l| l == "person"),
+        }
     }
 
-    /// Judges the tracks of one frame of size `w`×`h`.
-    pub fn evaluate(&mut self, tracks: &[Track], w: u32, h: u32) -> Vec<Firing> {
+    /// Judges the tracks of one frame of size `w`×`h` at stream time `t`
+    /// (seconds); `wall` is the frame's wall-clock time (for schedules).
+    pub fn evaluate(
+        &mut self,
+        tracks: &[Track],
+        w: u32,
+        h: u32,
+        t: f64,
+        wall: SystemTime,
+    ) -> Vec<Firing> {
         let (w, h) = (w as f64, h as f64);
         let norm = |p: [f32; 2]| [p[0] as f64 / w, p[1] as f64 / h];
+        let obj = |tr: &Track| {
+            let b = tr.bbox;
+            FiredObject {
+                track_id: tr.id,
+                class: tr.class(),
+                score: tr.best_score,
+                bbox: [
+                    (b[0] as f64 / w) as f32,
+                    (b[1] as f64 / h) as f32,
+                    (b[2] as f64 / w) as f32,
+                    (b[3] as f64 / h) as f32,
+                ],
+            }
+        };
+        let calibration = self.calibration;
+        let person = self.person;
         let mut out = Vec::new();
         for (ri, rule) in self.rules.iter_mut().enumerate() {
             // Forget tracks that are gone.
             rule.fired.retain(|id| tracks.iter().any(|t| t.id == *id));
-            for tr in tracks {
-                if !tr.matched || !tr.confirmed(rule.min_hits) || rule.fired.contains(&tr.id) {
-                    continue;
+            rule.since
+                .retain(|id, _| tracks.iter().any(|t| t.id == *id));
+            let p = rule.params.clone();
+            let eligible = |tr: &Track, rule: &Rule| {
+                tr.matched
+                    && tr.confirmed(rule.min_hits)
+                    && (rule.classes.is_empty() || rule.classes.contains(&tr.class()))
+                    && tr.best_score >= rule.min_score
+            };
+
+            if rule.kind == RuleKind::Crowd {
+                let inside: Vec<&Track> = tracks
+                    .iter()
+                    .filter(|tr| eligible(tr, rule) && rule.geometry.contains(norm(tr.anchor())))
+                    .collect();
+                let n = inside.len() as u32;
+                let (active, since, clear) = &mut rule.crowd;
+                if n > p.max_count {
+                    *clear = None;
+                    let s0 = *since.get_or_insert(t);
+                    if !*active && t - s0 >= p.min_secs {
+                        *active = true;
+                        let mut f = Firing::new(ri, inside.iter().map(|tr| obj(tr)).collect());
+                        f.count = Some(n);
+                        f.phase = Some("start");
+                        out.push(f);
+                    }
+                } else {
+                    *since = None;
+                    if *active {
+                        let c0 = *clear.get_or_insert(t);
+                        if t - c0 >= p.min_secs {
+                            *active = false;
+                            *clear = None;
+                            let mut f = Firing::new(ri, inside.iter().map(|tr| obj(tr)).collect());
+                            f.count = Some(n);
+                            f.phase = Some("end");
+                            out.push(f);
+                        }
+                    }
                 }
-                let class = tr.class();
-                if (!rule.classes.is_empty() && !rule.classes.contains(&class))
-                    || tr.best_score < rule.min_score
-                {
+                continue;
+            }
+
+            for tr in tracks {
+                if rule.fired.contains(&tr.id) || !eligible(tr, rule) {
                     continue;
                 }
                 let now = norm(tr.anchor());
-                let hit = match &rule.geometry {
-                    Geometry::Zone { polygon, .. } => {
-                        point_in_polygon(now, polygon).then_some(None)
+                let inside = rule.geometry.contains(now);
+                let mut fire: Option<Firing> = None;
+                match rule.kind {
+                    RuleKind::ZoneEnter | RuleKind::Intrusion => {
+                        let scheduled = p.schedule.is_none_or(|s| s.active(wall));
+                        if inside && scheduled {
+                            fire = Some(Firing::new(ri, vec![obj(tr)]));
+                        }
                     }
-                    Geometry::Line { points, .. } => {
-                        // Any step of the track's history may cross: the
-                        // crossing can happen before the track is confirmed.
-                        tr.history.windows(2).find_map(|w| {
-                            let (a, b) = (norm(w[0].1), norm(w[1].1));
-                            (segments_cross(a, b, points[0], points[1])
-                                && movement_matches(rule.direction, a, b))
-                            .then(|| Some(observed_direction(a, b)))
-                        })
+                    RuleKind::LineCross | RuleKind::LaneLine => {
+                        if let Geometry::Line { points, .. } = &rule.geometry {
+                            // Any step of the history may cross: the crossing can
+                            // happen before the track is confirmed.
+                            let dir = rule.direction;
+                            if let Some(d) = tr.history.windows(2).find_map(|w| {
+                                let (a, b) = (norm(w[0].1), norm(w[1].1));
+                                (segments_cross(a, b, points[0], points[1])
+                                    && movement_matches(dir, a, b))
+                                .then(|| observed_direction(a, b))
+                            }) {
+                                let mut f = Firing::new(ri, vec![obj(tr)]);
+                                f.direction = Some(d);
+                                fire = Some(f);
+                            }
+                        }
                     }
-                };
-                if let Some(direction) = hit {
+                    RuleKind::WrongWay => {
+                        if let Geometry::Lane { polygon, arrow, .. } = &rule.geometry
+                            && inside
+                        {
+                            let (dx, dy) = (arrow[1][0] - arrow[0][0], arrow[1][1] - arrow[0][1]);
+                            let len = dx.hypot(dy);
+                            // The stretch of history spent in the lane, up to now.
+                            let in_lane: Vec<(f64, [f64; 2])> = tr
+                                .history
+                                .iter()
+                                .rev()
+                                .map(|(ht, hp)| (*ht, norm(*hp)))
+                                .take_while(|(_, hp)| point_in_polygon(*hp, polygon))
+                                .collect();
+                            if let (Some(last), Some(first)) = (in_lane.first(), in_lane.last()) {
+                                let along = ((last.1[0] - first.1[0]) * dx
+                                    + (last.1[1] - first.1[1]) * dy)
+                                    / len;
+                                if along <= -p.min_distance && last.0 - first.0 >= p.min_secs {
+                                    let mut f = Firing::new(ri, vec![obj(tr)]);
+                                    f.direction = Some(observed_direction(first.1, last.1));
+                                    fire = Some(f);
+                                }
+                            }
+                        }
+                    }
+                    RuleKind::LaneClass => {
+                        if let Geometry::Lane { allowed, .. } = &rule.geometry {
+                            let banned = !allowed.is_empty() && !allowed.contains(&tr.class());
+                            fire = held(
+                                rule,
+                                tr.id,
+                                inside && banned,
+                                t,
+                                now,
+                                p.min_secs,
+                                f64::INFINITY,
+                            )
+                            .map(|_| Firing::new(ri, vec![obj(tr)]));
+                        }
+                    }
+                    RuleKind::Sidewalk => {
+                        fire = held(rule, tr.id, inside, t, now, p.min_secs, f64::INFINITY)
+                            .map(|_| Firing::new(ri, vec![obj(tr)]));
+                    }
+                    RuleKind::IllegalStop | RuleKind::IllegalParking | RuleKind::Loitering => {
+                        let drift = if rule.kind == RuleKind::Loitering {
+                            f64::INFINITY
+                        } else {
+                            p.max_move
+                        };
+                        fire = held(rule, tr.id, inside, t, now, p.dwell_secs, drift).map(|d| {
+                            let mut f = Firing::new(ri, vec![obj(tr)]);
+                            f.dwell_secs = Some((d * 10.0).round() / 10.0);
+                            f
+                        });
+                    }
+                    RuleKind::Speeding => {
+                        let speed = calibration.and_then(|hm| speed_kmh(tr, &hm, w, h));
+                        let over = speed.is_some_and(|v| v > p.speed_limit_kmh);
+                        fire =
+                            held(rule, tr.id, over, t, now, p.min_secs, f64::INFINITY).map(|_| {
+                                let mut f = Firing::new(ri, vec![obj(tr)]);
+                                f.speed_kmh = speed.map(|v| (v * 10.0).round() / 10.0);
+                                f
+                            });
+                    }
+                    RuleKind::Overload => {
+                        let riders: Vec<&Track> = tracks
+                            .iter()
+                            .filter(|o| {
+                                o.matched && Some(o.class()) == person && on_bike(&o.bbox, &tr.bbox)
+                            })
+                            .collect();
+                        let over = riders.len() as u32 > p.max_count;
+                        fire =
+                            held(rule, tr.id, over, t, now, p.min_secs, f64::INFINITY).map(|_| {
+                                let mut objs = vec![obj(tr)];
+                                objs.extend(riders.iter().map(|r| obj(r)));
+                                let mut f = Firing::new(ri, objs);
+                                f.count = Some(riders.len() as u32);
+                                f
+                            });
+                    }
+                    RuleKind::Crowd => {}
+                }
+                if let Some(f) = fire {
                     rule.fired.insert(tr.id);
-                    let b = tr.bbox;
-                    out.push(Firing {
-                        rule: ri,
-                        track_id: tr.id,
-                        class,
-                        score: tr.best_score,
-                        bbox: [
-                            (b[0] as f64 / w) as f32,
-                            (b[1] as f64 / h) as f32,
-                            (b[2] as f64 / w) as f32,
-                            (b[3] as f64 / h) as f32,
-                        ],
-                        direction,
-                    });
+                    rule.since.remove(&tr.id);
+                    out.push(f);
                 }
             }
         }
         out
     }
+}
+
+/// Tracks how long `cond` has held for a track (restarting when it breaks or
+/// the object drifts more than `max_move` from where it started); returns the
+/// duration once it reaches `need` seconds.
+fn held(
+    rule: &mut Rule,
+    id: u64,
+    cond: bool,
+    t: f64,
+    p: [f64; 2],
+    need: f64,
+    max_move: f64,
+) -> Option<f64> {
+    if !cond {
+        rule.since.remove(&id);
+        return None;
+    }
+    let e = rule.since.entry(id).or_insert((t, p));
+    if (p[0] - e.1[0]).hypot(p[1] - e.1[1]) > max_move {
+        *e = (t, p);
+    }
+    let d = t - e.0;
+    (d >= need).then_some(d)
+}
+
+/// Ground speed over the last second of the track's history.
+fn speed_kmh(tr: &Track, hm: &Homography, w: f64, h: f64) -> Option<f64> {
+    let (t1, p1) = *tr.history.last()?;
+    let (t0, p0) = *tr.history.iter().rev().find(|(ht, _)| t1 - ht >= 0.8)?;
+    let a = hm.apply([p0[0] as f64 / w, p0[1] as f64 / h])?;
+    let b = hm.apply([p1[0] as f64 / w, p1[1] as f64 / h])?;
+    Some((b[0] - a[0]).hypot(b[1] - a[1]) / (t1 - t0) * 3.6)
+}
+
+/// A person riding a motorbike: their feet are within the bike's width and
+/// their box overlaps the bike's box vertically.
+fn on_bike(person: &[f32; 4], bike: &[f32; 4]) -> bool {
+    let cx = (person[0] + person[2]) / 2.0;
+    cx >= bike[0] && cx <= bike[2] && person[3] >= bike[1] && person[1] <= bike[3]
 }
 
 #[cfg(test)]
@@ -292,7 +736,7 @@ direction = "right_to_left"
                 bbox: [x - 5.0, 40.0, x + 5.0, 50.0],
             };
             let tracks = tr.update(&[d], i as f64 * 0.2).to_vec();
-            all.extend(eng.evaluate(&tracks, 100, 100));
+            all.extend(eng.evaluate(&tracks, 100, 100, i as f64 * 0.2, SystemTime::now()));
         }
         all
     }
@@ -322,8 +766,8 @@ direction = "right_to_left"
         let xs: Vec<f32> = (0..30).map(|i| 90.0 - 3.0 * i as f32).collect();
         let f: Vec<_> = run(&xs, 2).into_iter().filter(|f| f.rule == 0).collect();
         assert_eq!(f.len(), 1, "{f:?}");
-        assert_eq!(f[0].class, 2);
-        assert!(f[0].bbox[0] >= 0.3 && f[0].bbox[2] <= 0.7);
+        assert_eq!(f[0].objects[0].class, 2);
+        assert!(f[0].objects[0].bbox[0] >= 0.3 && f[0].objects[0].bbox[2] <= 0.7);
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub struct TrackerConfig {
     pub min_hits: u32,
     /// Seconds a track survives without a match.
     pub max_age: f64,
+    /// Centre-distance fallback: largest distance between predicted and
+    /// detected centres, in diagonals of the predicted box.
+    pub max_center_dist: f32,
 }
 
 impl Default for TrackerConfig {
@@ -28,6 +31,7 @@ impl Default for TrackerConfig {
             min_iou: 0.2,
             min_hits: 3,
             max_age: 1.5,
+            max_center_dist: 1.0,
         }
     }
 }
@@ -189,10 +193,29 @@ impl Tracker {
                 continue;
             }
             let p = tr.predict(t);
+            let (pc, diag) = (center(&p), (p[2] - p[0]).hypot(p[3] - p[1]).max(1.0));
+            let area = |b: &[f32; 4]| ((b[2] - b[0]) * (b[3] - b[1])).max(1.0);
             for (di, d) in dets.iter().enumerate() {
                 let o = iou(&p, &d.bbox).max(iou(&tr.bbox, &d.bbox));
                 if o >= self.cfg.min_iou {
                     pairs.push((o, ti, di));
+                    continue;
+                }
+                // Fast objects at a low detection rate move more than their own
+                // size between frames: fall back to centre distance (same class,
+                // similar size), ranked below every IoU match.
+                let dc = center(&d.bbox);
+                let dist = (dc[0] - pc[0]).hypot(dc[1] - pc[1]) / diag;
+                let ratio = area(&d.bbox) / area(&p);
+                if d.class == tr.class()
+                    && dist < self.cfg.max_center_dist
+                    && (0.5..2.0).contains(&ratio)
+                {
+                    pairs.push((
+                        self.cfg.min_iou * (1.0 - dist / self.cfg.max_center_dist) * 0.99,
+                        ti,
+                        di,
+                    ));
                 }
             }
         }
