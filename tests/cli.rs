@@ -144,6 +144,62 @@ fn semantic_errors_name_the_fix() {
     );
 }
 
+/// Geometry mistakes of the rule engine, each located in the file.
+#[test]
+fn lanes_calibration_and_schedules_are_checked() {
+    let cam = |extra: &str| GOOD.to_string() + extra;
+    // A rule naming a zone that does not exist.
+    let (o, p) = check(&cam(
+        "\n[[cameras.rules]]\nkind = \"loitering\"\nzone = \"nowhere\"\n",
+    ));
+    assert!(
+        stderr(&o).contains(&format!("{p}:25:8: zone 'nowhere' is not defined")),
+        "{}",
+        stderr(&o)
+    );
+    // A lane without a direction.
+    let (o, p) = check(&cam(
+        "\n[[cameras.lanes]]\nname = \"l1\"\npolygon = [[0, 0.5], [1, 0.5], [1, 1]]\n",
+    ));
+    assert!(
+        stderr(&o).contains(&format!("{p}:24:8: lane 'l1' has no direction")),
+        "{}",
+        stderr(&o)
+    );
+    // A calibration with three points.
+    let (o, p) = check(&cam(
+        "\n[cameras.calibration]\nimage = [[0, 0.5], [1, 0.5], [1, 1]]\nworld = [[0, 0], [10, 0], [10, 5]]\n",
+    ));
+    assert!(
+        stderr(&o).contains(&format!(
+            "{p}:24:9: calibration needs at least 4 image points"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    // A schedule with a bad time zone, and a bad time.
+    let (o, p) = check(&cam(
+        "\n[[cameras.rules]]\nkind = \"intrusion\"\nzone = \"z\"\nschedule = { start = \"25:00\", end = \"05:00\", tz = \"Asia/Hanoi_City\" }\n",
+    ));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("{p}:26:22: '25:00' is not a time of day")),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!("{p}:26:51: 'Asia/Hanoi_City' is not a time zone")),
+        "{e}"
+    );
+    // Speeding without calibration or limit.
+    let (o, _) = check(&cam("\n[[cameras.rules]]\nkind = \"speeding\"\n"));
+    let e = stderr(&o);
+    assert!(
+        e.contains("speed_limit_kmh") && e.contains("[cameras.calibration]"),
+        "{e}"
+    );
+    no_panic(&o);
+}
+
 #[test]
 fn every_shipped_config_is_valid() {
     let mut n = 0;
