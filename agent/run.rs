@@ -96,6 +96,7 @@ pub async fn run(cfg: Config, cancel: CancellationToken) -> Result<(), RunError>
         },
     )?);
     let pub_cancel = CancellationToken::new();
+    let signals = publish::signals::spawn(&cfg, cancel.clone()).map_err(RunError::Mqtt)?;
     let (publisher, pub_task) =
         publish::start(&cfg, status.clone(), store, pub_cancel.clone()).map_err(RunError::Mqtt)?;
 
@@ -118,6 +119,7 @@ pub async fn run(cfg: Config, cancel: CancellationToken) -> Result<(), RunError>
             status: status.clone(),
             counters: Arc::new(FrameCounters::default()),
             cancel: cancel.clone(),
+            signals: signals.clone(),
         };
         let span = info_span!("camera", id = %cam.id.get_ref());
         tracker.spawn(supervise(ctx).instrument(span));
@@ -145,6 +147,7 @@ struct CameraCtx {
     status: Arc<StatusBoard>,
     counters: Arc<FrameCounters>,
     cancel: CancellationToken,
+    signals: Option<Arc<publish::signals::SignalBoard>>,
 }
 
 impl CameraCtx {
@@ -322,6 +325,7 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
         let labels = ctx.detector.manifest.labels.clone();
         let mut tracker = Tracker::new(TrackerConfig::default());
         let mut rules = RuleEngine::from_camera(cam, &labels);
+        let mut signal = SignalReader::new(cam, ctx.signals.clone());
         let mut last_seq = 0u64;
         let mut last_log = Instant::now();
         let mut infer_ms = 0.0f64;
@@ -345,6 +349,9 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
                 .update(ctx.id(), |s| s.inference_ms_sum += inf.millis);
             infer_ms += inf.millis;
             infer_n += 1;
+            if let Some((light, source)) = signal.read(&frame) {
+                rules.set_signal(frame.pts, light, source);
+            }
             let tracks = tracker.update(&inf.detections, frame.pts).to_vec();
             let firings = rules.evaluate(&tracks, frame.width, frame.height, frame.pts, frame.wall);
             for f in firings {
@@ -374,6 +381,54 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
     tokio::select! {
         r = ingest => r,
         r = analyze => r,
+    }
+}
+
+/// Where a camera's signal state comes from.
+enum SignalReader {
+    None,
+    Image(crate::rules::signal::ImageSignal),
+    Mqtt(Arc<publish::signals::SignalBoard>, String, Duration),
+}
+
+impl SignalReader {
+    fn new(cam: &CameraConfig, board: Option<Arc<publish::signals::SignalBoard>>) -> SignalReader {
+        use crate::config::SignalSource;
+        let Some(sig) = &cam.signal else {
+            return SignalReader::None;
+        };
+        let corners = |b: &Option<serde_spanned::Spanned<Vec<[f64; 2]>>>| {
+            b.as_ref().and_then(|b| {
+                let p = b.get_ref();
+                Some([p.first()?[0], p.first()?[1], p.get(1)?[0], p.get(1)?[1]])
+            })
+        };
+        match sig.source.get_ref() {
+            SignalSource::Image => {
+                match (corners(&sig.red_lamp), corners(&sig.green_lamp)) {
+                    (Some(r), Some(g)) => SignalReader::Image(
+                        crate::rules::signal::ImageSignal::new(r, g, sig.hold_frames),
+                    ),
+                    _ => SignalReader::None,
+                }
+            }
+            SignalSource::Mqtt => match (board, &sig.topic) {
+                (Some(b), Some(t)) => SignalReader::Mqtt(
+                    b,
+                    t.get_ref().clone(),
+                    Duration::from_secs_f64(sig.max_age_secs.max(0.1)),
+                ),
+                _ => SignalReader::None,
+            },
+        }
+    }
+
+    fn read(&mut self, frame: &Frame) -> Option<(crate::rules::Light, &'static str)> {
+        match self {
+            SignalReader::None => None,
+            SignalReader::Image(s) => Some((s.observe(frame), "image")),
+            SignalReader::Mqtt(b, t, age) => Some((b.get(t, *age), "mqtt")),
+        }
     }
 }
 
@@ -440,6 +495,12 @@ async fn emit(
         count: f.count,
         phase: f.phase.map(str::to_string),
         dwell_secs: f.dwell_secs,
+        signal: f
+            .signal
+            .map(|(state, source)| crate::publish::payload::SignalInfo {
+                state,
+                source: source.to_string(),
+            }),
         objects: f
             .objects
             .iter()

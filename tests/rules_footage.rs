@@ -148,3 +148,86 @@ min_secs = 2.0
     }
     sub.shutdown();
 }
+
+/// Red light decided by the traffic controller's state on MQTT: crossings on
+/// red are reported with their signal source; after the switch to green, none.
+#[test]
+fn red_light_from_controller_on_mqtt() {
+    let broker = Broker::start();
+    let sim = Sim::start(&[("junction", &traffic_clip())]);
+    let sub = Subscriber::start(&broker, "ioc/v1/+/events");
+    let data = tempfile::tempdir().unwrap();
+    let topic = "controllers/junction-12/signal";
+    let cfg = config_head("ward-signal", &broker, data.path())
+        + &format!(
+            r#"
+[[models]]
+name = "yolox_nano"
+
+[[cameras]]
+id = "junction"
+url = "{url}"
+[cameras.signal]
+source = "mqtt"
+topic = "{topic}"
+[[cameras.lines]]
+name = "stop"
+points = [[0.5, 0.45], [0.5, 1.0]]
+[[cameras.rules]]
+kind = "red_light"
+line = "stop"
+direction = "left_to_right"
+classes = ["car", "truck", "bus"]
+"#,
+            url = sim.url("junction")
+        );
+    let controller = |state: &str| {
+        let st = std::process::Command::new("mosquitto_pub")
+            .args([
+                "-p",
+                &broker.port.to_string(),
+                "-t",
+                topic,
+                "-r",
+                "-q",
+                "1",
+                "-m",
+                state,
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    controller("red");
+    let agent = Agent::start(&cfg);
+    std::thread::sleep(Duration::from_secs(25));
+    controller(r#"{"state": "green"}"#);
+    std::thread::sleep(Duration::from_secs(3));
+    let on_red = sub
+        .alerts()
+        .into_iter()
+        .filter(|a| a["type"] == "traffic.red_light")
+        .count();
+    std::thread::sleep(Duration::from_secs(12));
+    let alerts: Vec<Value> = sub
+        .alerts()
+        .into_iter()
+        .filter(|a| a["type"] == "traffic.red_light")
+        .collect();
+    println!(
+        "red_light: {on_red} on red in 25 s, {} after 12 s of green",
+        alerts.len() - on_red
+    );
+    assert!(
+        on_red >= 3,
+        "crossings on red: {on_red}; log:\n{}",
+        agent.log_text()
+    );
+    assert_eq!(alerts.len(), on_red, "red_light events while green");
+    for a in &alerts {
+        assert_eq!(a["signal"]["state"], "red");
+        assert_eq!(a["signal"]["source"], "mqtt");
+        assert_eq!(a["direction"], "left_to_right");
+    }
+    sub.shutdown();
+}

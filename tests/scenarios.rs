@@ -32,6 +32,9 @@ struct Scenario {
     objects: Vec<Object>,
     #[serde(default)]
     expect: Vec<Expect>,
+    /// Signal timeline `[[t, "red"], [t, "green"], …]` (as a controller would publish).
+    #[serde(default)]
+    signal: Vec<(f64, String)>,
 }
 
 fn fps() -> f64 {
@@ -175,6 +178,11 @@ fn run(path: &Path) -> (Scenario, Outcome) {
                     (y * fh) as f32,
                 ],
             });
+        }
+        if let Some((_, s)) = sc.signal.iter().rev().find(|(ts, _)| *ts <= t) {
+            let light = ioc_agent::rules::Light::parse(s.as_bytes())
+                .unwrap_or_else(|| panic!("bad signal state {s}"));
+            engine.set_signal(t, light, "mqtt");
         }
         let tracks = tracker.update(&dets, t).to_vec();
         let wall = wall0 + Duration::from_secs_f64(t);

@@ -207,6 +207,9 @@ pub struct CameraConfig {
     /// Ground-plane calibration, needed by `speeding`.
     #[serde(default)]
     pub calibration: Option<CalibrationConfig>,
+    /// Traffic-signal state, needed by `red_light`.
+    #[serde(default)]
+    pub signal: Option<SignalConfig>,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
 }
@@ -256,6 +259,11 @@ pub enum RuleKind {
     Loitering,
     /// Entering a restricted zone while its `schedule` is active.
     Intrusion,
+    /// Crossing the stop line (`line`, in `direction`) while the signal is red.
+    RedLight,
+    /// Standing on or past the stop line while the signal is red (or always,
+    /// without a signal) for `min_secs`.
+    StopLine,
 }
 
 impl RuleKind {
@@ -274,6 +282,8 @@ impl RuleKind {
             RuleKind::Crowd => "order.crowd",
             RuleKind::Loitering => "order.loitering",
             RuleKind::Intrusion => "order.intrusion",
+            RuleKind::RedLight => "traffic.red_light",
+            RuleKind::StopLine => "traffic.stop_line",
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -289,7 +299,9 @@ impl RuleKind {
             | RuleKind::Crowd
             | RuleKind::Loitering
             | RuleKind::Intrusion => Needs::Zone,
-            RuleKind::LineCross | RuleKind::LaneLine => Needs::Line,
+            RuleKind::LineCross | RuleKind::LaneLine | RuleKind::RedLight | RuleKind::StopLine => {
+                Needs::Line
+            }
             RuleKind::WrongWay | RuleKind::LaneClass => Needs::Lane,
             RuleKind::Speeding | RuleKind::Overload => Needs::Nothing,
         }
@@ -327,6 +339,45 @@ pub struct LaneConfig {
 pub struct CalibrationConfig {
     pub image: Spanned<Vec<[f64; 2]>>,
     pub world: Spanned<Vec<[f64; 2]>>,
+}
+
+/// Where a camera's traffic-signal state comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalSource {
+    /// The signal head seen in the picture: `red_lamp` and `green_lamp` boxes.
+    Image,
+    /// Published by the traffic controller on an MQTT `topic` of the agent's broker.
+    Mqtt,
+}
+
+/// Traffic-signal state for `red_light` and `stop_line`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalConfig {
+    pub source: Spanned<SignalSource>,
+    /// `image`: box `[[x1, y1], [x2, y2]]` (normalised) around the red lamp.
+    #[serde(default)]
+    pub red_lamp: Option<Spanned<Vec<[f64; 2]>>>,
+    /// `image`: box around the green lamp.
+    #[serde(default)]
+    pub green_lamp: Option<Spanned<Vec<[f64; 2]>>>,
+    /// `mqtt`: topic carrying `red`, `yellow` or `green` (plain or JSON `{"state": "red"}`).
+    #[serde(default)]
+    pub topic: Option<Spanned<String>>,
+    /// `image`: frames a new colour must persist before the state changes. Default 3.
+    #[serde(default = "default_hold")]
+    pub hold_frames: u32,
+    /// `mqtt`: seconds after which a state not refreshed counts as unknown. Default 10.
+    #[serde(default = "default_signal_age")]
+    pub max_age_secs: f64,
+}
+
+fn default_hold() -> u32 {
+    3
+}
+fn default_signal_age() -> f64 {
+    10.0
 }
 
 /// Local-time window in which a rule is active, e.g. 22:00–05:00 Asia/Ho_Chi_Minh.
@@ -866,8 +917,37 @@ impl Config {
                     c.at(cal.image.span(), "calibration points are degenerate (three or more on one line?); pick four corners of a road rectangle");
                 }
             }
+            if let Some(sig) = &cam.signal {
+                match sig.source.get_ref() {
+                    SignalSource::Image => {
+                        for (b, n) in [(&sig.red_lamp, "red_lamp"), (&sig.green_lamp, "green_lamp")]
+                        {
+                            match b {
+                                None => c.at(sig.source.span(), format!("signal source 'image' needs `{n} = [[x1, y1], [x2, y2]]` around the lamp")),
+                                Some(b) if b.get_ref().len() != 2 || check_points(b.get_ref()).is_some() => {
+                                    c.at(b.span(), format!("{n} must be two normalised corners [[x1, y1], [x2, y2]]"))
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    SignalSource::Mqtt => {
+                        if sig.topic.as_ref().is_none_or(|t| {
+                            t.get_ref().is_empty() || t.get_ref().contains(['#', '+'])
+                        }) {
+                            c.at(
+                                sig.source.span(),
+                                "signal source 'mqtt' needs `topic = \"...\"` (no wildcards)",
+                            );
+                        }
+                    }
+                }
+            }
             for r in &cam.rules {
                 let kind = *r.kind.get_ref();
+                if kind == RuleKind::RedLight && cam.signal.is_none() {
+                    c.at(r.kind.span(), format!("rule 'red_light' needs [cameras.signal] for camera '{cid}' (source = \"image\" or \"mqtt\")"));
+                }
                 let what = kind.as_str();
                 match kind.needs() {
                     Needs::Zone => match &r.zone {

@@ -6,6 +6,7 @@
 //! Alerts come from the durable outbox and leave it only on PUBACK.
 
 pub mod payload;
+pub mod signals;
 pub mod watch;
 
 use std::sync::Arc;
@@ -249,12 +250,24 @@ fn tls_config(cfg: &Config) -> Result<rumqttc::TlsConfiguration, String> {
 
 /// MQTT options from the config (TLS, login, Last Will).
 pub fn mqtt_options(cfg: &Config, status: &StatusBoard) -> Result<MqttOptions, String> {
-    let addr = BrokerAddress::parse(cfg.mqtt.url.get_ref())?;
     let topics = Topics::new(
         &cfg.mqtt.topic_prefix,
         cfg.agent_id.get_ref(),
         cfg.mqtt.topic_layout,
     );
+    let mut opts = connection_options(cfg)?;
+    opts.set_last_will(LastWill::new(
+        topics.status(),
+        status.offline_json("connection lost"),
+        QoS::AtLeastOnce,
+        true,
+    ));
+    Ok(opts)
+}
+
+/// Broker address, TLS, login and limits from the config (no Last Will).
+pub fn connection_options(cfg: &Config) -> Result<MqttOptions, String> {
+    let addr = BrokerAddress::parse(cfg.mqtt.url.get_ref())?;
     let mut opts = MqttOptions::new(cfg.client_id(), addr.host.clone(), addr.port);
     opts.set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_secs.max(5)));
     opts.set_max_packet_size(cfg.mqtt.max_packet_bytes, cfg.mqtt.max_packet_bytes);
@@ -267,12 +280,6 @@ pub fn mqtt_options(cfg: &Config, status: &StatusBoard) -> Result<MqttOptions, S
         let p = cfg.mqtt_password()?;
         opts.set_credentials(user.clone(), p.map(|s| s.0).unwrap_or_default());
     }
-    opts.set_last_will(LastWill::new(
-        topics.status(),
-        status.offline_json("connection lost"),
-        QoS::AtLeastOnce,
-        true,
-    ));
     Ok(opts)
 }
 

@@ -69,6 +69,9 @@ pub struct Alert {
     /// Seconds the object stayed (stops, parking, loitering).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dwell_secs: Option<f64>,
+    /// The signal state that decided (`traffic.red_light`, `traffic.stop_line`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<SignalInfo>,
     pub objects: Vec<AlertObject>,
     /// Size of the analysed frame in pixels.
     pub frame: FrameSize,
@@ -77,6 +80,14 @@ pub struct Alert {
     pub thumbnail: Option<EvidenceRef>,
     pub model: ModelRef,
     pub agent_version: String,
+}
+
+/// A traffic-signal state and where it came from.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SignalInfo {
+    pub state: crate::rules::Light,
+    /// `image` (the signal head in the picture) or `mqtt` (the traffic controller).
+    pub source: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

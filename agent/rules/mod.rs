@@ -2,7 +2,9 @@
 //! on the tracker's output. Object rules fire at most once per tracked object;
 //! zone-level rules (crowd) raise a start and an end.
 
-use std::collections::{HashMap, HashSet};
+pub mod signal;
+
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::SystemTime;
 
 use chrono::Timelike;
@@ -10,6 +12,7 @@ use chrono::Timelike;
 use crate::config::{CameraConfig, Direction, RuleKind};
 use crate::store::Severity;
 use crate::track::Track;
+pub use signal::Light;
 
 /// Signed area of a polygon (shoelace formula).
 pub fn polygon_area(p: &[[f64; 2]]) -> f64 {
@@ -290,6 +293,8 @@ pub struct Firing {
     /// `start` or `end` for zone-level events (crowd).
     pub phase: Option<&'static str>,
     pub dwell_secs: Option<f64>,
+    /// Signal state that decided (red_light, stop_line) and its source.
+    pub signal: Option<(Light, &'static str)>,
 }
 
 impl Firing {
@@ -302,6 +307,7 @@ impl Firing {
             count: None,
             phase: None,
             dwell_secs: None,
+            signal: None,
         }
     }
 }
@@ -311,6 +317,9 @@ pub struct RuleEngine {
     pub rules: Vec<Rule>,
     calibration: Option<Homography>,
     person: Option<usize>,
+    /// Recent signal states (stream time, state, source), oldest first.
+    signal: VecDeque<(f64, Light, &'static str)>,
+    has_signal: bool,
 }
 
 fn defaults(kind: RuleKind) -> (f64, f64) {
@@ -325,6 +334,7 @@ fn defaults(kind: RuleKind) -> (f64, f64) {
         | RuleKind::Sidewalk
         | RuleKind::Speeding
         | RuleKind::Overload => (1.0, 0.0),
+        RuleKind::StopLine => (2.0, 0.0),
         _ => (0.0, 0.0),
     }
 }
@@ -434,7 +444,31 @@ impl RuleEngine {
             rules,
             calibration,
             person: labels.iter().position(|l| l == "person"),
+            signal: VecDeque::new(),
+            has_signal: cam.signal.is_some(),
         }
+    }
+
+    /// Records the signal state seen at stream time `t`.
+    pub fn set_signal(&mut self, t: f64, light: Light, source: &'static str) {
+        self.has_signal = true;
+        if self.signal.back().is_some_and(|(_, l, _)| *l == light) {
+            return;
+        }
+        self.signal.push_back((t, light, source));
+        // Keep a minute of changes, and at least the latest state.
+        while self.signal.len() > 1 && self.signal.get(1).is_some_and(|(t1, _, _)| t - t1 > 60.0) {
+            self.signal.pop_front();
+        }
+    }
+
+    /// The signal state at stream time `t`.
+    pub fn light_at(&self, t: f64) -> Option<(Light, &'static str)> {
+        self.signal
+            .iter()
+            .rev()
+            .find(|(ts, _, _)| *ts <= t)
+            .map(|(_, l, s)| (*l, *s))
     }
 
     /// Judges the tracks of one frame of size `w`×`h` at stream time `t`
@@ -465,6 +499,15 @@ impl RuleEngine {
         };
         let calibration = self.calibration;
         let person = self.person;
+        let signal = (self.signal.clone(), self.has_signal);
+        let light_at = |t: f64| {
+            signal
+                .0
+                .iter()
+                .rev()
+                .find(|(ts, _, _)| *ts <= t)
+                .map(|(_, l, s)| (*l, *s))
+        };
         let mut out = Vec::new();
         for (ri, rule) in self.rules.iter_mut().enumerate() {
             // Forget tracks that are gone.
@@ -627,6 +670,58 @@ impl RuleEngine {
                                 f.count = Some(riders.len() as u32);
                                 f
                             });
+                    }
+                    RuleKind::RedLight => {
+                        if let Geometry::Line { points, .. } = &rule.geometry {
+                            // Red both just before and just after the crossing step:
+                            // a light that changed during the step gets the benefit of the doubt.
+                            let dir = rule.direction;
+                            let crossing = tr.history.windows(2).find_map(|w| {
+                                let (a, b) = (norm(w[0].1), norm(w[1].1));
+                                (segments_cross(a, b, points[0], points[1])
+                                    && movement_matches(dir, a, b))
+                                .then_some((w[0].0, w[1].0, a, b))
+                            });
+                            if let Some((ta, tb, a, b)) = crossing {
+                                match (light_at(ta), light_at(tb)) {
+                                    (Some((Light::Red, src)), Some((Light::Red, _))) => {
+                                        let mut f = Firing::new(ri, vec![obj(tr)]);
+                                        f.direction = Some(observed_direction(a, b));
+                                        f.signal = Some((Light::Red, src));
+                                        fire = Some(f);
+                                    }
+                                    // Crossed on another light: never judge this track again.
+                                    _ => {
+                                        rule.fired.insert(tr.id);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    RuleKind::StopLine => {
+                        if let Geometry::Line { points, .. } = &rule.geometry {
+                            let light = light_at(t);
+                            let red = !signal.1 || light.is_some_and(|(l, _)| l == Light::Red);
+                            let b = tr.bbox;
+                            let (l, r, bottom) = (
+                                [b[0] as f64 / w, b[3] as f64 / h],
+                                [b[2] as f64 / w, b[3] as f64 / h],
+                                b[3] as f64 / h,
+                            );
+                            let mid = [
+                                (b[0] + b[2]) as f64 / 2.0 / w,
+                                (b[1] as f64 / h + bottom) / 2.0,
+                            ];
+                            // On the line: it passes under the lower half of the box.
+                            let over = segments_cross(l, r, points[0], points[1])
+                                || segments_cross(mid, now, points[0], points[1]);
+                            fire = held(rule, tr.id, over && red, t, now, p.min_secs, p.max_move)
+                                .map(|_| {
+                                    let mut f = Firing::new(ri, vec![obj(tr)]);
+                                    f.signal = light.filter(|_| signal.1);
+                                    f
+                                });
+                        }
                     }
                     RuleKind::Crowd => {}
                 }

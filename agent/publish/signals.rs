@@ -1,0 +1,98 @@
+//! Traffic-signal states published by traffic controllers on the agent's
+//! broker (`[cameras.signal] source = "mqtt"`): one subscriber for all
+//! cameras, latest state per topic.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, Packet, QoS};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, SignalSource};
+use crate::rules::Light;
+use crate::source::Backoff;
+
+/// Latest signal state per topic.
+#[derive(Default)]
+pub struct SignalBoard {
+    map: Mutex<HashMap<String, (Light, Instant)>>,
+}
+
+impl SignalBoard {
+    pub fn set(&self, topic: &str, light: Light) {
+        let mut m = match self.map.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.insert(topic.to_string(), (light, Instant::now()));
+    }
+
+    /// The state on `topic`, `Unknown` when never seen or older than `max_age`.
+    pub fn get(&self, topic: &str, max_age: Duration) -> Light {
+        let m = match self.map.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        match m.get(topic) {
+            Some((l, at)) if at.elapsed() <= max_age => *l,
+            _ => Light::Unknown,
+        }
+    }
+}
+
+/// Subscribes to every camera's signal topic; `None` when no camera uses one.
+pub fn spawn(cfg: &Config, cancel: CancellationToken) -> Result<Option<Arc<SignalBoard>>, String> {
+    let mut topics: Vec<String> = cfg
+        .cameras
+        .iter()
+        .filter(|c| c.enabled)
+        .filter_map(|c| c.signal.as_ref())
+        .filter(|s| *s.source.get_ref() == SignalSource::Mqtt)
+        .filter_map(|s| s.topic.as_ref().map(|t| t.get_ref().clone()))
+        .collect();
+    topics.sort();
+    topics.dedup();
+    if topics.is_empty() {
+        return Ok(None);
+    }
+    let mut opts = super::connection_options(cfg)?;
+    opts.set_client_id(format!("{}-signals", cfg.client_id()));
+    opts.set_clean_session(true);
+    let board = Arc::new(SignalBoard::default());
+    let b = board.clone();
+    tokio::spawn(async move {
+        let (client, mut el) = AsyncClient::new(opts, 16);
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        loop {
+            let ev = tokio::select! {
+                _ = cancel.cancelled() => return,
+                ev = el.poll() => ev,
+            };
+            match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    backoff.reset();
+                    for t in &topics {
+                        let _ = client.try_subscribe(t.clone(), QoS::AtLeastOnce);
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => match Light::parse(&p.payload) {
+                    Some(l) => b.set(&p.topic, l),
+                    None => {
+                        tracing::warn!(topic = %p.topic, "signal message is not red/yellow/green; ignored")
+                    }
+                },
+                Ok(_) => {}
+                Err(e) => {
+                    let d = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "signal subscriber lost the broker; retrying");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(d) => {}
+                    }
+                }
+            }
+        }
+    });
+    Ok(Some(board))
+}
