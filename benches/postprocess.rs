@@ -2,7 +2,8 @@
 //! - preprocessing: the fused I420 → tensor pass at model size against the
 //!   naive path (I420 → RGB at camera size → resize → tensor);
 //! - the YOLOX output decoder with NMS on a realistic output;
-//! - the tracker with 30 moving objects.
+//! - the tracker with 100 and 500 objects per frame;
+//! - rule evaluation (ten rules of different kinds) over 100 and 500 tracks.
 //!
 //! Ratios are read side by side from one run (`make bench`).
 
@@ -13,6 +14,7 @@ use ioc_agent::decode::Frame;
 use ioc_agent::infer::manifest::{ColorOrder, InputSpec, Layout, Letterbox};
 use ioc_agent::infer::postprocess::{Detection, decode_yolox, nms};
 use ioc_agent::infer::preprocess::i420_to_tensor;
+use ioc_agent::rules::RuleEngine;
 use ioc_agent::track::{Tracker, TrackerConfig};
 
 fn spec() -> InputSpec {
@@ -109,27 +111,136 @@ fn bench_decode(c: &mut Criterion) {
     });
 }
 
-fn bench_tracker(c: &mut Criterion) {
-    c.bench_function("tracker_30_objects_100_frames", |b| {
-        b.iter(|| {
-            let mut t = Tracker::new(TrackerConfig::default());
-            for f in 0..100 {
-                let dets: Vec<Detection> = (0..30)
-                    .map(|k| {
-                        let x = (k * 60 + f * 4) as f32;
-                        let y = (k % 6 * 150) as f32;
-                        Detection {
-                            class: 2,
-                            score: 0.8,
-                            bbox: [x, y, x + 50.0, y + 40.0],
-                        }
-                    })
-                    .collect();
-                black_box(t.update(&dets, f as f64 * 0.2).len());
+/// `n` objects moving across a 1920x1080 frame, one frame of detections at `f`.
+fn scene(n: usize, f: usize) -> Vec<Detection> {
+    (0..n)
+        .map(|k| {
+            let row = (k / 25) as f32;
+            let x = ((k % 25) as f32 * 76.0 + f as f32 * 3.0) % 1900.0;
+            let y = (row * 52.0) % 1040.0;
+            Detection {
+                class: if k % 3 == 0 { 0 } else { 2 },
+                score: 0.5 + (k % 5) as f32 * 0.1,
+                bbox: [x, y, x + 40.0, y + 36.0],
             }
         })
-    });
+        .collect()
 }
 
-criterion_group!(benches, bench_preprocess, bench_decode, bench_tracker);
+fn bench_tracker(c: &mut Criterion) {
+    let mut g = c.benchmark_group("tracker_update");
+    for n in [100usize, 500] {
+        let frames: Vec<Vec<Detection>> = (0..50).map(|f| scene(n, f)).collect();
+        g.bench_function(format!("{n}_objects_per_frame"), |b| {
+            b.iter_batched(
+                || {
+                    // Warm tracker with live tracks, then measure one update.
+                    let mut t = Tracker::new(TrackerConfig::default());
+                    for (f, d) in frames.iter().enumerate().take(10) {
+                        t.update(d, f as f64 * 0.2);
+                    }
+                    t
+                },
+                |mut t| black_box(t.update(&frames[10], 2.0).len()),
+                criterion::BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+/// A camera with every kind of rule that needs no signal.
+fn busy_camera() -> ioc_agent::config::CameraConfig {
+    #[derive(serde::Deserialize)]
+    struct W {
+        cameras: Vec<ioc_agent::config::CameraConfig>,
+    }
+    let text = r#"
+[[cameras]]
+id = "c"
+url = "rtsp://x/y"
+[[cameras.zones]]
+name = "z"
+polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9], [0.1, 0.9]]
+[[cameras.lines]]
+name = "l"
+points = [[0.5, 0.0], [0.5, 1.0]]
+[[cameras.lanes]]
+name = "lane"
+polygon = [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]
+direction = [[0.1, 0.7], [0.9, 0.7]]
+classes = ["car"]
+[cameras.calibration]
+image = [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]
+world = [[0.0, 0.0], [100.0, 0.0], [100.0, 20.0], [0.0, 20.0]]
+[[cameras.rules]]
+kind = "zone_enter"
+zone = "z"
+[[cameras.rules]]
+kind = "line_cross"
+line = "l"
+[[cameras.rules]]
+kind = "wrong_way"
+lane = "lane"
+[[cameras.rules]]
+kind = "lane_class"
+lane = "lane"
+[[cameras.rules]]
+kind = "illegal_stop"
+zone = "z"
+[[cameras.rules]]
+kind = "sidewalk"
+zone = "z"
+[[cameras.rules]]
+kind = "speeding"
+speed_limit_kmh = 60.0
+[[cameras.rules]]
+kind = "overload"
+[[cameras.rules]]
+kind = "crowd"
+zone = "z"
+max_count = 20
+[[cameras.rules]]
+kind = "loitering"
+zone = "z"
+"#;
+    toml::from_str::<W>(text).unwrap().cameras.remove(0)
+}
+
+fn bench_rules(c: &mut Criterion) {
+    let labels: Vec<String> = ["person", "bicycle", "car", "motorcycle"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut g = c.benchmark_group("rules_evaluate_10_rules");
+    for n in [100usize, 500] {
+        let mut t = Tracker::new(TrackerConfig::default());
+        let mut tracks = Vec::new();
+        for f in 0..20 {
+            tracks = t.update(&scene(n, f), f as f64 * 0.2).to_vec();
+        }
+        let cam = busy_camera();
+        g.bench_function(format!("{n}_tracks_per_frame"), |b| {
+            b.iter_batched(
+                || RuleEngine::from_camera(&cam, &labels),
+                |mut e| {
+                    black_box(
+                        e.evaluate(&tracks, 1920, 1080, 4.0, std::time::SystemTime::now())
+                            .len(),
+                    )
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_preprocess,
+    bench_decode,
+    bench_tracker,
+    bench_rules
+);
 criterion_main!(benches);

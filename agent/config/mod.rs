@@ -422,10 +422,11 @@ pub struct RuleConfig {
     #[serde(default)]
     pub name: Option<String>,
     pub kind: Spanned<RuleKind>,
-    /// Zone name (for `zone_enter`).
+    /// Zone name (for zone rules: zone_enter, illegal_stop, illegal_parking,
+    /// sidewalk, crowd, loitering, intrusion).
     #[serde(default)]
     pub zone: Option<Spanned<String>>,
-    /// Line name (for `line_cross`).
+    /// Line name (for line rules: line_cross, lane_line, red_light, stop_line).
     #[serde(default)]
     pub line: Option<Spanned<String>>,
     /// Model labels this rule applies to. Default: every class.
@@ -469,7 +470,7 @@ pub struct RuleConfig {
     /// For `speeding`: the limit in km/h (needs the camera's calibration).
     #[serde(default)]
     pub speed_limit_kmh: Option<f64>,
-    /// For `intrusion`: when the zone is restricted. Default: always.
+    /// For `intrusion` (and `zone_enter`): when the rule is active. Default: always.
     #[serde(default)]
     pub schedule: Option<ScheduleConfig>,
 }
@@ -914,7 +915,10 @@ impl Config {
                 } else if let Some(msg) = check_points(img) {
                     c.at(cal.image.span(), format!("calibration: {msg}"));
                 } else if crate::rules::Homography::fit(img, world).is_none() {
-                    c.at(cal.image.span(), "calibration points are degenerate (three or more on one line?); pick four corners of a road rectangle");
+                    c.at(
+                        cal.image.span(),
+                        "calibration points do not fit one ground-plane mapping (three on one line, or a point mistyped?); pick four corners of a road rectangle",
+                    );
                 }
             }
             if let Some(sig) = &cam.signal {

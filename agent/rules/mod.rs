@@ -398,6 +398,9 @@ impl RuleEngine {
                     let default: &[&str] = match kind {
                         RuleKind::Crowd | RuleKind::Loitering => &["person"],
                         RuleKind::Overload => &["motorcycle"],
+                        RuleKind::Sidewalk | RuleKind::IllegalStop | RuleKind::IllegalParking => {
+                            &["car", "motorcycle", "bus", "truck", "bicycle"]
+                        }
                         _ => &[],
                     };
                     classes = default
@@ -523,9 +526,17 @@ impl RuleEngine {
             };
 
             if rule.kind == RuleKind::Crowd {
+                // Count every live track seen in the last second, so that one
+                // missed detection does not restart the timers.
+                let counted = |tr: &Track| {
+                    t - tr.last_seen <= 1.0
+                        && tr.confirmed(rule.min_hits)
+                        && (rule.classes.is_empty() || rule.classes.contains(&tr.class()))
+                        && tr.best_score >= rule.min_score
+                };
                 let inside: Vec<&Track> = tracks
                     .iter()
-                    .filter(|tr| eligible(tr, rule) && rule.geometry.contains(norm(tr.anchor())))
+                    .filter(|tr| counted(tr) && rule.geometry.contains(norm(tr.anchor())))
                     .collect();
                 let n = inside.len() as u32;
                 let (active, since, clear) = &mut rule.crowd;

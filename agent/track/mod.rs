@@ -1,7 +1,9 @@
 //! Multi-object tracker (sans-IO, deterministic): ByteTrack-style two-stage
 //! association (high-score detections first, then low-score ones to keep
-//! existing tracks alive), constant-velocity prediction, birth after
-//! `min_hits` and death after `max_age` seconds without a match.
+//! existing tracks alive), a constant-velocity Kalman filter per box centre
+//! axis, a centre-distance fallback for fast objects at low detection rates,
+//! and death after `max_age` seconds without a match. Whether a track is
+//! confirmed enough to trigger is each rule's `min_hits`.
 
 use crate::infer::Detection;
 use crate::infer::postprocess::iou;
@@ -14,8 +16,6 @@ pub struct TrackerConfig {
     pub low_score: f32,
     /// Minimum IoU between a track's predicted box and a detection.
     pub min_iou: f32,
-    /// Matches needed before a track is confirmed (and may trigger rules).
-    pub min_hits: u32,
     /// Seconds a track survives without a match.
     pub max_age: f64,
     /// Centre-distance fallback: largest distance between predicted and
@@ -29,7 +29,6 @@ impl Default for TrackerConfig {
             high_score: 0.4,
             low_score: 0.15,
             min_iou: 0.2,
-            min_hits: 3,
             max_age: 1.5,
             max_center_dist: 1.0,
         }
@@ -51,8 +50,10 @@ pub struct Track {
     pub hits: u32,
     pub first_seen: f64,
     pub last_seen: f64,
-    /// Centre velocity, pixels per second.
+    /// Centre velocity (Kalman estimate), pixels per second.
     pub velocity: [f32; 2],
+    kx: Kalman1,
+    ky: Kalman1,
     /// (time, ground point = bottom centre of the box), oldest first.
     pub history: Vec<(f64, [f32; 2])>,
     /// True if the track was matched in the latest update.
@@ -79,26 +80,29 @@ impl Track {
     }
     fn predict(&self, t: f64) -> [f32; 4] {
         let dt = (t - self.last_seen) as f32;
-        let (dx, dy) = (self.velocity[0] * dt, self.velocity[1] * dt);
-        [
-            self.bbox[0] + dx,
-            self.bbox[1] + dy,
-            self.bbox[2] + dx,
-            self.bbox[3] + dy,
-        ]
+        let (cx, cy) = (self.kx.x + self.kx.v * dt, self.ky.x + self.ky.v * dt);
+        let (hw, hh) = (
+            (self.bbox[2] - self.bbox[0]) / 2.0,
+            (self.bbox[3] - self.bbox[1]) / 2.0,
+        );
+        [cx - hw, cy - hh, cx + hw, cy + hh]
     }
     fn update(&mut self, d: &Detection, t: f64) {
         let dt = (t - self.last_seen) as f32;
-        if dt > 0.0 {
-            let c0 = center(&self.bbox);
-            let c1 = center(&d.bbox);
-            let v = [(c1[0] - c0[0]) / dt, (c1[1] - c0[1]) / dt];
-            let a = if self.hits <= 1 { 1.0 } else { 0.5 };
-            self.velocity = [
-                a * v[0] + (1.0 - a) * self.velocity[0],
-                a * v[1] + (1.0 - a) * self.velocity[1],
-            ];
+        let c = center(&d.bbox);
+        // Measurement noise scales with the object's size (detector box jitter).
+        let size = (d.bbox[2] - d.bbox[0]).max(d.bbox[3] - d.bbox[1]);
+        let r = (0.05 * size).max(2.0).powi(2);
+        if self.hits == 0 {
+            self.kx = Kalman1::new(c[0], r, size);
+            self.ky = Kalman1::new(c[1], r, size);
+        } else {
+            self.kx.predict(dt.max(0.0), ACCEL_SIGMA);
+            self.ky.predict(dt.max(0.0), ACCEL_SIGMA);
+            self.kx.update(c[0], r);
+            self.ky.update(c[1], r);
         }
+        self.velocity = [self.kx.v, self.ky.v];
         self.bbox = d.bbox;
         self.score = d.score;
         self.best_score = self.best_score.max(d.score);
@@ -113,6 +117,56 @@ impl Track {
         if self.history.len() > HISTORY {
             self.history.remove(0);
         }
+    }
+}
+
+/// Process noise: how hard objects accelerate, pixels per second squared.
+const ACCEL_SIGMA: f32 = 300.0;
+
+/// Constant-velocity Kalman filter on one axis: state (position, velocity).
+#[derive(Debug, Clone, Copy, Default)]
+struct Kalman1 {
+    x: f32,
+    v: f32,
+    p: [[f32; 2]; 2],
+}
+
+impl Kalman1 {
+    fn new(x: f32, r: f32, size: f32) -> Kalman1 {
+        // Unknown velocity: up to a few box sizes per second.
+        let pv = (4.0 * size).powi(2);
+        Kalman1 {
+            x,
+            v: 0.0,
+            p: [[r, 0.0], [0.0, pv]],
+        }
+    }
+
+    fn predict(&mut self, dt: f32, accel_sigma: f32) {
+        let q = accel_sigma * accel_sigma;
+        self.x += self.v * dt;
+        let p = self.p;
+        let (dt2, dt3, dt4) = (dt * dt, dt * dt * dt, dt * dt * dt * dt);
+        self.p = [
+            [
+                p[0][0] + dt * (p[1][0] + p[0][1]) + dt2 * p[1][1] + q * dt4 / 4.0,
+                p[0][1] + dt * p[1][1] + q * dt3 / 2.0,
+            ],
+            [p[1][0] + dt * p[1][1] + q * dt3 / 2.0, p[1][1] + q * dt2],
+        ];
+    }
+
+    fn update(&mut self, z: f32, r: f32) {
+        let s = self.p[0][0] + r;
+        let (k0, k1) = (self.p[0][0] / s, self.p[1][0] / s);
+        let y = z - self.x;
+        self.x += k0 * y;
+        self.v += k1 * y;
+        let p = self.p;
+        self.p = [
+            [(1.0 - k0) * p[0][0], (1.0 - k0) * p[0][1]],
+            [p[1][0] - k1 * p[0][0], p[1][1] - k1 * p[0][1]],
+        ];
     }
 }
 
@@ -172,6 +226,8 @@ impl Tracker {
                 first_seen: t,
                 last_seen: t,
                 velocity: [0.0, 0.0],
+                kx: Kalman1::default(),
+                ky: Kalman1::default(),
                 history: Vec::new(),
                 matched: false,
             };
