@@ -62,10 +62,15 @@ pub fn load_detectors(cfg: &Config) -> Result<HashMap<String, DetectorHandle>, R
             .as_ref()
             .map(|m| m.get_ref().as_str())
             .or_else(|| cfg.models.first().map(|m| m.name.get_ref().as_str()));
-        if let Some(n) = name
-            && !used.contains(&n)
-        {
-            used.push(n);
+        // The camera's detector and every cascade model of its rules.
+        let cascades = cam
+            .rules
+            .iter()
+            .filter_map(|r| r.model.as_ref().map(|m| m.get_ref().as_str()));
+        for n in name.into_iter().chain(cascades) {
+            if !used.contains(&n) {
+                used.push(n);
+            }
         }
     }
     let mut out = HashMap::new();
@@ -87,6 +92,7 @@ pub fn load_detectors(cfg: &Config) -> Result<HashMap<String, DetectorHandle>, R
 pub async fn run(cfg: Config, cancel: CancellationToken) -> Result<(), RunError> {
     decode::init()?;
     let detectors = load_detectors(&cfg)?;
+    let models = Arc::new(detectors.clone());
     let status = Arc::new(StatusBoard::new(cfg.agent_id.get_ref()));
     let store = Arc::new(crate::store::Store::open(
         &cfg.data_dir(),
@@ -120,6 +126,7 @@ pub async fn run(cfg: Config, cancel: CancellationToken) -> Result<(), RunError>
             counters: Arc::new(FrameCounters::default()),
             cancel: cancel.clone(),
             signals: signals.clone(),
+            models: models.clone(),
         };
         let span = info_span!("camera", id = %cam.id.get_ref());
         tracker.spawn(supervise(ctx).instrument(span));
@@ -148,6 +155,8 @@ struct CameraCtx {
     counters: Arc<FrameCounters>,
     cancel: CancellationToken,
     signals: Option<Arc<publish::signals::SignalBoard>>,
+    /// Every loaded model, for cascades.
+    models: Arc<HashMap<String, DetectorHandle>>,
 }
 
 impl CameraCtx {
@@ -353,6 +362,39 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
                 rules.set_signal(frame.pts, light, source);
             }
             let tracks = tracker.update(&inf.detections, frame.pts).to_vec();
+            for req in rules.cascade_requests(&tracks, frame.width, frame.height, frame.pts) {
+                let Some(c) = rules.rules[req.rule].cascade.clone() else {
+                    continue;
+                };
+                let Some(model) = ctx.models.get(&c.model) else {
+                    continue;
+                };
+                let (fw, fh) = (frame.width as f64, frame.height as f64);
+                let crop = [
+                    (req.crop[0] * fw).max(0.0) as usize,
+                    (req.crop[1] * fh).max(0.0) as usize,
+                    ((req.crop[2] - req.crop[0]) * fw).max(1.0) as usize,
+                    ((req.crop[3] - req.crop[1]) * fh).max(1.0) as usize,
+                ];
+                let out = model.infer(frame.clone(), Some(crop)).await?;
+                let labels = &model.manifest.labels;
+                let wanted = |i: usize| labels.get(i).is_some_and(|l| c.labels.contains(l));
+                let conf = if out.scores.is_empty() {
+                    out.detections
+                        .iter()
+                        .filter(|d| wanted(d.class))
+                        .map(|d| d.score)
+                        .fold(0.0, f32::max)
+                } else {
+                    out.scores
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| wanted(*i))
+                        .map(|(_, s)| *s)
+                        .fold(0.0, f32::max)
+                };
+                rules.cascade_result(&req, conf);
+            }
             let firings = rules.evaluate(&tracks, frame.width, frame.height, frame.pts, frame.wall);
             for f in firings {
                 let rule = &rules.rules[f.rule];
@@ -495,6 +537,7 @@ async fn emit(
         count: f.count,
         phase: f.phase.map(str::to_string),
         dwell_secs: f.dwell_secs,
+        confidence: f.confidence.map(|c| (c * 1000.0).round() / 1000.0),
         signal: f
             .signal
             .map(|(state, source)| crate::publish::payload::SignalInfo {

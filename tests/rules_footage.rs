@@ -231,3 +231,81 @@ classes = ["car", "truck", "bus"]
     }
     sub.shutdown();
 }
+
+/// Cascades with real models: NanoDet runs as the second model on crops of
+/// the cars YOLOX tracks (a stand-in for a helmet classifier on riders: no
+/// helmet model ships here), and on the whole frame (a stand-in for a fire /
+/// smoke model). Proves the plumbing: two models, crops, rate limits, votes.
+#[test]
+fn cascade_second_model_on_crops_and_frames() {
+    let broker = Broker::start();
+    let sim = Sim::start(&[("traffic", &traffic_clip())]);
+    let sub = Subscriber::start(&broker, "ioc/v1/+/events");
+    let data = tempfile::tempdir().unwrap();
+    let cfg = config_head("ward-cascade", &broker, data.path())
+        + &format!(
+            r#"
+[[models]]
+name = "yolox_nano"
+[[models]]
+name = "nanodet_m"
+
+[[cameras]]
+id = "traffic"
+url = "{url}"
+model = "yolox_nano"
+[[cameras.rules]]
+name = "second look at cars"
+kind = "no_helmet"
+classes = ["car"]
+model = "nanodet_m"
+labels = ["car"]
+region = "box"
+min_confidence = 0.4
+min_votes = 2
+max_rate_hz = 2.0
+[[cameras.rules]]
+name = "whole-frame model"
+kind = "fire_smoke"
+model = "nanodet_m"
+labels = ["car"]
+min_confidence = 0.4
+"#,
+            url = sim.url("traffic")
+        );
+    let agent = Agent::start(&cfg);
+    std::thread::sleep(Duration::from_secs(25));
+    let alerts = sub.alerts();
+    let crops: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["type"] == "traffic.no_helmet")
+        .collect();
+    let frames: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["type"] == "order.fire_smoke")
+        .collect();
+    println!(
+        "cascade: {} crop-model events, {} whole-frame events",
+        crops.len(),
+        frames.len()
+    );
+    assert!(
+        crops.len() >= 3,
+        "crop cascade events: {}; log:\n{}",
+        crops.len(),
+        agent.log_text()
+    );
+    let mut seen = HashSet::new();
+    for a in &crops {
+        assert!(a["confidence"].as_f64().unwrap() >= 0.4);
+        assert!(
+            seen.insert(a["objects"][0]["track_id"].as_u64().unwrap()),
+            "a track fired twice"
+        );
+    }
+    assert_eq!(
+        frames.first().map(|a| a["phase"].clone()),
+        Some(Value::from("start"))
+    );
+    sub.shutdown();
+}

@@ -264,6 +264,23 @@ pub enum RuleKind {
     /// Standing on or past the stop line while the signal is red (or always,
     /// without a signal) for `min_secs`.
     StopLine,
+    /// A rider without a helmet: a cascade `model` on crops of tracked
+    /// objects finds one of `labels` (e.g. `no_helmet`).
+    NoHelmet,
+    /// Fire or smoke: a `model` on the whole frame (or a zone) finds one of `labels`.
+    FireSmoke,
+    /// A fight: a `model` on the whole frame (or a zone) finds one of `labels`.
+    Fight,
+}
+
+/// Which part of a tracked object's box a cascade model sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CropRegion {
+    #[default]
+    Box,
+    UpperHalf,
+    UpperThird,
 }
 
 impl RuleKind {
@@ -284,6 +301,9 @@ impl RuleKind {
             RuleKind::Intrusion => "order.intrusion",
             RuleKind::RedLight => "traffic.red_light",
             RuleKind::StopLine => "traffic.stop_line",
+            RuleKind::NoHelmet => "traffic.no_helmet",
+            RuleKind::FireSmoke => "order.fire_smoke",
+            RuleKind::Fight => "order.fight",
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -303,7 +323,11 @@ impl RuleKind {
                 Needs::Line
             }
             RuleKind::WrongWay | RuleKind::LaneClass => Needs::Lane,
-            RuleKind::Speeding | RuleKind::Overload => Needs::Nothing,
+            RuleKind::Speeding
+            | RuleKind::Overload
+            | RuleKind::NoHelmet
+            | RuleKind::FireSmoke
+            | RuleKind::Fight => Needs::Nothing,
         }
     }
 }
@@ -473,6 +497,27 @@ pub struct RuleConfig {
     /// For `intrusion` (and `zone_enter`): when the rule is active. Default: always.
     #[serde(default)]
     pub schedule: Option<ScheduleConfig>,
+    /// Cascade (`no_helmet`, `fire_smoke`, `fight`): the second model, one of `[[models]]`.
+    #[serde(default)]
+    pub model: Option<Spanned<String>>,
+    /// Cascade: labels of that model that mean a violation (e.g. `["no_helmet"]`).
+    #[serde(default)]
+    pub labels: Option<Spanned<Vec<String>>>,
+    /// Cascade: score of a label needed to count as a positive. Default 0.6.
+    #[serde(default)]
+    pub min_confidence: Option<f32>,
+    /// Cascade: positive results needed before the rule fires (and, for
+    /// whole-frame rules, negatives before it ends). Default 2.
+    #[serde(default)]
+    pub min_votes: Option<u32>,
+    /// Cascade: most model runs per second per tracked object (or per frame
+    /// region). Default 1.
+    #[serde(default)]
+    pub max_rate_hz: Option<f64>,
+    /// Cascade on tracks: `box`, `upper_half` or `upper_third` of the object's
+    /// box. Default `upper_half` for no_helmet.
+    #[serde(default)]
+    pub region: Option<CropRegion>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -979,6 +1024,44 @@ impl Config {
                         _ => {}
                     },
                     Needs::Nothing => {}
+                }
+                if matches!(
+                    kind,
+                    RuleKind::NoHelmet | RuleKind::FireSmoke | RuleKind::Fight
+                ) {
+                    match &r.model {
+                        None => c.at(r.kind.span(), format!("rule '{what}' needs `model = \"<name>\"`: the model that judges it (see README, Cascades)")),
+                        Some(m) => match manifests.iter().find(|(n, _)| n == m.get_ref()) {
+                            None => c.at(m.span(), format!("model '{}' is not in [[models]] — add it there", m.get_ref())),
+                            Some((_, Some(man))) => match &r.labels {
+                                None => c.at(r.kind.span(), format!("rule '{what}' needs `labels = [...]`: the labels of model '{}' that mean a violation", man.name)),
+                                Some(ls) => {
+                                    for l in ls.get_ref() {
+                                        if !man.labels.iter().any(|x| x == l) {
+                                            c.at(ls.span(), format!("label '{l}' is not a label of model '{}'", man.name));
+                                        }
+                                    }
+                                }
+                            },
+                            Some((_, None)) => {}
+                        },
+                    }
+                    if let Some(z) = &r.zone
+                        && !zone_names.contains(z.get_ref())
+                    {
+                        c.at(
+                            z.span(),
+                            format!("zone '{}' is not defined for camera '{cid}'", z.get_ref()),
+                        );
+                    }
+                    if r.min_confidence.is_some_and(|v| !(0.0..=1.0).contains(&v))
+                        || r.max_rate_hz.is_some_and(|v| v.is_nan() || v <= 0.0)
+                    {
+                        c.at(
+                            r.kind.span(),
+                            "min_confidence must be in 0..1 and max_rate_hz above 0",
+                        );
+                    }
                 }
                 if kind == RuleKind::Crowd && r.max_count.is_none() {
                     c.at(

@@ -116,11 +116,30 @@ pub enum OutputSpec {
         #[serde(default = "default_iou")]
         nms_iou: f32,
     },
+    /// An image classifier: one `[1, classes]` tensor of scores, for cascades
+    /// on crops (e.g. helmet / no_helmet on motorbike riders) or whole frames
+    /// (fire / smoke, fight).
+    Classifier {
+        name: String,
+        /// `softmax` (logits), `sigmoid` (independent logits) or `none` (already probabilities).
+        #[serde(default)]
+        activation: Activation,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    Softmax,
+    Sigmoid,
+    #[default]
+    None,
 }
 
 impl OutputSpec {
     pub fn score_threshold(&self) -> f32 {
         match self {
+            OutputSpec::Classifier { .. } => 0.0,
             OutputSpec::Yolox {
                 score_threshold, ..
             }
@@ -131,11 +150,13 @@ impl OutputSpec {
     }
     pub fn nms_iou(&self) -> f32 {
         match self {
+            OutputSpec::Classifier { .. } => 1.0,
             OutputSpec::Yolox { nms_iou, .. } | OutputSpec::Nanodet { nms_iou, .. } => *nms_iou,
         }
     }
     pub fn kind(&self) -> &'static str {
         match self {
+            OutputSpec::Classifier { .. } => "classifier",
             OutputSpec::Yolox { .. } => "yolox",
             OutputSpec::Nanodet { .. } => "nanodet",
         }

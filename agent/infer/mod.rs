@@ -165,9 +165,16 @@ impl Detector {
 
     /// Runs the model on one frame; boxes come back in frame pixels.
     pub fn detect(&mut self, frame: &Frame) -> Result<Vec<Detection>, InferError> {
+        Ok(self.run(frame, None)?.detections)
+    }
+
+    /// Runs the model on the whole frame or on a crop `[x, y, w, h]`
+    /// (pixels). Detectors return boxes in frame pixels; classifiers return
+    /// one score per label.
+    pub fn run(&mut self, frame: &Frame, crop: Option<[usize; 4]>) -> Result<Output, InferError> {
         let spec = &self.manifest.input;
         let (mw, mh) = (spec.width(), spec.height());
-        let t = preprocess::i420_to_tensor(frame, spec, &mut self.input);
+        let t = preprocess::i420_crop_to_tensor(frame, crop, spec, &mut self.input);
         let name = self.manifest.name.clone();
         let run_err = |e: String| InferError::Run {
             model: name.clone(),
@@ -192,6 +199,19 @@ impl Detector {
             Ok(data)
         };
         let candidates = match &self.manifest.output {
+            OutputSpec::Classifier { name, activation } => {
+                let raw = get(name)?;
+                if raw.len() != ncls {
+                    return Err(run_err(format!(
+                        "classifier output has {} scores but the manifest has {ncls} labels",
+                        raw.len()
+                    )));
+                }
+                return Ok(Output {
+                    detections: Vec::new(),
+                    scores: postprocess::activate(raw, *activation),
+                });
+            }
             OutputSpec::Yolox { name, strides, .. } => {
                 postprocess::decode_yolox(get(name)?, ncls, strides, mw, mh, self.threshold)
                     .map_err(run_err)?
@@ -221,17 +241,35 @@ impl Detector {
             }
         };
         let kept = postprocess::nms(candidates, self.manifest.output.nms_iou());
-        Ok(postprocess::to_frame(kept, &t, frame.width, frame.height))
+        Ok(Output {
+            detections: postprocess::to_frame(kept, &t, frame.width, frame.height),
+            scores: Vec::new(),
+        })
     }
+}
+
+/// What a model produced.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    /// Detectors: boxes in frame pixels.
+    pub detections: Vec<Detection>,
+    /// Classifiers: one score per label.
+    pub scores: Vec<f32>,
 }
 
 /// Result of one inference.
 pub struct Inference {
     pub detections: Vec<Detection>,
+    /// Classifier scores (one per label); empty for detectors.
+    pub scores: Vec<f32>,
     pub millis: f64,
 }
 
-type Job = (Arc<Frame>, oneshot::Sender<Result<Inference, InferError>>);
+type Job = (
+    Arc<Frame>,
+    Option<[usize; 4]>,
+    oneshot::Sender<Result<Inference, InferError>>,
+);
 
 /// A detector running on its own OS thread; cameras share it through this
 /// cheap handle. Requests queue in a bounded channel (each camera has at most
@@ -248,10 +286,11 @@ impl DetectorHandle {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(queue.max(1));
         let name = format!("infer-{}", det.manifest.name);
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
-            while let Ok((frame, reply)) = rx.recv() {
+            while let Ok((frame, crop, reply)) = rx.recv() {
                 let start = Instant::now();
-                let res = det.detect(&frame).map(|detections| Inference {
-                    detections,
+                let res = det.run(&frame, crop).map(|o| Inference {
+                    detections: o.detections,
+                    scores: o.scores,
                     millis: start.elapsed().as_secs_f64() * 1e3,
                 });
                 let _ = reply.send(res);
@@ -264,10 +303,19 @@ impl DetectorHandle {
     }
 
     pub async fn detect(&self, frame: Arc<Frame>) -> Result<Inference, InferError> {
+        self.infer(frame, None).await
+    }
+
+    /// Runs the model on the whole frame or a crop `[x, y, w, h]` in pixels.
+    pub async fn infer(
+        &self,
+        frame: Arc<Frame>,
+        crop: Option<[usize; 4]>,
+    ) -> Result<Inference, InferError> {
         let (rtx, rrx) = oneshot::channel();
         let stopped = || InferError::Stopped(self.manifest.name.clone());
         // try_send first; fall back to a blocking send off the async workers.
-        match self.tx.try_send((frame, rtx)) {
+        match self.tx.try_send((frame, crop, rtx)) {
             Ok(()) => {}
             Err(std::sync::mpsc::TrySendError::Full(job)) => {
                 let tx = self.tx.clone();

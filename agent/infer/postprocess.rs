@@ -139,6 +139,21 @@ fn argmax(v: &[f32]) -> (usize, f32) {
     best
 }
 
+/// Classifier scores from raw outputs.
+pub fn activate(raw: &[f32], act: crate::infer::manifest::Activation) -> Vec<f32> {
+    use crate::infer::manifest::Activation;
+    match act {
+        Activation::None => raw.to_vec(),
+        Activation::Sigmoid => raw.iter().map(|x| 1.0 / (1.0 + (-x).exp())).collect(),
+        Activation::Softmax => {
+            let m = raw.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let e: Vec<f32> = raw.iter().map(|x| (x - m).exp()).collect();
+            let s: f32 = e.iter().sum();
+            e.into_iter().map(|x| x / s).collect()
+        }
+    }
+}
+
 pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     let ix = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
     let iy = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
@@ -267,6 +282,15 @@ mod tests {
         assert_eq!(kept[0].score, 0.9);
         assert!(kept.iter().any(|k| k.class == 1));
         assert!(!kept.iter().any(|k| k.score == 0.5));
+    }
+
+    #[test]
+    fn classifier_activations() {
+        use crate::infer::manifest::Activation;
+        let s = activate(&[1.0, 1.0, 3.0], Activation::Softmax);
+        assert!((s.iter().sum::<f32>() - 1.0).abs() < 1e-6 && s[2] > 0.7);
+        assert_eq!(activate(&[0.0], Activation::Sigmoid), vec![0.5]);
+        assert_eq!(activate(&[0.2, 0.8], Activation::None), vec![0.2, 0.8]);
     }
 
     #[test]

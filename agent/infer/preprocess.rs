@@ -73,10 +73,31 @@ fn clamp_u8(v: i32) -> f32 {
 /// Fills `out` (length 3·H·W) with the model input for `frame`; returns the
 /// transform from model coordinates back to frame coordinates.
 pub fn i420_to_tensor(frame: &Frame, spec: &InputSpec, out: &mut Vec<f32>) -> Transform {
+    i420_crop_to_tensor(frame, None, spec, out)
+}
+
+/// Like [`i420_to_tensor`] for a region `[x, y, w, h]` of the frame (pixels,
+/// clipped to the frame): cascades run their model on crops of tracked
+/// objects without converting anything outside the crop.
+pub fn i420_crop_to_tensor(
+    frame: &Frame,
+    crop: Option<[usize; 4]>,
+    spec: &InputSpec,
+    out: &mut Vec<f32>,
+) -> Transform {
+    let (fw_all, fh_all) = (frame.width as usize, frame.height as usize);
+    let [cx0, cy0, cwid, chei] = match crop {
+        Some([x, y, w, h]) => {
+            let x = x.min(fw_all - 1);
+            let y = y.min(fh_all - 1);
+            [x, y, w.clamp(1, fw_all - x), h.clamp(1, fh_all - y)]
+        }
+        None => [0, 0, fw_all, fh_all],
+    };
     let (mw, mh) = (spec.width(), spec.height());
     let plane = mw * mh;
     out.resize(3 * plane, 0.0);
-    let (t, nw, nh) = letterbox(spec, frame.width, frame.height);
+    let (mut t, nw, nh) = letterbox(spec, cwid as u32, chei as u32);
     let ox = t.pad_x as usize;
     let oy = t.pad_y as usize;
 
@@ -97,20 +118,22 @@ pub fn i420_to_tensor(frame: &Frame, spec: &InputSpec, out: &mut Vec<f32>) -> Tr
         ColorOrder::Bgr => (2, 1, 0),
     };
 
-    let (fw, fh) = (frame.width as usize, frame.height as usize);
+    let fw = fw_all;
     let (y_plane, u_plane, v_plane) = (frame.y(), frame.u(), frame.v());
     let cw = frame.chroma_width();
-    let sx = fw as f32 / nw as f32;
-    let sy = fh as f32 / nh as f32;
+    let sx = cwid as f32 / nw as f32;
+    let sy = chei as f32 / nh as f32;
+    // Sample positions stay inside the crop.
+    let (xmax, ymax) = (cx0 + cwid - 1, cy0 + chei - 1);
 
     // Horizontal tables: left sample, right sample, weight (8-bit fixed point), chroma column.
     let mut xs: Vec<(usize, usize, i32, usize)> = Vec::with_capacity(nw);
     for x in 0..nw {
-        let fx = ((x as f32 + 0.5) * sx - 0.5).max(0.0);
-        let x0 = (fx as usize).min(fw - 1);
-        let x1 = (x0 + 1).min(fw - 1);
+        let fx = cx0 as f32 + ((x as f32 + 0.5) * sx - 0.5).max(0.0);
+        let x0 = (fx as usize).min(xmax);
+        let x1 = (x0 + 1).min(xmax);
         let wx = ((fx - x0 as f32) * 256.0) as i32;
-        let cx = (((x as f32 + 0.5) * sx) as usize).min(fw - 1) / 2;
+        let cx = (cx0 + ((x as f32 + 0.5) * sx) as usize).min(xmax) / 2;
         xs.push((x0, x1, wx, cx));
     }
 
@@ -119,11 +142,11 @@ pub fn i420_to_tensor(frame: &Frame, spec: &InputSpec, out: &mut Vec<f32>) -> Tr
     let planes: [&mut [f32]; 3] = [r_plane, g_plane, b_plane];
     // planes[k] is tensor channel k; find which tensor channel gets R, G and B.
     for y in 0..nh {
-        let fy = ((y as f32 + 0.5) * sy - 0.5).max(0.0);
-        let y0 = (fy as usize).min(fh - 1);
-        let y1 = (y0 + 1).min(fh - 1);
+        let fy = cy0 as f32 + ((y as f32 + 0.5) * sy - 0.5).max(0.0);
+        let y0 = (fy as usize).min(ymax);
+        let y1 = (y0 + 1).min(ymax);
         let wy = ((fy - y0 as f32) * 256.0) as i32;
-        let cy = (((y as f32 + 0.5) * sy) as usize).min(fh - 1) / 2;
+        let cy = (cy0 + ((y as f32 + 0.5) * sy) as usize).min(ymax) / 2;
         let row0 = &y_plane[y0 * fw..y0 * fw + fw];
         let row1 = &y_plane[y1 * fw..y1 * fw + fw];
         let urow = &u_plane[cy * cw..cy * cw + cw];
@@ -145,6 +168,9 @@ pub fn i420_to_tensor(frame: &Frame, spec: &InputSpec, out: &mut Vec<f32>) -> Tr
             planes[bi][i] = (b - mean[bi]) * inv[bi];
         }
     }
+    // Model canvas → frame: undo the crop offset too.
+    t.pad_x -= cx0 as f32 * t.scale_x;
+    t.pad_y -= cy0 as f32 * t.scale_y;
     t
 }
 
@@ -199,6 +225,23 @@ mod tests {
         assert!(out[64 + px] < 20.0, "G {}", out[64 + px]);
         assert!(out[128 + px] < 20.0, "B {}", out[128 + px]);
         assert_eq!(out[0], 114.0); // top padding row
+        // A crop maps back to frame coordinates.
+        let mut big = grey_frame(40, 20, 81, 90, 240);
+        for v in big.y_mut().iter_mut().take(40 * 10) {
+            *v = 235;
+        }
+        let t2 = i420_crop_to_tensor(
+            &big,
+            Some([20, 10, 16, 8]),
+            &spec(Letterbox::TopLeft, ColorOrder::Rgb),
+            &mut out,
+        );
+        let (fx, fy) = t2.to_frame(0.0, 0.0);
+        assert_eq!((fx, fy), (20.0, 10.0));
+        assert!(
+            out[0] > 200.0 && out[64] < 40.0,
+            "crop is from the red lower half"
+        );
         let mut bgr = Vec::new();
         i420_to_tensor(&f, &spec(Letterbox::Center, ColorOrder::Bgr), &mut bgr);
         assert!(bgr[128 + px] > 240.0); // red lands in the last channel for BGR

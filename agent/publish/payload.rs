@@ -69,6 +69,9 @@ pub struct Alert {
     /// Seconds the object stayed (stops, parking, loitering).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dwell_secs: Option<f64>,
+    /// Best score of the cascade model (`traffic.no_helmet`, `order.fire_smoke`, `order.fight`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
     /// The signal state that decided (`traffic.red_light`, `traffic.stop_line`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<SignalInfo>,

@@ -250,6 +250,34 @@ pub struct Params {
     pub schedule: Option<Schedule>,
 }
 
+/// A rule that asks a second model (on crops of tracked objects, or on the
+/// whole frame / a zone) before it decides.
+#[derive(Debug, Clone)]
+pub struct Cascade {
+    /// Model name (one of `[[models]]`).
+    pub model: String,
+    /// Labels of that model that mean a violation.
+    pub labels: Vec<String>,
+    pub min_confidence: f32,
+    pub min_votes: u32,
+    /// Seconds between two runs for the same object (or region).
+    pub interval: f64,
+    pub region: crate::config::CropRegion,
+}
+
+/// One run of a cascade model the camera should do for this frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CascadeRequest {
+    pub rule: usize,
+    /// The tracked object, or `None` for a whole-frame / zone rule.
+    pub track: Option<u64>,
+    /// Crop, normalised `[x1, y1, x2, y2]`.
+    pub crop: [f64; 4],
+}
+
+/// Most cascade runs per rule and frame (bounds the cost of a busy scene).
+const MAX_CASCADES_PER_FRAME: usize = 4;
+
 /// A compiled rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -263,6 +291,11 @@ pub struct Rule {
     pub min_hits: u32,
     pub severity: Severity,
     pub params: Params,
+    pub cascade: Option<Cascade>,
+    /// Cascade votes per track: (positives, last request time, best confidence).
+    votes: HashMap<u64, (u32, f64, f32)>,
+    /// Whole-frame cascade: last request, consecutive positives, consecutive negatives, best.
+    frame_votes: (f64, u32, u32, f32),
     fired: HashSet<u64>,
     /// Per track: when and where the rule's condition started to hold.
     since: HashMap<u64, (f64, [f64; 2])>,
@@ -295,6 +328,8 @@ pub struct Firing {
     pub dwell_secs: Option<f64>,
     /// Signal state that decided (red_light, stop_line) and its source.
     pub signal: Option<(Light, &'static str)>,
+    /// Best confidence of the cascade model (no_helmet, fire_smoke, fight).
+    pub confidence: Option<f32>,
 }
 
 impl Firing {
@@ -308,6 +343,7 @@ impl Firing {
             phase: None,
             dwell_secs: None,
             signal: None,
+            confidence: None,
         }
     }
 }
@@ -354,37 +390,46 @@ impl RuleEngine {
             .iter()
             .filter_map(|r| {
                 let kind = *r.kind.get_ref();
-                let geometry = match kind.needs() {
-                    crate::config::Needs::Zone => {
-                        let zn = r.zone.as_ref()?.get_ref();
-                        let z = cam.zones.iter().find(|z| z.name.get_ref() == zn)?;
-                        Geometry::Zone {
-                            name: zn.clone(),
-                            polygon: z.polygon.get_ref().clone(),
+                let geometry =
+                    match kind.needs() {
+                        crate::config::Needs::Zone => {
+                            let zn = r.zone.as_ref()?.get_ref();
+                            let z = cam.zones.iter().find(|z| z.name.get_ref() == zn)?;
+                            Geometry::Zone {
+                                name: zn.clone(),
+                                polygon: z.polygon.get_ref().clone(),
+                            }
                         }
-                    }
-                    crate::config::Needs::Line => {
-                        let ln = r.line.as_ref()?.get_ref();
-                        let l = cam.lines.iter().find(|l| l.name.get_ref() == ln)?;
-                        let p = l.points.get_ref();
-                        Geometry::Line {
-                            name: ln.clone(),
-                            points: [*p.first()?, *p.get(1)?],
+                        crate::config::Needs::Line => {
+                            let ln = r.line.as_ref()?.get_ref();
+                            let l = cam.lines.iter().find(|l| l.name.get_ref() == ln)?;
+                            let p = l.points.get_ref();
+                            Geometry::Line {
+                                name: ln.clone(),
+                                points: [*p.first()?, *p.get(1)?],
+                            }
                         }
-                    }
-                    crate::config::Needs::Lane => {
-                        let ln = r.lane.as_ref()?.get_ref();
-                        let l = cam.lanes.iter().find(|l| l.name.get_ref() == ln)?;
-                        let d = l.direction.as_ref()?.get_ref();
-                        Geometry::Lane {
-                            name: ln.clone(),
-                            polygon: l.polygon.get_ref().clone(),
-                            arrow: [*d.first()?, *d.get(1)?],
-                            allowed: idx(l.classes.get_ref()),
+                        crate::config::Needs::Lane => {
+                            let ln = r.lane.as_ref()?.get_ref();
+                            let l = cam.lanes.iter().find(|l| l.name.get_ref() == ln)?;
+                            let d = l.direction.as_ref()?.get_ref();
+                            Geometry::Lane {
+                                name: ln.clone(),
+                                polygon: l.polygon.get_ref().clone(),
+                                arrow: [*d.first()?, *d.get(1)?],
+                                allowed: idx(l.classes.get_ref()),
+                            }
                         }
-                    }
-                    crate::config::Needs::Nothing => Geometry::None,
-                };
+                        crate::config::Needs::Nothing => match r.zone.as_ref().and_then(|z| {
+                            cam.zones.iter().find(|x| x.name.get_ref() == z.get_ref())
+                        }) {
+                            Some(z) => Geometry::Zone {
+                                name: z.name.get_ref().clone(),
+                                polygon: z.polygon.get_ref().clone(),
+                            },
+                            None => Geometry::None,
+                        },
+                    };
                 let (min_secs, dwell) = defaults(kind);
                 let schedule = r.schedule.as_ref().and_then(|s| {
                     Some(Schedule {
@@ -397,7 +442,7 @@ impl RuleEngine {
                 if classes.is_empty() {
                     let default: &[&str] = match kind {
                         RuleKind::Crowd | RuleKind::Loitering => &["person"],
-                        RuleKind::Overload => &["motorcycle"],
+                        RuleKind::Overload | RuleKind::NoHelmet => &["motorcycle"],
                         RuleKind::Sidewalk | RuleKind::IllegalStop | RuleKind::IllegalParking => {
                             &["car", "motorcycle", "bus", "truck", "bicycle"]
                         }
@@ -433,6 +478,24 @@ impl RuleEngine {
                         speed_limit_kmh: r.speed_limit_kmh.unwrap_or(f64::INFINITY),
                         schedule,
                     },
+                    cascade: r.model.as_ref().map(|m| Cascade {
+                        model: m.get_ref().clone(),
+                        labels: r
+                            .labels
+                            .as_ref()
+                            .map(|l| l.get_ref().clone())
+                            .unwrap_or_default(),
+                        min_confidence: r.min_confidence.unwrap_or(0.6),
+                        min_votes: r.min_votes.unwrap_or(2).max(1),
+                        interval: 1.0 / r.max_rate_hz.unwrap_or(1.0).max(1e-3),
+                        region: r.region.unwrap_or(if kind == RuleKind::NoHelmet {
+                            crate::config::CropRegion::UpperHalf
+                        } else {
+                            crate::config::CropRegion::Box
+                        }),
+                    }),
+                    votes: HashMap::new(),
+                    frame_votes: (f64::NEG_INFINITY, 0, 0, 0.0),
                     fired: HashSet::new(),
                     since: HashMap::new(),
                     crowd: (false, None, None),
@@ -449,6 +512,117 @@ impl RuleEngine {
             person: labels.iter().position(|l| l == "person"),
             signal: VecDeque::new(),
             has_signal: cam.signal.is_some(),
+        }
+    }
+
+    /// The cascade runs due for this frame: per tracked object at most one
+    /// per `interval`, at most [`MAX_CASCADES_PER_FRAME`] per rule.
+    pub fn cascade_requests(
+        &mut self,
+        tracks: &[Track],
+        w: u32,
+        h: u32,
+        t: f64,
+    ) -> Vec<CascadeRequest> {
+        let (w, h) = (w as f64, h as f64);
+        let mut out = Vec::new();
+        for (ri, rule) in self.rules.iter_mut().enumerate() {
+            let Some(c) = &rule.cascade else { continue };
+            if matches!(rule.kind, RuleKind::FireSmoke | RuleKind::Fight) {
+                if t - rule.frame_votes.0 >= c.interval {
+                    rule.frame_votes.0 = t;
+                    let crop = match &rule.geometry {
+                        Geometry::Zone { polygon, .. } => {
+                            polygon.iter().fold([1.0f64, 1.0, 0.0, 0.0], |b, p| {
+                                [
+                                    b[0].min(p[0]),
+                                    b[1].min(p[1]),
+                                    b[2].max(p[0]),
+                                    b[3].max(p[1]),
+                                ]
+                            })
+                        }
+                        _ => [0.0, 0.0, 1.0, 1.0],
+                    };
+                    out.push(CascadeRequest {
+                        rule: ri,
+                        track: None,
+                        crop,
+                    });
+                }
+                continue;
+            }
+            let mut n = 0;
+            // Least recently checked objects first.
+            let mut cands: Vec<&Track> = tracks
+                .iter()
+                .filter(|tr| {
+                    tr.matched && tr.confirmed(rule.min_hits) && !rule.fired.contains(&tr.id)
+                })
+                .filter(|tr| rule.classes.is_empty() || rule.classes.contains(&tr.class()))
+                .filter(|tr| rule.votes.get(&tr.id).is_none_or(|v| t - v.1 >= c.interval))
+                .collect();
+            cands.sort_by(|a, b| {
+                let la = rule.votes.get(&a.id).map_or(f64::NEG_INFINITY, |v| v.1);
+                let lb = rule.votes.get(&b.id).map_or(f64::NEG_INFINITY, |v| v.1);
+                la.total_cmp(&lb).then(a.id.cmp(&b.id))
+            });
+            for tr in cands {
+                if n == MAX_CASCADES_PER_FRAME {
+                    break;
+                }
+                let b = tr.bbox;
+                let (x1, y1, x2, y2) = (
+                    b[0] as f64 / w,
+                    b[1] as f64 / h,
+                    b[2] as f64 / w,
+                    b[3] as f64 / h,
+                );
+                let y2 = match c.region {
+                    crate::config::CropRegion::Box => y2,
+                    crate::config::CropRegion::UpperHalf => y1 + (y2 - y1) / 2.0,
+                    crate::config::CropRegion::UpperThird => y1 + (y2 - y1) / 3.0,
+                };
+                let v = rule.votes.entry(tr.id).or_insert((0, t, 0.0));
+                v.1 = t;
+                out.push(CascadeRequest {
+                    rule: ri,
+                    track: Some(tr.id),
+                    crop: [x1, y1, x2, y2],
+                });
+                n += 1;
+            }
+        }
+        out
+    }
+
+    /// Feeds back a cascade run: `confidence` is the best score of any of the
+    /// rule's labels in the model's output.
+    pub fn cascade_result(&mut self, req: &CascadeRequest, confidence: f32) {
+        let Some(rule) = self.rules.get_mut(req.rule) else {
+            return;
+        };
+        let Some(c) = &rule.cascade else { return };
+        let positive = confidence >= c.min_confidence;
+        match req.track {
+            Some(id) => {
+                let v = rule.votes.entry(id).or_insert((0, f64::NEG_INFINITY, 0.0));
+                if positive {
+                    v.0 += 1;
+                    v.2 = v.2.max(confidence);
+                }
+            }
+            None => {
+                let f = &mut rule.frame_votes;
+                if positive {
+                    f.1 += 1;
+                    f.2 = 0;
+                    f.3 = f.3.max(confidence);
+                } else {
+                    f.2 += 1;
+                    f.1 = 0;
+                }
+            }
         }
     }
 
@@ -525,6 +699,27 @@ impl RuleEngine {
                     && tr.best_score >= rule.min_score
             };
 
+            rule.votes
+                .retain(|id, _| tracks.iter().any(|t| t.id == *id));
+            if matches!(rule.kind, RuleKind::FireSmoke | RuleKind::Fight) {
+                let need = rule.cascade.as_ref().map_or(2, |c| c.min_votes);
+                let (active, _, _) = rule.crowd;
+                let (_, pos, neg, best) = rule.frame_votes;
+                if !active && pos >= need {
+                    rule.crowd.0 = true;
+                    let mut f = Firing::new(ri, Vec::new());
+                    f.phase = Some("start");
+                    f.confidence = Some(best);
+                    out.push(f);
+                } else if active && neg >= need {
+                    rule.crowd.0 = false;
+                    rule.frame_votes.3 = 0.0;
+                    let mut f = Firing::new(ri, Vec::new());
+                    f.phase = Some("end");
+                    out.push(f);
+                }
+                continue;
+            }
             if rule.kind == RuleKind::Crowd {
                 // Count every live track seen in the last second, so that one
                 // missed detection does not restart the timers.
@@ -734,7 +929,17 @@ impl RuleEngine {
                                 });
                         }
                     }
-                    RuleKind::Crowd => {}
+                    RuleKind::NoHelmet => {
+                        let need = rule.cascade.as_ref().map_or(2, |c| c.min_votes);
+                        if let Some(&(pos, _, best)) = rule.votes.get(&tr.id)
+                            && pos >= need
+                        {
+                            let mut f = Firing::new(ri, vec![obj(tr)]);
+                            f.confidence = Some(best);
+                            fire = Some(f);
+                        }
+                    }
+                    RuleKind::Crowd | RuleKind::FireSmoke | RuleKind::Fight => {}
                 }
                 if let Some(f) = fire {
                     rule.fired.insert(tr.id);
@@ -845,6 +1050,69 @@ direction = "right_to_left"
             all.extend(eng.evaluate(&tracks, 100, 100, i as f64 * 0.2, SystemTime::now()));
         }
         all
+    }
+
+    #[test]
+    fn cascade_votes_are_rate_limited_and_fire_once() {
+        let text = r#"
+[[cameras]]
+id = "c"
+url = "rtsp://x/y"
+[[cameras.rules]]
+kind = "no_helmet"
+classes = ["car"]
+model = "helmet"
+labels = ["no_helmet"]
+min_votes = 2
+max_rate_hz = 1.0
+[[cameras.rules]]
+kind = "fire_smoke"
+model = "fire"
+labels = ["fire"]
+min_votes = 2
+max_rate_hz = 2.0
+"#;
+        #[derive(serde::Deserialize)]
+        struct W {
+            cameras: Vec<CameraConfig>,
+        }
+        let cam = toml::from_str::<W>(text).unwrap().cameras.remove(0);
+        let mut eng = RuleEngine::from_camera(&cam, &labels());
+        let mut tr = Tracker::new(TrackerConfig::default());
+        let (mut requests, mut fired, mut fire_events) = (0, 0, Vec::new());
+        for i in 0..30 {
+            let t = i as f64 * 0.2;
+            let d = Detection {
+                class: 2,
+                score: 0.9,
+                bbox: [10.0 + i as f32, 40.0, 30.0 + i as f32, 60.0],
+            };
+            let tracks = tr.update(&[d], t).to_vec();
+            for req in eng.cascade_requests(&tracks, 100, 100, t) {
+                if req.track.is_some() {
+                    requests += 1;
+                    // Upper half of the box only.
+                    assert!((req.crop[3] - 0.5).abs() < 1e-6, "{:?}", req.crop);
+                    eng.cascade_result(&req, 0.9);
+                } else {
+                    // Fire seen for the first 3 s, then gone.
+                    eng.cascade_result(&req, if t < 3.0 { 0.8 } else { 0.1 });
+                }
+            }
+            for f in eng.evaluate(&tracks, 100, 100, t, SystemTime::now()) {
+                match eng.rules[f.rule].kind {
+                    RuleKind::NoHelmet => {
+                        fired += 1;
+                        assert_eq!(f.confidence, Some(0.9));
+                    }
+                    _ => fire_events.push(f.phase),
+                }
+            }
+        }
+        // 1 Hz per track: the second positive comes about 1 s after the first; then it stops asking.
+        assert_eq!(fired, 1);
+        assert_eq!(requests, 2, "requests after firing");
+        assert_eq!(fire_events, vec![Some("start"), Some("end")]);
     }
 
     #[test]
