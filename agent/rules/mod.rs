@@ -552,7 +552,6 @@ impl RuleEngine {
                 }
                 continue;
             }
-            let mut n = 0;
             // Least recently checked objects first.
             let mut cands: Vec<&Track> = tracks
                 .iter()
@@ -567,10 +566,7 @@ impl RuleEngine {
                 let lb = rule.votes.get(&b.id).map_or(f64::NEG_INFINITY, |v| v.1);
                 la.total_cmp(&lb).then(a.id.cmp(&b.id))
             });
-            for tr in cands {
-                if n == MAX_CASCADES_PER_FRAME {
-                    break;
-                }
+            for tr in cands.into_iter().take(MAX_CASCADES_PER_FRAME) {
                 let b = tr.bbox;
                 let (x1, y1, x2, y2) = (
                     b[0] as f64 / w,
@@ -590,7 +586,6 @@ impl RuleEngine {
                     track: Some(tr.id),
                     crop: [x1, y1, x2, y2],
                 });
-                n += 1;
             }
         }
         out
