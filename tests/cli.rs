@@ -190,6 +190,23 @@ fn lanes_calibration_and_schedules_are_checked() {
         e.contains(&format!("{p}:26:51: 'Asia/Hanoi_City' is not a time zone")),
         "{e}"
     );
+    // A cascade rule without a model, and one with a label its model lacks.
+    let (o, _) = check(&cam("\n[[cameras.rules]]\nkind = \"no_helmet\"\n"));
+    assert!(
+        stderr(&o).contains("rule 'no_helmet' needs `model"),
+        "{}",
+        stderr(&o)
+    );
+    let (o, p) = check(&cam(
+        "\n[[cameras.rules]]\nkind = \"fire_smoke\"\nmodel = \"yolox_nano\"\nlabels = [\"fire\"]\n",
+    ));
+    assert!(
+        stderr(&o).contains(&format!(
+            "{p}:26:10: label 'fire' is not a label of model 'yolox_nano'"
+        )),
+        "{}",
+        stderr(&o)
+    );
     // Speeding without calibration or limit.
     let (o, _) = check(&cam("\n[[cameras.rules]]\nkind = \"speeding\"\n"));
     let e = stderr(&o);
