@@ -360,6 +360,14 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
             infer_n += 1;
             if let Some((light, source)) = signal.read(&frame) {
                 rules.set_signal(frame.pts, light, source);
+                ctx.status.update(ctx.id(), |s| {
+                    if s.signal.as_ref().is_none_or(|x| x.state != light) {
+                        s.signal = Some(crate::publish::payload::SignalInfo {
+                            state: light,
+                            source: source.to_string(),
+                        });
+                    }
+                });
             }
             let tracks = tracker.update(&inf.detections, frame.pts).to_vec();
             for req in rules.cascade_requests(&tracks, frame.width, frame.height, frame.pts) {

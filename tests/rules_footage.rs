@@ -170,6 +170,8 @@ url = "{url}"
 [cameras.signal]
 source = "mqtt"
 topic = "{topic}"
+# This controller publishes on change only (retained): trust a state for a minute.
+max_age_secs = 60
 [[cameras.lines]]
 name = "stop"
 points = [[0.5, 0.45], [0.5, 1.0]]

@@ -457,7 +457,7 @@ pub struct RuleConfig {
     #[serde(default = "default_classes")]
     pub classes: Spanned<Vec<String>>,
     /// `any`, `left_to_right`, `right_to_left`, `top_to_bottom`, `bottom_to_top`
-    /// (for `line_cross`). Default `any`.
+    /// (for line_cross, lane_line, red_light — required there — and stop_line). Default `any`.
     #[serde(default)]
     pub direction: Direction,
     /// Minimum detection score of the object. Default 0 (the model's threshold applies).
@@ -474,7 +474,8 @@ pub struct RuleConfig {
     #[serde(default)]
     pub lane: Option<Spanned<String>>,
     /// Seconds a condition must hold before the rule fires. Defaults per kind:
-    /// wrong_way 1, lane_class 1, sidewalk 1, speeding 1, overload 1, crowd 5.
+    /// wrong_way 1, lane_class 1, sidewalk 1, speeding 1, overload 1,
+    /// stop_line 2, crowd 5.
     #[serde(default)]
     pub min_secs: Option<f64>,
     /// Seconds an object must stay (illegal_stop 30, illegal_parking 300, loitering 60).
@@ -842,6 +843,14 @@ impl Config {
                     manifests.first().and_then(|(_, m)| m.as_ref())
                 }
             };
+            if let Some(man) = manifest
+                && man.output.kind() == "classifier"
+            {
+                c.at(
+                    cam.model.as_ref().map(|m| m.span()).unwrap_or(cam.id.span()),
+                    format!("camera '{cid}' would use classifier '{}' as its detector; set `model` to a detector (classifiers serve cascade rules)", man.name),
+                );
+            }
 
             let mut zone_names = HashSet::new();
             for z in &cam.zones {
@@ -969,6 +978,9 @@ impl Config {
             if let Some(sig) = &cam.signal {
                 match sig.source.get_ref() {
                     SignalSource::Image => {
+                        if sig.hold_frames == 0 {
+                            c.at(sig.source.span(), "signal hold_frames must be at least 1");
+                        }
                         for (b, n) in [(&sig.red_lamp, "red_lamp"), (&sig.green_lamp, "green_lamp")]
                         {
                             match b {
@@ -981,6 +993,9 @@ impl Config {
                         }
                     }
                     SignalSource::Mqtt => {
+                        if sig.max_age_secs.is_nan() || sig.max_age_secs <= 0.0 {
+                            c.at(sig.source.span(), "signal max_age_secs must be above 0");
+                        }
                         if sig.topic.as_ref().is_none_or(|t| {
                             t.get_ref().is_empty() || t.get_ref().contains(['#', '+'])
                         }) {
@@ -996,6 +1011,12 @@ impl Config {
                 let kind = *r.kind.get_ref();
                 if kind == RuleKind::RedLight && cam.signal.is_none() {
                     c.at(r.kind.span(), format!("rule 'red_light' needs [cameras.signal] for camera '{cid}' (source = \"image\" or \"mqtt\")"));
+                }
+                if kind == RuleKind::RedLight && r.direction == Direction::Any {
+                    c.at(
+                        r.kind.span(),
+                        "rule 'red_light' needs `direction`: the way traffic crosses the stop line into the junction (e.g. \"bottom_to_top\")",
+                    );
                 }
                 let what = kind.as_str();
                 match kind.needs() {
@@ -1025,10 +1046,17 @@ impl Config {
                     },
                     Needs::Nothing => {}
                 }
-                if matches!(
+                let cascade_kind = matches!(
                     kind,
                     RuleKind::NoHelmet | RuleKind::FireSmoke | RuleKind::Fight
-                ) {
+                );
+                if !cascade_kind && (r.model.is_some() || r.labels.is_some()) {
+                    c.at(r.kind.span(), format!("`model` and `labels` apply to no_helmet, fire_smoke and fight only; remove them from this '{what}' rule"));
+                }
+                if r.min_votes == Some(0) {
+                    c.at(r.kind.span(), "min_votes must be at least 1");
+                }
+                if cascade_kind {
                     match &r.model {
                         None => c.at(r.kind.span(), format!("rule '{what}' needs `model = \"<name>\"`: the model that judges it (see README, Cascades)")),
                         Some(m) => match manifests.iter().find(|(n, _)| n == m.get_ref()) {

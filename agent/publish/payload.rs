@@ -153,6 +153,10 @@ pub struct CameraStatus {
     /// Frames not given to the model, by reason.
     pub frames_skipped: SkipCounts,
     pub alerts: u64,
+    /// The camera's traffic-signal state as last read (cameras with `[cameras.signal]`),
+    /// so an installer can check the lamp boxes or the controller feed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<SignalInfo>,
     /// Sum of inference times, milliseconds (for `stats`).
     #[serde(skip)]
     pub inference_ms_sum: f64,

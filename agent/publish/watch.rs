@@ -10,7 +10,12 @@ use super::BrokerAddress;
 /// One readable line for an alert JSON, or `None` if it is not an alert.
 pub fn alert_line(payload: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
-    let obj = v.get("objects")?.as_array()?.first()?;
+    let empty = serde_json::Value::Null;
+    let obj = v
+        .get("objects")
+        .and_then(|o| o.as_array())
+        .and_then(|o| o.first())
+        .unwrap_or(&empty);
     let time = v.get("time")?.as_str()?;
     let time = time.get(11..23).unwrap_or(time);
     let place = match (
@@ -24,18 +29,43 @@ pub fn alert_line(payload: &[u8]) -> Option<String> {
         ),
         _ => String::new(),
     };
+    let mut extra = String::new();
+    for k in [
+        "lane",
+        "phase",
+        "count",
+        "speed_kmh",
+        "dwell_secs",
+        "confidence",
+    ] {
+        if let Some(x) = v.get(k) {
+            extra.push_str(&format!(
+                " {k}={}",
+                x.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| x.to_string())
+            ));
+        }
+    }
+    if let Some(sig) = v.get("signal") {
+        extra.push_str(&format!(
+            " signal={}/{}",
+            sig["state"].as_str().unwrap_or("?"),
+            sig["source"].as_str().unwrap_or("?")
+        ));
+    }
     let thumb = v
         .get("thumbnail")
         .map(|t| format!(" thumbnail {}x{}", t["width"], t["height"]))
         .unwrap_or_default();
     Some(format!(
-        "{time} {agent}/{camera} {kind:<18} {class} {score:.2} track {track} {place}{thumb}  [{id}]",
+        "{time} {agent}/{camera} {kind:<18} {class} {score:.2} track {track} {place}{extra}{thumb}  [{id}]",
         agent = v.get("agent_id")?.as_str()?,
         camera = v.get("camera")?.as_str()?,
         kind = v.get("type")?.as_str()?,
-        class = obj.get("class")?.as_str()?,
-        score = obj.get("score")?.as_f64()?,
-        track = obj.get("track_id")?,
+        class = obj.get("class").and_then(|c| c.as_str()).unwrap_or("-"),
+        score = obj.get("score").and_then(|c| c.as_f64()).unwrap_or(0.0),
+        track = obj.get("track_id").unwrap_or(&empty),
         id = v.get("id")?.as_str()?,
     ))
 }

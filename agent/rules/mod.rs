@@ -443,9 +443,11 @@ impl RuleEngine {
                     let default: &[&str] = match kind {
                         RuleKind::Crowd | RuleKind::Loitering => &["person"],
                         RuleKind::Overload | RuleKind::NoHelmet => &["motorcycle"],
-                        RuleKind::Sidewalk | RuleKind::IllegalStop | RuleKind::IllegalParking => {
-                            &["car", "motorcycle", "bus", "truck", "bicycle"]
-                        }
+                        RuleKind::Sidewalk
+                        | RuleKind::IllegalStop
+                        | RuleKind::IllegalParking
+                        | RuleKind::RedLight
+                        | RuleKind::StopLine => &["car", "motorcycle", "bus", "truck", "bicycle"],
                         _ => &[],
                     };
                     classes = default
@@ -556,7 +558,10 @@ impl RuleEngine {
             let mut cands: Vec<&Track> = tracks
                 .iter()
                 .filter(|tr| {
-                    tr.matched && tr.confirmed(rule.min_hits) && !rule.fired.contains(&tr.id)
+                    tr.matched
+                        && tr.confirmed(rule.min_hits)
+                        && !rule.fired.contains(&tr.id)
+                        && tr.best_score >= rule.min_score
                 })
                 .filter(|tr| rule.classes.is_empty() || rule.classes.contains(&tr.class()))
                 .filter(|tr| rule.votes.get(&tr.id).is_none_or(|v| t - v.1 >= c.interval))
