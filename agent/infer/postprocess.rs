@@ -164,15 +164,24 @@ pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 }
 
 /// Class-aware greedy non-maximum suppression; highest scores first.
+/// Boxes of different classes overlapping more than this are one object seen
+/// twice (a car also scored as a truck): only the better one is kept, so the
+/// tracker does not start two tracks — and rules fire twice — for one vehicle.
+pub const CROSS_CLASS_IOU: f32 = 0.7;
+
 pub fn nms(mut dets: Vec<Detection>, iou_threshold: f32) -> Vec<Detection> {
     dets.sort_by(|a, b| b.score.total_cmp(&a.score));
     dets.truncate(MAX_CANDIDATES);
     let mut keep: Vec<Detection> = Vec::new();
     for d in dets {
-        if keep
-            .iter()
-            .all(|k| k.class != d.class || iou(&k.bbox, &d.bbox) <= iou_threshold)
-        {
+        if keep.iter().all(|k| {
+            let o = iou(&k.bbox, &d.bbox);
+            if k.class == d.class {
+                o <= iou_threshold
+            } else {
+                o <= CROSS_CLASS_IOU
+            }
+        }) {
             keep.push(d);
             if keep.len() == MAX_DETECTIONS {
                 break;
@@ -269,19 +278,22 @@ mod tests {
             score,
             bbox: [x, 0.0, x + 10.0, 10.0],
         };
+        // Same class, overlapping: one kept. Another class on a half-overlapping
+        // box: kept. Another class on the very same box: one object seen twice.
         let kept = nms(
             vec![
                 d(0, 0.5, 1.0),
                 d(0, 0.9, 0.0),
-                d(1, 0.8, 0.0),
+                d(1, 0.8, 5.0),
                 d(0, 0.7, 50.0),
+                d(2, 0.6, 0.0),
             ],
             0.45,
         );
-        assert_eq!(kept.len(), 3);
+        assert_eq!(kept.len(), 3, "{kept:?}");
         assert_eq!(kept[0].score, 0.9);
         assert!(kept.iter().any(|k| k.class == 1));
-        assert!(!kept.iter().any(|k| k.score == 0.5));
+        assert!(!kept.iter().any(|k| k.score == 0.5 || k.class == 2));
     }
 
     #[test]
