@@ -641,11 +641,7 @@ impl RuleEngine {
 
     /// The signal state at stream time `t`.
     pub fn light_at(&self, t: f64) -> Option<(Light, &'static str)> {
-        self.signal
-            .iter()
-            .rev()
-            .find(|(ts, _, _)| *ts <= t)
-            .map(|(_, l, s)| (*l, *s))
+        light_at(&self.signal, t)
     }
 
     /// Judges the tracks of one frame of size `w`×`h` at stream time `t`
@@ -676,15 +672,8 @@ impl RuleEngine {
         };
         let calibration = self.calibration;
         let person = self.person;
-        let signal = (self.signal.clone(), self.has_signal);
-        let light_at = |t: f64| {
-            signal
-                .0
-                .iter()
-                .rev()
-                .find(|(ts, _, _)| *ts <= t)
-                .map(|(_, l, s)| (*l, *s))
-        };
+        let (log, has_signal) = (&self.signal, self.has_signal);
+        let light_at = |t: f64| light_at(log, t);
         let mut out = Vec::new();
         for (ri, rule) in self.rules.iter_mut().enumerate() {
             // Forget tracks that are gone.
@@ -777,20 +766,13 @@ impl RuleEngine {
                         }
                     }
                     RuleKind::LineCross | RuleKind::LaneLine => {
-                        if let Geometry::Line { points, .. } = &rule.geometry {
-                            // Any step of the history may cross: the crossing can
-                            // happen before the track is confirmed.
-                            let dir = rule.direction;
-                            if let Some(d) = tr.history.windows(2).find_map(|w| {
-                                let (a, b) = (norm(w[0].1), norm(w[1].1));
-                                (segments_cross(a, b, points[0], points[1])
-                                    && movement_matches(dir, a, b))
-                                .then(|| observed_direction(a, b))
-                            }) {
-                                let mut f = Firing::new(ri, vec![obj(tr)]);
-                                f.direction = Some(d);
-                                fire = Some(f);
-                            }
+                        if let Geometry::Line { points, .. } = &rule.geometry
+                            && let Some((_, _, a, b)) =
+                                first_crossing(tr, *points, rule.direction, &norm)
+                        {
+                            let mut f = Firing::new(ri, vec![obj(tr)]);
+                            f.direction = Some(observed_direction(a, b));
+                            fire = Some(f);
                         }
                     }
                     RuleKind::WrongWay => {
@@ -881,14 +863,9 @@ impl RuleEngine {
                         if let Geometry::Line { points, .. } = &rule.geometry {
                             // Red both just before and just after the crossing step:
                             // a light that changed during the step gets the benefit of the doubt.
-                            let dir = rule.direction;
-                            let crossing = tr.history.windows(2).find_map(|w| {
-                                let (a, b) = (norm(w[0].1), norm(w[1].1));
-                                (segments_cross(a, b, points[0], points[1])
-                                    && movement_matches(dir, a, b))
-                                .then_some((w[0].0, w[1].0, a, b))
-                            });
-                            if let Some((ta, tb, a, b)) = crossing {
+                            if let Some((ta, tb, a, b)) =
+                                first_crossing(tr, *points, rule.direction, &norm)
+                            {
                                 match (light_at(ta), light_at(tb)) {
                                     (Some((Light::Red, src)), Some((Light::Red, _))) => {
                                         let mut f = Firing::new(ri, vec![obj(tr)]);
@@ -907,7 +884,7 @@ impl RuleEngine {
                     RuleKind::StopLine => {
                         if let Geometry::Line { points, .. } = &rule.geometry {
                             let light = light_at(t);
-                            let red = !signal.1 || light.is_some_and(|(l, _)| l == Light::Red);
+                            let red = !has_signal || light.is_some_and(|(l, _)| l == Light::Red);
                             let b = tr.bbox;
                             let (l, r, bottom) = (
                                 [b[0] as f64 / w, b[3] as f64 / h],
@@ -924,7 +901,7 @@ impl RuleEngine {
                             fire = held(rule, tr.id, over && red, t, now, p.min_secs, p.max_move)
                                 .map(|_| {
                                     let mut f = Firing::new(ri, vec![obj(tr)]);
-                                    f.signal = light.filter(|_| signal.1);
+                                    f.signal = light.filter(|_| has_signal);
                                     f
                                 });
                         }
@@ -950,6 +927,31 @@ impl RuleEngine {
         }
         out
     }
+}
+
+/// The first step of a track's history that crosses the line segment in
+/// `dir`: (time before, time after, point before, point after), normalised.
+/// Any step counts, so a crossing made before the track was confirmed is
+/// still seen.
+fn first_crossing(
+    tr: &Track,
+    line: [[f64; 2]; 2],
+    dir: Direction,
+    norm: &impl Fn([f32; 2]) -> [f64; 2],
+) -> Option<(f64, f64, [f64; 2], [f64; 2])> {
+    tr.history.windows(2).find_map(|w| {
+        let (a, b) = (norm(w[0].1), norm(w[1].1));
+        (segments_cross(a, b, line[0], line[1]) && movement_matches(dir, a, b))
+            .then_some((w[0].0, w[1].0, a, b))
+    })
+}
+
+/// The signal state at stream time `t` in a log of changes.
+fn light_at(log: &VecDeque<(f64, Light, &'static str)>, t: f64) -> Option<(Light, &'static str)> {
+    log.iter()
+        .rev()
+        .find(|(ts, _, _)| *ts <= t)
+        .map(|(_, l, s)| (*l, *s))
 }
 
 /// Tracks how long `cond` has held for a track (restarting when it breaks or
