@@ -29,6 +29,7 @@
 pub mod config;
 pub mod decode;
 pub mod evidence;
+pub mod http;
 pub mod infer;
 pub mod publish;
 pub mod rules;

@@ -35,6 +35,10 @@ pub enum RunError {
     Store(#[from] crate::store::StoreError),
     #[error("MQTT: {0}")]
     Mqtt(String),
+    #[error(transparent)]
+    Evidence(#[from] crate::evidence::EvidenceError),
+    #[error("HTTP server: {0}")]
+    Http(String),
 }
 
 /// Errors that end one camera session (the supervisor retries).
@@ -73,6 +77,15 @@ pub fn load_detectors(cfg: &Config) -> Result<HashMap<String, DetectorHandle>, R
             }
         }
     }
+    if cfg.evidence.enabled
+        && let Some(p) = &cfg.evidence.plates
+    {
+        for n in [p.detector.get_ref().as_str(), p.reader.get_ref().as_str()] {
+            if !used.contains(&n) {
+                used.push(n);
+            }
+        }
+    }
     let mut out = HashMap::new();
     for name in used {
         let Some(mc) = cfg.models.iter().find(|m| m.name.get_ref() == name) else {
@@ -104,7 +117,46 @@ pub async fn run(cfg: Config, cancel: CancellationToken) -> Result<(), RunError>
     let pub_cancel = CancellationToken::new();
     let signals = publish::signals::spawn(&cfg, cancel.clone()).map_err(RunError::Mqtt)?;
     let (publisher, pub_task) =
-        publish::start(&cfg, status.clone(), store, pub_cancel.clone()).map_err(RunError::Mqtt)?;
+        publish::start(&cfg, status.clone(), store.clone(), pub_cancel.clone())
+            .map_err(RunError::Mqtt)?;
+    let evidence = if cfg.evidence.enabled {
+        let ev = crate::evidence::Evidence::open(&cfg, store.clone(), publisher.clone())?;
+        info!(dir = %ev.dir.display(), public_key = %ev.public_key_hex(), "evidence enabled");
+        Some(ev)
+    } else {
+        None
+    };
+    let plates = match (&evidence, &cfg.evidence.plates) {
+        (Some(_), Some(p)) => match (
+            detectors.get(p.detector.get_ref()),
+            detectors.get(p.reader.get_ref()),
+        ) {
+            (Some(d), Some(r)) => Some(Arc::new((
+                crate::evidence::plates::PlateModels {
+                    detector: d.clone(),
+                    reader: r.clone(),
+                },
+                p.clone(),
+            ))),
+            _ => None,
+        },
+        _ => None,
+    };
+    let http_cancel = CancellationToken::new();
+    if let (Some(h), Some(ev)) = (&cfg.http, &evidence) {
+        let token = cfg
+            .http_token()
+            .map_err(RunError::Http)?
+            .ok_or_else(|| RunError::Http("http needs a token".into()))?;
+        let state = crate::http::HttpState {
+            evidence: ev.clone(),
+            token: Arc::new(token),
+        };
+        let (addr, _task) = crate::http::serve(&h.listen, state, http_cancel.clone())
+            .await
+            .map_err(|e| RunError::Http(e.to_string()))?;
+        info!(%addr, "HTTP server listening (review page at /review)");
+    }
 
     let tracker = TaskTracker::new();
     for cam in cfg.cameras.iter().filter(|c| c.enabled) {
@@ -127,6 +179,13 @@ pub async fn run(cfg: Config, cancel: CancellationToken) -> Result<(), RunError>
             cancel: cancel.clone(),
             signals: signals.clone(),
             models: models.clone(),
+            ring: Arc::new(std::sync::Mutex::new(crate::evidence::ring::GopRing::new(
+                decode::Codec::H264,
+                cfg.evidence.ring_bytes,
+            ))),
+            evidence: evidence.clone(),
+            plates: plates.clone(),
+            evidence_cfg: Arc::new(cfg.evidence.clone()),
         };
         let span = info_span!("camera", id = %cam.id.get_ref());
         tracker.spawn(supervise(ctx).instrument(span));
@@ -140,6 +199,7 @@ pub async fn run(cfg: Config, cancel: CancellationToken) -> Result<(), RunError>
     cancel.cancelled().await;
     info!("shutting down");
     tracker.wait().await;
+    http_cancel.cancel();
     pub_cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), pub_task).await;
     Ok(())
@@ -157,6 +217,16 @@ struct CameraCtx {
     signals: Option<Arc<publish::signals::SignalBoard>>,
     /// Every loaded model, for cascades.
     models: Arc<HashMap<String, DetectorHandle>>,
+    /// Encoded frames for pre-event clips (record stream).
+    ring: Arc<std::sync::Mutex<crate::evidence::ring::GopRing>>,
+    evidence: Option<Arc<crate::evidence::Evidence>>,
+    plates: Option<
+        Arc<(
+            crate::evidence::plates::PlateModels,
+            crate::config::PlatesConfig,
+        )>,
+    >,
+    evidence_cfg: Arc<crate::config::EvidenceConfig>,
 }
 
 impl CameraCtx {
@@ -271,6 +341,12 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
         s.last_error = None;
     });
 
+    let session = {
+        let mut r = crate::evidence::lock_ring(&ctx.ring);
+        r.restart(src.codec);
+        r.session
+    };
+
     // Decoded frames due at detect_fps; the newest replaces an unread one.
     let (ftx, mut frx) = watch::channel::<Option<(u64, Arc<Frame>)>>(None);
     let mut seq = 0u64;
@@ -300,6 +376,17 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
                 continue;
             }
             waiting_key = false;
+            let ring_frame = ctx.evidence.as_ref().map(|_| {
+                Arc::new(crate::evidence::ring::RingFrame {
+                    data: f.data.clone(),
+                    pts_ns: f.pts_ns,
+                    keyframe: f.keyframe,
+                    wall,
+                })
+            });
+            if let Some(rf) = ring_frame {
+                crate::evidence::lock_ring(&ctx.ring).push(rf);
+            }
             // Never feed a partial GOP: drop whole GOPs while the decoder is behind.
             let backlog = pipe.backlog_bytes();
             if !dropping && backlog > DECODE_BACKLOG_BYTES {
@@ -339,6 +426,8 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
         let mut last_log = Instant::now();
         let mut infer_ms = 0.0f64;
         let mut infer_n = 0u64;
+        let mut shots = crate::evidence::BestShots::default();
+        let mut book = crate::evidence::PlateBook::default();
         loop {
             if frx.changed().await.is_err() {
                 return Ok::<(), SessionError>(());
@@ -370,6 +459,40 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
                 });
             }
             let tracks = tracker.update(&inf.detections, frame.pts).to_vec();
+            if ctx.evidence.is_some() {
+                let seen: Vec<(u64, [f32; 4], f32)> = tracks
+                    .iter()
+                    .filter(|t| t.last_seen == frame.pts)
+                    .map(|t| (t.id, t.bbox, t.score))
+                    .collect();
+                shots.update(&frame, &seen);
+                if let Some(p) = &ctx.plates {
+                    let (models, pc) = (&p.0, &p.1);
+                    book.retain(|id| tracks.iter().any(|t| t.id == id));
+                    for t in tracks.iter().filter(|t| t.last_seen == frame.pts) {
+                        let is_vehicle = labels
+                            .get(t.class())
+                            .is_some_and(|l| pc.classes.contains(l));
+                        if !is_vehicle
+                            || !book.due(
+                                t.id,
+                                frame.pts,
+                                pc.min_interval_secs,
+                                pc.max_reads_per_track,
+                            )
+                        {
+                            continue;
+                        }
+                        let reading = models.read(frame.clone(), t.bbox).await?;
+                        let with_crop = reading.map(|r| {
+                            let crop = crate::evidence::crop_rgb(&frame, r.bbox, 0.1, 400)
+                                .and_then(|img| crate::evidence::encode_jpeg(&img, 90).ok());
+                            (r.plate, crop)
+                        });
+                        book.record(t.id, frame.pts, with_crop);
+                    }
+                }
+            }
             for req in rules.cascade_requests(&tracks, frame.width, frame.height, frame.pts) {
                 let Some(c) = rules.rules[req.rule].cascade.clone() else {
                     continue;
@@ -406,7 +529,7 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
             let firings = rules.evaluate(&tracks, frame.width, frame.height, frame.pts, frame.wall);
             for f in firings {
                 let rule = &rules.rules[f.rule];
-                emit(ctx, &frame, rule, &f, &labels).await;
+                emit(ctx, &frame, rule, &f, &labels, session, &shots, &book).await;
             }
             if last_log.elapsed() > Duration::from_secs(30) {
                 let c = &ctx.counters;
@@ -482,13 +605,18 @@ impl SignalReader {
     }
 }
 
-/// Builds the alert and its thumbnail and hands them to the publisher.
+/// Builds the alert and its thumbnail and hands them to the publisher, then
+/// the evidence package (clip, pictures, plate, signature) to the evidence store.
+#[allow(clippy::too_many_arguments)]
 async fn emit(
     ctx: &CameraCtx,
     frame: &Arc<Frame>,
     rule: &crate::rules::Rule,
     f: &crate::rules::Firing,
     labels: &[String],
+    session: u64,
+    shots: &crate::evidence::BestShots,
+    book: &crate::evidence::PlateBook,
 ) {
     let id = ulid::Ulid::from_datetime(frame.wall).to_string();
     let label = |c: usize| labels.get(c).cloned().unwrap_or_else(|| c.to_string());
@@ -567,6 +695,8 @@ async fn emit(
             height: frame.height,
         },
         thumbnail,
+        plate: book.best(track).map(|b| b.0.clone()),
+        evidence_pending: ctx.evidence.is_some(),
         model: ModelRef {
             name: ctx.detector.manifest.name.clone(),
             version: ctx.detector.manifest.version.clone(),
@@ -575,10 +705,45 @@ async fn emit(
     };
     info!(event_id = %id, r#type = %alert.kind, rule = %rule.name, severity = %rule.severity.as_str(), class = %class, track, "alert");
     ctx.status.update(ctx.id(), |s| s.alerts += 1);
+    let for_evidence = ctx.evidence.as_ref().map(|_| alert.clone());
     ctx.publisher
         .send(Outgoing {
             alert,
             thumbnail: jpeg.map(|j| j.bytes),
         })
         .await;
+    let (Some(ev), Some(alert)) = (&ctx.evidence, for_evidence) else {
+        return;
+    };
+    let fr = frame.clone();
+    let geometry = rule.geometry.clone();
+    let boxes: Vec<([f32; 4], u64)> = f.objects.iter().map(|o| (o.bbox, o.track_id)).collect();
+    let banner = format!(
+        "{} {} {}",
+        ctx.id(),
+        chrono::DateTime::<chrono::Utc>::from(frame.wall).format("%Y-%m-%d %H:%M:%S%.3f UTC"),
+        rule.name
+    );
+    let max_side = ctx.evidence_cfg.overview_max_side;
+    let closeup = shots.get(track).cloned();
+    let plate_crop = book.best(track).and_then(|b| b.1.clone());
+    let pictures = tokio::task::spawn_blocking(move || {
+        let ov = evidence::overview(&fr, max_side, Some(&geometry), &boxes, &banner)
+            .map(|j| j.bytes)
+            .map_err(|e| warn!(error = %e, "overview picture failed"))
+            .ok();
+        let cu = closeup.and_then(|img| evidence::encode_jpeg(&img, 90).ok());
+        (ov, cu)
+    })
+    .await
+    .unwrap_or((None, None));
+    ev.submit(crate::evidence::Package {
+        alert,
+        event_pts_ns: (frame.pts.max(0.0) * 1e9) as u64,
+        session,
+        ring: ctx.ring.clone(),
+        overview: pictures.0,
+        closeup: pictures.1,
+        plate_crop,
+    });
 }

@@ -46,6 +46,11 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     #[serde(default)]
     pub cameras: Vec<CameraConfig>,
+    #[serde(default)]
+    pub evidence: EvidenceConfig,
+    /// The agent's HTTP server (evidence files and the review page). Off unless given.
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
     /// Directory of the config file, used to resolve relative paths (not a TOML key).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -136,6 +141,138 @@ impl std::fmt::Debug for MqttConfig {
             .field("password_env", &self.password_env)
             .finish_non_exhaustive()
     }
+}
+
+/// Evidence packages: clip, pictures, plate, signed manifest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceConfig {
+    /// Keep evidence folders for events. Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Where evidence folders go (`<dir>/<event_id>/`). Default `<data_dir>/evidence`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Seconds of video before the event (the clip starts on the keyframe at
+    /// or before this). Default 5.
+    #[serde(default = "default_pre")]
+    pub pre_secs: f64,
+    /// Seconds of video after the event. Default 5.
+    #[serde(default = "default_post")]
+    pub post_secs: f64,
+    /// Bytes of encoded video kept per camera for pre-roll (whole GOPs).
+    /// Default 32 MiB (about 50 s of a 4 Mbit/s stream).
+    #[serde(default = "default_ring")]
+    pub ring_bytes: u64,
+    /// Disk budget for all evidence, bytes. The oldest folders that are not
+    /// held go first. Default 20 GiB.
+    #[serde(default = "default_evidence_bytes")]
+    pub max_bytes: u64,
+    /// Keep at least this many bytes free on the evidence disk. Default 1 GiB.
+    #[serde(default = "default_free_floor")]
+    pub min_free_bytes: u64,
+    /// Longest side of the overview picture, pixels. Default 1920.
+    #[serde(default = "default_overview")]
+    pub overview_max_side: u32,
+    /// Plate reading on vehicle tracks (both models must be in `[[models]]`).
+    #[serde(default)]
+    pub plates: Option<PlatesConfig>,
+}
+
+impl Default for EvidenceConfig {
+    fn default() -> Self {
+        EvidenceConfig {
+            enabled: true,
+            dir: None,
+            pre_secs: default_pre(),
+            post_secs: default_post(),
+            ring_bytes: default_ring(),
+            max_bytes: default_evidence_bytes(),
+            min_free_bytes: default_free_floor(),
+            overview_max_side: default_overview(),
+            plates: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatesConfig {
+    /// Plate detector model (manifest name). Required.
+    pub detector: Spanned<String>,
+    /// Plate text reader model (manifest name). Required.
+    pub reader: Spanned<String>,
+    /// Classes whose tracks are read. Default car, bus, truck, motorcycle.
+    #[serde(default = "default_plate_classes")]
+    pub classes: Vec<String>,
+    /// Least seconds between two readings of one track. Default 1.
+    #[serde(default = "default_one_f")]
+    pub min_interval_secs: f64,
+    /// Readings per track at most. Default 5.
+    #[serde(default = "default_plate_reads")]
+    pub max_reads_per_track: u32,
+}
+
+/// The agent's HTTP server.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on. Default `127.0.0.1:8080`; use `0.0.0.0:8080` to
+    /// reach it from the ward network.
+    #[serde(default = "default_http_listen")]
+    pub listen: String,
+    /// Bearer token for every page and file. Give it one way: `token`,
+    /// `token_file` or `token_env`. Never logged.
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("token_file", &self.token_file)
+            .field("token_env", &self.token_env)
+            .finish()
+    }
+}
+
+fn default_pre() -> f64 {
+    5.0
+}
+fn default_post() -> f64 {
+    5.0
+}
+fn default_ring() -> u64 {
+    32 << 20
+}
+fn default_evidence_bytes() -> u64 {
+    20 << 30
+}
+fn default_free_floor() -> u64 {
+    1 << 30
+}
+fn default_overview() -> u32 {
+    1920
+}
+fn default_plate_classes() -> Vec<String> {
+    ["car", "bus", "truck", "motorcycle"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_one_f() -> f64 {
+    1.0
+}
+fn default_plate_reads() -> u32 {
+    5
+}
+fn default_http_listen() -> String {
+    "127.0.0.1:8080".into()
 }
 
 impl std::fmt::Debug for Secret {
@@ -751,6 +888,61 @@ impl Config {
             );
         }
 
+        let ev = &self.evidence;
+        if !(0.0..=120.0).contains(&ev.pre_secs) || !(0.0..=120.0).contains(&ev.post_secs) {
+            c.at(
+                0..0,
+                "evidence.pre_secs and evidence.post_secs must be between 0 and 120",
+            );
+        }
+        if ev.ring_bytes < (1 << 20) {
+            c.at(
+                0..0,
+                "evidence.ring_bytes must be at least 1048576 (1 MiB); a clip needs whole GOPs",
+            );
+        }
+        if let Some(h) = &self.http {
+            if h.listen.parse::<std::net::SocketAddr>().is_err() {
+                c.at(
+                    0..0,
+                    format!(
+                        "http.listen '{}' is not an address; write it as 127.0.0.1:8080",
+                        h.listen
+                    ),
+                );
+            }
+            let n = [
+                h.token.is_some(),
+                h.token_file.is_some(),
+                h.token_env.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
+            if n != 1 {
+                c.at(
+                    0..0,
+                    "http needs a bearer token, given one way only: token, token_file or token_env",
+                );
+            }
+            if h.token.as_ref().is_some_and(|t| t.len() < 16) {
+                c.at(0..0, "http.token is too short; use at least 16 random characters (e.g. `openssl rand -hex 16`)");
+            }
+        }
+        if let Some(p) = &ev.plates {
+            for m in [&p.detector, &p.reader] {
+                if !self.models.iter().any(|x| x.name.get_ref() == m.get_ref()) {
+                    c.at(
+                        m.span(),
+                        format!(
+                            "plate model '{}' is not in [[models]]; add it there",
+                            m.get_ref()
+                        ),
+                    );
+                }
+            }
+        }
+
         // Models: manifests must exist and parse.
         let mut manifests: Vec<(String, Option<Manifest>)> = Vec::new();
         for m in &self.models {
@@ -1162,6 +1354,42 @@ impl Config {
 
     pub fn data_dir(&self) -> PathBuf {
         self.resolve(&self.data_dir)
+    }
+
+    pub fn evidence_dir(&self) -> PathBuf {
+        match &self.evidence.dir {
+            Some(d) => self.resolve(d),
+            None => self.data_dir().join("evidence"),
+        }
+    }
+
+    /// The agent's Ed25519 evidence key.
+    pub fn key_path(&self) -> PathBuf {
+        self.data_dir().join("agent.key")
+    }
+
+    /// The HTTP bearer token from `token`, `token_file` or `token_env`.
+    pub fn http_token(&self) -> Result<Option<Secret>, String> {
+        let Some(h) = &self.http else {
+            return Ok(None);
+        };
+        if let Some(t) = &h.token {
+            return Ok(Some(Secret(t.clone())));
+        }
+        if let Some(f) = &h.token_file {
+            let path = self.resolve(f);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read http.token_file {}: {e}", path.display()))?;
+            return Ok(Some(Secret(
+                text.lines().next().unwrap_or("").trim().to_string(),
+            )));
+        }
+        if let Some(v) = &h.token_env {
+            return std::env::var(v)
+                .map(|p| Some(Secret(p)))
+                .map_err(|_| format!("http.token_env names ${v}, which is not set"));
+        }
+        Ok(None)
     }
 
     pub fn model_dir(&self) -> PathBuf {

@@ -119,6 +119,20 @@ pub enum OutputSpec {
     /// An image classifier: one `[1, classes]` tensor of scores, for cascades
     /// on crops (e.g. helmet / no_helmet on motorbike riders) or whole frames
     /// (fire / smoke, fight).
+    /// YOLOv5 with four corner points per box (HyperLPR3 plate detector): one
+    /// `[1, N, 13 + classes]` tensor of decoded cx, cy, w, h (input pixels),
+    /// objectness, 4 corners (x, y) and class scores.
+    Yolov5Corners {
+        name: String,
+        #[serde(default = "default_score")]
+        score_threshold: f32,
+        #[serde(default = "default_iou")]
+        nms_iou: f32,
+    },
+    /// A text line recogniser with CTC output (PaddleOCR): one `[1, T, C]`
+    /// tensor of per-step probabilities; index 0 is the CTC blank, 1..=labels
+    /// are `labels`, the last index is a space.
+    Ctc { name: String },
     Classifier {
         name: String,
         /// `softmax` (logits), `sigmoid` (independent logits) or `none` (already probabilities).
@@ -139,8 +153,11 @@ pub enum Activation {
 impl OutputSpec {
     pub fn score_threshold(&self) -> f32 {
         match self {
-            OutputSpec::Classifier { .. } => 0.0,
-            OutputSpec::Yolox {
+            OutputSpec::Classifier { .. } | OutputSpec::Ctc { .. } => 0.0,
+            OutputSpec::Yolov5Corners {
+                score_threshold, ..
+            }
+            | OutputSpec::Yolox {
                 score_threshold, ..
             }
             | OutputSpec::Nanodet {
@@ -150,8 +167,10 @@ impl OutputSpec {
     }
     pub fn nms_iou(&self) -> f32 {
         match self {
-            OutputSpec::Classifier { .. } => 1.0,
-            OutputSpec::Yolox { nms_iou, .. } | OutputSpec::Nanodet { nms_iou, .. } => *nms_iou,
+            OutputSpec::Classifier { .. } | OutputSpec::Ctc { .. } => 1.0,
+            OutputSpec::Yolox { nms_iou, .. }
+            | OutputSpec::Nanodet { nms_iou, .. }
+            | OutputSpec::Yolov5Corners { nms_iou, .. } => *nms_iou,
         }
     }
     pub fn kind(&self) -> &'static str {
@@ -159,6 +178,8 @@ impl OutputSpec {
             OutputSpec::Classifier { .. } => "classifier",
             OutputSpec::Yolox { .. } => "yolox",
             OutputSpec::Nanodet { .. } => "nanodet",
+            OutputSpec::Yolov5Corners { .. } => "yolov5_corners",
+            OutputSpec::Ctc { .. } => "ctc",
         }
     }
 }

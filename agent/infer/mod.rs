@@ -210,7 +210,38 @@ impl Detector {
                 return Ok(Output {
                     detections: Vec::new(),
                     scores: postprocess::activate(raw, *activation),
+                    text: None,
                 });
+            }
+            OutputSpec::Ctc { name } => {
+                let v = outputs.get(name).ok_or_else(|| {
+                    run_err(format!(
+                        "the model has no output '{name}'; fix the manifest's output names"
+                    ))
+                })?;
+                let (shape, data) = v
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| run_err(e.to_string()))?;
+                if shape.len() != 3 || shape[2] as usize != ncls + 2 {
+                    return Err(run_err(format!(
+                        "CTC output shape {shape:?} does not fit {ncls} labels + blank + space"
+                    )));
+                }
+                let text = crate::evidence::plate::ctc_greedy(
+                    data,
+                    shape[1] as usize,
+                    shape[2] as usize,
+                    &self.manifest.labels,
+                );
+                return Ok(Output {
+                    detections: Vec::new(),
+                    scores: Vec::new(),
+                    text: Some(text),
+                });
+            }
+            OutputSpec::Yolov5Corners { name, .. } => {
+                postprocess::decode_yolov5_corners(get(name)?, ncls, self.threshold)
+                    .map_err(run_err)?
             }
             OutputSpec::Yolox { name, strides, .. } => {
                 postprocess::decode_yolox(get(name)?, ncls, strides, mw, mh, self.threshold)
@@ -244,6 +275,7 @@ impl Detector {
         Ok(Output {
             detections: postprocess::to_frame(kept, &t, frame.width, frame.height),
             scores: Vec::new(),
+            text: None,
         })
     }
 }
@@ -255,6 +287,8 @@ pub struct Output {
     pub detections: Vec<Detection>,
     /// Classifiers: one score per label.
     pub scores: Vec<f32>,
+    /// Text recognisers: the text and its confidence.
+    pub text: Option<(String, f32)>,
 }
 
 /// Result of one inference.
@@ -262,6 +296,8 @@ pub struct Inference {
     pub detections: Vec<Detection>,
     /// Classifier scores (one per label); empty for detectors.
     pub scores: Vec<f32>,
+    /// Text recognisers: the text and its confidence.
+    pub text: Option<(String, f32)>,
     pub millis: f64,
 }
 
@@ -291,6 +327,7 @@ impl DetectorHandle {
                 let res = det.run(&frame, crop).map(|o| Inference {
                     detections: o.detections,
                     scores: o.scores,
+                    text: o.text,
                     millis: start.elapsed().as_secs_f64() * 1e3,
                 });
                 let _ = reply.send(res);

@@ -17,6 +17,42 @@ const MAX_DETECTIONS: usize = 300;
 
 /// YOLOX: `rows` is `[N, 5 + classes]` over the grids of `strides` on a
 /// `mw`×`mh` canvas. Returns candidates in canvas pixels (before NMS).
+/// Decodes a YOLOv5-with-corners output (HyperLPR3): rows of cx, cy, w, h
+/// (input pixels), objectness, 4 corner points and class scores. Score =
+/// objectness × best class score. Corners are not kept: crops are axis-aligned.
+pub fn decode_yolov5_corners(
+    rows: &[f32],
+    num_classes: usize,
+    threshold: f32,
+) -> Result<Vec<Detection>, String> {
+    let len = 13 + num_classes;
+    if rows.is_empty() || rows.len() % len != 0 {
+        return Err(format!(
+            "YOLOv5-corners output has {} values, not a multiple of 13 + {num_classes} labels; check labels in the manifest",
+            rows.len()
+        ));
+    }
+    let mut out = Vec::new();
+    for r in rows.chunks_exact(len) {
+        let obj = r[4];
+        if obj < threshold {
+            continue;
+        }
+        let (class, cls) = argmax(&r[13..]);
+        let score = obj * cls;
+        if score < threshold {
+            continue;
+        }
+        let (cx, cy, w, h) = (r[0], r[1], r[2], r[3]);
+        out.push(Detection {
+            class,
+            score,
+            bbox: [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0],
+        });
+    }
+    Ok(out)
+}
+
 pub fn decode_yolox(
     rows: &[f32],
     num_classes: usize,

@@ -160,6 +160,37 @@ impl PublisherHandle {
                 .map(|_| self.topics.thumbnail(&out.alert.id)),
             thumb: out.thumbnail,
         };
+        self.enqueue(row).await
+    }
+
+    /// Commits an `ioc.event_update/v1` message (evidence sealed, review) on
+    /// the topic of its event; delivered like an alert.
+    pub async fn send_update(
+        &self,
+        u: &payload::EventUpdate,
+        severity: crate::store::Severity,
+    ) -> bool {
+        let json = match serde_json::to_vec(u) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialise event update");
+                return false;
+            }
+        };
+        let row = NewRow {
+            camera: u.camera.clone(),
+            event_id: u.event_id.clone(),
+            severity,
+            topic: self.topics.event(&u.camera, &u.event_type),
+            payload: json,
+            thumb_topic: None,
+            thumb: None,
+        };
+        self.enqueue(row).await
+    }
+
+    async fn enqueue(&self, row: NewRow) -> bool {
+        let event_id = row.event_id.clone();
         let store = self.store.clone();
         let res = tokio::task::spawn_blocking(move || store.enqueue(&row)).await;
         let ok = match res {
@@ -175,7 +206,7 @@ impl PublisherHandle {
             }
             Ok(Err(e)) => {
                 let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::error!(event_id = %out.alert.id, error = %e, dropped_total = n, "cannot store alert; dropped");
+                tracing::error!(event_id = %event_id, error = %e, dropped_total = n, "cannot store alert; dropped");
                 false
             }
             Err(_) => false,

@@ -81,8 +81,102 @@ pub struct Alert {
     /// The annotated JPEG published on its own topic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thumbnail: Option<EvidenceRef>,
+    /// The best plate reading of the object's track so far, if plates are read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plate: Option<PlateInfo>,
+    /// True when an evidence package (clip, pictures, signed manifest) is
+    /// being sealed for this event; an `ioc.event_update/v1` message with
+    /// `kind = "evidence"` follows on the same topic when it is done.
+    #[serde(default)]
+    pub evidence_pending: bool,
     pub model: ModelRef,
     pub agent_version: String,
+}
+
+pub const UPDATE_SCHEMA: &str = "ioc.event_update/v1";
+
+/// A plate reading.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct PlateInfo {
+    /// Normalised text, e.g. `51F-123.45` or `59-X1 234.56`; when `valid` is
+    /// false, the cleaned raw reading.
+    pub text: String,
+    /// 0..1; halved when the text does not match a Vietnamese plate pattern.
+    pub confidence: f32,
+    /// The text matches a Vietnamese plate pattern (province, series, number).
+    pub valid: bool,
+    /// A two-row (motorbike) plate.
+    pub two_rows: bool,
+}
+
+/// A later fact about an event, on the same topic as its alert: the sealed
+/// evidence package (`kind = "evidence"`) or an officer's review (`kind = "review"`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct EventUpdate {
+    /// Always `ioc.event_update/v1`.
+    pub schema: String,
+    /// Unique id of this update (ULID).
+    pub id: String,
+    /// The alert's `id`.
+    pub event_id: String,
+    /// `evidence` or `review`.
+    pub kind: String,
+    pub agent_id: String,
+    pub camera: String,
+    /// The alert's type, e.g. `traffic.red_light`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// When this update was made, RFC 3339 UTC.
+    pub time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidenceSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<ReviewInfo>,
+}
+
+/// The sealed evidence folder of an event.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct EvidenceSummary {
+    /// Every file with its size and sha256 (as in the signed manifest).
+    pub files: Vec<EvidenceFile>,
+    /// sha256 of `manifest.json`, which `manifest.sig` signs.
+    pub manifest_sha256: String,
+    /// Hex Ed25519 public key of the agent (`ioc-agent key show`).
+    pub public_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<ClipSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plate: Option<PlateInfo>,
+    /// Path of the folder on the agent's HTTP server, e.g. `/evidence/<event_id>/`.
+    pub url_path: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct EvidenceFile {
+    pub name: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ClipSummary {
+    pub frames: usize,
+    pub duration_secs: f64,
+    /// Seconds of video before the event actually in the clip.
+    pub pre_secs: f64,
+    /// The ring did not reach back to the configured pre-roll.
+    pub pre_truncated: bool,
+}
+
+/// An officer's decision on an event.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ReviewInfo {
+    /// `confirmed` or `rejected`.
+    pub status: String,
+    #[serde(default)]
+    pub note: String,
+    /// RFC 3339 UTC.
+    pub at: String,
 }
 
 /// A traffic-signal state and where it came from.

@@ -1,10 +1,13 @@
-//! Embedded SQLite store (WAL). For now it holds the durable outbox: an alert
+//! Embedded SQLite store (WAL): the durable outbox and the evidence index
+//! (`evidence.rs`). The outbox: an alert
 //! and its thumbnail are committed here before anything is published, and a
 //! row is deleted only when the broker has acknowledged every packet of it.
 //!
 //! Bounded by rows and bytes. When a new alert would exceed a bound, the
 //! oldest row of the lowest severity goes first (it may be the new one if
 //! everything else is more severe); every drop is counted and logged.
+
+pub mod evidence;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -154,6 +157,7 @@ impl Store {
             );
             CREATE INDEX IF NOT EXISTS outbox_drop ON outbox (severity, id);",
         )?;
+        conn.execute_batch(evidence::SCHEMA)?;
         let (rows, bytes): (i64, i64) = conn.query_row(
             "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM outbox",
             [],

@@ -1,0 +1,184 @@
+//! The pre-event ring: encoded frames of the record stream, kept as whole
+//! GOPs within a byte budget, so a clip can start on a keyframe before the
+//! event without ever decoding or re-encoding.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::decode::Codec;
+
+/// One encoded access unit (Annex B), as received.
+#[derive(Debug)]
+pub struct RingFrame {
+    pub data: Vec<u8>,
+    /// Presentation time on the session clock (from RTP time), nanoseconds.
+    pub pts_ns: u64,
+    pub keyframe: bool,
+    /// Wall-clock time the frame arrived.
+    pub wall: SystemTime,
+}
+
+/// A byte-bounded ring of whole GOPs. The first frame is always a keyframe.
+pub struct GopRing {
+    frames: VecDeque<Arc<RingFrame>>,
+    bytes: u64,
+    budget: u64,
+    pub codec: Codec,
+    /// Session number: bumped when the stream restarts, so a clip never mixes
+    /// two sessions' clocks.
+    pub session: u64,
+    /// GOPs evicted to stay within the budget.
+    pub evicted_gops: u64,
+}
+
+/// What a clip request got from the ring.
+pub struct Span {
+    pub frames: Vec<Arc<RingFrame>>,
+    pub codec: Codec,
+    /// True when the ring did not reach back to the requested start.
+    pub pre_truncated: bool,
+}
+
+impl GopRing {
+    pub fn new(codec: Codec, budget: u64) -> GopRing {
+        GopRing {
+            frames: VecDeque::new(),
+            bytes: 0,
+            budget,
+            codec,
+            session: 0,
+            evicted_gops: 0,
+        }
+    }
+
+    /// Starts a new stream (after a reconnect): the old frames are dropped.
+    pub fn restart(&mut self, codec: Codec) {
+        self.frames.clear();
+        self.bytes = 0;
+        self.codec = codec;
+        self.session += 1;
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+    /// Presentation time of the newest frame.
+    pub fn latest_pts(&self) -> Option<u64> {
+        self.frames.back().map(|f| f.pts_ns)
+    }
+
+    /// Adds a frame; frames before the first keyframe are ignored. Evicts the
+    /// oldest whole GOPs while over budget, but never the GOP being filled.
+    pub fn push(&mut self, f: Arc<RingFrame>) {
+        if self.frames.is_empty() && !f.keyframe {
+            return;
+        }
+        self.bytes += f.data.len() as u64;
+        self.frames.push_back(f);
+        while self.bytes > self.budget {
+            // The second keyframe is where the oldest GOP ends.
+            let Some(end) = self.frames.iter().skip(1).position(|f| f.keyframe) else {
+                break;
+            };
+            for _ in 0..=end {
+                if let Some(old) = self.frames.pop_front() {
+                    self.bytes -= old.data.len() as u64;
+                }
+            }
+            self.evicted_gops += 1;
+        }
+    }
+
+    /// Frames from the last keyframe at or before `from_ns` up to the last
+    /// frame (in decode order) whose presentation time is at or before
+    /// `to_ns`. When no keyframe is that old, starts at the oldest keyframe.
+    pub fn span(&self, from_ns: u64, to_ns: u64) -> Option<Span> {
+        let start = self
+            .frames
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.keyframe && f.pts_ns <= from_ns)
+            .map(|(i, _)| i)
+            .next_back();
+        let pre_truncated = start.is_none();
+        let start = start.unwrap_or(0);
+        // In decode order, the clip ends at the last frame that presents by `to_ns`
+        // (B-frames may present before an earlier-decoded P-frame).
+        let end = self
+            .frames
+            .iter()
+            .enumerate()
+            .skip(start)
+            .filter(|(_, f)| f.pts_ns <= to_ns)
+            .map(|(i, _)| i)
+            .next_back()?;
+        let frames: Vec<_> = self.frames.range(start..=end).cloned().collect();
+        (!frames.is_empty()).then_some(Span {
+            frames,
+            codec: self.codec,
+            pre_truncated,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(i: u64, key: bool, size: usize) -> Arc<RingFrame> {
+        Arc::new(RingFrame {
+            data: vec![0; size],
+            pts_ns: i * 40_000_000,
+            keyframe: key,
+            wall: SystemTime::UNIX_EPOCH,
+        })
+    }
+
+    #[test]
+    fn evicts_whole_gops_and_starts_on_a_keyframe() {
+        let mut r = GopRing::new(Codec::H264, 10_000);
+        r.push(frame(0, false, 100)); // before any keyframe: ignored
+        assert!(r.is_empty());
+        for i in 0..100 {
+            r.push(frame(i, i % 25 == 0, 200));
+        }
+        assert!(r.bytes() <= 10_000);
+        assert!(r.frames[0].keyframe);
+        assert_eq!(r.frames[0].pts_ns % (25 * 40_000_000), 0);
+        assert_eq!(r.evicted_gops, 3);
+        assert_eq!(r.len(), 25);
+    }
+
+    #[test]
+    fn the_current_gop_is_never_evicted() {
+        let mut r = GopRing::new(Codec::H264, 1_000);
+        for i in 0..30 {
+            r.push(frame(i, i == 0, 200));
+        }
+        assert_eq!(r.len(), 30);
+    }
+
+    #[test]
+    fn span_starts_at_the_keyframe_at_or_before_the_pre_roll() {
+        let mut r = GopRing::new(Codec::H264, u64::MAX);
+        for i in 0..100 {
+            r.push(frame(i, i % 25 == 0, 10));
+        }
+        let s = r.span(30 * 40_000_000, 60 * 40_000_000).unwrap();
+        assert!(!s.pre_truncated);
+        assert_eq!(s.frames[0].pts_ns, 25 * 40_000_000);
+        assert_eq!(s.frames.last().unwrap().pts_ns, 60 * 40_000_000);
+        assert_eq!(s.frames.len(), 36);
+        let s = r.span(25 * 40_000_000, 25 * 40_000_000).unwrap();
+        assert_eq!(s.frames.len(), 1);
+        r.restart(Codec::H265);
+        assert!(r.span(0, u64::MAX).is_none());
+    }
+}

@@ -1,0 +1,370 @@
+//! The agent's HTTP server: the review page for traffic police, the evidence
+//! files (with range requests, so a browser can seek a clip) and `/healthz`.
+//!
+//! Every data route needs the bearer token, sent as `Authorization: Bearer …`
+//! or as the `ioc_token` cookie that `POST /api/login` sets (a `<video>`
+//! element cannot send headers). Evidence is served only by event id and a
+//! fixed list of file names, so no path outside the evidence folder can be
+//! named at all.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::config::Secret;
+use crate::evidence::{Evidence, safe_name};
+use crate::publish::payload::{EventUpdate, ReviewInfo, UPDATE_SCHEMA, rfc3339};
+use crate::store::evidence::{EvidenceQuery, EvidenceRow, Review};
+
+/// Files of an evidence folder that may be served.
+pub const SERVED_FILES: &[&str] = &[
+    "clip.mp4",
+    "overview.jpg",
+    "closeup.jpg",
+    "plate.jpg",
+    "event.json",
+    "manifest.json",
+    "manifest.sig",
+];
+
+const REVIEW_HTML: &str = include_str!("review.html");
+const COOKIE: &str = "ioc_token";
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub evidence: Arc<Evidence>,
+    pub token: Arc<Secret>,
+}
+
+/// Binds `listen` and serves until `cancel` fires. Returns the bound address.
+pub async fn serve(
+    listen: &str,
+    state: HttpState,
+    cancel: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot listen on {listen} (http.listen): {e} — is another program using the port?"
+            ),
+        )
+    })?;
+    let addr = listener.local_addr()?;
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await;
+    });
+    Ok((addr, task))
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/review") }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/review", get(|| async { Html(REVIEW_HTML) }))
+        .route("/api/login", post(login))
+        .route("/api/events", get(list_events))
+        .route("/api/events/{id}/review", post(review))
+        .route("/api/events/{id}/hold", post(hold))
+        .route("/evidence/{id}/{file}", get(evidence_file))
+        .with_state(state)
+}
+
+/// Constant-time comparison of the presented token with the configured one.
+fn token_ok(presented: &str, want: &Secret) -> bool {
+    let (a, b) = (presented.as_bytes(), want.0.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= (*x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0)) as usize;
+    }
+    diff == 0 && !b.is_empty()
+}
+
+fn authorised(headers: &HeaderMap, want: &Secret) -> bool {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        && let Some(t) = v.strip_prefix("Bearer ")
+    {
+        return token_ok(t.trim(), want);
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| {
+            kv.trim()
+                .strip_prefix(&format!("{COOKIE}="))
+                .map(str::to_string)
+        })
+        .any(|t| token_ok(&t, want))
+}
+
+fn unauthorised() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({"error": "missing or wrong token; send Authorization: Bearer <http token> or log in at /review"})),
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({"error": msg.into()}))).into_response()
+}
+
+#[derive(Deserialize)]
+struct Login {
+    token: String,
+}
+
+async fn login(State(s): State<HttpState>, Json(l): Json<Login>) -> Response {
+    if !token_ok(&l.token, &s.token) {
+        return unauthorised();
+    }
+    let cookie = format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", l.token);
+    match HeaderValue::from_str(&cookie) {
+        Ok(v) => (
+            StatusCode::OK,
+            [(header::SET_COOKIE, v)],
+            Json(json!({"ok": true})),
+        )
+            .into_response(),
+        Err(_) => error(
+            StatusCode::BAD_REQUEST,
+            "token has characters a cookie cannot carry",
+        ),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct ListQuery {
+    camera: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<usize>,
+}
+
+fn event_json(r: &EvidenceRow) -> serde_json::Value {
+    let file = |n: &str| {
+        r.files
+            .iter()
+            .any(|f| f == n)
+            .then(|| format!("/evidence/{}/{n}", r.event_id))
+    };
+    json!({
+        "id": r.event_id,
+        "type": r.kind,
+        "camera": r.camera,
+        "rule": r.rule,
+        "time": r.time,
+        "severity": r.severity,
+        "held": r.held,
+        "plate": r.plate,
+        "review": r.review,
+        "files": {
+            "overview": file("overview.jpg"),
+            "closeup": file("closeup.jpg"),
+            "clip": file("clip.mp4"),
+            "plate": file("plate.jpg"),
+            "manifest": file("manifest.json"),
+        },
+        "objects": r.objects,
+        "bytes": r.bytes,
+    })
+}
+
+async fn list_events(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    if !authorised(&headers, &s.token) {
+        return unauthorised();
+    }
+    let nonempty = |v: Option<String>| v.filter(|x| !x.is_empty());
+    let query = EvidenceQuery {
+        camera: nonempty(q.camera),
+        kind: nonempty(q.kind),
+        since: nonempty(q.since),
+        until: nonempty(q.until),
+        limit: q.limit.unwrap_or(200),
+    };
+    let store = s.evidence.store().clone();
+    match tokio::task::spawn_blocking(move || store.evidence_list(&query)).await {
+        Ok(Ok(rows)) => {
+            Json(json!({"events": rows.iter().map(event_json).collect::<Vec<_>>()})).into_response()
+        }
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct ReviewBody {
+    status: String,
+    #[serde(default)]
+    note: String,
+}
+
+async fn review(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    Json(b): Json<ReviewBody>,
+) -> Response {
+    if !authorised(&headers, &s.token) {
+        return unauthorised();
+    }
+    if b.status != "confirmed" && b.status != "rejected" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "status must be \"confirmed\" or \"rejected\"",
+        );
+    }
+    if !safe_name(&id) || b.note.len() > 4000 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad event id or note longer than 4000 bytes",
+        );
+    }
+    let rv = Review {
+        status: b.status.clone(),
+        note: b.note.clone(),
+        at: rfc3339(SystemTime::now()),
+    };
+    let store = s.evidence.store().clone();
+    let (id2, rv2) = (id.clone(), rv.clone());
+    let res = tokio::task::spawn_blocking(move || {
+        let ok = store.evidence_review(&id2, &rv2)?;
+        store.evidence_get(&id2).map(|r| (ok, r))
+    })
+    .await;
+    let row = match res {
+        Ok(Ok((true, Some(row)))) => row,
+        Ok(Ok(_)) => return error(StatusCode::NOT_FOUND, format!("no evidence for event {id}")),
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    tracing::info!(event_id = %id, status = %rv.status, "event reviewed");
+    let update = EventUpdate {
+        schema: UPDATE_SCHEMA.into(),
+        id: ulid::Ulid::new().to_string(),
+        event_id: id.clone(),
+        kind: "review".into(),
+        agent_id: s.evidence.agent_id().to_string(),
+        camera: row.camera.clone(),
+        event_type: row.kind.clone(),
+        time: rv.at.clone(),
+        evidence: None,
+        review: Some(ReviewInfo {
+            status: rv.status.clone(),
+            note: rv.note.clone(),
+            at: rv.at.clone(),
+        }),
+    };
+    let sev = match row.severity.as_str() {
+        "high" => crate::store::Severity::High,
+        "low" => crate::store::Severity::Low,
+        _ => crate::store::Severity::Normal,
+    };
+    s.evidence.publisher().send_update(&update, sev).await;
+    Json(json!({"ok": true, "review": rv})).into_response()
+}
+
+#[derive(Deserialize)]
+struct HoldBody {
+    held: bool,
+}
+
+async fn hold(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    Json(b): Json<HoldBody>,
+) -> Response {
+    if !authorised(&headers, &s.token) {
+        return unauthorised();
+    }
+    let store = s.evidence.store().clone();
+    match tokio::task::spawn_blocking(move || store.evidence_hold(&id, b.held)).await {
+        Ok(Ok(true)) => Json(json!({"ok": true, "held": b.held})).into_response(),
+        Ok(Ok(false)) => error(StatusCode::NOT_FOUND, "no such event"),
+        _ => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot update the evidence index",
+        ),
+    }
+}
+
+async fn evidence_file(
+    State(s): State<HttpState>,
+    UrlPath((id, file)): UrlPath<(String, String)>,
+    req: Request,
+) -> Response {
+    if !authorised(req.headers(), &s.token) {
+        return unauthorised();
+    }
+    // Only `<ulid>/<known name>`: nothing else can be named, so no `..`,
+    // encoded or not, ever reaches the file system.
+    if !safe_name(&id) || !SERVED_FILES.contains(&file.as_str()) {
+        return error(StatusCode::NOT_FOUND, "no such evidence file");
+    }
+    let Some(dir) = s.evidence.folder(&id) else {
+        return error(StatusCode::NOT_FOUND, "no such evidence file");
+    };
+    let path = dir.join(&file);
+    if !path.is_file() {
+        return error(StatusCode::NOT_FOUND, "no such evidence file");
+    }
+    // Content type from the extension (mp4, jpg, json); ranges handled by ServeFile.
+    let svc = tower_http::services::ServeFile::new(&path);
+    match svc.oneshot(req).await {
+        Ok(r) => r.map(Body::new).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        let want = Secret("0123456789abcdef".into());
+        assert!(token_ok("0123456789abcdef", &want));
+        assert!(!token_ok("0123456789abcdeF", &want));
+        assert!(!token_ok("0123456789abcde", &want));
+        assert!(!token_ok("", &want));
+        assert!(!token_ok("x", &Secret(String::new())));
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=b; ioc_token=0123456789abcdef"),
+        );
+        assert!(authorised(&h, &want));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer nope"),
+        );
+        assert!(!authorised(&h, &want));
+    }
+}
