@@ -53,10 +53,41 @@ enum Cmd {
         #[arg(long, default_value = "ioc/v1")]
         prefix: String,
     },
+    /// The agent's evidence signing key.
+    Key {
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
+    /// Check an evidence folder: every file against the signed manifest.
+    /// Exit 0 when untouched; 1 naming each changed, missing or added file.
+    Verify {
+        /// The event's evidence folder (`<evidence dir>/<event_id>`).
+        dir: PathBuf,
+        /// Expected signer (hex public key from `ioc-agent key show`); default:
+        /// any key, which is then printed.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Read licence plates in a picture (JPEG/PNG) with the configured
+    /// detector and plate models, as the agent does on vehicle tracks.
+    ReadPlates {
+        #[arg(long, short)]
+        config: PathBuf,
+        image: PathBuf,
+    },
     /// Model files: fetch and verify them against their manifests.
     Models {
         #[command(subcommand)]
         cmd: ModelsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Print the agent's Ed25519 public key (hex), creating the key on first use.
+    Show {
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -239,6 +270,74 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     _ = shutdown_signal() => Ok(()),
                 }
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Key {
+            cmd: KeyCmd::Show { config },
+        } => {
+            let cfg = Config::load(&config)?;
+            let path = cfg.key_path();
+            let existed = path.exists();
+            let key = ioc_agent::evidence::sign::load_or_create_key(&path)?;
+            if !existed {
+                eprintln!("created a new key at {} (0600)", path.display());
+            }
+            println!("{}", hex::encode(key.verifying_key().as_bytes()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Verify { dir, key } => {
+            if !dir.is_dir() {
+                anyhow::bail!(
+                    "{} is not a folder; give an evidence folder <evidence dir>/<event_id>",
+                    dir.display()
+                );
+            }
+            match ioc_agent::evidence::sign::verify(&dir, key.as_deref()) {
+                Ok(m) => {
+                    println!(
+                        "OK: {} — {} file(s) match the manifest signed by {}",
+                        dir.display(),
+                        m.files.len(),
+                        m.public_key
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(problems) => {
+                    for p in &problems {
+                        println!("FAILED: {p}");
+                    }
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Cmd::ReadPlates { config, image } => {
+            let cfg = Config::load(&config)?;
+            init_tracing("warn");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let readings = rt
+                .block_on(ioc_agent::evidence::plates::read_image(&cfg, &image))
+                .map_err(anyhow::Error::msg)?;
+            if readings.is_empty() {
+                println!("no plate found");
+                return Ok(ExitCode::from(1));
+            }
+            for (vehicle, r) in readings {
+                println!(
+                    "plate text={} raw={:?} confidence={:.3} valid={} two_rows={} box=[{:.0},{:.0},{:.0},{:.0}] detector={:.2} vehicle={vehicle}",
+                    r.plate.text,
+                    r.raw,
+                    r.plate.confidence,
+                    r.plate.valid,
+                    r.plate.two_rows,
+                    r.bbox[0],
+                    r.bbox[1],
+                    r.bbox[2],
+                    r.bbox[3],
+                    r.detector_score
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Models { cmd } => match cmd {

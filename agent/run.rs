@@ -58,7 +58,6 @@ const DECODE_BACKLOG_BYTES: u64 = 8 * 1024 * 1024;
 /// Loads the runtime and every model the enabled cameras use. Fails with a
 /// clear error (path and fix) before anything starts.
 pub fn load_detectors(cfg: &Config) -> Result<HashMap<String, DetectorHandle>, RunError> {
-    let env = infer::init_runtime(&cfg.onnxruntime_path())?;
     let mut used: Vec<&str> = Vec::new();
     for cam in cfg.cameras.iter().filter(|c| c.enabled) {
         let name = cam
@@ -86,8 +85,17 @@ pub fn load_detectors(cfg: &Config) -> Result<HashMap<String, DetectorHandle>, R
             }
         }
     }
+    load_named(cfg, &used)
+}
+
+/// Loads the named models (skipping names not in `[[models]]`).
+pub fn load_named(
+    cfg: &Config,
+    names: &[&str],
+) -> Result<HashMap<String, DetectorHandle>, RunError> {
+    let env = infer::init_runtime(&cfg.onnxruntime_path())?;
     let mut out = HashMap::new();
-    for name in used {
+    for &name in names {
         let Some(mc) = cfg.models.iter().find(|m| m.name.get_ref() == name) else {
             continue;
         };

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::decode::Frame;
-use crate::infer::{DetectorHandle, InferError};
+use crate::infer::{DetectorHandle, InferError, Region};
 use crate::publish::payload::PlateInfo;
 
 use super::plate::{parse_plate, plate_confidence};
@@ -45,6 +45,29 @@ fn clamp_box(b: [f32; 4], fw: u32, fh: u32, grow_x: f32, grow_y: f32) -> Option<
     })
 }
 
+/// Width ÷ height a one-row plate is read at: perspective on a pole-mounted
+/// camera shortens plates sideways, so the quad's own shape is too narrow.
+/// (VN car plate 520×110 mm, grown by the margins; Chinese 440×140.)
+const ONE_ROW_ASPECT: f32 = 4.0;
+/// Each row of a two-row plate (VN motorbike 190×140 mm, split in two).
+const ROW_ASPECT: f32 = 2.8;
+
+/// Moves each corner of a quad (TL, TR, BR, BL) outwards by `gx` of the
+/// width and `gy` of the height.
+fn grow_quad(q: [f32; 8], gx: f32, gy: f32) -> [f32; 8] {
+    let (cx, cy) = (
+        (q[0] + q[2] + q[4] + q[6]) / 4.0,
+        (q[1] + q[3] + q[5] + q[7]) / 4.0,
+    );
+    let mut out = q;
+    for i in 0..4 {
+        let (dx, dy) = (q[2 * i] - cx, q[2 * i + 1] - cy);
+        out[2 * i] = cx + dx * (1.0 + 2.0 * gx);
+        out[2 * i + 1] = cy + dy * (1.0 + 2.0 * gy);
+    }
+    out
+}
+
 impl PlateModels {
     /// Reads the plate of the vehicle at `vehicle` (frame pixels), if any.
     pub async fn read(
@@ -56,29 +79,59 @@ impl PlateModels {
             return Ok(None);
         };
         let found = self.detector.infer(frame.clone(), Some(crop)).await?;
-        let Some(best) = found
+        let Some((bi, best)) = found
             .detections
             .iter()
-            .max_by(|a, b| a.score.total_cmp(&b.score))
+            .enumerate()
+            .max_by(|a, b| a.1.score.total_cmp(&b.1.score))
         else {
             return Ok(None);
         };
         let b = best.bbox;
         let two_rows = best.class == 1;
-        let rows: Vec<[f32; 4]> = if two_rows {
-            let mid = b[1] + (b[3] - b[1]) * 0.5;
-            let o = (b[3] - b[1]) * 0.04;
-            vec![[b[0], b[1], b[2], mid + o], [b[0], mid - o, b[2], b[3]]]
+        // The plate's corners (rectified), else its box; grown a little so
+        // the reader sees the edge characters whole.
+        let q = found
+            .corners
+            .get(bi)
+            .copied()
+            .unwrap_or([b[0], b[1], b[2], b[1], b[2], b[3], b[0], b[3]]);
+        let quad = grow_quad(q, 0.04, 0.10);
+        tracing::debug!(corners = ?q, "plate found");
+        let rows: Vec<([f32; 8], f32)> = if two_rows {
+            let lerp = |a: usize, c: usize, t: f32| {
+                (
+                    quad[2 * a] + (quad[2 * c] - quad[2 * a]) * t,
+                    quad[2 * a + 1] + (quad[2 * c + 1] - quad[2 * a + 1]) * t,
+                )
+            };
+            // Split at 45% of the height (the top row is the shorter on VN plates).
+            let (l_mid, r_mid) = (lerp(0, 3, 0.45), lerp(1, 2, 0.45));
+            let (l_top, r_top) = (lerp(0, 3, 0.40), lerp(1, 2, 0.40));
+            vec![
+                (
+                    [
+                        quad[0], quad[1], quad[2], quad[3], r_mid.0, r_mid.1, l_mid.0, l_mid.1,
+                    ],
+                    ROW_ASPECT,
+                ),
+                (
+                    [
+                        l_top.0, l_top.1, r_top.0, r_top.1, quad[4], quad[5], quad[6], quad[7],
+                    ],
+                    ROW_ASPECT,
+                ),
+            ]
         } else {
-            vec![b]
+            vec![(quad, ONE_ROW_ASPECT)]
         };
         let mut texts = Vec::new();
         let mut confs = Vec::new();
-        for r in rows {
-            let Some(c) = clamp_box(r, frame.width, frame.height, 0.04, 0.08) else {
-                return Ok(None);
-            };
-            let out = self.reader.infer(frame.clone(), Some(c)).await?;
+        for (r, aspect) in rows {
+            let out = self
+                .reader
+                .infer_region(frame.clone(), Region::Quad(r, aspect))
+                .await?;
             let (t, conf) = out.text.unwrap_or_default();
             texts.push(t);
             confs.push(conf);
@@ -98,4 +151,65 @@ impl PlateModels {
             detector_score: best.score,
         }))
     }
+}
+
+/// Reads the plates of every vehicle in a picture file, the way the agent does
+/// on tracks: the camera detector finds vehicles, the plate cascade reads them.
+/// Needs `evidence.plates` in the config. Returns (vehicle label, reading).
+pub async fn read_image(
+    cfg: &crate::config::Config,
+    path: &std::path::Path,
+) -> Result<Vec<(String, Reading)>, String> {
+    let pc = cfg
+        .evidence
+        .plates
+        .as_ref()
+        .ok_or("the config has no [evidence.plates]; add detector and reader models there")?;
+    let img = image::open(path)
+        .map_err(|e| format!("cannot read picture {}: {e}", path.display()))?
+        .to_rgb8();
+    let frame = Arc::new(super::rgb_to_frame(&img));
+    let vehicle_model = cfg
+        .models
+        .iter()
+        .map(|m| m.name.get_ref().as_str())
+        .find(|n| *n != pc.detector.get_ref() && *n != pc.reader.get_ref())
+        .ok_or("no vehicle detector: list one in [[models]] besides the plate models")?;
+    let names = [vehicle_model, pc.detector.get_ref(), pc.reader.get_ref()];
+    let detectors = crate::run::load_named(cfg, &names).map_err(|e| e.to_string())?;
+    let main = detectors
+        .get(vehicle_model)
+        .ok_or("vehicle detector not loaded")?;
+    let models = PlateModels {
+        detector: detectors
+            .get(pc.detector.get_ref())
+            .ok_or("plate detector not loaded")?
+            .clone(),
+        reader: detectors
+            .get(pc.reader.get_ref())
+            .ok_or("plate reader not loaded")?
+            .clone(),
+    };
+    let found = main
+        .detect(frame.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let labels = &main.manifest.labels;
+    let mut out = Vec::new();
+    for d in &found.detections {
+        let Some(label) = labels.get(d.class) else {
+            continue;
+        };
+        if !pc.classes.contains(label) {
+            continue;
+        }
+        if let Some(r) = models
+            .read(frame.clone(), d.bbox)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            out.push((label.clone(), r));
+        }
+    }
+    Ok(out)
 }

@@ -172,9 +172,28 @@ impl Detector {
     /// (pixels). Detectors return boxes in frame pixels; classifiers return
     /// one score per label.
     pub fn run(&mut self, frame: &Frame, crop: Option<[usize; 4]>) -> Result<Output, InferError> {
+        self.run_region(frame, crop.map_or(Region::Full, Region::Crop))
+    }
+
+    /// Runs the model on a region of the frame.
+    pub fn run_region(&mut self, frame: &Frame, region: Region) -> Result<Output, InferError> {
         let spec = &self.manifest.input;
         let (mw, mh) = (spec.width(), spec.height());
-        let t = preprocess::i420_crop_to_tensor(frame, crop, spec, &mut self.input);
+        let t = match region {
+            Region::Full => preprocess::i420_crop_to_tensor(frame, None, spec, &mut self.input),
+            Region::Crop(c) => {
+                preprocess::i420_crop_to_tensor(frame, Some(c), spec, &mut self.input)
+            }
+            Region::Quad(q, aspect) => {
+                preprocess::i420_quad_to_tensor(frame, q, aspect, spec, &mut self.input);
+                preprocess::Transform {
+                    scale_x: 1.0,
+                    scale_y: 1.0,
+                    pad_x: 0.0,
+                    pad_y: 0.0,
+                }
+            }
+        };
         let name = self.manifest.name.clone();
         let run_err = |e: String| InferError::Run {
             model: name.clone(),
@@ -211,6 +230,7 @@ impl Detector {
                     detections: Vec::new(),
                     scores: postprocess::activate(raw, *activation),
                     text: None,
+                    corners: Vec::new(),
                 });
             }
             OutputSpec::Ctc { name } => {
@@ -237,11 +257,40 @@ impl Detector {
                     detections: Vec::new(),
                     scores: Vec::new(),
                     text: Some(text),
+                    corners: Vec::new(),
                 });
             }
-            OutputSpec::Yolov5Corners { name, .. } => {
-                postprocess::decode_yolov5_corners(get(name)?, ncls, self.threshold)
-                    .map_err(run_err)?
+            OutputSpec::Yolov5Corners { name, nms_iou, .. } => {
+                let cands = postprocess::decode_yolov5_corners(get(name)?, ncls, self.threshold)
+                    .map_err(run_err)?;
+                let kept = postprocess::nms(cands.iter().map(|c| c.0.clone()).collect(), *nms_iou);
+                let mut corners = Vec::new();
+                let mut dets = Vec::new();
+                for d in kept {
+                    let Some((_, q)) = cands
+                        .iter()
+                        .find(|(c, _)| c.bbox == d.bbox && c.score == d.score)
+                    else {
+                        continue;
+                    };
+                    let mut fq = [0f32; 8];
+                    for i in 0..4 {
+                        let (x, y) = t.to_frame(q[2 * i], q[2 * i + 1]);
+                        fq[2 * i] = x.clamp(0.0, frame.width as f32);
+                        fq[2 * i + 1] = y.clamp(0.0, frame.height as f32);
+                    }
+                    let one = postprocess::to_frame(vec![d], &t, frame.width, frame.height);
+                    if let Some(d) = one.into_iter().next() {
+                        dets.push(d);
+                        corners.push(fq);
+                    }
+                }
+                return Ok(Output {
+                    detections: dets,
+                    scores: Vec::new(),
+                    text: None,
+                    corners,
+                });
             }
             OutputSpec::Yolox { name, strides, .. } => {
                 postprocess::decode_yolox(get(name)?, ncls, strides, mw, mh, self.threshold)
@@ -276,6 +325,7 @@ impl Detector {
             detections: postprocess::to_frame(kept, &t, frame.width, frame.height),
             scores: Vec::new(),
             text: None,
+            corners: Vec::new(),
         })
     }
 }
@@ -289,6 +339,8 @@ pub struct Output {
     pub scores: Vec<f32>,
     /// Text recognisers: the text and its confidence.
     pub text: Option<(String, f32)>,
+    /// Corner detectors: per detection, 4 corners (x, y) in frame pixels.
+    pub corners: Vec<[f32; 8]>,
 }
 
 /// Result of one inference.
@@ -298,12 +350,25 @@ pub struct Inference {
     pub scores: Vec<f32>,
     /// Text recognisers: the text and its confidence.
     pub text: Option<(String, f32)>,
+    /// Corner detectors: per detection, 4 corners (x, y) in frame pixels.
+    pub corners: Vec<[f32; 8]>,
     pub millis: f64,
+}
+
+/// Which part of a frame a model looks at.
+#[derive(Debug, Clone, Copy)]
+pub enum Region {
+    Full,
+    /// `[x, y, w, h]` in frame pixels.
+    Crop([usize; 4]),
+    /// Four corners (top-left, top-right, bottom-right, bottom-left),
+    /// rectified to the given width ÷ height (0: the quad's own).
+    Quad([f32; 8], f32),
 }
 
 type Job = (
     Arc<Frame>,
-    Option<[usize; 4]>,
+    Region,
     oneshot::Sender<Result<Inference, InferError>>,
 );
 
@@ -322,12 +387,13 @@ impl DetectorHandle {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(queue.max(1));
         let name = format!("infer-{}", det.manifest.name);
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
-            while let Ok((frame, crop, reply)) = rx.recv() {
+            while let Ok((frame, region, reply)) = rx.recv() {
                 let start = Instant::now();
-                let res = det.run(&frame, crop).map(|o| Inference {
+                let res = det.run_region(&frame, region).map(|o| Inference {
                     detections: o.detections,
                     scores: o.scores,
                     text: o.text,
+                    corners: o.corners,
                     millis: start.elapsed().as_secs_f64() * 1e3,
                 });
                 let _ = reply.send(res);
@@ -349,10 +415,20 @@ impl DetectorHandle {
         frame: Arc<Frame>,
         crop: Option<[usize; 4]>,
     ) -> Result<Inference, InferError> {
+        self.infer_region(frame, crop.map_or(Region::Full, Region::Crop))
+            .await
+    }
+
+    /// Runs the model on any region (e.g. a plate's rectified quad).
+    pub async fn infer_region(
+        &self,
+        frame: Arc<Frame>,
+        region: Region,
+    ) -> Result<Inference, InferError> {
         let (rtx, rrx) = oneshot::channel();
         let stopped = || InferError::Stopped(self.manifest.name.clone());
         // try_send first; fall back to a blocking send off the async workers.
-        match self.tx.try_send((frame, crop, rtx)) {
+        match self.tx.try_send((frame, region, rtx)) {
             Ok(()) => {}
             Err(std::sync::mpsc::TrySendError::Full(job)) => {
                 let tx = self.tx.clone();

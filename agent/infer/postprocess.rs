@@ -24,7 +24,7 @@ pub fn decode_yolov5_corners(
     rows: &[f32],
     num_classes: usize,
     threshold: f32,
-) -> Result<Vec<Detection>, String> {
+) -> Result<Vec<(Detection, [f32; 8])>, String> {
     let len = 13 + num_classes;
     if rows.is_empty() || rows.len() % len != 0 {
         return Err(format!(
@@ -44,11 +44,16 @@ pub fn decode_yolov5_corners(
             continue;
         }
         let (cx, cy, w, h) = (r[0], r[1], r[2], r[3]);
-        out.push(Detection {
-            class,
-            score,
-            bbox: [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0],
-        });
+        let mut corners = [0f32; 8];
+        corners.copy_from_slice(&r[5..13]);
+        out.push((
+            Detection {
+                class,
+                score,
+                bbox: [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0],
+            },
+            corners,
+        ));
     }
     Ok(out)
 }

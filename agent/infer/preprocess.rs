@@ -174,6 +174,85 @@ pub fn i420_crop_to_tensor(
     t
 }
 
+/// A quadrilateral region of the frame (corners top-left, top-right,
+/// bottom-right, bottom-left, in frame pixels) rectified onto the model canvas:
+/// the region's height fills the canvas height, its width is `aspect` × the
+/// height (0: the quad's own aspect; capped at the canvas width),
+/// left-aligned; the rest is padding.
+/// Sampling is bilinear between the corners, which rectifies a plate seen at
+/// an angle well enough to read.
+pub fn i420_quad_to_tensor(
+    frame: &Frame,
+    quad: [f32; 8],
+    aspect: f32,
+    spec: &InputSpec,
+    out: &mut Vec<f32>,
+) {
+    let (mw, mh) = (spec.width(), spec.height());
+    let plane = mw * mh;
+    out.resize(3 * plane, 0.0);
+    let (mean, std) = (spec.mean, spec.std);
+    let inv = [1.0 / std[0], 1.0 / std[1], 1.0 / std[2]];
+    for c in 0..3 {
+        out[c * plane..(c + 1) * plane].fill((spec.pad - mean[c]) * inv[c]);
+    }
+    let (ri, gi, bi) = match spec.color {
+        ColorOrder::Rgb => (0, 1, 2),
+        ColorOrder::Bgr => (2, 1, 0),
+    };
+    let p = |i: usize| (quad[2 * i], quad[2 * i + 1]);
+    let dist = |a: (f32, f32), b: (f32, f32)| ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt();
+    let qw = (dist(p(0), p(1)) + dist(p(3), p(2))) / 2.0;
+    let qh = (dist(p(0), p(3)) + dist(p(1), p(2))) / 2.0;
+    if qw < 1.0 || qh < 1.0 {
+        return;
+    }
+    // The output's width ÷ height: given (a plate's real shape, which
+    // perspective hides), else the quad's own.
+    let aspect = if aspect > 0.0 { aspect } else { qw / qh };
+    let nw = ((mh as f32 * aspect).ceil() as usize).clamp(1, mw);
+    let (fw, fh) = (frame.width as usize, frame.height as usize);
+    let (yp, up, vp) = (frame.y(), frame.u(), frame.v());
+    let cw = frame.chroma_width();
+    let (r_plane, rest) = out.split_at_mut(plane);
+    let (g_plane, b_plane) = rest.split_at_mut(plane);
+    let planes: [&mut [f32]; 3] = [r_plane, g_plane, b_plane];
+    for y in 0..mh {
+        let v = (y as f32 + 0.5) / mh as f32;
+        // Left and right edges at this height.
+        let l = (
+            p(0).0 + (p(3).0 - p(0).0) * v,
+            p(0).1 + (p(3).1 - p(0).1) * v,
+        );
+        let r = (
+            p(1).0 + (p(2).0 - p(1).0) * v,
+            p(1).1 + (p(2).1 - p(1).1) * v,
+        );
+        for x in 0..nw {
+            let u = (x as f32 + 0.5) / nw as f32;
+            let fx = (l.0 + (r.0 - l.0) * u - 0.5).clamp(0.0, (fw - 1) as f32);
+            let fy = (l.1 + (r.1 - l.1) * u - 0.5).clamp(0.0, (fh - 1) as f32);
+            let (x0, y0) = (fx as usize, fy as usize);
+            let (x1, y1) = ((x0 + 1).min(fw - 1), (y0 + 1).min(fh - 1));
+            let (wx, wy) = (fx - x0 as f32, fy - y0 as f32);
+            let luma = (yp[y0 * fw + x0] as f32 * (1.0 - wx) + yp[y0 * fw + x1] as f32 * wx)
+                * (1.0 - wy)
+                + (yp[y1 * fw + x0] as f32 * (1.0 - wx) + yp[y1 * fw + x1] as f32 * wx) * wy;
+            let ci = ((fy as usize) / 2) * cw + (fx as usize) / 2;
+            let c = 298 * (luma as i32 - 16);
+            let d = up[ci] as i32 - 128;
+            let e = vp[ci] as i32 - 128;
+            let rr = clamp_u8((c + 409 * e + 128) >> 8);
+            let gg = clamp_u8((c - 100 * d - 208 * e + 128) >> 8);
+            let bb = clamp_u8((c + 516 * d + 128) >> 8);
+            let i = y * mw + x;
+            planes[ri][i] = (rr - mean[ri]) * inv[ri];
+            planes[gi][i] = (gg - mean[gi]) * inv[gi];
+            planes[bi][i] = (bb - mean[bi]) * inv[bi];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
