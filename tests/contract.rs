@@ -32,6 +32,7 @@ fn asyncapi_names_every_topic_and_schema() {
         "alert.schema.json",
         "status.schema.json",
         "stats.schema.json",
+        "event_update.schema.json",
     ] {
         assert!(doc.contains(s), "asyncapi.yaml does not reference {s}");
     }

@@ -110,7 +110,14 @@ pub fn write_mp4(span: &Span, dest: &Path) -> Result<ClipInfo, ClipError> {
             .set_state(gst::State::Playing)
             .map_err(|e| err(e.to_string()))?;
         for (i, f) in span.frames.iter().enumerate() {
-            let mut b = gst::Buffer::from_slice(f.data.clone());
+            // The first frame carries the parameter sets (SPS/PPS/VPS) if the
+            // camera sent them only with an earlier keyframe.
+            let data = if i == 0 && super::ring::parameter_sets(span.codec, &f.data).is_empty() {
+                [span.params.as_slice(), f.data.as_slice()].concat()
+            } else {
+                f.data.clone()
+            };
+            let mut b = gst::Buffer::from_slice(data);
             {
                 let bm = b.get_mut().ok_or_else(|| err("buffer".into()))?;
                 bm.set_pts(gst::ClockTime::from_nseconds(out_pts[i]));

@@ -159,7 +159,20 @@ impl Evidence {
                 if !same {
                     Some(None)
                 } else if done || Instant::now() > deadline {
-                    Some(r.span(pkg.event_pts_ns.saturating_sub(pre), want_end))
+                    let mut span = r.span(pkg.event_pts_ns.saturating_sub(pre), want_end);
+                    tracing::debug!(
+                        event_pts = pkg.event_pts_ns,
+                        ring_first = r.first_pts().unwrap_or(0),
+                        ring_last = r.latest_pts().unwrap_or(0),
+                        keyframes = r.keyframe_pts().len(),
+                        first_keys = ?r.keyframe_pts().iter().take(8).collect::<Vec<_>>(),
+                        "evidence span"
+                    );
+                    // The session began less than pre_secs before the event.
+                    if let Some(s) = span.as_mut() {
+                        s.pre_truncated |= pkg.event_pts_ns < pre;
+                    }
+                    Some(span)
                 } else {
                     None
                 }

@@ -30,6 +30,51 @@ pub struct GopRing {
     pub session: u64,
     /// GOPs evicted to stay within the budget.
     pub evicted_gops: u64,
+    /// The latest parameter sets (SPS/PPS, and VPS for H.265) seen, Annex B:
+    /// the camera (or retina) sends them with some keyframes only, and a clip
+    /// must start with them.
+    params: Vec<u8>,
+}
+
+/// The parameter-set NAL units of an Annex B access unit, each with a start code.
+pub fn parameter_sets(codec: Codec, au: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (s, e) in nal_ranges(au) {
+        let is_param = match codec {
+            Codec::H264 => matches!(au[s] & 0x1f, 7 | 8),
+            Codec::H265 => matches!((au[s] >> 1) & 0x3f, 32..=34),
+        };
+        if is_param {
+            out.extend_from_slice(&[0, 0, 0, 1]);
+            out.extend_from_slice(&au[s..e]);
+        }
+    }
+    out
+}
+
+/// (start, end) of each NAL unit's bytes after its start code.
+fn nal_ranges(au: &[u8]) -> Vec<(usize, usize)> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= au.len() {
+        if au[i] == 0 && au[i + 1] == 0 && au[i + 2] == 1 {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let mut out = Vec::new();
+    for (k, &s) in starts.iter().enumerate() {
+        let mut e = starts.get(k + 1).map(|n| n - 3).unwrap_or(au.len());
+        while e > s && au[e - 1] == 0 {
+            e -= 1;
+        }
+        if s < e {
+            out.push((s, e));
+        }
+    }
+    out
 }
 
 /// What a clip request got from the ring.
@@ -38,6 +83,8 @@ pub struct Span {
     pub codec: Codec,
     /// True when the ring did not reach back to the requested start.
     pub pre_truncated: bool,
+    /// Parameter sets to put before the first frame when it lacks them.
+    pub params: Vec<u8>,
 }
 
 impl GopRing {
@@ -49,6 +96,7 @@ impl GopRing {
             codec,
             session: 0,
             evicted_gops: 0,
+            params: Vec::new(),
         }
     }
 
@@ -56,6 +104,7 @@ impl GopRing {
     pub fn restart(&mut self, codec: Codec) {
         self.frames.clear();
         self.bytes = 0;
+        self.params.clear();
         self.codec = codec;
         self.session += 1;
     }
@@ -69,6 +118,18 @@ impl GopRing {
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
+    /// Presentation time of the oldest frame.
+    pub fn first_pts(&self) -> Option<u64> {
+        self.frames.front().map(|f| f.pts_ns)
+    }
+    /// Presentation times of the keyframes held.
+    pub fn keyframe_pts(&self) -> Vec<u64> {
+        self.frames
+            .iter()
+            .filter(|f| f.keyframe)
+            .map(|f| f.pts_ns)
+            .collect()
+    }
     /// Presentation time of the newest frame.
     pub fn latest_pts(&self) -> Option<u64> {
         self.frames.back().map(|f| f.pts_ns)
@@ -79,6 +140,12 @@ impl GopRing {
     pub fn push(&mut self, f: Arc<RingFrame>) {
         if self.frames.is_empty() && !f.keyframe {
             return;
+        }
+        if f.keyframe {
+            let p = parameter_sets(self.codec, &f.data);
+            if !p.is_empty() {
+                self.params = p;
+            }
         }
         self.bytes += f.data.len() as u64;
         self.frames.push_back(f);
@@ -96,6 +163,30 @@ impl GopRing {
         }
     }
 
+    /// Whether a clip may start at frame `i`: an H.265 CRA followed by
+    /// RASL pictures (open GOP) may not — a player drops them, so the clip
+    /// would not hold every frame of the source.
+    fn clean_start(&self, i: usize) -> bool {
+        if self.codec == Codec::H264 {
+            return true;
+        }
+        let types = |d: &[u8]| -> Vec<u8> {
+            nal_ranges(d)
+                .into_iter()
+                .map(|(s, _)| (d[s] >> 1) & 0x3f)
+                .filter(|t| *t < 32)
+                .collect()
+        };
+        let here = types(&self.frames[i].data);
+        if here.iter().all(|t| (16..=20).contains(t)) {
+            return true;
+        }
+        match self.frames.get(i + 1) {
+            Some(next) => !types(&next.data).iter().any(|t| *t == 8 || *t == 9),
+            None => true,
+        }
+    }
+
     /// Frames from the last keyframe at or before `from_ns` up to the last
     /// frame (in decode order) whose presentation time is at or before
     /// `to_ns`. When no keyframe is that old, starts at the oldest keyframe.
@@ -104,11 +195,15 @@ impl GopRing {
             .frames
             .iter()
             .enumerate()
-            .filter(|(_, f)| f.keyframe && f.pts_ns <= from_ns)
+            .filter(|(i, f)| f.keyframe && f.pts_ns <= from_ns && self.clean_start(*i))
             .map(|(i, _)| i)
             .next_back();
         let pre_truncated = start.is_none();
-        let start = start.unwrap_or(0);
+        let start = start
+            .or_else(|| {
+                (0..self.frames.len()).find(|&i| self.frames[i].keyframe && self.clean_start(i))
+            })
+            .unwrap_or(0);
         // In decode order, the clip ends at the last frame that presents by `to_ns`
         // (B-frames may present before an earlier-decoded P-frame).
         let end = self
@@ -124,6 +219,7 @@ impl GopRing {
             frames,
             codec: self.codec,
             pre_truncated,
+            params: self.params.clone(),
         })
     }
 }
@@ -152,8 +248,38 @@ mod tests {
         assert!(r.bytes() <= 10_000);
         assert!(r.frames[0].keyframe);
         assert_eq!(r.frames[0].pts_ns % (25 * 40_000_000), 0);
-        assert_eq!(r.evicted_gops, 3);
-        assert_eq!(r.len(), 25);
+        // 50 frames fit; two whole GOPs went, never part of one.
+        assert_eq!(r.evicted_gops, 2);
+        assert_eq!(r.len(), 50);
+    }
+
+    #[test]
+    fn parameter_sets_are_kept_for_clips() {
+        let mut r = GopRing::new(Codec::H265, u64::MAX);
+        // VPS, SPS, PPS, IDR; then an IDR alone.
+        let first = vec![
+            0, 0, 0, 1, 64, 1, 9, 0, 0, 1, 66, 1, 8, 0, 0, 1, 68, 1, 7, 0, 0, 1, 38, 1, 5,
+        ];
+        r.push(Arc::new(RingFrame {
+            data: first,
+            pts_ns: 0,
+            keyframe: true,
+            wall: SystemTime::UNIX_EPOCH,
+        }));
+        r.push(Arc::new(RingFrame {
+            data: vec![0, 0, 1, 38, 1, 6],
+            pts_ns: 1,
+            keyframe: true,
+            wall: SystemTime::UNIX_EPOCH,
+        }));
+        let s = r.span(1, 1).unwrap();
+        assert_eq!(
+            s.params,
+            vec![
+                0, 0, 0, 1, 64, 1, 9, 0, 0, 0, 1, 66, 1, 8, 0, 0, 0, 1, 68, 1, 7
+            ]
+        );
+        assert!(parameter_sets(Codec::H265, &s.frames[0].data).is_empty());
     }
 
     #[test]

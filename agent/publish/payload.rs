@@ -473,5 +473,9 @@ pub fn schemas() -> Vec<(&'static str, String)> {
         ("alert.schema.json", pretty(schemars::schema_for!(Alert))),
         ("status.schema.json", pretty(schemars::schema_for!(Status))),
         ("stats.schema.json", pretty(schemars::schema_for!(Stats))),
+        (
+            "event_update.schema.json",
+            pretty(schemars::schema_for!(EventUpdate)),
+        ),
     ]
 }

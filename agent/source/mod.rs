@@ -129,6 +129,39 @@ pub struct EncodedFrame {
     pub keyframe: bool,
 }
 
+/// Whether an Annex B access unit starts a GOP: H.264 IDR slices, or H.265
+/// IRAP pictures (IDR, CRA, BLA). retina's own flag misses some H.265 IDRs.
+pub fn is_random_access(codec: Codec, au: &[u8]) -> bool {
+    let mut vcl = 0;
+    let mut rap = 0;
+    let mut i = 0;
+    while i + 3 < au.len() {
+        if au[i] == 0 && au[i + 1] == 0 && au[i + 2] == 1 {
+            let h = au[i + 3];
+            match codec {
+                Codec::H264 => {
+                    let t = h & 0x1f;
+                    if (1..=5).contains(&t) {
+                        vcl += 1;
+                        rap += (t == 5) as u32;
+                    }
+                }
+                Codec::H265 => {
+                    let t = (h >> 1) & 0x3f;
+                    if t < 32 {
+                        vcl += 1;
+                        rap += (16..=23).contains(&t) as u32;
+                    }
+                }
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    vcl > 0 && rap == vcl
+}
+
 /// A playing RTSP session delivering video frames.
 pub struct RtspSource {
     demuxed: Pin<Box<Demuxed>>,
@@ -249,7 +282,8 @@ impl RtspSource {
                 }
                 Some(Ok(CodecItem::VideoFrame(f))) => {
                     let secs = f.timestamp().elapsed_secs().max(0.0);
-                    let keyframe = f.is_random_access_point();
+                    let keyframe =
+                        f.is_random_access_point() || is_random_access(self.codec, f.data());
                     return Ok(EncodedFrame {
                         pts_ns: (secs * 1e9) as u64,
                         keyframe,
@@ -287,6 +321,19 @@ mod tests {
                 .contains("rtsp://")
         );
         assert!(parse_rtsp_url("cam/1").unwrap_err().contains("rtsp://"));
+    }
+
+    #[test]
+    fn random_access_units_are_found_in_annex_b() {
+        // H.264: SPS, PPS, IDR slice / a P slice.
+        let idr = [0, 0, 0, 1, 0x67, 1, 0, 0, 1, 0x68, 2, 0, 0, 1, 0x65, 3];
+        assert!(is_random_access(Codec::H264, &idr));
+        assert!(!is_random_access(Codec::H264, &[0, 0, 1, 0x41, 9]));
+        // H.265: IDR_W_RADL (19) / CRA (21) / TRAIL_R (1).
+        assert!(is_random_access(Codec::H265, &[0, 0, 1, 19 << 1, 1, 7]));
+        assert!(is_random_access(Codec::H265, &[0, 0, 1, 21 << 1, 1, 7]));
+        assert!(!is_random_access(Codec::H265, &[0, 0, 1, 1 << 1, 1, 7]));
+        assert!(!is_random_access(Codec::H265, &[0, 0, 1, 32 << 1, 1])); // VPS only
     }
 
     #[test]

@@ -256,7 +256,7 @@ impl Agent {
         let child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(&cfg)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,ioc_agent::evidence=debug")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -390,16 +390,168 @@ impl Subscriber {
         None
     }
 
-    /// Alerts received so far, parsed.
+    /// Alerts received so far, parsed (event updates on the same topic are not alerts).
     pub fn alerts(&self) -> Vec<serde_json::Value> {
+        self.events("ioc.alert/1")
+    }
+
+    /// `ioc.event_update/v1` messages (evidence sealed, reviews) received so far.
+    pub fn updates(&self) -> Vec<serde_json::Value> {
+        self.events("ioc.event_update/v1")
+    }
+
+    fn events(&self, schema: &str) -> Vec<serde_json::Value> {
         self.all()
             .iter()
             .filter(|m| m.topic.ends_with("/events"))
-            .filter_map(|m| serde_json::from_slice(&m.payload).ok())
+            .filter_map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
+            .filter(|v| v["schema"] == schema)
             .collect()
     }
 
     pub fn shutdown(self) {
         self.rt.shutdown_background();
     }
+}
+
+/// Re-encodes the traffic clip with `encoder` (e.g. `["x264enc", "key-int-max=12"]`)
+/// and `parser` into an MP4 at `dest`.
+pub fn transcode(dest: &Path, encoder: &[&str], parser: &str) {
+    let st = Command::new("gst-launch-1.0")
+        .arg("-q")
+        .arg("filesrc")
+        .arg(format!("location={}", traffic_clip().display()))
+        .args([
+            "!",
+            "qtdemux",
+            "!",
+            "h264parse",
+            "!",
+            "avdec_h264",
+            "!",
+            "videoconvert",
+            "!",
+            "video/x-raw,format=I420",
+            "!",
+        ])
+        .args(encoder)
+        .args(["!", parser, "!", "mp4mux", "!", "filesink"])
+        .arg(format!("location={}", dest.display()))
+        .status()
+        .expect("gst-launch-1.0");
+    assert!(st.success(), "transcode with {encoder:?}");
+}
+
+/// One access unit of an MP4 as Annex B bytes, with its presentation time and
+/// whether it is a keyframe.
+pub struct Au {
+    pub data: Vec<u8>,
+    pub pts_ns: u64,
+    pub duration_ns: u64,
+    pub keyframe: bool,
+}
+
+/// Demuxes an MP4 into access units (qtdemux → parser → byte-stream, au).
+pub fn access_units(path: &Path) -> Vec<Au> {
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    gst::init().unwrap();
+    let head = std::fs::read(path).unwrap();
+    let h265 = head
+        .windows(4)
+        .any(|w| w == b"hvcC" || w == b"hev1" || w == b"hvc1");
+    let (parser, caps) = if h265 {
+        (
+            "h265parse",
+            "video/x-h265,stream-format=byte-stream,alignment=au",
+        )
+    } else {
+        (
+            "h264parse",
+            "video/x-h264,stream-format=byte-stream,alignment=au",
+        )
+    };
+    let desc = format!(
+        "filesrc location=\"{}\" ! qtdemux ! {parser} ! {caps} ! appsink name=sink sync=false",
+        path.display()
+    );
+    let pipe = gst::parse::launch(&desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipe
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gstreamer_app::AppSink>()
+        .unwrap();
+    pipe.set_state(gst::State::Playing).unwrap();
+    let mut out = Vec::new();
+    while let Ok(s) = sink.pull_sample() {
+        let b = s.buffer().unwrap();
+        out.push(Au {
+            data: b.map_readable().unwrap().to_vec(),
+            pts_ns: b.pts().map(|t| t.nseconds()).unwrap_or(0),
+            duration_ns: b.duration().map(|t| t.nseconds()).unwrap_or(0),
+            keyframe: !b.flags().contains(gst::BufferFlags::DELTA_UNIT),
+        });
+    }
+    pipe.set_state(gst::State::Null).unwrap();
+    out
+}
+
+/// The coded slices (VCL NAL units) of an Annex B access unit: what a
+/// re-encode would change and a remux must not.
+pub fn coded_slices(au: &[u8], h265: bool) -> Vec<Vec<u8>> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= au.len() {
+        if au[i] == 0 && au[i + 1] == 0 && au[i + 2] == 1 {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let mut out = Vec::new();
+    for (k, &s) in starts.iter().enumerate() {
+        let mut e = starts.get(k + 1).map(|n| n - 3).unwrap_or(au.len());
+        while e > s && au[e - 1] == 0 {
+            e -= 1;
+        }
+        if s >= e {
+            continue;
+        }
+        let vcl = if h265 {
+            (au[s] >> 1) & 0x3f < 32
+        } else {
+            (1..=5).contains(&(au[s] & 0x1f))
+        };
+        if vcl {
+            out.push(au[s..e].to_vec());
+        }
+    }
+    out
+}
+
+/// HTTP GET with optional headers; returns (status, headers, body).
+pub fn http_get(url: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let agent = ureq::AgentBuilder::new().build();
+    let mut req = agent.get(url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let resp = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("GET {url}: {e}"),
+    };
+    let status = resp.status();
+    let hs = resp
+        .headers_names()
+        .into_iter()
+        .map(|n| (n.clone(), resp.header(&n).unwrap_or("").to_string()))
+        .collect();
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut resp.into_reader(), &mut body).unwrap();
+    (status, hs, body)
 }

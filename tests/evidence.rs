@@ -1,0 +1,458 @@
+//! Evidence over the real path: simulator (RTSP) → agent → evidence folder,
+//! MQTT update and HTTP server. Clips are checked against the source file
+//! frame by frame: keyframe start, length, timing and byte-identical slices.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+fn config(broker: &Broker, data: &Path, url: &str, http_port: u16, pre: f64, post: f64) -> String {
+    config_head("ward-evidence", broker, data)
+        + &format!(
+            r#"
+[[models]]
+name = "yolox_nano"
+
+[evidence]
+pre_secs = {pre}
+post_secs = {post}
+
+[http]
+listen = "127.0.0.1:{http_port}"
+token = "{TOKEN}"
+
+[[cameras]]
+id = "traffic"
+url = "{url}"
+detect_fps = 5.0
+backoff_min_secs = 0.2
+backoff_max_secs = 1.0
+[[cameras.lines]]
+name = "mid"
+points = [[0.5, 0.3], [0.5, 1.0]]
+[[cameras.rules]]
+name = "crossing"
+kind = "line_cross"
+line = "mid"
+classes = ["car", "truck", "bus"]
+"#
+        )
+}
+
+/// Waits for an evidence update whose clip reaches back the whole pre-roll.
+fn wait_full_clip(sub: &Subscriber, agent: &Agent, timeout: Duration) -> Value {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Some(u) = sub
+            .updates()
+            .into_iter()
+            .find(|u| u["kind"] == "evidence" && u["evidence"]["clip"]["pre_truncated"] == false)
+        {
+            return u;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!(
+        "no evidence update with a full clip in {timeout:?}; updates: {:?}\nlog:\n{}",
+        sub.updates(),
+        agent.log_text()
+    );
+}
+
+fn median_interval(aus: &[Au]) -> u64 {
+    let mut pts: Vec<u64> = aus.iter().map(|a| a.pts_ns).collect();
+    pts.sort_unstable();
+    let mut d: Vec<u64> = pts.windows(2).map(|w| w[1] - w[0]).collect();
+    d.sort_unstable();
+    d[d.len() / 2]
+}
+
+/// Checks a clip against its source; returns (frames, duration s, gop s).
+fn check_clip(clip: &Path, source: &Path, h265: bool, pre: f64, post: f64) -> (usize, f64, f64) {
+    let src = access_units(source);
+    let got = access_units(clip);
+    let _ = std::fs::copy(clip, "/tmp/last_clip.mp4");
+    assert!(!got.is_empty(), "clip has no frames");
+    assert!(got[0].keyframe, "clip does not start with a keyframe");
+    let interval = median_interval(&src);
+    let keys: Vec<usize> = (0..src.len()).filter(|&i| src[i].keyframe).collect();
+    let longest = keys.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    println!("source keyframes at {:?}", &keys[..keys.len().min(40)]);
+    println!(
+        "clip keyframes at {:?}",
+        got.iter()
+            .enumerate()
+            .filter(|(_, a)| a.keyframe)
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>()
+    );
+    let gop = longest as f64 * interval as f64 / 1e9;
+    // Where the clip starts in the source (the simulator loops the file).
+    let first = coded_slices(&got[0].data, h265);
+    let start = src
+        .iter()
+        .position(|a| coded_slices(&a.data, h265) == first)
+        .expect("the clip's first frame is not in the source: re-encoded?");
+    let types = |a: &Au| -> Vec<u8> {
+        coded_slices(&a.data, h265)
+            .iter()
+            .map(|s| {
+                if h265 {
+                    (s[0] >> 1) & 0x3f
+                } else {
+                    s[0] & 0x1f
+                }
+            })
+            .collect()
+    };
+    println!(
+        "start {start}: src types {:?} clip types {:?}",
+        src[start..(start + 6).min(src.len())]
+            .iter()
+            .map(types)
+            .collect::<Vec<_>>(),
+        got[..6.min(got.len())]
+            .iter()
+            .map(types)
+            .collect::<Vec<_>>()
+    );
+    for (i, au) in got.iter().enumerate() {
+        let s = &src[(start + i) % src.len()];
+        assert_eq!(
+            coded_slices(&au.data, h265),
+            coded_slices(&s.data, h265),
+            "frame {i} of the clip differs from source frame {}",
+            (start + i) % src.len()
+        );
+    }
+    // Timing: the clip's frames are spaced like the source's and its length is
+    // frames × interval.
+    let min = got.iter().map(|a| a.pts_ns).min().unwrap();
+    let max = got.iter().map(|a| a.pts_ns).max().unwrap();
+    let last_dur = got.iter().max_by_key(|a| a.pts_ns).unwrap().duration_ns;
+    let duration = (max - min + last_dur) as f64 / 1e9;
+    let expected = got.len() as f64 * interval as f64 / 1e9;
+    assert!(
+        (duration - expected).abs() < 0.002 * got.len() as f64,
+        "clip lasts {duration:.3} s but {} frames of the source last {expected:.3} s",
+        got.len()
+    );
+    assert_eq!(
+        median_interval(&got),
+        interval,
+        "frame spacing differs from the source"
+    );
+    // Pre-roll + post-roll, extended back to a keyframe by less than one GOP.
+    let want = pre + post;
+    let f = interval as f64 / 1e9;
+    assert!(
+        duration >= want - 2.0 * f && duration <= want + gop + 2.0 * f,
+        "clip lasts {duration:.3} s; want {want} s + at most one GOP ({gop:.3} s)"
+    );
+    (got.len(), duration, gop)
+}
+
+fn verify(dir: &Path) -> (bool, String) {
+    let out = std::process::Command::new(BIN)
+        .arg("verify")
+        .arg(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
+/// Flips one byte of `file`, checks `verify` names it, and restores it.
+fn tamper_is_named(dir: &Path, file: &str) {
+    let p = dir.join(file);
+    let orig = std::fs::read(&p).unwrap();
+    let mut b = orig.clone();
+    let i = b.len() / 2;
+    b[i] ^= 0x01;
+    std::fs::write(&p, &b).unwrap();
+    let (ok, out) = verify(dir);
+    assert!(!ok, "verify passed with a changed {file}");
+    assert!(out.contains(file), "verify did not name {file}: {out}");
+    std::fs::write(&p, &orig).unwrap();
+    assert!(verify(dir).0, "verify fails after restoring {file}");
+}
+
+/// A raw HTTP request (no client-side path normalisation); returns status and body.
+fn raw_get(port: u16, path: &str, auth: bool) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = if auth {
+        format!("Authorization: Bearer {TOKEN}\r\n")
+    } else {
+        String::new()
+    };
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// What a clip test leaves running for further checks.
+struct Running {
+    data: tempfile::TempDir,
+    port: u16,
+    update: Value,
+    _agent: Agent,
+    _sim: Sim,
+    _broker: Broker,
+    _src: tempfile::TempDir,
+}
+
+fn run_clip_test(name: &str, encoder: &[&str], parser: &str, h265: bool) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join(format!("{name}.mp4"));
+    transcode(&source, encoder, parser);
+    let broker = Broker::start();
+    let sim = Sim::start(&[("traffic", &source)]);
+    let sub = Subscriber::start(&broker, "ioc/v1/#");
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (pre, post) = (2.0, 2.0);
+    let agent = Agent::start(&config(
+        &broker,
+        data.path(),
+        &sim.url("traffic"),
+        port,
+        pre,
+        post,
+    ));
+    let update = wait_full_clip(&sub, &agent, Duration::from_secs(120));
+    for l in agent
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("evidence span"))
+    {
+        println!("{l}");
+    }
+    let id = update["event_id"].as_str().unwrap().to_string();
+    let folder = data.path().join("evidence").join(&id);
+    println!("update: {}", update["evidence"]["clip"]);
+    let (frames, duration, gop) = check_clip(&folder.join("clip.mp4"), &source, h265, pre, post);
+    println!(
+        "{name}: clip of {frames} frames, {duration:.3} s (pre {pre} + post {post}, GOP {gop:.3} s), slices byte-identical to the source"
+    );
+    assert_eq!(
+        update["evidence"]["clip"]["frames"].as_u64(),
+        Some(frames as u64)
+    );
+    // The update names every file with its sha256, matching the disk.
+    for f in update["evidence"]["files"].as_array().unwrap() {
+        let bytes = std::fs::read(folder.join(f["name"].as_str().unwrap())).unwrap();
+        use sha2::Digest;
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&bytes)),
+            f["sha256"].as_str().unwrap()
+        );
+    }
+    let names: Vec<&str> = update["evidence"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    for want in ["clip.mp4", "overview.jpg", "closeup.jpg", "event.json"] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    // The alert announced the package.
+    let alert = sub
+        .alerts()
+        .into_iter()
+        .find(|a| a["id"] == id.as_str())
+        .expect("alert of the event");
+    assert_eq!(alert["evidence_pending"], true);
+    let (ok, out) = verify(&folder);
+    assert!(ok, "verify failed on an untouched folder: {out}");
+    tamper_is_named(&folder, "clip.mp4");
+    tamper_is_named(&folder, "overview.jpg");
+    sub.shutdown();
+    Running {
+        data,
+        port,
+        update,
+        _agent: agent,
+        _sim: sim,
+        _broker: broker,
+        _src: dir,
+    }
+}
+
+#[test]
+fn h264_event_clip_is_the_source_bitstream() {
+    let r = run_clip_test(
+        "traffic_h264_gop12",
+        &[
+            "x264enc",
+            "speed-preset=ultrafast",
+            "key-int-max=12",
+            "bframes=2",
+            "bitrate=1500",
+        ],
+        "h264parse",
+        false,
+    );
+    let (data, port) = (r.data.path().to_path_buf(), r.port);
+    let id = r.update["event_id"].as_str().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    // Token required.
+    let (st, _, _) = http_get(&format!("{base}/evidence/{id}/clip.mp4"), &[]);
+    assert_eq!(st, 401, "no token");
+    let (st, _, _) = http_get(
+        &format!("{base}/evidence/{id}/clip.mp4"),
+        &[("Authorization", "Bearer wrong-token-000000")],
+    );
+    assert_eq!(st, 401, "wrong token");
+    let (st, _, _) = http_get(&format!("{base}/api/events"), &[]);
+    assert_eq!(st, 401, "list without token");
+    // Whole file and a range.
+    let auth = format!("Bearer {TOKEN}");
+    let clip = std::fs::read(data.join("evidence").join(id).join("clip.mp4")).unwrap();
+    let (st, hs, body) = http_get(
+        &format!("{base}/evidence/{id}/clip.mp4"),
+        &[("Authorization", &auth)],
+    );
+    assert_eq!((st, body.len()), (200, clip.len()));
+    assert!(
+        hs.iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("content-type") && v == "video/mp4")
+    );
+    let (st, _, body) = http_get(
+        &format!("{base}/evidence/{id}/clip.mp4"),
+        &[("Authorization", &auth), ("Range", "bytes=100-199")],
+    );
+    assert_eq!(
+        (st, body.as_slice()),
+        (206, &clip[100..200]),
+        "range request"
+    );
+    // Path traversal, plain and encoded: never a file outside the folder.
+    for p in [
+        format!("/evidence/{id}/../../agent.key"),
+        format!("/evidence/{id}/..%2F..%2Fagent.key"),
+        format!("/evidence/{id}/%2e%2e%2f%2e%2e%2fagent.db"),
+        "/evidence/..%2F..%2F/agent.key".to_string(),
+        "/evidence/%2e%2e/agent.key".to_string(),
+        format!("/evidence/{id}/..%252Fagent.key"),
+        format!("/evidence/{id}%2F..%2F..%2Fagent.key/x"),
+        "/evidence/../agent.key".to_string(),
+    ] {
+        let (st, text) = raw_get(port, &p, true);
+        assert!(st == 404 || st == 400, "{p} answered {st}");
+        let key = std::fs::read_to_string(data.join("agent.key")).unwrap();
+        assert!(!text.contains(key.trim()), "{p} leaked the key");
+    }
+    // The review API lists the event and records a decision.
+    let (st, _, body) = http_get(&format!("{base}/api/events"), &[("Authorization", &auth)]);
+    assert_eq!(st, 200);
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        list["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["id"] == id)
+    );
+}
+
+#[test]
+fn h265_event_clip_is_the_source_bitstream() {
+    let _r = run_clip_test(
+        "traffic_h265_gop12",
+        // Closed GOPs (IDR), as IP cameras send.
+        &[
+            "x265enc",
+            "speed-preset=ultrafast",
+            "key-int-max=12",
+            "bitrate=1000",
+            "option-string=open-gop=0",
+        ],
+        "h265parse",
+        true,
+    );
+}
+
+#[test]
+#[ignore]
+fn debug_count_aus() {
+    let p = std::env::var("CLIP").unwrap();
+    let a = access_units(Path::new(&p));
+    println!(
+        "{} aus, first pts {:?}",
+        a.len(),
+        a.iter().take(3).map(|x| x.pts_ns).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+#[ignore]
+fn debug_write() {
+    use ioc_agent::evidence::ring::{GopRing, RingFrame};
+    let p = std::env::var("SRC").unwrap();
+    let a = access_units(Path::new(&p));
+    let mut ring = GopRing::new(ioc_agent::decode::Codec::H265, u64::MAX);
+    for au in &a {
+        ring.push(std::sync::Arc::new(RingFrame {
+            data: au.data.clone(),
+            pts_ns: au.pts_ns,
+            keyframe: au.keyframe,
+            wall: std::time::SystemTime::now(),
+        }));
+    }
+    let span = ring.span(5_630_000_000, 9_630_000_000).unwrap();
+    println!("span {} frames", span.frames.len());
+    let out = Path::new("/tmp/dbg.mp4");
+    let info = ioc_agent::evidence::clip::write_mp4(&span, out).unwrap();
+    println!("{info:?}");
+    println!("{} aus back", access_units(out).len());
+}
+
+#[test]
+#[ignore]
+fn debug_types() {
+    for p in [
+        std::env::var("SRC").unwrap(),
+        std::env::var("CLIP").unwrap(),
+    ] {
+        let a = access_units(Path::new(&p));
+        let t: Vec<Vec<u8>> = a
+            .iter()
+            .skip(0)
+            .take(6)
+            .map(|au| {
+                coded_slices(&au.data, true)
+                    .iter()
+                    .map(|s| (s[0] >> 1) & 0x3f)
+                    .collect()
+            })
+            .collect();
+        println!(
+            "{p}: {t:?} first bytes {:?}",
+            a.iter()
+                .take(3)
+                .map(|x| x.data[..8.min(x.data.len())].to_vec())
+                .collect::<Vec<_>>()
+        );
+    }
+}
