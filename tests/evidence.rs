@@ -78,21 +78,11 @@ fn median_interval(aus: &[Au]) -> u64 {
 fn check_clip(clip: &Path, source: &Path, h265: bool, pre: f64, post: f64) -> (usize, f64, f64) {
     let src = access_units(source);
     let got = access_units(clip);
-    let _ = std::fs::copy(clip, "/tmp/last_clip.mp4");
     assert!(!got.is_empty(), "clip has no frames");
     assert!(got[0].keyframe, "clip does not start with a keyframe");
     let interval = median_interval(&src);
     let keys: Vec<usize> = (0..src.len()).filter(|&i| src[i].keyframe).collect();
     let longest = keys.windows(2).map(|w| w[1] - w[0]).max().unwrap();
-    println!("source keyframes at {:?}", &keys[..keys.len().min(40)]);
-    println!(
-        "clip keyframes at {:?}",
-        got.iter()
-            .enumerate()
-            .filter(|(_, a)| a.keyframe)
-            .map(|(i, _)| i)
-            .collect::<Vec<_>>()
-    );
     let gop = longest as f64 * interval as f64 / 1e9;
     // Where the clip starts in the source (the simulator loops the file).
     let first = coded_slices(&got[0].data, h265);
@@ -100,29 +90,6 @@ fn check_clip(clip: &Path, source: &Path, h265: bool, pre: f64, post: f64) -> (u
         .iter()
         .position(|a| coded_slices(&a.data, h265) == first)
         .expect("the clip's first frame is not in the source: re-encoded?");
-    let types = |a: &Au| -> Vec<u8> {
-        coded_slices(&a.data, h265)
-            .iter()
-            .map(|s| {
-                if h265 {
-                    (s[0] >> 1) & 0x3f
-                } else {
-                    s[0] & 0x1f
-                }
-            })
-            .collect()
-    };
-    println!(
-        "start {start}: src types {:?} clip types {:?}",
-        src[start..(start + 6).min(src.len())]
-            .iter()
-            .map(types)
-            .collect::<Vec<_>>(),
-        got[..6.min(got.len())]
-            .iter()
-            .map(types)
-            .collect::<Vec<_>>()
-    );
     for (i, au) in got.iter().enumerate() {
         let s = &src[(start + i) % src.len()];
         assert_eq!(
@@ -240,16 +207,8 @@ fn run_clip_test(name: &str, encoder: &[&str], parser: &str, h265: bool) -> Runn
         post,
     ));
     let update = wait_full_clip(&sub, &agent, Duration::from_secs(120));
-    for l in agent
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("evidence span"))
-    {
-        println!("{l}");
-    }
     let id = update["event_id"].as_str().unwrap().to_string();
     let folder = data.path().join("evidence").join(&id);
-    println!("update: {}", update["evidence"]["clip"]);
     let (frames, duration, gop) = check_clip(&folder.join("clip.mp4"), &source, h265, pre, post);
     println!(
         "{name}: clip of {frames} frames, {duration:.3} s (pre {pre} + post {post}, GOP {gop:.3} s), slices byte-identical to the source"
@@ -391,68 +350,4 @@ fn h265_event_clip_is_the_source_bitstream() {
         "h265parse",
         true,
     );
-}
-
-#[test]
-#[ignore]
-fn debug_count_aus() {
-    let p = std::env::var("CLIP").unwrap();
-    let a = access_units(Path::new(&p));
-    println!(
-        "{} aus, first pts {:?}",
-        a.len(),
-        a.iter().take(3).map(|x| x.pts_ns).collect::<Vec<_>>()
-    );
-}
-
-#[test]
-#[ignore]
-fn debug_write() {
-    use ioc_agent::evidence::ring::{GopRing, RingFrame};
-    let p = std::env::var("SRC").unwrap();
-    let a = access_units(Path::new(&p));
-    let mut ring = GopRing::new(ioc_agent::decode::Codec::H265, u64::MAX);
-    for au in &a {
-        ring.push(std::sync::Arc::new(RingFrame {
-            data: au.data.clone(),
-            pts_ns: au.pts_ns,
-            keyframe: au.keyframe,
-            wall: std::time::SystemTime::now(),
-        }));
-    }
-    let span = ring.span(5_630_000_000, 9_630_000_000).unwrap();
-    println!("span {} frames", span.frames.len());
-    let out = Path::new("/tmp/dbg.mp4");
-    let info = ioc_agent::evidence::clip::write_mp4(&span, out).unwrap();
-    println!("{info:?}");
-    println!("{} aus back", access_units(out).len());
-}
-
-#[test]
-#[ignore]
-fn debug_types() {
-    for p in [
-        std::env::var("SRC").unwrap(),
-        std::env::var("CLIP").unwrap(),
-    ] {
-        let a = access_units(Path::new(&p));
-        let t: Vec<Vec<u8>> = a
-            .iter()
-            .skip(0)
-            .take(6)
-            .map(|au| {
-                coded_slices(&au.data, true)
-                    .iter()
-                    .map(|s| (s[0] >> 1) & 0x3f)
-                    .collect()
-            })
-            .collect();
-        println!(
-            "{p}: {t:?} first bytes {:?}",
-            a.iter()
-                .take(3)
-                .map(|x| x.data[..8.min(x.data.len())].to_vec())
-                .collect::<Vec<_>>()
-        );
-    }
 }

@@ -283,6 +283,27 @@ mod tests {
     }
 
     #[test]
+    fn an_open_gop_cra_is_not_a_clip_start() {
+        let f = |t: u8, pts: u64, key: bool| {
+            Arc::new(RingFrame {
+                data: vec![0, 0, 1, t << 1, 1, 5],
+                pts_ns: pts,
+                keyframe: key,
+                wall: SystemTime::UNIX_EPOCH,
+            })
+        };
+        let mut r = GopRing::new(Codec::H265, u64::MAX);
+        r.push(f(19, 0, true)); // IDR
+        r.push(f(1, 1, false));
+        r.push(f(21, 10, true)); // CRA with a RASL picture after it
+        r.push(f(9, 8, false));
+        r.push(f(21, 20, true)); // CRA without leading pictures
+        r.push(f(1, 21, false));
+        assert_eq!(r.span(15, 30).unwrap().frames[0].pts_ns, 0);
+        assert_eq!(r.span(25, 30).unwrap().frames[0].pts_ns, 20);
+    }
+
+    #[test]
     fn the_current_gop_is_never_evicted() {
         let mut r = GopRing::new(Codec::H264, 1_000);
         for i in 0..30 {
