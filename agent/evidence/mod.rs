@@ -824,6 +824,126 @@ pub fn annotate(img: &mut RgbImage, geometry: Option<&Geometry>, boxes: &[[f32; 
 mod tests {
     use super::*;
 
+    fn indexed(store: &Store, dir: &Path, id: &str, time: &str, bytes: usize) {
+        std::fs::create_dir_all(dir.join(id)).unwrap();
+        std::fs::write(dir.join(id).join("clip.mp4"), vec![0u8; bytes]).unwrap();
+        store
+            .evidence_insert(&EvidenceRow {
+                event_id: id.into(),
+                camera: "c".into(),
+                kind: "traffic.red_light".into(),
+                rule: "r".into(),
+                time: time.into(),
+                severity: "normal".into(),
+                bytes: bytes as u64,
+                held: false,
+                plate: None,
+                review: None,
+                files: vec!["clip.mp4".into()],
+                objects: serde_json::json!([]),
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_and_held_evidence() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            Store::open(
+                d.path(),
+                crate::store::Limits {
+                    max_rows: 10,
+                    max_bytes: 1 << 20,
+                },
+            )
+            .unwrap(),
+        );
+        let dir = d.path().join("evidence");
+        for i in 0..6 {
+            indexed(
+                &store,
+                &dir,
+                &format!("E{i}"),
+                &format!("2026-11-22T07:0{i}:00.000Z"),
+                1000,
+            );
+        }
+        // The oldest is under review (held); confirming also holds.
+        assert!(store.evidence_hold("E0", true).unwrap());
+        let r = crate::store::evidence::Review {
+            status: "confirmed".into(),
+            note: String::new(),
+            at: "2026-11-22T08:00:00Z".into(),
+        };
+        assert!(store.evidence_review("E2", &r).unwrap());
+        let ret = Retention {
+            dir: dir.clone(),
+            store: store.clone(),
+            max_bytes: 4000,
+            min_free: 0,
+        };
+        assert_eq!(ret.run_with(|| None), 2);
+        let left: Vec<String> = store
+            .evidence_list(&Default::default())
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event_id)
+            .collect();
+        assert_eq!(left, ["E5", "E4", "E2", "E0"]);
+        assert!(!dir.join("E1").exists() && !dir.join("E3").exists());
+        assert!(dir.join("E0").exists() && dir.join("E5").exists());
+        // A free-space floor removes more, but never held evidence.
+        let low = Retention {
+            min_free: 10,
+            ..ret
+        };
+        assert_eq!(low.run_with(|| Some(0)), 2);
+        let left: Vec<String> = store
+            .evidence_list(&Default::default())
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event_id)
+            .collect();
+        assert_eq!(left, ["E2", "E0"]);
+        assert_eq!(store.evidence_bytes().unwrap(), (2000, 2000));
+    }
+
+    #[test]
+    fn a_crash_mid_build_leaves_no_final_folder() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join(".tmp-E9")).unwrap();
+        std::fs::write(d.path().join(".tmp-E9/clip.mp4.part"), b"half").unwrap();
+        std::fs::create_dir_all(d.path().join("E8")).unwrap();
+        assert_eq!(clean_partial(d.path()), 1);
+        assert!(!d.path().join(".tmp-E9").exists() && d.path().join("E8").exists());
+        assert!(safe_name("01M813CSQ6DQ45Q58QPPXJXNZQ"));
+        for bad in ["..", "a/b", "%2e%2e", "", ".tmp-x", "a\\b"] {
+            assert!(!safe_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn overview_burns_in_text() {
+        let mut f = Frame::blank(640, 360);
+        f.y_mut().fill(16);
+        f.u_mut().fill(128);
+        f.v_mut().fill(128);
+        let plain = overview(&f, 640, None, &[], "").unwrap();
+        let text = overview(
+            &f,
+            640,
+            None,
+            &[([0.2, 0.3, 0.4, 0.6], 7)],
+            "CAM1 2026-11-22 07:30:00.000 UTC",
+        )
+        .unwrap();
+        let a = image::load_from_memory(&plain.bytes).unwrap().to_rgb8();
+        let b = image::load_from_memory(&text.bytes).unwrap().to_rgb8();
+        let bright = |img: &RgbImage| img.pixels().filter(|p| p.0[0] > 200).count();
+        assert_eq!(bright(&a), 0);
+        assert!(bright(&b) > 500, "{} bright pixels", bright(&b));
+    }
+
     #[test]
     fn thumbnail_is_a_jpeg_of_the_stated_size() {
         let mut f = Frame::blank(1280, 720);
