@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings a Debian 12 box to a state where `ioc-agent` builds, tests and runs.
 # Idempotent: every step checks before it acts.
-#   deploy/bootstrap.sh system   apt packages (GStreamer set, mosquitto); retried once
+#   deploy/bootstrap.sh system   apt packages (GStreamer set, mosquitto, Chromium for the
+#                                review-page test); retried once
 #   deploy/bootstrap.sh ort      ONNX Runtime shared library into .ort/ (from the PyPI wheel)
 #   deploy/bootstrap.sh all      both
 set -euo pipefail
@@ -17,6 +18,7 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   gstreamer1.0-plugins-base-apps libgstrtspserver-1.0-dev
   mosquitto mosquitto-clients python3 python3-pip unzip curl ca-certificates build-essential
+  chromium chromium-driver
 )
 
 sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -1,0 +1,293 @@
+//! The review page in a real browser (Debian's headless Chromium driven over
+//! WebDriver): log in with the token, open the newest violation, play its
+//! clip (the video element reports a duration and its time advances) and
+//! confirm it; the decision is stored and published on MQTT.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "review-token-0123456789";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// A minimal WebDriver client over HTTP.
+struct Driver {
+    base: String,
+    session: String,
+    _proc: Proc,
+}
+
+fn call(method: &str, url: &str, body: Option<Value>) -> Value {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build();
+    let req = agent.request(method, url);
+    let resp = match body {
+        Some(b) => req
+            .set("Content-Type", "application/json")
+            .send_string(&b.to_string()),
+        None => req.call(),
+    };
+    let resp = match resp {
+        Ok(r) => r,
+        Err(ureq::Error::Status(code, r)) => {
+            panic!(
+                "{method} {url}: {code} {}",
+                r.into_string().unwrap_or_default()
+            )
+        }
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    serde_json::from_str(&resp.into_string().unwrap()).unwrap()
+}
+
+impl Driver {
+    fn start(profile: &Path) -> Driver {
+        let port = free_port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian package chromium-driver; `make test` installs it)");
+        let proc = Proc {
+            child,
+            name: "chromedriver",
+        };
+        let base = format!("http://127.0.0.1:{port}");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "chromedriver did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--autoplay-policy=no-user-gesture-required", "--mute-audio",
+                         format!("--user-data-dir={}", profile.display())]
+            }
+        }}});
+        let v = call("POST", &format!("{base}/session"), Some(caps));
+        let session = v["value"]["sessionId"].as_str().unwrap().to_string();
+        call(
+            "POST",
+            &format!("{base}/session/{session}/timeouts"),
+            Some(json!({"script": 30000, "implicit": 0})),
+        );
+        Driver {
+            base,
+            session,
+            _proc: proc,
+        }
+    }
+    fn url(&self, path: &str) -> String {
+        format!("{}/session/{}{path}", self.base, self.session)
+    }
+    fn goto(&self, u: &str) {
+        call("POST", &self.url("/url"), Some(json!({"url": u})));
+    }
+    fn find(&self, css: &str) -> Option<String> {
+        let v = call(
+            "POST",
+            &self.url("/elements"),
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        v["value"]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|e| e[ELEMENT].as_str())
+            .map(str::to_string)
+    }
+    fn wait_find(&self, css: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(e) = self.find(css) {
+                return e;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "no element {css} after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    fn type_in(&self, el: &str, text: &str) {
+        call(
+            "POST",
+            &self.url(&format!("/element/{el}/value")),
+            Some(json!({"text": text})),
+        );
+    }
+    fn click(&self, el: &str) {
+        call(
+            "POST",
+            &self.url(&format!("/element/{el}/click")),
+            Some(json!({})),
+        );
+    }
+    fn script(&self, js: &str) -> Value {
+        call(
+            "POST",
+            &self.url("/execute/sync"),
+            Some(json!({"script": js, "args": []})),
+        )["value"]
+            .clone()
+    }
+    fn script_async(&self, js: &str) -> Value {
+        call(
+            "POST",
+            &self.url("/execute/async"),
+            Some(json!({"script": js, "args": []})),
+        )["value"]
+            .clone()
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = ureq::delete(&format!("{}/session/{}", self.base, self.session)).call();
+    }
+}
+
+#[test]
+fn officer_plays_a_clip_and_confirms_a_violation() {
+    let broker = Broker::start();
+    let sim = Sim::start(&[("traffic", &traffic_clip())]);
+    let sub = Subscriber::start(&broker, "ioc/v1/#");
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config_head("ward-review", &broker, data.path())
+        + &format!(
+            r#"
+[[models]]
+name = "yolox_nano"
+
+[evidence]
+pre_secs = 1.5
+post_secs = 1.5
+
+[http]
+listen = "127.0.0.1:{port}"
+token = "{TOKEN}"
+
+[[cameras]]
+id = "traffic"
+url = "{}"
+[[cameras.lines]]
+name = "mid"
+points = [[0.5, 0.3], [0.5, 1.0]]
+[[cameras.rules]]
+name = "crossing"
+kind = "line_cross"
+line = "mid"
+classes = ["car", "truck", "bus"]
+"#,
+            sim.url("traffic")
+        );
+    let agent = Agent::start(&cfg);
+    let sealed = sub.wait_for(Duration::from_secs(90), |m| {
+        serde_json::from_slice::<Value>(&m.payload).is_ok_and(|v| v["kind"] == "evidence")
+    });
+    assert!(
+        sealed.is_some(),
+        "no evidence sealed; log:\n{}",
+        agent.log_text()
+    );
+
+    let profile = tempfile::tempdir().unwrap();
+    let d = Driver::start(profile.path());
+    d.goto(&format!("http://127.0.0.1:{port}/review"));
+    // No cookie yet: the page asks for the token.
+    let token = d.wait_find("#token", Duration::from_secs(20));
+    d.type_in(&token, TOKEN);
+    let login = d.wait_find("#login", Duration::from_secs(5));
+    d.click(&login);
+    d.wait_find("#events li[data-id]", Duration::from_secs(20));
+    let id = d
+        .script("return document.querySelector('#events li[data-id]').dataset.id")
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Play the selected event's clip.
+    let played = d.script_async(
+        r#"const done = arguments[arguments.length - 1];
+        const v = document.getElementById('clip');
+        const t = Date.now();
+        (function wait() {
+          if (v.readyState >= 1 && v.duration > 0) {
+            v.muted = true;
+            v.play().then(() => {
+              const t0 = v.currentTime;
+              setTimeout(() => done({duration: v.duration, t0, t1: v.currentTime, src: v.currentSrc, err: null}), 1500);
+            }).catch(e => done({err: String(e), duration: v.duration, src: v.currentSrc}));
+          } else if (Date.now() - t > 20000) {
+            done({err: 'not loaded', readyState: v.readyState, src: v.currentSrc,
+                  mediaError: v.error ? v.error.code : null});
+          } else { setTimeout(wait, 100); }
+        })();"#,
+    );
+    println!("video: {played}");
+    assert!(played["err"].is_null(), "clip did not play: {played}");
+    let duration = played["duration"].as_f64().unwrap();
+    assert!(duration > 0.0, "duration {duration}");
+    assert!(
+        played["t1"].as_f64().unwrap() > played["t0"].as_f64().unwrap(),
+        "playback did not advance: {played}"
+    );
+    assert!(
+        played["src"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("/evidence/{id}/clip.mp4"))
+    );
+    // Confirm it.
+    let confirm = d.wait_find("#confirm", Duration::from_secs(5));
+    d.click(&confirm);
+    let start = Instant::now();
+    loop {
+        let st = d.script("return document.getElementById('review-status').dataset.status");
+        if st == "confirmed" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "status stayed {st}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Stored (and held), and published on the events topic as an update.
+    let (st, _, body) = http_get(
+        &format!("http://127.0.0.1:{port}/api/events"),
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+    );
+    assert_eq!(st, 200);
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    let ev = list["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(ev["review"]["status"], "confirmed");
+    assert_eq!(ev["held"], true);
+    let update = sub.wait_for(Duration::from_secs(10), |m| {
+        serde_json::from_slice::<Value>(&m.payload)
+            .is_ok_and(|v| v["kind"] == "review" && v["event_id"] == id.as_str())
+    });
+    let update: Value =
+        serde_json::from_slice(&update.expect("review update on MQTT").payload).unwrap();
+    assert_eq!(update["review"]["status"], "confirmed");
+    println!("confirmed {id} in the browser; clip {duration:.2} s played");
+    sub.shutdown();
+}
