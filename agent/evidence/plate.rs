@@ -35,12 +35,13 @@ pub fn ctc_greedy(probs: &[f32], steps: usize, classes: usize, dict: &[String]) 
                 best_p = p;
             }
         }
-        if best != prev && best != 0 {
-            if let Some(s) = dict.get(best - 1) {
-                text.push_str(s);
-                sum += best_p;
-                kept += 1;
-            }
+        if best != prev
+            && best != 0
+            && let Some(s) = dict.get(best - 1)
+        {
+            text.push_str(s);
+            sum += best_p;
+            kept += 1;
         }
         prev = best;
     }

@@ -35,7 +35,7 @@ fn clamp_box(b: [f32; 4], fw: u32, fh: u32, grow_x: f32, grow_y: f32) -> Option<
     let y0 = (b[1] - h * grow_y).max(0.0);
     let x1 = (b[2] + w * grow_x).min(fw as f32);
     let y1 = (b[3] + h * grow_y).min(fh as f32);
-    (x1 - x0 >= 4.0 && y1 - y0 >= 4.0).then(|| {
+    (x1 - x0 >= 4.0 && y1 - y0 >= 4.0).then_some({
         [
             x0 as usize,
             y0 as usize,

@@ -263,7 +263,7 @@ impl Detector {
             OutputSpec::Yolov5Corners { name, nms_iou, .. } => {
                 let cands = postprocess::decode_yolov5_corners(get(name)?, ncls, self.threshold)
                     .map_err(run_err)?;
-                let kept = postprocess::nms(cands.iter().map(|c| c.0.clone()).collect(), *nms_iou);
+                let kept = postprocess::nms(cands.iter().map(|c| c.0).collect(), *nms_iou);
                 let mut corners = Vec::new();
                 let mut dets = Vec::new();
                 for d in kept {

@@ -26,7 +26,7 @@ pub fn decode_yolov5_corners(
     threshold: f32,
 ) -> Result<Vec<(Detection, [f32; 8])>, String> {
     let len = 13 + num_classes;
-    if rows.is_empty() || rows.len() % len != 0 {
+    if rows.is_empty() || !rows.len().is_multiple_of(len) {
         return Err(format!(
             "YOLOv5-corners output has {} values, not a multiple of 13 + {num_classes} labels; check labels in the manifest",
             rows.len()
