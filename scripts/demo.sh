@@ -26,6 +26,7 @@ fi
 
 MQTT_PORT=$(free_port)
 RTSP_PORT=$(free_port)
+HTTP_PORT=$(free_port)
 pids=()
 cleanup() {
   trap - INT TERM EXIT
@@ -43,7 +44,8 @@ mosquitto -c "$DEMO/mosquitto.conf" > "$DEMO/mosquitto.log" 2>&1 & pids+=($!)
 
 # The demo config with this run's ports.
 sed -e "s#mqtt://127.0.0.1:1883#mqtt://127.0.0.1:$MQTT_PORT#" \
-    -e "s#rtsp://127.0.0.1:8554/#rtsp://127.0.0.1:$RTSP_PORT/#" configs/demo.toml > "$DEMO/demo.toml"
+    -e "s#rtsp://127.0.0.1:8554/#rtsp://127.0.0.1:$RTSP_PORT/#" \
+    -e "s#127.0.0.1:8080#127.0.0.1:$HTTP_PORT#" configs/demo.toml > "$DEMO/demo.toml"
 "$BIN" check-config "$DEMO/demo.toml" >/dev/null
 
 for _ in $(seq 50); do
@@ -52,6 +54,8 @@ for _ in $(seq 50); do
 done
 
 echo "demo: camera rtsp://127.0.0.1:$RTSP_PORT/traffic, broker mqtt://127.0.0.1:$MQTT_PORT"
+echo "demo: review page http://127.0.0.1:$HTTP_PORT/review (token: demo-review-token-not-secret)"
+echo "demo: evidence folders in data/evidence; check one with: $BIN verify data/evidence/<event id>"
 echo "demo: agent log in $DEMO/agent.log; alerts below (Ctrl-C to stop)"
 "$BIN" watch --url "mqtt://127.0.0.1:$MQTT_PORT" & pids+=($!)
 sleep 0.5

@@ -42,7 +42,7 @@ fn produced(log: &str) -> Vec<Produced> {
 
 fn dropped(log: &str) -> Vec<(String, String)> {
     log.lines()
-        .filter(|l| l.contains("outbox full; dropped"))
+        .filter(|l| l.contains("outbox full; dropped the oldest alert"))
         .filter_map(|l| {
             Some((
                 field(l, "event_id")?.to_string(),
@@ -75,6 +75,10 @@ fn config(broker: &Broker, data: &Path, sim: &Sim, extra_mqtt: &str) -> String {
             r#"
 [[models]]
 name = "yolox_nano"
+
+# These tests are about alerts; evidence updates have their own tests.
+[evidence]
+enabled = false
 
 [[cameras]]
 id = "traffic"

@@ -196,10 +196,16 @@ impl PublisherHandle {
         let ok = match res {
             Ok(Ok((id, dropped))) => {
                 for d in &dropped {
-                    self.counters.outbox_dropped.fetch_add(1, Ordering::Relaxed);
-                    let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::warn!(event_id = %d.event_id, camera = %d.camera, severity = %d.severity.as_str(), dropped_total = n,
-                        "outbox full; dropped the oldest alert of the lowest severity");
+                    let all = self.counters.outbox_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    if d.update {
+                        // Counted in the outbox's drops, not as a lost alert.
+                        tracing::warn!(event_id = %d.event_id, camera = %d.camera, severity = %d.severity.as_str(), outbox_dropped_total = all,
+                            "outbox full; dropped an event update (the oldest message of the lowest severity)");
+                    } else {
+                        let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                        tracing::warn!(event_id = %d.event_id, camera = %d.camera, severity = %d.severity.as_str(), dropped_total = n,
+                            "outbox full; dropped the oldest alert of the lowest severity");
+                    }
                 }
                 self.counters.queued.fetch_add(1, Ordering::Relaxed);
                 id.is_some()

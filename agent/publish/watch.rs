@@ -54,6 +54,13 @@ pub fn alert_line(payload: &[u8]) -> Option<String> {
             sig["source"].as_str().unwrap_or("?")
         ));
     }
+    if let Some(pl) = v.get("plate") {
+        extra.push_str(&format!(
+            " plate={}{}",
+            pl["text"].as_str().unwrap_or("?"),
+            if pl["valid"] == true { "" } else { "(?)" }
+        ));
+    }
     let thumb = v
         .get("thumbnail")
         .map(|t| format!(" thumbnail {}x{}", t["width"], t["height"]))
@@ -68,6 +75,61 @@ pub fn alert_line(payload: &[u8]) -> Option<String> {
         track = obj.get("track_id").unwrap_or(&empty),
         id = v.get("id")?.as_str()?,
     ))
+}
+
+/// One readable line for an `ioc.event_update/v1` message, or `None`.
+pub fn update_line(payload: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    if v.get("schema")?.as_str()? != super::payload::UPDATE_SCHEMA {
+        return None;
+    }
+    let time = v.get("time")?.as_str()?;
+    let time = time.get(11..23).unwrap_or(time);
+    let head = format!(
+        "{time} {}/{} {:<18}",
+        v.get("agent_id")?.as_str()?,
+        v.get("camera")?.as_str()?,
+        v.get("type")?.as_str()?
+    );
+    let event = v.get("event_id")?.as_str()?;
+    match v.get("kind")?.as_str()? {
+        "evidence" => {
+            let e = v.get("evidence")?;
+            let clip = e
+                .get("clip")
+                .map(|c| {
+                    format!(
+                        "clip {} frames {:.1} s (pre {:.1} s){}",
+                        c["frames"],
+                        c["duration_secs"].as_f64().unwrap_or(0.0),
+                        c["pre_secs"].as_f64().unwrap_or(0.0),
+                        if c["pre_truncated"] == true {
+                            " truncated"
+                        } else {
+                            ""
+                        }
+                    )
+                })
+                .unwrap_or_else(|| "no clip".into());
+            let files = e
+                .get("files")
+                .and_then(|f| f.as_array())
+                .map_or(0, |f| f.len());
+            Some(format!(
+                "EVIDENCE {head} {clip}, {files} files signed, {}  [{event}]",
+                e.get("url_path").and_then(|u| u.as_str()).unwrap_or("")
+            ))
+        }
+        "review" => {
+            let r = v.get("review")?;
+            Some(format!(
+                "REVIEW {head} {} {}  [{event}]",
+                r.get("status")?.as_str()?,
+                r.get("note").and_then(|n| n.as_str()).unwrap_or("")
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// Subscribes and prints until the process is stopped.
@@ -103,6 +165,10 @@ pub async fn watch(url: &str, prefix: &str) -> Result<(), String> {
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 if p.topic.contains("/events") && !p.topic.ends_with("/thumbnail") {
+                    if let Some(l) = update_line(&p.payload) {
+                        println!("{l}");
+                        continue;
+                    }
                     match alert_line(&p.payload) {
                         Some(l) => println!("ALERT  {l}"),
                         None => println!("ALERT  (unreadable payload on {})", p.topic),

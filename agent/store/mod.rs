@@ -104,6 +104,8 @@ pub struct Dropped {
     pub event_id: String,
     pub camera: String,
     pub severity: Severity,
+    /// An event update (evidence sealed, review), not an alert.
+    pub update: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -199,14 +201,14 @@ impl Store {
         let (mut n, mut b) = (inner.rows + 1, inner.bytes + bytes as u64);
         let mut dropped = Vec::new();
         while n > self.limits.max_rows || b > self.limits.max_bytes {
-            let victim: Option<(i64, String, String, i64, i64)> = tx
+            let victim: Option<(i64, String, String, i64, i64, bool)> = tx
                 .query_row(
-                    "SELECT id, event_id, camera, severity, bytes FROM outbox ORDER BY severity ASC, id ASC LIMIT 1",
+                    "SELECT id, event_id, camera, severity, bytes, instr(payload, CAST('ioc.event_update/' AS BLOB)) > 0 FROM outbox ORDER BY severity ASC, id ASC LIMIT 1",
                     [],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
                 )
                 .optional()?;
-            let Some((vid, event_id, camera, sev, vbytes)) = victim else {
+            let Some((vid, event_id, camera, sev, vbytes, update)) = victim else {
                 break;
             };
             tx.execute("DELETE FROM outbox WHERE id = ?1", [vid])?;
@@ -219,6 +221,7 @@ impl Store {
                 event_id,
                 camera,
                 severity: Severity::from_rank(sev),
+                update,
             });
         }
         tx.commit()?;
@@ -353,6 +356,26 @@ mod tests {
             .map(|r| r.event_id)
             .collect();
         assert_eq!(left, ["e0", "e4", "e5"]);
+    }
+
+    #[test]
+    fn dropped_updates_are_told_apart_from_alerts() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(
+            d.path(),
+            Limits {
+                max_rows: 1,
+                max_bytes: 1 << 30,
+            },
+        )
+        .unwrap();
+        let mut u = row(0, Severity::Low, 1);
+        u.payload = br#"{"schema":"ioc.event_update/v1"}"#.to_vec();
+        s.enqueue(&u).unwrap();
+        let (_, d1) = s.enqueue(&row(1, Severity::Low, 1)).unwrap();
+        assert!(d1[0].update);
+        let (_, d2) = s.enqueue(&row(2, Severity::Low, 1)).unwrap();
+        assert!(!d2[0].update);
     }
 
     #[test]
