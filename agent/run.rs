@@ -349,11 +349,14 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
         s.last_error = None;
     });
 
-    let session = {
+    // With `detect_url`, clips come from the main stream (`url`), recorded by
+    // its own session below; otherwise from the stream being analysed.
+    let separate_record = cam.detect_url.is_some() && ctx.evidence.is_some();
+    if !separate_record {
         let mut r = crate::evidence::lock_ring(&ctx.ring);
         r.restart(src.codec);
-        r.session
-    };
+        r.wall_clock = false;
+    }
 
     // Decoded frames due at detect_fps; the newest replaces an unread one.
     let (ftx, mut frx) = watch::channel::<Option<(u64, Arc<Frame>)>>(None);
@@ -384,7 +387,7 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
                 continue;
             }
             waiting_key = false;
-            let ring_frame = ctx.evidence.as_ref().map(|_| {
+            let ring_frame = ctx.evidence.as_ref().filter(|_| !separate_record).map(|_| {
                 Arc::new(crate::evidence::ring::RingFrame {
                     data: f.data.clone(),
                     pts_ns: f.pts_ns,
@@ -537,6 +540,7 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
             let firings = rules.evaluate(&tracks, frame.width, frame.height, frame.pts, frame.wall);
             for f in firings {
                 let rule = &rules.rules[f.rule];
+                let session = crate::evidence::lock_ring(&ctx.ring).session;
                 emit(ctx, &frame, rule, &f, &labels, session, &shots, &book).await;
             }
             if last_log.elapsed() > Duration::from_secs(30) {
@@ -559,9 +563,72 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
         }
     };
 
+    let record = async {
+        if separate_record {
+            record_main_stream(ctx).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+
     tokio::select! {
         r = ingest => r,
         r = analyze => r,
+        _ = record => Ok(()),
+    }
+}
+
+/// Feeds the evidence ring from the camera's main stream (`url`) while
+/// detection runs on `detect_url`. Its failures are retried here and never
+/// stop detection.
+async fn record_main_stream(ctx: &CameraCtx) {
+    let cam = &ctx.cam;
+    let mut backoff = Backoff::new(
+        Duration::from_secs_f64(cam.backoff_min_secs),
+        Duration::from_secs_f64(cam.backoff_max_secs),
+    );
+    loop {
+        match RtspSource::open(
+            cam.url.get_ref(),
+            Duration::from_secs_f64(cam.connect_timeout_secs),
+            Duration::from_secs_f64(cam.inactivity_timeout_secs),
+        )
+        .await
+        {
+            Ok(mut src) => {
+                {
+                    let mut r = crate::evidence::lock_ring(&ctx.ring);
+                    r.restart(src.codec);
+                    r.wall_clock = true;
+                }
+                info!(url = %src.url, codec = src.codec.as_str(), "record stream opened (clips from the main stream)");
+                backoff.reset();
+                loop {
+                    match src.next_frame().await {
+                        Ok(f) => {
+                            crate::evidence::lock_ring(&ctx.ring).push(Arc::new(
+                                crate::evidence::ring::RingFrame {
+                                    data: f.data,
+                                    pts_ns: f.pts_ns,
+                                    keyframe: f.keyframe,
+                                    wall: SystemTime::now(),
+                                },
+                            ));
+                        }
+                        Err(e) => {
+                            let msg = scrub(&e.to_string(), &[cam.url.get_ref()]);
+                            warn!(error = %msg, "record stream failed; retrying");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let msg = scrub(&e.to_string(), &[cam.url.get_ref()]);
+                warn!(error = %msg, "record stream failed; retrying");
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
@@ -748,6 +815,7 @@ async fn emit(
     ev.submit(crate::evidence::Package {
         alert,
         event_pts_ns: (frame.pts.max(0.0) * 1e9) as u64,
+        event_wall: frame.wall,
         session,
         ring: ctx.ring.clone(),
         overview: pictures.0,

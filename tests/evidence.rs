@@ -447,3 +447,69 @@ fn sigkill_while_writing_leaves_no_partial_file_under_a_final_name() {
     );
     drop(agent);
 }
+
+/// Detection on the sub-stream (`detect_url`), clips from the main stream:
+/// the clip is the main stream's bitstream, placed by wall-clock time.
+#[test]
+fn clips_come_from_the_main_stream_when_detecting_on_the_sub_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("main.mp4");
+    let sub_file = dir.path().join("sub.mp4");
+    let h264 = [
+        "x264enc",
+        "speed-preset=ultrafast",
+        "key-int-max=12",
+        "bframes=2",
+        "bitrate=1500",
+    ];
+    transcode(&main, &h264, "h264parse");
+    let mut scaled = vec!["videoscale", "!", "video/x-raw,width=320,height=180", "!"];
+    scaled.extend([
+        "x264enc",
+        "speed-preset=ultrafast",
+        "key-int-max=25",
+        "bitrate=300",
+    ]);
+    transcode(&sub_file, &scaled, "h264parse");
+    let broker = Broker::start();
+    let sim = Sim::start(&[("main", &main), ("sub", &sub_file)]);
+    let sub = Subscriber::start(&broker, "ioc/v1/#");
+    let data = tempfile::tempdir().unwrap();
+    let (pre, post) = (2.0, 2.0);
+    let cfg = config(
+        &broker,
+        data.path(),
+        &sim.url("main"),
+        free_port(),
+        pre,
+        post,
+    )
+    .replace(
+        &format!("url = \"{}\"", sim.url("main")),
+        &format!(
+            "url = \"{}\"\ndetect_url = \"{}\"",
+            sim.url("main"),
+            sim.url("sub")
+        ),
+    );
+    let agent = Agent::start(&cfg);
+    let update = wait_full_clip(&sub, &agent, Duration::from_secs(120));
+    assert!(agent.log_text().contains("record stream opened"));
+    let id = update["event_id"].as_str().unwrap();
+    let alert = sub.alerts().into_iter().find(|a| a["id"] == id).unwrap();
+    assert_eq!(
+        alert["frame"]["width"], 320,
+        "detection ran on the sub-stream"
+    );
+    let (frames, duration, gop) = check_clip(
+        &data.path().join("evidence").join(id).join("clip.mp4"),
+        &main,
+        false,
+        pre,
+        post,
+    );
+    println!(
+        "detect on 320x180, clip from the 640x360 main stream: {frames} frames, {duration:.3} s (GOP {gop:.2} s), byte-identical"
+    );
+    sub.shutdown();
+}

@@ -306,7 +306,8 @@ pub struct CameraConfig {
     /// RTSP URL of the camera (main stream). Credentials may be given as
     /// `rtsp://user:pass@host/...`; they are never logged. Required.
     pub url: Spanned<String>,
-    /// Optional lower-resolution sub-stream used for detection.
+    /// Optional lower-resolution sub-stream used for detection; the main
+    /// stream (`url`) is then recorded for evidence clips.
     #[serde(default)]
     pub detect_url: Option<Spanned<String>>,
     /// Frames per second given to the model. Default 5.

@@ -65,8 +65,11 @@ pub struct EvidenceCounters {
 /// What the analyze loop hands over for one event.
 pub struct Package {
     pub alert: Alert,
-    /// Event time on the ring's session clock.
+    /// Event time on the ring's session clock (same stream as detection).
     pub event_pts_ns: u64,
+    /// Arrival time of the decision frame: places the event on a separate
+    /// record stream's clock.
+    pub event_wall: SystemTime,
     pub session: u64,
     pub ring: Arc<Mutex<GopRing>>,
     pub overview: Option<Vec<u8>>,
@@ -148,20 +151,24 @@ impl Evidence {
         let _permit = self.busy.acquire().await.map_err(|e| e.to_string())?;
         let pre = (self.cfg.pre_secs * 1e9) as u64;
         let post = (self.cfg.post_secs * 1e9) as u64;
-        let want_end = pkg.event_pts_ns + post;
         // Wait for the post-roll (bounded: a stalled camera still gets a package).
         let deadline = Instant::now() + Duration::from_secs_f64(self.cfg.post_secs + 10.0);
+        let mut event_pts = pkg.event_pts_ns;
         let span = loop {
             let ready = {
                 let r = lock_ring(&pkg.ring);
+                if r.wall_clock {
+                    event_pts = r.pts_at_wall(pkg.event_wall).unwrap_or(0);
+                }
+                let want_end = event_pts + post;
                 let same = r.session == pkg.session;
                 let done = same && r.latest_pts().is_some_and(|p| p >= want_end);
                 if !same {
                     Some(None)
                 } else if done || Instant::now() > deadline {
-                    let mut span = r.span(pkg.event_pts_ns.saturating_sub(pre), want_end);
+                    let mut span = r.span(event_pts.saturating_sub(pre), want_end);
                     tracing::debug!(
-                        event_pts = pkg.event_pts_ns,
+                        event_pts,
                         ring_first = r.first_pts().unwrap_or(0),
                         ring_last = r.latest_pts().unwrap_or(0),
                         keyframes = r.keyframe_pts().len(),
@@ -170,7 +177,7 @@ impl Evidence {
                     );
                     // The session began less than pre_secs before the event.
                     if let Some(s) = span.as_mut() {
-                        s.pre_truncated |= pkg.event_pts_ns < pre;
+                        s.pre_truncated |= event_pts < pre;
                     }
                     Some(span)
                 } else {
@@ -190,7 +197,6 @@ impl Evidence {
         let key = self.key.clone();
         let agent_id = self.agent_id.clone();
         let alert = pkg.alert.clone();
-        let event_pts = pkg.event_pts_ns;
         let (overview, closeup, plate_crop) = (pkg.overview, pkg.closeup, pkg.plate_crop);
         let sealed = tokio::task::spawn_blocking(move || {
             seal_package(

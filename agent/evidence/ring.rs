@@ -30,6 +30,10 @@ pub struct GopRing {
     pub session: u64,
     /// GOPs evicted to stay within the budget.
     pub evicted_gops: u64,
+    /// Frames come from a separate record stream (the camera's main stream
+    /// while detection runs on `detect_url`): events are placed on this
+    /// stream's clock by wall-clock arrival time.
+    pub wall_clock: bool,
     /// The latest parameter sets (SPS/PPS, and VPS for H.265) seen, Annex B:
     /// the camera (or retina) sends them with some keyframes only, and a clip
     /// must start with them.
@@ -96,6 +100,7 @@ impl GopRing {
             codec,
             session: 0,
             evicted_gops: 0,
+            wall_clock: false,
             params: Vec::new(),
         }
     }
@@ -118,6 +123,17 @@ impl GopRing {
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
+    /// The presentation time on this ring's clock of the moment `wall`, from
+    /// the frame that arrived closest to it.
+    pub fn pts_at_wall(&self, wall: SystemTime) -> Option<u64> {
+        let off = |f: &RingFrame| match wall.duration_since(f.wall) {
+            Ok(d) => d.as_nanos() as i128,
+            Err(e) => -(e.duration().as_nanos() as i128),
+        };
+        let f = self.frames.iter().min_by_key(|f| off(f).abs())?;
+        Some((f.pts_ns as i128 + off(f)).max(0) as u64)
+    }
+
     /// Presentation time of the oldest frame.
     pub fn first_pts(&self) -> Option<u64> {
         self.frames.front().map(|f| f.pts_ns)
@@ -301,6 +317,27 @@ mod tests {
         r.push(f(1, 21, false));
         assert_eq!(r.span(15, 30).unwrap().frames[0].pts_ns, 0);
         assert_eq!(r.span(25, 30).unwrap().frames[0].pts_ns, 20);
+    }
+
+    #[test]
+    fn wall_time_maps_onto_the_record_clock() {
+        let mut r = GopRing::new(Codec::H264, u64::MAX);
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000);
+        for i in 0..50u64 {
+            r.push(Arc::new(RingFrame {
+                data: vec![0; 10],
+                pts_ns: 7_000_000_000 + i * 40_000_000,
+                keyframe: i % 25 == 0,
+                wall: t0 + std::time::Duration::from_millis(i * 40),
+            }));
+        }
+        let at = |ms: u64| {
+            r.pts_at_wall(t0 + std::time::Duration::from_millis(ms))
+                .unwrap()
+        };
+        assert_eq!(at(400), 7_400_000_000);
+        assert_eq!(at(410), 7_410_000_000);
+        assert_eq!(at(5000), 7_000_000_000 + 5_000_000_000); // past the newest frame
     }
 
     #[test]
