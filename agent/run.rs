@@ -734,6 +734,8 @@ async fn emit(
         schema: publish::payload::ALERT_SCHEMA.into(),
         id: id.clone(),
         kind: rule.kind.event_type().to_string(),
+        name: rule.kind.display_names().0.to_string(),
+        name_vi: rule.kind.display_names().1.to_string(),
         agent_id: ctx.agent_id.clone(),
         camera: ctx.id().to_string(),
         rule: rule.name.clone(),

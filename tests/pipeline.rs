@@ -47,6 +47,14 @@ fn model(name: &str) -> String {
 /// Checks every documented field of an alert.
 fn check_alert(a: &Value, agent: &str, camera: &str, model: &str) {
     assert_eq!(a["schema"], "ioc.alert/1");
+    let names = match a["type"].as_str() {
+        Some("object.zone_enter") => ("Object entered zone", "Đối tượng vào khu vực"),
+        _ => ("Object crossed line", "Đối tượng vượt qua vạch"),
+    };
+    assert_eq!(
+        (a["name"].as_str(), a["name_vi"].as_str()),
+        (Some(names.0), Some(names.1))
+    );
     let id = a["id"].as_str().unwrap();
     assert_eq!(id.len(), 26, "ULID id: {id}");
     assert!(ulid::Ulid::from_string(id).is_ok());

@@ -447,6 +447,29 @@ impl RuleKind {
     pub fn as_str(self) -> &'static str {
         self.event_type().split('.').nth(1).unwrap_or("")
     }
+    /// Display names for operators: (English, Vietnamese).
+    pub fn display_names(self) -> (&'static str, &'static str) {
+        match self {
+            RuleKind::ZoneEnter => ("Object entered zone", "Đối tượng vào khu vực"),
+            RuleKind::LineCross => ("Object crossed line", "Đối tượng vượt qua vạch"),
+            RuleKind::WrongWay => ("Wrong-way driving", "Đi ngược chiều"),
+            RuleKind::LaneLine => ("Crossing a lane line", "Lấn làn, đè vạch"),
+            RuleKind::LaneClass => ("Wrong lane for vehicle type", "Đi sai làn đường quy định"),
+            RuleKind::IllegalStop => ("Illegal stopping", "Dừng xe sai quy định"),
+            RuleKind::IllegalParking => ("Illegal parking", "Đỗ xe sai quy định"),
+            RuleKind::Sidewalk => ("Riding on the sidewalk", "Đi trên vỉa hè"),
+            RuleKind::Speeding => ("Speeding", "Chạy quá tốc độ"),
+            RuleKind::Overload => ("Too many riders", "Chở quá số người quy định"),
+            RuleKind::Crowd => ("Crowd gathering", "Tụ tập đông người"),
+            RuleKind::Loitering => ("Loitering", "Lảng vảng, tụ tập kéo dài"),
+            RuleKind::Intrusion => ("Intrusion into a restricted area", "Xâm nhập khu vực cấm"),
+            RuleKind::RedLight => ("Running a red light", "Vượt đèn đỏ"),
+            RuleKind::StopLine => ("Crossing the stop line", "Vượt vạch dừng"),
+            RuleKind::NoHelmet => ("Riding without a helmet", "Không đội mũ bảo hiểm"),
+            RuleKind::FireSmoke => ("Fire or smoke", "Cháy, khói"),
+            RuleKind::Fight => ("Fight", "Đánh nhau, gây rối"),
+        }
+    }
     /// Which geometry the rule needs.
     pub fn needs(self) -> Needs {
         match self {
@@ -769,6 +792,29 @@ struct Collector<'a> {
 }
 
 impl Collector<'_> {
+    /// Reports at `key` inside TOML table `[table]` (or at the table header,
+    /// or the start of the file when neither is written).
+    fn at_key(&mut self, table: &str, key: &str, message: impl Into<String>) {
+        let header = format!("[{table}]");
+        let start = self
+            .text
+            .match_indices(&header)
+            .map(|(i, _)| i)
+            .find(|&i| i == 0 || self.text.as_bytes()[i - 1] == b'\n');
+        let pos = start.map(|s| {
+            let body = &self.text[s + header.len()..];
+            let end = body.find("\n[").unwrap_or(body.len());
+            body[..end]
+                .match_indices(key)
+                .map(|(i, _)| i)
+                .find(|&i| i == 0 || body.as_bytes()[i - 1] == b'\n')
+                .map(|i| s + header.len() + i)
+                .unwrap_or(s)
+        });
+        let p = pos.unwrap_or(0);
+        self.at(p..p, message);
+    }
+
     fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
         let (line, column) = line_col(self.text, span.start);
         self.problems.push(Problem {
@@ -891,21 +937,24 @@ impl Config {
 
         let ev = &self.evidence;
         if !(0.0..=120.0).contains(&ev.pre_secs) || !(0.0..=120.0).contains(&ev.post_secs) {
-            c.at(
-                0..0,
+            c.at_key(
+                "evidence",
+                "pre_secs",
                 "evidence.pre_secs and evidence.post_secs must be between 0 and 120",
             );
         }
         if ev.ring_bytes < (1 << 20) {
-            c.at(
-                0..0,
+            c.at_key(
+                "evidence",
+                "ring_bytes",
                 "evidence.ring_bytes must be at least 1048576 (1 MiB); a clip needs whole GOPs",
             );
         }
         if let Some(h) = &self.http {
             if h.listen.parse::<std::net::SocketAddr>().is_err() {
-                c.at(
-                    0..0,
+                c.at_key(
+                    "http",
+                    "listen",
                     format!(
                         "http.listen '{}' is not an address; write it as 127.0.0.1:8080",
                         h.listen
@@ -921,13 +970,14 @@ impl Config {
             .filter(|b| **b)
             .count();
             if n != 1 {
-                c.at(
-                    0..0,
+                c.at_key(
+                    "http",
+                    "token",
                     "http needs a bearer token, given one way only: token, token_file or token_env",
                 );
             }
             if h.token.as_ref().is_some_and(|t| t.len() < 16) {
-                c.at(0..0, "http.token is too short; use at least 16 random characters (e.g. `openssl rand -hex 16`)");
+                c.at_key("http", "token",  "http.token is too short; use at least 16 random characters (e.g. `openssl rand -hex 16`)");
             }
         }
         if let Some(p) = &ev.plates {
@@ -1484,6 +1534,17 @@ impl fmt::Display for RuleKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evidence_and_http_problems_point_at_their_keys() {
+        let text = "agent_id = \"a\"\n[mqtt]\nurl = \"mqtt://h\"\n[evidence]\npre_secs = 500.0\n[http]\nlisten = \"nowhere\"\ntoken = \"short\"\n";
+        let e = Config::parse(text, Path::new("a.toml"), Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a.toml:5:1: evidence.pre_secs"), "{e}");
+        assert!(e.contains("a.toml:7:1: http.listen 'nowhere'"), "{e}");
+        assert!(e.contains("a.toml:8:1: http.token is too short"), "{e}");
+    }
 
     #[test]
     fn mqtt_password_sources_and_never_printed() {

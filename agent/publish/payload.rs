@@ -37,6 +37,12 @@ pub struct Alert {
     /// (see README, Rules).
     #[serde(rename = "type")]
     pub kind: String,
+    /// Display name of the type for operators, English (e.g. `Running a red light`).
+    #[serde(default)]
+    pub name: String,
+    /// Display name of the type, Vietnamese (e.g. `Vượt đèn đỏ`).
+    #[serde(default)]
+    pub name_vi: String,
     pub agent_id: String,
     pub camera: String,
     /// Rule name from the config.
