@@ -151,14 +151,17 @@ pub async fn run(cfg: Config, cancel: CancellationToken) -> Result<(), RunError>
         _ => None,
     };
     let http_cancel = CancellationToken::new();
-    if let (Some(h), Some(ev)) = (&cfg.http, &evidence) {
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(h) = &cfg.http {
         let token = cfg
             .http_token()
             .map_err(RunError::Http)?
             .ok_or_else(|| RunError::Http("http needs a token".into()))?;
         let state = crate::http::HttpState {
-            evidence: ev.clone(),
+            evidence: evidence.clone(),
             token: Arc::new(token),
+            status: status.clone(),
+            ready: ready.clone(),
         };
         let (addr, _task) = crate::http::serve(&h.listen, state, http_cancel.clone())
             .await
@@ -199,6 +202,7 @@ pub async fn run(cfg: Config, cancel: CancellationToken) -> Result<(), RunError>
         tracker.spawn(supervise(ctx).instrument(span));
     }
     tracker.close();
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
     info!(
         agent_id = %cfg.agent_id.get_ref(),
         cameras = cfg.cameras.iter().filter(|c| c.enabled).count(),
@@ -296,6 +300,7 @@ async fn supervise(ctx: CameraCtx) {
         ctx.status.update(ctx.id(), |s| {
             s.state = "retrying".into();
             s.last_error = Some(msg.clone());
+            s.reconnects += 1;
         });
         ctx.sync_counters();
         tokio::select! {
@@ -455,7 +460,7 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
             let inf = ctx.detector.detect(frame.clone()).await?;
             ctx.counters.inferred.fetch_add(1, Ordering::Relaxed);
             ctx.status
-                .update(ctx.id(), |s| s.inference_ms_sum += inf.millis);
+                .update(ctx.id(), |s| s.observe_inference(inf.millis));
             infer_ms += inf.millis;
             infer_n += 1;
             if let Some((light, source)) = signal.read(&frame) {
@@ -781,7 +786,10 @@ async fn emit(
         agent_version: env!("CARGO_PKG_VERSION").into(),
     };
     info!(event_id = %id, r#type = %alert.kind, rule = %rule.name, severity = %rule.severity.as_str(), class = %class, track, "alert");
-    ctx.status.update(ctx.id(), |s| s.alerts += 1);
+    ctx.status.update(ctx.id(), |s| {
+        s.alerts += 1;
+        *s.events.entry(alert.kind.clone()).or_default() += 1;
+    });
     let for_evidence = ctx.evidence.as_ref().map(|_| alert.clone());
     ctx.publisher
         .send(Outgoing {

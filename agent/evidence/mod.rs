@@ -274,7 +274,9 @@ impl Evidence {
         };
         self.publisher.send_update(&update, a.severity).await;
         let ev = self.clone_for_retention();
-        let _ = tokio::task::spawn_blocking(move || ev.run()).await;
+        if let Ok(n) = tokio::task::spawn_blocking(move || ev.run()).await {
+            self.counters.removed.fetch_add(n, Ordering::Relaxed);
+        }
         Ok(())
     }
 

@@ -1,11 +1,14 @@
 //! The agent's HTTP server: the review page for traffic police, the evidence
-//! files (with range requests, so a browser can seek a clip) and `/healthz`.
+//! files (with range requests, so a browser can seek a clip), Prometheus
+//! `/metrics`, `/healthz` and `/readyz`.
 //!
 //! Every data route needs the bearer token, sent as `Authorization: Bearer …`
 //! or as the `ioc_token` cookie that `POST /api/login` sets (a `<video>`
 //! element cannot send headers). Evidence is served only by event id and a
 //! fixed list of file names, so no path outside the evidence folder can be
 //! named at all.
+
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,8 +47,23 @@ const COOKIE: &str = "ioc_token";
 
 #[derive(Clone)]
 pub struct HttpState {
-    pub evidence: Arc<Evidence>,
+    /// None when `[evidence] enabled = false`: evidence routes answer 404.
+    pub evidence: Option<Arc<Evidence>>,
     pub token: Arc<Secret>,
+    pub status: Arc<crate::publish::payload::StatusBoard>,
+    /// Set once models are loaded and cameras are supervised.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HttpState {
+    fn evidence(&self) -> Result<&Arc<Evidence>, Response> {
+        self.evidence.as_ref().ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                "evidence is disabled in this agent's config",
+            )
+        })
+    }
 }
 
 /// Binds `listen` and serves until `cancel` fires. Returns the bound address.
@@ -76,6 +94,8 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/review") }))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_route))
         .route("/review", get(|| async { Html(REVIEW_HTML) }))
         .route("/api/login", post(login))
         .route("/api/events", get(list_events))
@@ -127,6 +147,40 @@ fn unauthorised() -> Response {
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({"error": msg.into()}))).into_response()
+}
+
+async fn readyz(State(s): State<HttpState>) -> Response {
+    let cams = s.status.snapshot();
+    let body = json!({
+        "ready": s.ready.load(std::sync::atomic::Ordering::Relaxed),
+        "cameras": cams.iter().map(|(k, c)| (k.clone(), c.state.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+    });
+    let code = if s.ready.load(std::sync::atomic::Ordering::Relaxed) {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn metrics_route(State(s): State<HttpState>, headers: HeaderMap) -> Response {
+    if !authorised(&headers, &s.token) {
+        return unauthorised();
+    }
+    let st = s.clone();
+    match tokio::task::spawn_blocking(move || metrics::render(&st.status, st.evidence.as_deref()))
+        .await
+    {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -208,7 +262,10 @@ async fn list_events(
         until: nonempty(q.until),
         limit: q.limit.unwrap_or(200),
     };
-    let store = s.evidence.store().clone();
+    let store = match s.evidence() {
+        Ok(ev) => ev.store().clone(),
+        Err(r) => return r,
+    };
     match tokio::task::spawn_blocking(move || store.evidence_list(&query)).await {
         Ok(Ok(rows)) => {
             Json(json!({"events": rows.iter().map(event_json).collect::<Vec<_>>()})).into_response()
@@ -251,7 +308,11 @@ async fn review(
         note: b.note.clone(),
         at: rfc3339(SystemTime::now()),
     };
-    let store = s.evidence.store().clone();
+    let ev = match s.evidence() {
+        Ok(ev) => ev.clone(),
+        Err(r) => return r,
+    };
+    let store = ev.store().clone();
     let (id2, rv2) = (id.clone(), rv.clone());
     let res = tokio::task::spawn_blocking(move || {
         let ok = store.evidence_review(&id2, &rv2)?;
@@ -270,7 +331,7 @@ async fn review(
         id: ulid::Ulid::new().to_string(),
         event_id: id.clone(),
         kind: "review".into(),
-        agent_id: s.evidence.agent_id().to_string(),
+        agent_id: ev.agent_id().to_string(),
         camera: row.camera.clone(),
         event_type: row.kind.clone(),
         time: rv.at.clone(),
@@ -286,7 +347,7 @@ async fn review(
         "low" => crate::store::Severity::Low,
         _ => crate::store::Severity::Normal,
     };
-    s.evidence.publisher().send_update(&update, sev).await;
+    ev.publisher().send_update(&update, sev).await;
     Json(json!({"ok": true, "review": rv})).into_response()
 }
 
@@ -304,7 +365,10 @@ async fn hold(
     if !authorised(&headers, &s.token) {
         return unauthorised();
     }
-    let store = s.evidence.store().clone();
+    let store = match s.evidence() {
+        Ok(ev) => ev.store().clone(),
+        Err(r) => return r,
+    };
     match tokio::task::spawn_blocking(move || store.evidence_hold(&id, b.held)).await {
         Ok(Ok(true)) => Json(json!({"ok": true, "held": b.held})).into_response(),
         Ok(Ok(false)) => error(StatusCode::NOT_FOUND, "no such event"),
@@ -328,7 +392,11 @@ async fn evidence_file(
     if !safe_name(&id) || !SERVED_FILES.contains(&file.as_str()) {
         return error(StatusCode::NOT_FOUND, "no such evidence file");
     }
-    let Some(dir) = s.evidence.folder(&id) else {
+    let ev = match s.evidence() {
+        Ok(ev) => ev,
+        Err(r) => return r,
+    };
+    let Some(dir) = ev.folder(&id) else {
         return error(StatusCode::NOT_FOUND, "no such evidence file");
     };
     let path = dir.join(&file);

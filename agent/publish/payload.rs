@@ -257,9 +257,34 @@ pub struct CameraStatus {
     /// so an installer can check the lamp boxes or the controller feed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<SignalInfo>,
+    /// Sessions that failed and were retried since start.
+    #[serde(default)]
+    pub reconnects: u64,
     /// Sum of inference times, milliseconds (for `stats`).
     #[serde(skip)]
     pub inference_ms_sum: f64,
+    /// Inferences per latency bucket (`LATENCY_BUCKETS_MS`, then +Inf), for `/metrics`.
+    #[serde(skip)]
+    pub inference_hist: [u64; LATENCY_BUCKETS_MS.len() + 1],
+    /// Alerts by event type, for `/metrics`.
+    #[serde(skip)]
+    pub events: BTreeMap<String, u64>,
+}
+
+/// Upper bounds of the inference latency histogram, milliseconds.
+pub const LATENCY_BUCKETS_MS: [f64; 10] =
+    [2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 250.0, 1000.0];
+
+impl CameraStatus {
+    /// Records one inference's latency.
+    pub fn observe_inference(&mut self, ms: f64) {
+        self.inference_ms_sum += ms;
+        let i = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.inference_hist[i] += 1;
+    }
 }
 
 /// Frames not given to the model: `rate` (not due at detect_fps), `busy`

@@ -1,0 +1,258 @@
+//! Prometheus text exposition (version 0.0.4) of the agent's counters, built
+//! at scrape time from the status board, the publisher and the evidence store.
+//! Metric names are the contract of `deploy/grafana/ioc-agent.json`.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use crate::evidence::Evidence;
+use crate::publish::payload::{LATENCY_BUCKETS_MS, StatusBoard};
+
+/// Label value escaping (backslash, quote, newline).
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Out(String);
+
+impl Out {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+    fn line(&mut self, name: &str, labels: &[(&str, &str)], v: impl std::fmt::Display) {
+        let l: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", esc(v)))
+            .collect();
+        if l.is_empty() {
+            let _ = writeln!(self.0, "{name} {v}");
+        } else {
+            let _ = writeln!(self.0, "{name}{{{}}} {v}", l.join(","));
+        }
+    }
+}
+
+/// Renders every metric.
+pub fn render(status: &StatusBoard, evidence: Option<&Evidence>) -> String {
+    let cams = status.snapshot();
+    let mut o = Out(String::new());
+    o.head("ioc_agent_info", "gauge", "Agent identity; always 1.");
+    o.line(
+        "ioc_agent_info",
+        &[
+            ("agent_id", &status.agent_id),
+            ("version", env!("CARGO_PKG_VERSION")),
+        ],
+        1,
+    );
+    o.head(
+        "ioc_agent_uptime_seconds",
+        "gauge",
+        "Seconds since the agent started.",
+    );
+    o.line(
+        "ioc_agent_uptime_seconds",
+        &[],
+        status.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+    );
+    type Get = fn(&crate::publish::payload::CameraStatus) -> u64;
+    let per_camera: [(&str, &str, Get); 5] = [
+        (
+            "ioc_frames_received_total",
+            "Encoded frames received from the camera.",
+            |c| c.frames_received,
+        ),
+        ("ioc_frames_decoded_total", "Frames decoded.", |c| {
+            c.frames_decoded
+        }),
+        (
+            "ioc_frames_inferred_total",
+            "Frames given to the model.",
+            |c| c.frames_inferred,
+        ),
+        (
+            "ioc_camera_reconnects_total",
+            "Camera sessions that failed and were retried.",
+            |c| c.reconnects,
+        ),
+        (
+            "ioc_alerts_raised_total",
+            "Alerts raised by the camera's rules.",
+            |c| c.alerts,
+        ),
+    ];
+    for (name, help, get) in per_camera {
+        o.head(name, "counter", help);
+        for (id, c) in &cams {
+            o.line(name, &[("camera", id)], get(c));
+        }
+    }
+    o.head(
+        "ioc_frames_skipped_total",
+        "counter",
+        "Frames not given to the model, by reason (rate: not due at detect_fps; busy: replaced by a newer frame; backlog: whole GOPs dropped, decoder behind; no_keyframe: before the first keyframe).",
+    );
+    for (id, c) in &cams {
+        let s = &c.frames_skipped;
+        for (reason, v) in [
+            ("rate", s.rate),
+            ("busy", s.busy),
+            ("backlog", s.backlog),
+            ("no_keyframe", s.no_keyframe),
+        ] {
+            o.line(
+                "ioc_frames_skipped_total",
+                &[("camera", id), ("reason", reason)],
+                v,
+            );
+        }
+    }
+    o.head(
+        "ioc_camera_up",
+        "gauge",
+        "1 while the camera is streaming, else 0.",
+    );
+    for (id, c) in &cams {
+        o.line(
+            "ioc_camera_up",
+            &[("camera", id)],
+            (c.state == "streaming") as u8,
+        );
+    }
+    o.head(
+        "ioc_inference_seconds",
+        "histogram",
+        "Model inference time per analysed frame.",
+    );
+    for (id, c) in &cams {
+        let mut cum = 0;
+        for (i, b) in LATENCY_BUCKETS_MS.iter().enumerate() {
+            cum += c.inference_hist[i];
+            let le = format!("{}", b / 1000.0);
+            o.line(
+                "ioc_inference_seconds_bucket",
+                &[("camera", id), ("le", &le)],
+                cum,
+            );
+        }
+        cum += c.inference_hist[LATENCY_BUCKETS_MS.len()];
+        o.line(
+            "ioc_inference_seconds_bucket",
+            &[("camera", id), ("le", "+Inf")],
+            cum,
+        );
+        o.line(
+            "ioc_inference_seconds_sum",
+            &[("camera", id)],
+            c.inference_ms_sum / 1000.0,
+        );
+        o.line("ioc_inference_seconds_count", &[("camera", id)], cum);
+    }
+    o.head(
+        "ioc_events_total",
+        "counter",
+        "Alerts raised, by camera and event type.",
+    );
+    for (id, c) in &cams {
+        for (t, n) in &c.events {
+            o.line("ioc_events_total", &[("camera", id), ("type", t)], n);
+        }
+    }
+    let p = &status.counters;
+    let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    for (name, kind, help, v) in [
+        (
+            "ioc_outbox_rows",
+            "gauge",
+            "Messages waiting in the durable outbox.",
+            g(&p.outbox_rows),
+        ),
+        (
+            "ioc_outbox_bytes",
+            "gauge",
+            "Bytes waiting in the durable outbox.",
+            g(&p.outbox_bytes),
+        ),
+        (
+            "ioc_outbox_dropped_total",
+            "counter",
+            "Outbox entries dropped by the bound policy.",
+            g(&p.outbox_dropped),
+        ),
+        (
+            "ioc_alerts_published_total",
+            "counter",
+            "Alerts the broker acknowledged.",
+            g(&p.published),
+        ),
+        (
+            "ioc_alerts_dropped_total",
+            "counter",
+            "Alerts lost (outbox full or not storable).",
+            g(&p.dropped),
+        ),
+        (
+            "ioc_mqtt_reconnects_total",
+            "counter",
+            "MQTT connections opened after the first.",
+            g(&p.reconnects),
+        ),
+    ] {
+        o.head(name, kind, help);
+        o.line(name, &[], v);
+    }
+    if let Some(ev) = evidence {
+        let (all, held) = ev.store().evidence_bytes().unwrap_or((0, 0));
+        let c = &ev.counters;
+        for (name, kind, help, v) in [
+            (
+                "ioc_evidence_bytes",
+                "gauge",
+                "Bytes of evidence folders on disk (indexed).",
+                all,
+            ),
+            (
+                "ioc_evidence_held_bytes",
+                "gauge",
+                "Bytes of held (confirmed) evidence, kept by retention.",
+                held,
+            ),
+            (
+                "ioc_evidence_free_bytes",
+                "gauge",
+                "Free bytes on the evidence disk.",
+                crate::evidence::free_bytes(&ev.dir).unwrap_or(0),
+            ),
+            (
+                "ioc_evidence_sealed_total",
+                "counter",
+                "Evidence folders sealed.",
+                g(&c.sealed),
+            ),
+            (
+                "ioc_evidence_failed_total",
+                "counter",
+                "Evidence packages that could not be written (e.g. disk full).",
+                g(&c.failed),
+            ),
+            (
+                "ioc_evidence_removed_total",
+                "counter",
+                "Evidence folders removed by retention.",
+                g(&c.removed),
+            ),
+            (
+                "ioc_evidence_clips_missing_total",
+                "counter",
+                "Packages sealed without a clip (no video in the ring).",
+                g(&c.clips_missing),
+            ),
+        ] {
+            o.head(name, kind, help);
+            o.line(name, &[], v);
+        }
+    }
+    o.0
+}
