@@ -31,6 +31,7 @@ pub mod decode;
 pub mod evidence;
 pub mod http;
 pub mod infer;
+pub mod probe;
 pub mod publish;
 pub mod rules;
 pub mod run;

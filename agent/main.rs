@@ -35,8 +35,12 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:8554")]
         listen: String,
         /// NAME=FILE, served at rtsp://HOST:PORT/NAME; repeat for more cameras.
-        #[arg(long = "stream", required = true)]
+        #[arg(long = "stream", required_unless_present = "patterns")]
         streams: Vec<String>,
+        /// NAME=KIND: a generated test stream; KIND `mjpeg` is a Motion-JPEG
+        /// camera (for checking that probe and run refuse it clearly).
+        #[arg(long = "pattern")]
+        patterns: Vec<String>,
     },
     /// Write the JSON Schemas of the MQTT payloads (the checked-in copies live in deploy/schema).
     Schema {
@@ -52,6 +56,25 @@ enum Cmd {
         /// Topic prefix.
         #[arg(long, default_value = "ioc/v1")]
         prefix: String,
+    },
+    /// Connect to a camera like the agent would and report what it sends:
+    /// codec, profile, resolution, frame rate, GOP, bitrate, B-frames, quirks,
+    /// the decoder this box would use; writes a snapshot JPEG.
+    Probe {
+        /// rtsp://[user:password@]host[:port]/path
+        url: String,
+        /// Seconds to read the stream.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Where to write the snapshot JPEG.
+        #[arg(long, default_value = "probe.jpg")]
+        snapshot: PathBuf,
+        /// Seconds allowed for connecting.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// The agent's evidence signing key.
     Key {
@@ -220,7 +243,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Simulate { listen, streams } => {
+        Cmd::Simulate {
+            listen,
+            streams,
+            patterns,
+        } => {
             init_tracing("info");
             let mut clips = Vec::new();
             for s in &streams {
@@ -228,7 +255,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 let clip = ioc_agent::simulate::Clip::load(&file)?;
                 clips.push((name, clip));
             }
-            let sim = ioc_agent::simulate::Simulator::start(&listen, &clips)?;
+            let mut pats = Vec::new();
+            for p in &patterns {
+                let (n, k) = p.split_once('=').ok_or_else(|| {
+                    anyhow::anyhow!("--pattern {p}: write it as NAME=KIND, e.g. cam=mjpeg")
+                })?;
+                pats.push((n.to_string(), k.to_string()));
+            }
+            let sim = ioc_agent::simulate::Simulator::start_with(&listen, &clips, &pats)?;
             let host = listen
                 .rsplit_once(':')
                 .map(|(h, _)| h)
@@ -240,6 +274,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     clip.codec.as_str(),
                     clip.frames,
                     clip.duration_ns as f64 / 1e9
+                );
+            }
+            for (name, kind) in &pats {
+                println!(
+                    "serving rtsp://{host}:{}/{name} ({kind} test pattern)",
+                    sim.port
                 );
             }
             use std::io::Write;
@@ -271,6 +311,38 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             })?;
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Probe {
+            url,
+            seconds,
+            snapshot,
+            timeout,
+            json,
+        } => {
+            init_tracing("warn");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let res = rt.block_on(ioc_agent::probe::probe(
+                &url,
+                seconds,
+                std::time::Duration::from_secs_f64(timeout.max(0.5)),
+                Some(&snapshot),
+            ));
+            match res {
+                Ok(r) if json => {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(r) => {
+                    print!("{r}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("probe: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
         }
         Cmd::Key {
             cmd: KeyCmd::Show { config },

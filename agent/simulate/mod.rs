@@ -218,6 +218,16 @@ pub struct Simulator {
 impl Simulator {
     /// Starts serving `streams` on `addr` (`host:port`, port 0 picks a free one).
     pub fn start(addr: &str, streams: &[(String, Clip)]) -> Result<Simulator, SimulateError> {
+        Self::start_with(addr, streams, &[])
+    }
+
+    /// Like [`Simulator::start`], plus generated test streams: `(name, kind)`
+    /// with kind `mjpeg` (a Motion-JPEG camera, which the agent refuses).
+    pub fn start_with(
+        addr: &str,
+        streams: &[(String, Clip)],
+        patterns: &[(String, String)],
+    ) -> Result<Simulator, SimulateError> {
         crate::decode::init().map_err(|e| SimulateError::Gst(e.to_string()))?;
         let (host, port) = addr.rsplit_once(':').ok_or_else(|| SimulateError::Listen {
             addr: addr.into(),
@@ -258,6 +268,22 @@ impl Simulator {
                     .name(format!("sim-{name}"))
                     .spawn(move || feed(appsrc, clip));
             });
+            mounts.add_factory(&format!("/{name}"), factory);
+        }
+        for (name, kind) in patterns {
+            let launch = match kind.as_str() {
+                "mjpeg" => {
+                    "( videotestsrc is-live=true pattern=ball ! video/x-raw,format=I420,width=320,height=240,framerate=10/1 ! jpegenc ! rtpjpegpay name=pay0 pt=26 )"
+                }
+                other => {
+                    return Err(SimulateError::Gst(format!(
+                        "unknown test pattern '{other}' (known: mjpeg)"
+                    )));
+                }
+            };
+            let factory = rtsp::RTSPMediaFactory::new();
+            factory.set_launch(launch);
+            factory.set_shared(false);
             mounts.add_factory(&format!("/{name}"), factory);
         }
         let main_loop = gst::glib::MainLoop::new(None, false);

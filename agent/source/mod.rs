@@ -168,6 +168,10 @@ pub struct RtspSource {
     pub codec: Codec,
     pub url: String,
     pub resolution: Option<(u32, u32)>,
+    /// RFC 6381 codec string from the parameters, e.g. `avc1.64001F`.
+    pub rfc6381: Option<String>,
+    /// Frame rate the stream's parameters declare, frames per second.
+    pub declared_fps: Option<f64>,
     inactivity: Duration,
 }
 
@@ -221,8 +225,23 @@ impl RtspSource {
                     found.join(", ")
                 },
             })?;
-        let resolution = session.streams()[idx].parameters().and_then(|p| match p {
-            retina::codec::ParametersRef::Video(v) => Some(v.pixel_dimensions()),
+        let video = |f: &dyn Fn(&retina::codec::VideoParameters) -> Option<_>| {
+            session.streams()[idx].parameters().and_then(|p| match p {
+                retina::codec::ParametersRef::Video(v) => f(v),
+                _ => None,
+            })
+        };
+        let resolution = video(&|v| Some(v.pixel_dimensions()));
+        let rfc6381: Option<String> = session.streams()[idx].parameters().and_then(|p| match p {
+            retina::codec::ParametersRef::Video(v) => Some(v.rfc6381_codec().to_string()),
+            _ => None,
+        });
+        let declared_fps = session.streams()[idx].parameters().and_then(|p| match p {
+            // retina gives the frame duration as (numerator, denominator) seconds.
+            retina::codec::ParametersRef::Video(v) => v
+                .frame_rate()
+                .filter(|(n, _)| *n > 0)
+                .map(|(n, d)| d as f64 / n as f64),
             _ => None,
         });
         tokio::time::timeout(
@@ -255,6 +274,8 @@ impl RtspSource {
             codec,
             url: shown,
             resolution,
+            rfc6381,
+            declared_fps,
             inactivity,
         })
     }

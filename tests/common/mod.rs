@@ -206,11 +206,19 @@ pub struct Sim {
 
 impl Sim {
     pub fn start(streams: &[(&str, &Path)]) -> Sim {
+        Sim::start_with(streams, &[])
+    }
+
+    /// Files plus generated test streams (`(name, "mjpeg")`).
+    pub fn start_with(streams: &[(&str, &Path)], patterns: &[(&str, &str)]) -> Sim {
         let mut cmd = Command::new(BIN);
         cmd.args(["simulate", "--listen", "127.0.0.1:0"]);
         for (name, file) in streams {
             cmd.arg("--stream")
                 .arg(format!("{name}={}", file.display()));
+        }
+        for (name, kind) in patterns {
+            cmd.arg("--pattern").arg(format!("{name}={kind}"));
         }
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -220,7 +228,7 @@ impl Sim {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let mut port = 0;
-        for _ in 0..streams.len() {
+        for _ in 0..streams.len() + patterns.len() {
             let line = lines.next().expect("simulator printed nothing").unwrap();
             // serving rtsp://127.0.0.1:PORT/NAME (...)
             let after = line.split("127.0.0.1:").nth(1).expect("serving line");
