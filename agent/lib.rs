@@ -28,6 +28,7 @@
 
 pub mod config;
 pub mod decode;
+pub mod doctor;
 pub mod evidence;
 pub mod http;
 pub mod infer;

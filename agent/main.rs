@@ -76,6 +76,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Check everything the agent needs on this box (GStreamer and decoders,
+    /// ONNX Runtime and execution providers, models, data directory, broker,
+    /// cameras, clock). Exit 1 when something blocks running.
+    Doctor {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// The agent's evidence signing key.
     Key {
         #[command(subcommand)]
@@ -342,6 +349,36 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!("probe: {e}");
                     Ok(ExitCode::from(1))
                 }
+            }
+        }
+        Cmd::Doctor { config } => {
+            init_tracing("error");
+            let cfg = match &config {
+                Some(p) => match Config::load(p) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        println!("FAIL  config  {e}");
+                        println!("      fix: correct the config (ioc-agent check-config FILE)");
+                        return Ok(ExitCode::from(1));
+                    }
+                },
+                None => None,
+            };
+            if let Some(p) = &config {
+                println!("PASS  config  {} is valid", p.display());
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let checks = rt.block_on(ioc_agent::doctor::run(cfg.as_ref()));
+            let (table, failed) = ioc_agent::doctor::render(&checks);
+            print!("{table}");
+            if failed {
+                println!("doctor: something above blocks running; fix the FAIL lines");
+                Ok(ExitCode::from(1))
+            } else {
+                println!("doctor: ready to run");
+                Ok(ExitCode::SUCCESS)
             }
         }
         Cmd::Key {

@@ -66,6 +66,11 @@ pub struct ProbeReport {
     pub snapshot: Option<String>,
 }
 
+/// The plain message for a failed connection (used by `doctor` too).
+pub fn classify_error(url: &str, e: SourceError) -> String {
+    classify(url, e).to_string()
+}
+
 fn classify(url: &str, e: SourceError) -> ProbeError {
     let shown = redact(url);
     match e {

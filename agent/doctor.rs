@@ -1,0 +1,383 @@
+//! `ioc-agent doctor [--config FILE]`: checks everything the agent needs on
+//! this box and prints one line per check with a fix for each failure. Exit
+//! status 1 when something blocks running.
+
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::decode::{self, Codec};
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Pass,
+    /// Works, but worth fixing.
+    Warn,
+    /// Blocks running (or blocks a camera).
+    Fail,
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: String,
+    pub level: Level,
+    pub detail: String,
+    /// What to do (failures and warnings).
+    pub fix: String,
+}
+
+fn pass(name: impl Into<String>, detail: impl Into<String>) -> Check {
+    Check {
+        name: name.into(),
+        level: Level::Pass,
+        detail: detail.into(),
+        fix: String::new(),
+    }
+}
+fn fail(name: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check {
+        name: name.into(),
+        level: Level::Fail,
+        detail: detail.into(),
+        fix: fix.into(),
+    }
+}
+fn warn(name: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check {
+        name: name.into(),
+        level: Level::Warn,
+        detail: detail.into(),
+        fix: fix.into(),
+    }
+}
+
+/// ONNX Runtime's execution providers compiled into the loaded library.
+pub fn available_providers() -> Vec<String> {
+    let api = ort::api();
+    let mut list: *mut *mut std::ffi::c_char = std::ptr::null_mut();
+    let mut n: std::ffi::c_int = 0;
+    // SAFETY: ONNX Runtime fills `list` with `n` C strings, released below.
+    let status = unsafe { (api.GetAvailableProviders)(&mut list, &mut n) };
+    if !status.0.is_null() || list.is_null() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for i in 0..n as isize {
+        // SAFETY: `i < n`, each entry is a NUL-terminated string owned by ORT.
+        let s = unsafe { std::ffi::CStr::from_ptr(*list.offset(i)) };
+        out.push(s.to_string_lossy().to_string());
+    }
+    // SAFETY: releases what GetAvailableProviders allocated.
+    unsafe {
+        let _ = (api.ReleaseAvailableProviders)(list, n);
+    }
+    out
+}
+
+fn gstreamer_checks(out: &mut Vec<Check>) {
+    if let Err(e) = decode::init() {
+        out.push(fail(
+            "GStreamer",
+            e.to_string(),
+            "apt install gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav",
+        ));
+        return;
+    }
+    let (maj, min, mic, _) = gstreamer::version();
+    out.push(pass("GStreamer", format!("{maj}.{min}.{mic}")));
+    for (el, pkg) in [
+        ("appsrc", "gstreamer1.0-plugins-base"),
+        ("appsink", "gstreamer1.0-plugins-base"),
+        ("videoconvert", "gstreamer1.0-plugins-base"),
+        ("h264parse", "gstreamer1.0-plugins-bad"),
+        ("h265parse", "gstreamer1.0-plugins-bad"),
+        ("mp4mux", "gstreamer1.0-plugins-good"),
+    ] {
+        if gstreamer::ElementFactory::find(el).is_none() {
+            out.push(fail(
+                format!("GStreamer element {el}"),
+                "missing",
+                format!("apt install {pkg}"),
+            ));
+        }
+    }
+    for codec in [Codec::H264, Codec::H265] {
+        let name = format!("decoder {}", codec.as_str());
+        match decode::choose_decoder(codec, None, &[]) {
+            Ok(d) if d.starts_with("avdec_") => out.push(pass(
+                name,
+                format!(
+                    "{d} (software; no hardware decoder found: tried {})",
+                    codec.ranked_decoders().join(", ")
+                ),
+            )),
+            Ok(d) => out.push(pass(name, format!("{d} (hardware)"))),
+            Err(e) => out.push(fail(name, e.to_string(), "apt install gstreamer1.0-libav")),
+        }
+    }
+}
+
+/// Runs every check; with a config also models, cameras, broker, data dir.
+pub async fn run(cfg: Option<&Config>) -> Vec<Check> {
+    let mut out = Vec::new();
+    gstreamer_checks(&mut out);
+    let ort_path = cfg
+        .map(|c| c.onnxruntime_path())
+        .unwrap_or_else(crate::config::default_onnxruntime_path);
+    let env = match crate::infer::init_runtime(&ort_path) {
+        Ok(env) => {
+            out.push(pass(
+                "ONNX Runtime",
+                format!("{} (1.31.x)", ort_path.display()),
+            ));
+            let eps = available_providers();
+            let gpu: Vec<&String> = eps
+                .iter()
+                .filter(|e| {
+                    !matches!(
+                        e.as_str(),
+                        "CPUExecutionProvider" | "AzureExecutionProvider"
+                    )
+                })
+                .collect();
+            out.push(pass(
+                "execution providers",
+                if gpu.is_empty() {
+                    format!(
+                        "{} (CPU only in this build of ONNX Runtime)",
+                        eps.join(", ")
+                    )
+                } else {
+                    eps.join(", ")
+                },
+            ));
+            Some(env)
+        }
+        Err(e) => {
+            out.push(fail(
+                "ONNX Runtime",
+                e.to_string(),
+                "run `make ort` (or deploy/bootstrap.sh ort) and set `onnxruntime` in the config",
+            ));
+            None
+        }
+    };
+    let Some(cfg) = cfg else {
+        return out;
+    };
+    // Models: file present with the manifest's sha256, and it opens.
+    for m in &cfg.models {
+        let name = m.name.get_ref();
+        let check = format!("model {name}");
+        let manifest = match crate::infer::manifest::Manifest::load(&cfg.manifest_path(name)) {
+            Ok(x) => x,
+            Err(e) => {
+                out.push(fail(
+                    check,
+                    e.to_string(),
+                    "fix manifest_dir or the manifest",
+                ));
+                continue;
+            }
+        };
+        let path = cfg.model_dir().join(&manifest.file);
+        match crate::infer::verify_model_file(&manifest, &path) {
+            Ok(()) => match env {
+                Some(env) => {
+                    match crate::infer::Detector::load(env, manifest.clone(), &path, 1, None) {
+                        Ok(_) => out.push(pass(
+                            check,
+                            format!("{} sha256 {}…", path.display(), &manifest.sha256[..12]),
+                        )),
+                        Err(e) => out.push(fail(
+                            check,
+                            e.to_string(),
+                            "re-pull the model: ioc-agent models pull --config FILE",
+                        )),
+                    }
+                }
+                None => out.push(pass(
+                    check,
+                    format!("{} (sha256 ok; not opened: no runtime)", path.display()),
+                )),
+            },
+            Err(e) => out.push(fail(
+                check,
+                e.to_string(),
+                format!("ioc-agent models pull --config FILE {name} [--mirror DIR]"),
+            )),
+        }
+    }
+    // Data dir writable, free space.
+    let data = cfg.data_dir();
+    let probe_file = data.join(".doctor-write-test");
+    match std::fs::create_dir_all(&data).and_then(|_| std::fs::write(&probe_file, b"ok")) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe_file);
+            let free = crate::evidence::free_bytes(&data).unwrap_or(0);
+            let gib = free as f64 / (1u64 << 30) as f64;
+            if cfg.evidence.enabled && free < cfg.evidence.min_free_bytes {
+                out.push(warn(
+                    "data directory",
+                    format!(
+                        "{} writable, {gib:.1} GiB free (below evidence.min_free_bytes)",
+                        data.display()
+                    ),
+                    "free disk space or lower evidence.max_bytes / min_free_bytes",
+                ));
+            } else {
+                out.push(pass(
+                    "data directory",
+                    format!("{} writable, {gib:.1} GiB free", data.display()),
+                ));
+            }
+        }
+        Err(e) => out.push(fail(
+            "data directory",
+            format!("{}: {e}", data.display()),
+            "create it and give the agent's user write access (data_dir)",
+        )),
+    }
+    // Broker: connect (TLS handshake included) and wait for CONNACK.
+    out.push(broker_check(cfg).await);
+    // Cameras: DESCRIBE/SETUP/PLAY like the agent.
+    for cam in cfg.cameras.iter().filter(|c| c.enabled) {
+        let id = cam.id.get_ref();
+        for (what, url) in std::iter::once(("url", cam.url.get_ref()))
+            .chain(cam.detect_url.as_ref().map(|u| ("detect_url", u.get_ref())))
+        {
+            let name = format!("camera {id} ({what})");
+            match crate::source::RtspSource::open(
+                url,
+                Duration::from_secs(5),
+                Duration::from_secs(5),
+            )
+            .await
+            {
+                Ok(src) => out.push(pass(
+                    name,
+                    format!(
+                        "{} {}{}",
+                        src.url,
+                        src.codec.as_str(),
+                        src.resolution
+                            .map(|(w, h)| format!(" {w}x{h}"))
+                            .unwrap_or_default()
+                    ),
+                )),
+                Err(e) => {
+                    let msg = crate::probe::classify_error(url, e);
+                    out.push(fail(
+                        name,
+                        msg,
+                        format!(
+                            "run `ioc-agent probe '{}'` for details",
+                            crate::source::redact(url)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    out.push(clock_check());
+    out
+}
+
+async fn broker_check(cfg: &Config) -> Check {
+    let url = cfg.mqtt.url.get_ref().clone();
+    let opts = match crate::publish::connection_options(cfg) {
+        Ok(o) => o,
+        Err(e) => return fail("MQTT broker", e, "fix [mqtt] in the config"),
+    };
+    let mut opts = opts;
+    opts.set_client_id(format!("{}-doctor", cfg.client_id()));
+    opts.set_clean_session(true);
+    let (client, mut ev) = rumqttc::AsyncClient::new(opts, 10);
+    let res = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            match ev.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(a))) => {
+                    return if a.code == rumqttc::ConnectReturnCode::Success {
+                        Ok(())
+                    } else {
+                        Err(format!("the broker refused the connection: {:?}", a.code))
+                    };
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await;
+    let _ = client.disconnect().await;
+    let tls = url.starts_with("mqtts://");
+    match res {
+        Ok(Ok(())) => pass(
+            "MQTT broker",
+            format!(
+                "{url} connected{}",
+                if tls { " (TLS handshake ok)" } else { "" }
+            ),
+        ),
+        Ok(Err(e)) => fail(
+            "MQTT broker",
+            format!("{url}: {e}"),
+            "check mqtt.url, that the broker runs and this box may reach it; for mqtts check ca_file/cert_file/key_file",
+        ),
+        Err(_) => fail(
+            "MQTT broker",
+            format!("{url}: no answer in 8 s"),
+            "check mqtt.url and firewalls between this box and the broker",
+        ),
+    }
+}
+
+fn clock_check() -> Check {
+    match std::process::Command::new("timedatectl")
+        .args(["show", "-p", "NTPSynchronized", "--value"])
+        .output()
+    {
+        Ok(o) if o.status.success() => {
+            if String::from_utf8_lossy(&o.stdout).trim() == "yes" {
+                pass("clock", "synchronised (NTP)")
+            } else {
+                warn(
+                    "clock",
+                    "not synchronised: alert and evidence times may be wrong",
+                    "enable NTP: timedatectl set-ntp true (or install chrony)",
+                )
+            }
+        }
+        _ => warn(
+            "clock",
+            "synchronisation unknown (timedatectl not available here)",
+            "make sure the box keeps time with NTP (chrony or systemd-timesyncd): evidence times must be exact",
+        ),
+    }
+}
+
+/// The table, and whether anything failed.
+pub fn render(checks: &[Check]) -> (String, bool) {
+    let w = checks
+        .iter()
+        .map(|c| c.name.chars().count())
+        .max()
+        .unwrap_or(10);
+    let mut s = String::new();
+    let mut failed = false;
+    for c in checks {
+        let tag = match c.level {
+            Level::Pass => "PASS",
+            Level::Warn => "WARN",
+            Level::Fail => {
+                failed = true;
+                "FAIL"
+            }
+        };
+        s.push_str(&format!("{tag}  {:<w$}  {}\n", c.name, c.detail));
+        if !c.fix.is_empty() {
+            s.push_str(&format!("      {:<w$}  fix: {}\n", "", c.fix));
+        }
+    }
+    (s, failed)
+}
