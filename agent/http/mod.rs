@@ -264,7 +264,7 @@ async fn list_events(
     };
     let store = match s.evidence() {
         Ok(ev) => ev.store().clone(),
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match tokio::task::spawn_blocking(move || store.evidence_list(&query)).await {
         Ok(Ok(rows)) => {
@@ -310,7 +310,7 @@ async fn review(
     };
     let ev = match s.evidence() {
         Ok(ev) => ev.clone(),
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let store = ev.store().clone();
     let (id2, rv2) = (id.clone(), rv.clone());
@@ -367,7 +367,7 @@ async fn hold(
     }
     let store = match s.evidence() {
         Ok(ev) => ev.store().clone(),
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match tokio::task::spawn_blocking(move || store.evidence_hold(&id, b.held)).await {
         Ok(Ok(true)) => Json(json!({"ok": true, "held": b.held})).into_response(),
@@ -394,7 +394,7 @@ async fn evidence_file(
     }
     let ev = match s.evidence() {
         Ok(ev) => ev,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(dir) = ev.folder(&id) else {
         return error(StatusCode::NOT_FOUND, "no such evidence file");
