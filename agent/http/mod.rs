@@ -56,12 +56,12 @@ pub struct HttpState {
 }
 
 impl HttpState {
-    fn evidence(&self) -> Result<&Arc<Evidence>, Response> {
+    fn evidence(&self) -> Result<&Arc<Evidence>, Box<Response>> {
         self.evidence.as_ref().ok_or_else(|| {
-            error(
+            Box::new(error(
                 StatusCode::NOT_FOUND,
                 "evidence is disabled in this agent's config",
-            )
+            ))
         })
     }
 }
