@@ -32,6 +32,7 @@ pub mod doctor;
 pub mod evidence;
 pub mod http;
 pub mod infer;
+pub mod notify;
 pub mod probe;
 pub mod publish;
 pub mod rules;

@@ -246,7 +246,20 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     shutdown_signal().await;
                     c.cancel();
                 });
-                ioc_agent::run::run(cfg, cancel).await
+                // SIGHUP re-reads the config and applies camera changes live.
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                #[cfg(unix)]
+                if let Ok(mut hup) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                {
+                    tokio::spawn(async move {
+                        while hup.recv().await.is_some() {
+                            tracing::info!("SIGHUP: reloading the config");
+                            let _ = tx.send(()).await;
+                        }
+                    });
+                }
+                ioc_agent::run::run_with_reload(cfg, Some(config), cancel, Some(rx)).await
             })?;
             Ok(ExitCode::SUCCESS)
         }

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::{CameraConfig, Config};
@@ -111,6 +110,214 @@ pub fn load_named(
 
 /// Runs the agent until `cancel` fires.
 pub async fn run(cfg: Config, cancel: CancellationToken) -> Result<(), RunError> {
+    run_with_reload(cfg, None, cancel, None).await
+}
+
+/// What every camera task shares.
+#[derive(Clone)]
+struct Shared {
+    agent_id: String,
+    detectors: HashMap<String, DetectorHandle>,
+    publisher: PublisherHandle,
+    status: Arc<StatusBoard>,
+    signals: Option<Arc<publish::signals::SignalBoard>>,
+    models: Arc<HashMap<String, DetectorHandle>>,
+    evidence: Option<Arc<crate::evidence::Evidence>>,
+    plates: Option<
+        Arc<(
+            crate::evidence::plates::PlateModels,
+            crate::config::PlatesConfig,
+        )>,
+    >,
+    evidence_cfg: Arc<crate::config::EvidenceConfig>,
+    default_model: Option<String>,
+}
+
+/// A running camera supervisor.
+struct Running {
+    /// The camera's TOML table as configured (span-free, for comparing on reload).
+    table: Option<toml::Value>,
+    cancel: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+/// Starts one camera's supervisor (None when its model is not loaded).
+fn start_camera(sh: &Shared, cam: &CameraConfig, parent: &CancellationToken) -> Option<Running> {
+    let model = cam
+        .model
+        .as_ref()
+        .map(|m| m.get_ref().clone())
+        .or_else(|| sh.default_model.clone());
+    let Some(detector) = model.as_ref().and_then(|m| sh.detectors.get(m).cloned()) else {
+        warn!(camera = %cam.id.get_ref(), model = ?model, "camera's model is not loaded; not started (a new model needs a restart)");
+        return None;
+    };
+    let cancel = parent.child_token();
+    let ctx = CameraCtx {
+        cam: Arc::new(cam.clone()),
+        agent_id: sh.agent_id.clone(),
+        detector,
+        publisher: sh.publisher.clone(),
+        status: sh.status.clone(),
+        counters: Arc::new(FrameCounters::default()),
+        cancel: cancel.clone(),
+        signals: sh.signals.clone(),
+        models: sh.models.clone(),
+        ring: Arc::new(std::sync::Mutex::new(crate::evidence::ring::GopRing::new(
+            decode::Codec::H264,
+            sh.evidence_cfg.ring_bytes,
+        ))),
+        evidence: sh.evidence.clone(),
+        plates: sh.plates.clone(),
+        evidence_cfg: sh.evidence_cfg.clone(),
+    };
+    let span = info_span!("camera", id = %cam.id.get_ref());
+    info!(camera = %cam.id.get_ref(), "camera started");
+    let handle = tokio::spawn(supervise(ctx).instrument(span));
+    Some(Running {
+        table: None,
+        cancel,
+        handle,
+    })
+}
+
+/// Each enabled camera's TOML table by id, from the config text.
+fn camera_tables(text: Option<&str>) -> HashMap<String, toml::Value> {
+    let mut out = HashMap::new();
+    let Some(v) = text.and_then(|t| t.parse::<toml::Table>().ok()) else {
+        return out;
+    };
+    if let Some(cams) = v.get("cameras").and_then(|c| c.as_array()) {
+        for c in cams {
+            if let Some(id) = c.get("id").and_then(|i| i.as_str()) {
+                out.insert(id.to_string(), c.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Everything but the cameras, to tell whether a reload changed global settings.
+fn global_table(text: &str) -> Option<toml::Table> {
+    let mut t = text.parse::<toml::Table>().ok()?;
+    t.remove("cameras");
+    Some(t)
+}
+
+/// Applies a changed config file: refuses an invalid one (the running config
+/// stays); restarts changed cameras, starts new ones, stops removed ones, and
+/// leaves unchanged cameras running without a gap. Global sections need a restart.
+async fn apply_reload(
+    path: &std::path::Path,
+    current: Config,
+    sh: &Shared,
+    cameras: &mut HashMap<String, Running>,
+    cancel: &CancellationToken,
+) -> Config {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "config reload refused: cannot read the file; the running config stays");
+            return current;
+        }
+    };
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = e.to_string().replace('\n', "; ");
+            warn!(path = %path.display(), error = %msg, "config reload refused: the new config is invalid; the running config stays");
+            return current;
+        }
+    };
+    if let (Some(a), Some(b)) = (current_global(&current), global_table(&text))
+        && a != b
+    {
+        warn!(
+            "config reload: settings outside [[cameras]] changed (mqtt, models, evidence, http, …); they take effect after a restart"
+        );
+    }
+    let new_tables = camera_tables(Some(&text));
+    let (mut restarted, mut started, mut stopped, mut kept) = (0, 0, 0, 0);
+    // Stop removed or disabled cameras, and changed ones.
+    let wanted: HashMap<String, &CameraConfig> = new
+        .cameras
+        .iter()
+        .filter(|c| c.enabled)
+        .map(|c| (c.id.get_ref().clone(), c))
+        .collect();
+    let ids: Vec<String> = cameras.keys().cloned().collect();
+    for id in ids {
+        let changed = match wanted.get(&id) {
+            None => true,
+            Some(_) => cameras.get(&id).and_then(|r| r.table.as_ref()) != new_tables.get(&id),
+        };
+        if changed && let Some(r) = cameras.remove(&id) {
+            r.cancel.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), r.handle).await;
+            if wanted.contains_key(&id) {
+                info!(camera = %id, "config reload: camera changed; restarting it");
+            } else {
+                info!(camera = %id, "config reload: camera removed or disabled; stopped");
+                sh.status.remove(&id);
+                stopped += 1;
+            }
+        }
+    }
+    for (id, cam) in &wanted {
+        if cameras.contains_key(id) {
+            kept += 1;
+            continue;
+        }
+        if let Some(r) = start_camera(sh, cam, cancel) {
+            if current.cameras.iter().any(|c| c.id.get_ref() == id) {
+                restarted += 1;
+            } else {
+                started += 1;
+            }
+            cameras.insert(
+                id.clone(),
+                Running {
+                    table: new_tables.get(id).cloned(),
+                    ..r
+                },
+            );
+        }
+    }
+    info!(
+        restarted,
+        started,
+        stopped,
+        unchanged = kept,
+        "config reloaded"
+    );
+    *CONFIG_TEXT.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+    new
+}
+
+/// The global part of the config text in force (set at start and on reload).
+static CONFIG_TEXT: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn current_global(_cfg: &Config) -> Option<toml::Table> {
+    let t = CONFIG_TEXT
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()?;
+    global_table(&t)
+}
+
+/// Runs the agent until `cancel` fires. With `config_path` and `reload`, each
+/// message on `reload` (SIGHUP, or a save from the setup page) re-reads the
+/// file and applies camera changes live.
+pub async fn run_with_reload(
+    cfg: Config,
+    config_path: Option<std::path::PathBuf>,
+    cancel: CancellationToken,
+    mut reload: Option<tokio::sync::mpsc::Receiver<()>>,
+) -> Result<(), RunError> {
+    let config_text = config_path
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok());
+    *CONFIG_TEXT.lock().unwrap_or_else(|p| p.into_inner()) = config_text.clone();
     decode::init()?;
     let detectors = load_detectors(&cfg)?;
     let models = Arc::new(detectors.clone());
@@ -169,48 +376,70 @@ pub async fn run(cfg: Config, cancel: CancellationToken) -> Result<(), RunError>
         info!(%addr, "HTTP server listening (review page at /review)");
     }
 
-    let tracker = TaskTracker::new();
+    let shared = Shared {
+        agent_id: cfg.agent_id.get_ref().clone(),
+        detectors: detectors.clone(),
+        publisher: publisher.clone(),
+        status: status.clone(),
+        signals: signals.clone(),
+        models: models.clone(),
+        evidence: evidence.clone(),
+        plates: plates.clone(),
+        evidence_cfg: Arc::new(cfg.evidence.clone()),
+        default_model: cfg.models.first().map(|m| m.name.get_ref().clone()),
+    };
+    let mut cameras: HashMap<String, Running> = HashMap::new();
+    let tables = camera_tables(config_text.as_deref());
     for cam in cfg.cameras.iter().filter(|c| c.enabled) {
-        let model = cam
-            .model
-            .as_ref()
-            .map(|m| m.get_ref().clone())
-            .or_else(|| cfg.models.first().map(|m| m.name.get_ref().clone()));
-        let Some(detector) = model.and_then(|m| detectors.get(&m).cloned()) else {
-            warn!(camera = %cam.id.get_ref(), "camera has no model; not started");
-            continue;
-        };
-        let ctx = CameraCtx {
-            cam: Arc::new(cam.clone()),
-            agent_id: cfg.agent_id.get_ref().clone(),
-            detector,
-            publisher: publisher.clone(),
-            status: status.clone(),
-            counters: Arc::new(FrameCounters::default()),
-            cancel: cancel.clone(),
-            signals: signals.clone(),
-            models: models.clone(),
-            ring: Arc::new(std::sync::Mutex::new(crate::evidence::ring::GopRing::new(
-                decode::Codec::H264,
-                cfg.evidence.ring_bytes,
-            ))),
-            evidence: evidence.clone(),
-            plates: plates.clone(),
-            evidence_cfg: Arc::new(cfg.evidence.clone()),
-        };
-        let span = info_span!("camera", id = %cam.id.get_ref());
-        tracker.spawn(supervise(ctx).instrument(span));
+        let id = cam.id.get_ref().clone();
+        if let Some(r) = start_camera(&shared, cam, &cancel) {
+            cameras.insert(
+                id.clone(),
+                Running {
+                    table: tables.get(&id).cloned(),
+                    ..r
+                },
+            );
+        }
     }
-    tracker.close();
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    crate::notify::ready();
     info!(
         agent_id = %cfg.agent_id.get_ref(),
-        cameras = cfg.cameras.iter().filter(|c| c.enabled).count(),
+        cameras = cameras.len(),
         "agent running"
     );
-    cancel.cancelled().await;
+    let mut current = cfg;
+    let mut watchdog = crate::notify::watchdog_interval().map(tokio::time::interval);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some(()) = async {
+                match reload.as_mut() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Some(path) = &config_path {
+                    crate::notify::reloading();
+                    current = apply_reload(path, current, &shared, &mut cameras, &cancel).await;
+                    crate::notify::ready();
+                }
+            }
+            _ = async {
+                match watchdog.as_mut() {
+                    Some(w) => { w.tick().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => crate::notify::watchdog(),
+        }
+    }
+    crate::notify::stopping();
     info!("shutting down");
-    tracker.wait().await;
+    for (_, r) in cameras.drain() {
+        r.cancel.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), r.handle).await;
+    }
     http_cancel.cancel();
     pub_cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), pub_task).await;

@@ -383,6 +383,15 @@ impl StatusBoard {
         }
     }
 
+    /// Forgets a camera (removed from the config).
+    pub fn remove(&self, camera: &str) {
+        let mut map = match self.cameras.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        map.remove(camera);
+    }
+
     pub fn update(&self, camera: &str, f: impl FnOnce(&mut CameraStatus)) {
         let mut map = match self.cameras.lock() {
             Ok(m) => m,
