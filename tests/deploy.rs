@@ -1,0 +1,60 @@
+//! Deployment files: the systemd unit passes `systemd-analyze verify`; the
+//! production example config is valid once its install paths exist.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+#[test]
+fn systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(root().join("deploy/ioc-agent.service")).unwrap();
+    for want in [
+        "Type=notify",
+        "WatchdogSec=",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "User=ioc-agent",
+    ] {
+        assert!(unit.contains(want), "unit lacks {want}");
+    }
+    // The unit names /usr/bin/ioc-agent; verify it against the built binary.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ioc-agent.service");
+    std::fs::write(&path, unit.replace("/usr/bin/ioc-agent", BIN)).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (package systemd)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !err.contains("ioc-agent.service:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn production_example_config_is_valid() {
+    let text = std::fs::read_to_string(root().join("deploy/agent.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "/usr/share/ioc-agent/models",
+            &root().join("models").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
