@@ -1,6 +1,7 @@
 # ioc-agent — the two commands a newcomer needs:
 #   make demo   the real pipeline on real footage over loopback RTSP, alerts printed as they arrive
-#   make test   every test (unit, integration against real RTSP/decoder/model/broker), fmt, clippy
+#   make test   every test (unit, integration against real RTSP/decoder/model/broker), fmt, clippy,
+#               and the Debian package built, installed, checked and purged
 # Both install what they need first (idempotent): system packages, ONNX Runtime, models.
 
 SHELL := /bin/bash
@@ -12,7 +13,7 @@ MODEL_MIRROR ?= $(CURDIR)/../shared/models
 MODEL_DIR := $(CURDIR)/data/models
 CARGO ?= cargo
 
-.PHONY: demo test setup system ort models build release lint bench clean
+.PHONY: demo test setup system ort models build release lint bench clean deb deb-test
 
 demo: system ort release
 	$(call pull_models,target/release/ioc-agent)
@@ -22,6 +23,20 @@ test: setup
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --all-targets
+	$(MAKE) deb-test
+
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+DEB := target/debian/ioc-agent_$(VERSION)-1_amd64.deb
+CARGO_DEB_VERSION := 3.8.0
+
+# Debian package: binary, ONNX Runtime, manifests, systemd unit, default config.
+deb: ort release
+	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked --version $(CARGO_DEB_VERSION)
+	$(CARGO) deb --no-build --strip --deb-version $(VERSION)-1
+
+# Installs the package here, checks it, purges it (root or sudo).
+deb-test: deb
+	deploy/deb-test.sh $(DEB)
 
 setup: system ort models
 
