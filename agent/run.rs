@@ -131,6 +131,7 @@ struct Shared {
     >,
     evidence_cfg: Arc<crate::config::EvidenceConfig>,
     default_model: Option<String>,
+    snapshots: Arc<crate::http::setup::Snapshots>,
 }
 
 /// A running camera supervisor.
@@ -170,6 +171,7 @@ fn start_camera(sh: &Shared, cam: &CameraConfig, parent: &CancellationToken) -> 
         evidence: sh.evidence.clone(),
         plates: sh.plates.clone(),
         evidence_cfg: sh.evidence_cfg.clone(),
+        snapshots: sh.snapshots.clone(),
     };
     let span = info_span!("camera", id = %cam.id.get_ref());
     info!(camera = %cam.id.get_ref(), "camera started");
@@ -359,6 +361,18 @@ pub async fn run_with_reload(
     };
     let http_cancel = CancellationToken::new();
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Reload requests: SIGHUP (from main) and saves from the setup page.
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<()>(4);
+    if let Some(mut ext) = reload.take() {
+        let tx = reload_tx.clone();
+        tokio::spawn(async move {
+            while ext.recv().await.is_some() {
+                let _ = tx.send(()).await;
+            }
+        });
+    }
+    let snapshots = Arc::new(crate::http::setup::Snapshots::default());
+    let running = Arc::new(std::sync::RwLock::new(cfg.clone()));
     if let Some(h) = &cfg.http {
         let token = cfg
             .http_token()
@@ -369,6 +383,13 @@ pub async fn run_with_reload(
             token: Arc::new(token),
             status: status.clone(),
             ready: ready.clone(),
+            setup: Some(Arc::new(crate::http::setup::SetupState {
+                config_path: config_path.clone(),
+                running: running.clone(),
+                snapshots: snapshots.clone(),
+                reload: reload_tx.clone(),
+                lock: tokio::sync::Mutex::new(()),
+            })),
         };
         let (addr, _task) = crate::http::serve(&h.listen, state, http_cancel.clone())
             .await
@@ -387,6 +408,7 @@ pub async fn run_with_reload(
         plates: plates.clone(),
         evidence_cfg: Arc::new(cfg.evidence.clone()),
         default_model: cfg.models.first().map(|m| m.name.get_ref().clone()),
+        snapshots: snapshots.clone(),
     };
     let mut cameras: HashMap<String, Running> = HashMap::new();
     let tables = camera_tables(config_text.as_deref());
@@ -414,15 +436,13 @@ pub async fn run_with_reload(
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
-            Some(()) = async {
-                match reload.as_mut() {
-                    Some(r) => r.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            Some(()) = reload_rx.recv() => {
                 if let Some(path) = &config_path {
                     crate::notify::reloading();
                     current = apply_reload(path, current, &shared, &mut cameras, &cancel).await;
+                    if let Ok(mut r) = running.write() {
+                        *r = current.clone();
+                    }
                     crate::notify::ready();
                 }
             }
@@ -468,6 +488,8 @@ struct CameraCtx {
         )>,
     >,
     evidence_cfg: Arc<crate::config::EvidenceConfig>,
+    /// Newest analysed frame, for the setup page's snapshot.
+    snapshots: Arc<crate::http::setup::Snapshots>,
 }
 
 impl CameraCtx {
@@ -687,6 +709,7 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
             }
             last_seq = s;
             let inf = ctx.detector.detect(frame.clone()).await?;
+            ctx.snapshots.put(ctx.id(), frame.clone());
             ctx.counters.inferred.fetch_add(1, Ordering::Relaxed);
             ctx.status
                 .update(ctx.id(), |s| s.observe_inference(inf.millis));

@@ -9,6 +9,7 @@
 //! named at all.
 
 pub mod metrics;
+pub mod setup;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub const SERVED_FILES: &[&str] = &[
 ];
 
 const REVIEW_HTML: &str = include_str!("review.html");
+const SETUP_HTML: &str = include_str!("setup.html");
 const COOKIE: &str = "ioc_token";
 
 #[derive(Clone)]
@@ -53,6 +55,8 @@ pub struct HttpState {
     pub status: Arc<crate::publish::payload::StatusBoard>,
     /// Set once models are loaded and cameras are supervised.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// The setup page's state (config path, running config, snapshots).
+    pub setup: Option<Arc<setup::SetupState>>,
 }
 
 impl HttpState {
@@ -97,6 +101,10 @@ pub fn router(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_route))
         .route("/review", get(|| async { Html(REVIEW_HTML) }))
+        .route("/setup", get(|| async { Html(SETUP_HTML) }))
+        .route("/api/setup", get(setup_list))
+        .route("/api/setup/{id}/snapshot.jpg", get(setup_snapshot))
+        .route("/api/setup/{id}/geometry", post(setup_save))
         .route("/api/login", post(login))
         .route("/api/events", get(list_events))
         .route("/api/events/{id}/review", post(review))
@@ -180,6 +188,99 @@ async fn metrics_route(State(s): State<HttpState>, headers: HeaderMap) -> Respon
         )
             .into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+fn setup_state(s: &HttpState) -> Result<&Arc<setup::SetupState>, Box<Response>> {
+    s.setup
+        .as_ref()
+        .ok_or_else(|| Box::new(error(StatusCode::NOT_FOUND, "setup is not available")))
+}
+
+async fn setup_list(State(s): State<HttpState>, headers: HeaderMap) -> Response {
+    if !authorised(&headers, &s.token) {
+        return unauthorised();
+    }
+    let st = match setup_state(&s) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let cams = match st.running.read() {
+        Ok(c) => setup::running_geometry(&c),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "config lock poisoned"),
+    };
+    let status = s.status.snapshot();
+    let list: Vec<serde_json::Value> = cams
+        .into_iter()
+        .map(|(id, g)| {
+            let c = status.get(&id);
+            json!({
+                "id": id,
+                "state": c.map(|c| c.state.clone()),
+                "resolution": c.and_then(|c| c.resolution),
+                "snapshot": format!("/api/setup/{id}/snapshot.jpg"),
+                "geometry": g,
+            })
+        })
+        .collect();
+    Json(json!({"cameras": list, "config": st.config_path.as_ref().map(|p| p.display().to_string())})).into_response()
+}
+
+async fn setup_snapshot(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    if !authorised(&headers, &s.token) {
+        return unauthorised();
+    }
+    let st = match setup_state(&s) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let Some(frame) = st.snapshots.get(&id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no picture from camera '{id}' yet; is it streaming?"),
+        );
+    };
+    match tokio::task::spawn_blocking(move || crate::evidence::thumbnail(&frame, 1280, None, &[]))
+        .await
+    {
+        Ok(Ok(j)) => (
+            [
+                (header::CONTENT_TYPE, "image/jpeg"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            j.bytes,
+        )
+            .into_response(),
+        _ => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the snapshot",
+        ),
+    }
+}
+
+async fn setup_save(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    Json(g): Json<setup::Geometry>,
+) -> Response {
+    if !authorised(&headers, &s.token) {
+        return unauthorised();
+    }
+    let st = match setup_state(&s) {
+        Ok(x) => x.clone(),
+        Err(r) => return *r,
+    };
+    match setup::save(&st, &id, &g).await {
+        Ok(()) => Json(json!({"ok": true, "applied": true})).into_response(),
+        Err((code, msg)) => error(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            msg,
+        ),
     }
 }
 
