@@ -83,6 +83,35 @@ enum Cmd {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Run the real agent against N simulated cameras (loopback RTSP from a
+    /// file) and, in the same run, the floor of the same work (decode into a
+    /// fakesink, the model in a tight loop); report rates, skips, CPU per
+    /// stream, RSS, latency and agent ÷ floor.
+    Bench {
+        #[arg(long, default_value_t = 4)]
+        streams: usize,
+        /// H.264/H.265 file served as every camera.
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long, default_value_t = 30.0)]
+        seconds: f64,
+        #[arg(long = "detect-fps", default_value_t = 5.0)]
+        detect_fps: f64,
+        #[arg(long, default_value = "yolox_nano")]
+        model: String,
+        #[arg(long, default_value = "models")]
+        manifests: PathBuf,
+        #[arg(long = "model-dir", default_value = "data/models")]
+        model_dir: PathBuf,
+        /// ONNX Runtime intra-op threads of the model.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Raise --streams until a stream falls below 95% of its detection rate.
+        #[arg(long = "find-max")]
+        find_max: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// The agent's evidence signing key.
     Key {
         #[command(subcommand)]
@@ -393,6 +422,75 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("doctor: ready to run");
                 Ok(ExitCode::SUCCESS)
             }
+        }
+        Cmd::Bench {
+            streams,
+            file,
+            seconds,
+            detect_fps,
+            model,
+            manifests,
+            model_dir,
+            threads,
+            find_max,
+            json,
+        } => {
+            init_tracing("error");
+            if !file.exists() {
+                anyhow::bail!(
+                    "{}: no such file; give an H.264/H.265 MP4/MKV/TS with --file",
+                    file.display()
+                );
+            }
+            let args = ioc_agent::bench::BenchArgs {
+                streams: streams.max(1),
+                file,
+                seconds: seconds.max(5.0),
+                detect_fps,
+                model,
+                manifests,
+                model_dir,
+                onnxruntime: None,
+                threads: threads.max(1),
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let mut results = Vec::new();
+            let mut n = args.streams;
+            loop {
+                let r = rt
+                    .block_on(ioc_agent::bench::run_once(&args, n))
+                    .map_err(anyhow::Error::msg)?;
+                if !json {
+                    println!("{r}");
+                }
+                let ok = r.sustained;
+                results.push(r);
+                if !find_max || !ok {
+                    break;
+                }
+                n += 1;
+            }
+            if find_max {
+                let best = results
+                    .iter()
+                    .filter(|r| r.sustained)
+                    .map(|r| r.streams)
+                    .max();
+                if !json {
+                    match best {
+                        Some(b) => println!(
+                            "find-max: {b} stream(s) sustained at ≥ 95% of {detect_fps} detections/s"
+                        ),
+                        None => println!("find-max: not even {} stream(s) sustained", args.streams),
+                    }
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Key {
             cmd: KeyCmd::Show { config },

@@ -795,6 +795,10 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
                 rules.cascade_result(&req, conf);
             }
             let firings = rules.evaluate(&tracks, frame.width, frame.height, frame.pts, frame.wall);
+            if let Ok(lat) = SystemTime::now().duration_since(frame.wall) {
+                let ms = lat.as_secs_f64() * 1e3;
+                ctx.status.update(ctx.id(), |s| s.observe_latency(ms));
+            }
             for f in firings {
                 let rule = &rules.rules[f.rule];
                 let session = crate::evidence::lock_ring(&ctx.ring).session;

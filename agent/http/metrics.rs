@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use crate::evidence::Evidence;
-use crate::publish::payload::{LATENCY_BUCKETS_MS, StatusBoard};
+use crate::publish::payload::{LATENCY_BUCKETS_MS, LATENCY_SLO_BUCKETS_MS, StatusBoard};
 
 /// Label value escaping (backslash, quote, newline).
 fn esc(s: &str) -> String {
@@ -149,6 +149,35 @@ pub fn render(status: &StatusBoard, evidence: Option<&Evidence>) -> String {
             c.inference_ms_sum / 1000.0,
         );
         o.line("ioc_inference_seconds_count", &[("camera", id)], cum);
+    }
+    o.head(
+        "ioc_frame_latency_seconds",
+        "histogram",
+        "Frame arrival to rule decision (decode, queue, inference, tracking, rules).",
+    );
+    for (id, c) in &cams {
+        let mut cum = 0;
+        for (i, b) in LATENCY_SLO_BUCKETS_MS.iter().enumerate() {
+            cum += c.latency_hist[i];
+            let le = format!("{}", b / 1000.0);
+            o.line(
+                "ioc_frame_latency_seconds_bucket",
+                &[("camera", id), ("le", &le)],
+                cum,
+            );
+        }
+        cum += c.latency_hist[LATENCY_SLO_BUCKETS_MS.len()];
+        o.line(
+            "ioc_frame_latency_seconds_bucket",
+            &[("camera", id), ("le", "+Inf")],
+            cum,
+        );
+        o.line(
+            "ioc_frame_latency_seconds_sum",
+            &[("camera", id)],
+            c.latency_ms_sum / 1000.0,
+        );
+        o.line("ioc_frame_latency_seconds_count", &[("camera", id)], cum);
     }
     o.head(
         "ioc_events_total",

@@ -269,13 +269,33 @@ pub struct CameraStatus {
     /// Alerts by event type, for `/metrics`.
     #[serde(skip)]
     pub events: BTreeMap<String, u64>,
+    /// Frame arrival → rules decided, per bucket of `LATENCY_SLO_BUCKETS_MS` (+Inf last).
+    #[serde(skip)]
+    pub latency_hist: [u64; LATENCY_SLO_BUCKETS_MS.len() + 1],
+    #[serde(skip)]
+    pub latency_ms_sum: f64,
 }
+
+/// Upper bounds of the frame-to-decision latency histogram, milliseconds.
+pub const LATENCY_SLO_BUCKETS_MS: [f64; 10] = [
+    10.0, 25.0, 50.0, 100.0, 150.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+];
 
 /// Upper bounds of the inference latency histogram, milliseconds.
 pub const LATENCY_BUCKETS_MS: [f64; 10] =
     [2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 250.0, 1000.0];
 
 impl CameraStatus {
+    /// Records one frame's arrival-to-decision time.
+    pub fn observe_latency(&mut self, ms: f64) {
+        self.latency_ms_sum += ms;
+        let i = LATENCY_SLO_BUCKETS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(LATENCY_SLO_BUCKETS_MS.len());
+        self.latency_hist[i] += 1;
+    }
+
     /// Records one inference's latency.
     pub fn observe_inference(&mut self, ms: f64) {
         self.inference_ms_sum += ms;
