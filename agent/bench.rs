@@ -47,6 +47,13 @@ pub struct BenchResult {
     pub floor_model_per_stream: f64,
     pub ratio_to_floor: f64,
     pub rss_mb: f64,
+    /// RSS when the measured window began (after warm-up): flat memory
+    /// means `rss_mb` stays close to it over a long window.
+    pub rss_start_mb: f64,
+    /// Highest ÷ lowest per-stream detection rate (1 = perfectly fair).
+    pub rate_spread: f64,
+    /// Software decoder threads per stream the agent used (and the floor).
+    pub decoder_threads: u32,
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     /// Every stream reached ≥ 95% of its detection rate.
@@ -106,8 +113,9 @@ fn start_sim(file: &Path, streams: usize) -> Result<(SimProc, u16), String> {
     Ok((SimProc(child), port))
 }
 
-/// CPU seconds to decode one second of the file (appsrc → parse → decoder → fakesink).
-fn decode_floor(file: &Path) -> Result<f64, String> {
+/// CPU seconds to decode one second of the file (file → parse → decoder →
+/// fakesink) with the decoder thread count the agent uses.
+fn decode_floor(file: &Path, threads: u32) -> Result<f64, String> {
     let clip = crate::simulate::Clip::load(file).map_err(|e| e.to_string())?;
     let codec = clip.codec;
     let dec = crate::decode::choose_decoder(codec, None, &[]).map_err(|e| e.to_string())?;
@@ -116,7 +124,7 @@ fn decode_floor(file: &Path) -> Result<f64, String> {
         crate::decode::Codec::H265 => ("h265parse", "video/x-h265"),
     };
     let desc = format!(
-        "filesrc location=\"{}\" ! qtdemux ! {caps} ! {parser} ! {dec} ! video/x-raw,format=I420 ! fakesink sync=false",
+        "filesrc location=\"{}\" ! qtdemux ! {caps} ! {parser} ! {dec} name=dec ! video/x-raw,format=I420 ! fakesink sync=false",
         file.display()
     );
     use gstreamer::prelude::*;
@@ -124,6 +132,11 @@ fn decode_floor(file: &Path) -> Result<f64, String> {
         .map_err(|e| e.to_string())?
         .downcast::<gstreamer::Pipeline>()
         .map_err(|_| "not a pipeline".to_string())?;
+    if let Some(d) = pipe.by_name("dec")
+        && d.has_property("max-threads")
+    {
+        d.set_property_from_str("max-threads", &threads.to_string());
+    }
     let c0 = cpu_seconds();
     pipe.set_state(gstreamer::State::Playing)
         .map_err(|e| e.to_string())?;
@@ -220,6 +233,7 @@ pub async fn run_once(args: &BenchArgs, streams: usize) -> Result<BenchResult, S
         r.into_string().map_err(|e| e.to_string())
     };
     let m0 = scrape()?;
+    let rss_start = rss_mb();
     let (c0, t0) = (cpu_seconds(), Instant::now());
     tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
     let m1 = scrape()?;
@@ -287,12 +301,17 @@ pub async fn run_once(args: &BenchArgs, streams: usize) -> Result<BenchResult, S
     // Floors, measured now (same machine state) on the same file and model.
     let head = text.split("[[cameras]]").next().unwrap_or(&text);
     let fcfg = Config::parse(head, Path::new("bench.toml"), &dir).map_err(|e| e.to_string())?;
-    let decode = decode_floor(&args.file)?;
+    let threads = crate::decode::decoder_threads(0, streams, crate::decode::cores());
+    let decode = decode_floor(&args.file, threads)?;
     let (w, h) = clip_size(&args.file).unwrap_or((1280, 720));
     let model = model_floor(&fcfg, &args.model, w, h)? * args.detect_fps;
     let cpu_per_stream = cpu / secs / streams as f64;
     let floor = decode + model;
     let sustained = per.iter().all(|p| p.detect_fps >= 0.95 * args.detect_fps);
+    let (lo, hi) = per.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), p| {
+        (lo.min(p.detect_fps), hi.max(p.detect_fps))
+    });
+    let rate_spread = if lo > 0.0 { hi / lo } else { f64::INFINITY };
     Ok(BenchResult {
         streams,
         seconds: (secs * 10.0).round() / 10.0,
@@ -303,6 +322,9 @@ pub async fn run_once(args: &BenchArgs, streams: usize) -> Result<BenchResult, S
         floor_model_per_stream: model,
         ratio_to_floor: cpu_per_stream / floor.max(1e-9),
         rss_mb: rss,
+        rss_start_mb: rss_start,
+        rate_spread,
+        decoder_threads: threads,
         latency_p50_ms: quantile(&lat, 0.5),
         latency_p99_ms: quantile(&lat, 0.99),
         sustained,
@@ -360,7 +382,21 @@ impl std::fmt::Display for BenchResult {
             self.floor_model_per_stream,
             self.ratio_to_floor
         )?;
-        writeln!(f, "RSS                 {:.0} MB", self.rss_mb)?;
+        writeln!(
+            f,
+            "decoder threads     {} per stream (agent and floor)",
+            self.decoder_threads
+        )?;
+        writeln!(
+            f,
+            "RSS                 {:.0} MB at the end ({:.0} MB when the window began)",
+            self.rss_mb, self.rss_start_mb
+        )?;
+        writeln!(
+            f,
+            "fairness            highest ÷ lowest stream rate {:.2}",
+            self.rate_spread
+        )?;
         writeln!(
             f,
             "frame→decision      p50 ≤ {:.0} ms, p99 ≤ {:.0} ms (histogram bucket bounds)",

@@ -51,29 +51,6 @@ fn warn(name: impl Into<String>, detail: impl Into<String>, fix: impl Into<Strin
     }
 }
 
-/// ONNX Runtime's execution providers compiled into the loaded library.
-pub fn available_providers() -> Vec<String> {
-    let api = ort::api();
-    let mut list: *mut *mut std::ffi::c_char = std::ptr::null_mut();
-    let mut n: std::ffi::c_int = 0;
-    // SAFETY: ONNX Runtime fills `list` with `n` C strings, released below.
-    let status = unsafe { (api.GetAvailableProviders)(&mut list, &mut n) };
-    if !status.0.is_null() || list.is_null() {
-        return Vec::new();
-    }
-    let mut out = Vec::new();
-    for i in 0..n as isize {
-        // SAFETY: `i < n`, each entry is a NUL-terminated string owned by ORT.
-        let s = unsafe { std::ffi::CStr::from_ptr(*list.offset(i)) };
-        out.push(s.to_string_lossy().to_string());
-    }
-    // SAFETY: releases what GetAvailableProviders allocated.
-    unsafe {
-        let _ = (api.ReleaseAvailableProviders)(list, n);
-    }
-    out
-}
-
 fn gstreamer_checks(out: &mut Vec<Check>) {
     if let Err(e) = decode::init() {
         out.push(fail(
@@ -130,7 +107,7 @@ pub async fn run(cfg: Option<&Config>) -> Vec<Check> {
                 "ONNX Runtime",
                 format!("{} (1.31.x)", ort_path.display()),
             ));
-            let eps = available_providers();
+            let eps = crate::infer::providers::available();
             let gpu: Vec<&String> = eps
                 .iter()
                 .filter(|e| {
@@ -184,10 +161,22 @@ pub async fn run(cfg: Option<&Config>) -> Vec<Check> {
         match crate::infer::verify_model_file(&manifest, &path) {
             Ok(()) => match env {
                 Some(env) => {
-                    match crate::infer::Detector::load(env, manifest.clone(), &path, 1, None) {
-                        Ok(_) => out.push(pass(
+                    match crate::infer::Detector::load_on(
+                        env,
+                        manifest.clone(),
+                        &path,
+                        1,
+                        None,
+                        &m.provider_list(),
+                    ) {
+                        Ok(d) => out.push(pass(
                             check,
-                            format!("{} sha256 {}…", path.display(), &manifest.sha256[..12]),
+                            format!(
+                                "{} sha256 {}… on {}",
+                                path.display(),
+                                &manifest.sha256[..12],
+                                d.provider
+                            ),
                         )),
                         Err(e) => out.push(fail(
                             check,

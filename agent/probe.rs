@@ -220,6 +220,7 @@ pub async fn probe(
                     src.codec,
                     dec,
                     1000.0,
+                    0,
                     Arc::new(FrameCounters::default()),
                     move |fr| {
                         if let Ok(mut s) = slot.lock()

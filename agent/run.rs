@@ -100,10 +100,22 @@ pub fn load_named(
         };
         let manifest = Manifest::load(&cfg.manifest_path(name))?;
         let path = cfg.model_dir().join(&manifest.file);
-        let det = Detector::load(env, manifest, &path, mc.intra_threads, mc.score_threshold)?;
-        info!(model = name, path = %path.display(), "model loaded");
-        let cams = cfg.cameras.len().max(1);
-        out.insert(name.to_string(), DetectorHandle::spawn(det, cams * 2));
+        let det = Detector::load_on(
+            env,
+            manifest,
+            &path,
+            mc.intra_threads,
+            mc.score_threshold,
+            &mc.provider_list(),
+        )?;
+        info!(
+            model = name,
+            path = %path.display(),
+            providers = %det.provider,
+            intra_threads = mc.intra_threads,
+            "model loaded"
+        );
+        out.insert(name.to_string(), DetectorHandle::spawn(det));
     }
     Ok(out)
 }
@@ -132,6 +144,8 @@ struct Shared {
     evidence_cfg: Arc<crate::config::EvidenceConfig>,
     default_model: Option<String>,
     snapshots: Arc<crate::http::setup::Snapshots>,
+    /// Enabled cameras in the running config (decoder thread budget).
+    enabled_cameras: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A running camera supervisor.
@@ -149,7 +163,11 @@ fn start_camera(sh: &Shared, cam: &CameraConfig, parent: &CancellationToken) -> 
         .as_ref()
         .map(|m| m.get_ref().clone())
         .or_else(|| sh.default_model.clone());
-    let Some(detector) = model.as_ref().and_then(|m| sh.detectors.get(m).cloned()) else {
+    let Some(detector) = model.as_ref().and_then(|m| {
+        sh.detectors
+            .get(m)
+            .map(|d| d.for_camera(cam.id.get_ref(), cam.priority))
+    }) else {
         warn!(camera = %cam.id.get_ref(), model = ?model, "camera's model is not loaded; not started (a new model needs a restart)");
         return None;
     };
@@ -172,6 +190,7 @@ fn start_camera(sh: &Shared, cam: &CameraConfig, parent: &CancellationToken) -> 
         plates: sh.plates.clone(),
         evidence_cfg: sh.evidence_cfg.clone(),
         snapshots: sh.snapshots.clone(),
+        enabled_cameras: sh.enabled_cameras.clone(),
     };
     let span = info_span!("camera", id = %cam.id.get_ref());
     info!(camera = %cam.id.get_ref(), "camera started");
@@ -238,6 +257,10 @@ async fn apply_reload(
             "config reload: settings outside [[cameras]] changed (mqtt, models, evidence, http, …); they take effect after a restart"
         );
     }
+    sh.enabled_cameras.store(
+        new.cameras.iter().filter(|c| c.enabled).count(),
+        Ordering::Relaxed,
+    );
     let new_tables = camera_tables(Some(&text));
     let (mut restarted, mut started, mut stopped, mut kept) = (0, 0, 0, 0);
     // Stop removed or disabled cameras, and changed ones.
@@ -409,6 +432,9 @@ pub async fn run_with_reload(
         evidence_cfg: Arc::new(cfg.evidence.clone()),
         default_model: cfg.models.first().map(|m| m.name.get_ref().clone()),
         snapshots: snapshots.clone(),
+        enabled_cameras: Arc::new(std::sync::atomic::AtomicUsize::new(
+            cfg.cameras.iter().filter(|c| c.enabled).count(),
+        )),
     };
     let mut cameras: HashMap<String, Running> = HashMap::new();
     let tables = camera_tables(config_text.as_deref());
@@ -490,6 +516,7 @@ struct CameraCtx {
     evidence_cfg: Arc<crate::config::EvidenceConfig>,
     /// Newest analysed frame, for the setup page's snapshot.
     snapshots: Arc<crate::http::setup::Snapshots>,
+    enabled_cameras: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl CameraCtx {
@@ -596,7 +623,12 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
         }
         Err(e) => return Err(e.into()),
     };
-    info!(url = %src.url, codec = src.codec.as_str(), decoder = %decoder, resolution = ?src.resolution, "stream opened");
+    let threads = decode::decoder_threads(
+        cam.decoder_threads,
+        ctx.enabled_cameras.load(Ordering::Relaxed),
+        decode::cores(),
+    );
+    info!(url = %src.url, codec = src.codec.as_str(), decoder = %decoder, decoder_threads = threads, resolution = ?src.resolution, "stream opened");
     ctx.status.update(ctx.id(), |s| {
         s.state = "streaming".into();
         s.codec = Some(src.codec.as_str().into());
@@ -621,6 +653,7 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
         src.codec,
         &decoder,
         *cam.detect_fps.get_ref(),
+        threads,
         ctx.counters.clone(),
         move |f| {
             seq += 1;
@@ -775,7 +808,10 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
                     ((req.crop[2] - req.crop[0]) * fw).max(1.0) as usize,
                     ((req.crop[3] - req.crop[1]) * fh).max(1.0) as usize,
                 ];
-                let out = model.infer(frame.clone(), Some(crop)).await?;
+                let out = model
+                    .for_camera(ctx.id(), cam.priority)
+                    .infer(frame.clone(), Some(crop))
+                    .await?;
                 let labels = &model.manifest.labels;
                 let wanted = |i: usize| labels.get(i).is_some_and(|l| c.labels.contains(l));
                 let conf = if out.scores.is_empty() {

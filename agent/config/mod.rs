@@ -296,6 +296,29 @@ pub struct ModelConfig {
     /// Minimum detection score; overrides the manifest's default.
     #[serde(default)]
     pub score_threshold: Option<f32>,
+    /// ONNX Runtime execution providers to prefer, best first, from
+    /// `tensorrt`, `cuda`, `openvino`, `cpu`. Those the installed ONNX Runtime
+    /// library lacks, or that fail to start, are skipped (logged); the CPU
+    /// is always the last resort. Default `["cuda", "cpu"]`.
+    #[serde(default = "default_providers")]
+    pub providers: Vec<Spanned<String>>,
+}
+
+fn default_providers() -> Vec<Spanned<String>> {
+    ["cuda", "cpu"]
+        .iter()
+        .map(|s| Spanned::new(0..0, s.to_string()))
+        .collect()
+}
+
+impl ModelConfig {
+    /// The preference list, parsed (names are validated at load).
+    pub fn provider_list(&self) -> Vec<crate::infer::providers::Provider> {
+        self.providers
+            .iter()
+            .filter_map(|p| crate::infer::providers::Provider::parse(p.get_ref()))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -319,6 +342,11 @@ pub struct CameraConfig {
     /// Set to false to keep the camera in the config but not run it. Default true.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Share of a busy model this camera gets relative to the others
+    /// (weight; 2 = twice the detections of a camera with 1 when the model
+    /// cannot serve everyone). Default 1.
+    #[serde(default = "default_priority")]
+    pub priority: f64,
     /// Seconds allowed for connecting and each RTSP request. Default 10.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: f64,
@@ -333,6 +361,11 @@ pub struct CameraConfig {
     /// Decoder element to use instead of the automatic choice (e.g. `avdec_h264`).
     #[serde(default)]
     pub decoder: Option<String>,
+    /// Software decoder threads for this stream; 0 (default) shares the
+    /// cores among the enabled cameras (one each when there are more cameras
+    /// than cores).
+    #[serde(default)]
+    pub decoder_threads: u32,
     /// Longest side of the thumbnail JPEG in pixels. Default 640.
     #[serde(default = "default_thumb")]
     pub thumbnail_max_side: u32,
@@ -715,6 +748,10 @@ fn default_outbox_bytes() -> u64 {
 fn default_one() -> usize {
     1
 }
+fn default_priority() -> f64 {
+    1.0
+}
+
 fn default_detect_fps() -> Spanned<f64> {
     Spanned::new(0..0, 5.0)
 }
@@ -1013,6 +1050,18 @@ impl Config {
             if m.intra_threads == 0 {
                 c.at(m.name.span(), "intra_threads must be at least 1");
             }
+            for p in &m.providers {
+                if crate::infer::providers::Provider::parse(p.get_ref()).is_none() {
+                    c.at(
+                        p.span(),
+                        format!(
+                            "unknown execution provider '{}'; use some of {:?} (best first)",
+                            p.get_ref(),
+                            crate::infer::providers::NAMES
+                        ),
+                    );
+                }
+            }
             if m.score_threshold.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
                 c.at(m.name.span(), "score_threshold must be between 0 and 1");
             }
@@ -1047,6 +1096,15 @@ impl Config {
                 c.at(
                     cam.detect_fps.span(),
                     format!("detect_fps must be in (0, 60], got {fps}"),
+                );
+            }
+            if !(cam.priority > 0.0 && cam.priority <= 100.0) {
+                c.at(
+                    cam.id.span(),
+                    format!(
+                        "priority must be in (0, 100] (a weight; default 1), got {}",
+                        cam.priority
+                    ),
                 );
             }
             if cam.connect_timeout_secs <= 0.0 || cam.inactivity_timeout_secs <= 0.0 {

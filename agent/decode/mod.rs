@@ -288,6 +288,48 @@ pub struct FrameCounters {
     pub inferred: AtomicU64,
 }
 
+/// Software decoder threads for one stream. `configured` > 0 wins; 0 shares
+/// the cores among the cameras: a box with fewer cameras than cores gives
+/// each several (lower latency on big streams), a box with more cameras gives
+/// each one, which costs least in total (no frame-thread hand-offs, no extra
+/// frame buffers) because the cameras already keep every core busy.
+pub fn decoder_threads(configured: u32, cameras: usize, cores: usize) -> u32 {
+    if configured > 0 {
+        return configured;
+    }
+    (cores / cameras.max(1)).clamp(1, 4) as u32
+}
+
+/// How much lower than the agent's other threads decoding runs (Linux nice
+/// steps). Decoders have buffers in front of them and catch up; the model's
+/// thread, which every camera waits on, should not wait for them.
+/// `IOC_DECODE_NICE` overrides (0 = same priority).
+pub fn decode_nice() -> i32 {
+    std::env::var("IOC_DECODE_NICE")
+        .ok()
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .map(|n| n.clamp(0, 19))
+        .unwrap_or(5)
+}
+
+/// Lowers the calling thread's scheduling priority by `nice` steps (Linux
+/// threads have their own nice value; threads it starts inherit it).
+pub fn lower_thread_priority(nice: i32) {
+    // SAFETY: plain syscalls on the calling thread.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let cur = libc::getpriority(libc::PRIO_PROCESS, tid);
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, (cur + nice).min(19));
+    }
+}
+
+/// The machine's cores as the scheduler sees them (1 if unknown).
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
 /// A running decode pipeline for one camera session.
 pub struct DecodePipeline {
     pipeline: gst::Pipeline,
@@ -303,6 +345,7 @@ impl DecodePipeline {
         codec: Codec,
         decoder: &str,
         fps: f64,
+        threads: u32,
         counters: Arc<FrameCounters>,
         mut on_frame: impl FnMut(Frame) + Send + 'static,
     ) -> Result<DecodePipeline, DecodeError> {
@@ -328,8 +371,22 @@ impl DecodePipeline {
         if let Some(dec) = pipeline.by_name("dec")
             && dec.has_property("max-threads")
         {
-            // libav: 0 = one thread per core.
-            dec.set_property_from_str("max-threads", "0");
+            // libav: 0 = one thread per core; see `decoder_threads`.
+            dec.set_property_from_str("max-threads", &threads.to_string());
+        }
+
+        if let Some(bus) = pipeline.bus() {
+            let nice = decode_nice();
+            if nice > 0 {
+                bus.set_sync_handler(move |_, msg| {
+                    if let gst::MessageView::StreamStatus(s) = msg.view()
+                        && s.get().0 == gst::StreamStatusType::Enter
+                    {
+                        lower_thread_priority(nice);
+                    }
+                    gst::BusSyncReply::Pass
+                });
+            }
         }
 
         let mut selector = FrameSelector::new(fps);
@@ -474,6 +531,16 @@ mod tests {
         assert!(s.due(0.0));
         assert!(!s.due(0.1));
         assert!(s.due(0.2));
+    }
+
+    #[test]
+    fn decoder_threads_share_the_cores() {
+        assert_eq!(decoder_threads(0, 1, 2), 2);
+        assert_eq!(decoder_threads(0, 2, 2), 1);
+        assert_eq!(decoder_threads(0, 15, 2), 1);
+        assert_eq!(decoder_threads(0, 2, 16), 4, "capped at 4");
+        assert_eq!(decoder_threads(0, 0, 8), 4);
+        assert_eq!(decoder_threads(3, 15, 2), 3, "configured wins");
     }
 
     #[test]

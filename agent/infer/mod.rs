@@ -4,7 +4,9 @@
 pub mod manifest;
 pub mod postprocess;
 pub mod preprocess;
+pub mod providers;
 pub mod pull;
+pub mod sched;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -113,10 +115,13 @@ pub struct Detector {
     session: Session,
     input: Vec<f32>,
     threshold: f32,
+    /// Which execution providers run it, and why others did not
+    /// (e.g. `cpu; cuda skipped: not built into this ONNX Runtime library`).
+    pub provider: String,
 }
 
 impl Detector {
-    /// Verifies the file against the manifest and opens a session.
+    /// Verifies the file against the manifest and opens a CPU session.
     /// [`init_runtime`] must have succeeded first.
     pub fn load(
         env: &ort::environment::Environment,
@@ -125,20 +130,59 @@ impl Detector {
         intra_threads: usize,
         threshold: Option<f32>,
     ) -> Result<Detector, InferError> {
+        Self::load_on(
+            env,
+            manifest,
+            model_path,
+            intra_threads,
+            threshold,
+            &[providers::Provider::Cpu],
+        )
+    }
+
+    /// Like [`Detector::load`], on the first execution providers of
+    /// `preferred` that this ONNX Runtime library has and that start; the
+    /// CPU provider is always the last resort.
+    pub fn load_on(
+        env: &ort::environment::Environment,
+        manifest: Manifest,
+        model_path: &Path,
+        intra_threads: usize,
+        threshold: Option<f32>,
+        preferred: &[providers::Provider],
+    ) -> Result<Detector, InferError> {
         verify_model_file(&manifest, model_path)?;
         let err = |e: String| InferError::Session {
             path: model_path.to_path_buf(),
             reason: e,
         };
-        let mut builder = Session::builder(env)
-            .map_err(|e| err(e.to_string()))?
-            .with_intra_threads(intra_threads)
-            .map_err(|e| err(e.to_string()))?
-            .with_inter_threads(1)
-            .map_err(|e| err(e.to_string()))?;
-        let session = builder
-            .commit_from_file(model_path)
-            .map_err(|e| err(e.to_string()))?;
+        let base = || {
+            Session::builder(env)
+                .map_err(|e| err(e.to_string()))?
+                .with_intra_threads(intra_threads)
+                .map_err(|e| err(e.to_string()))?
+                .with_inter_threads(1)
+                .map_err(|e| err(e.to_string()))
+        };
+        let plan = providers::plan(preferred, &providers::available());
+        let mut skipped = plan.skipped.clone();
+        let (mut builder, mut chosen, failed) = providers::register(base()?, &plan);
+        skipped.extend(failed);
+        let session = match builder.commit_from_file(model_path) {
+            Ok(s) => s,
+            Err(e) if !chosen.is_empty() => {
+                // An accelerator registered but the session would not start on
+                // it (e.g. an operator it lacks, no device): run on the CPU.
+                for p in chosen.drain(..) {
+                    skipped.push((p, format!("the session failed on it: {e}")));
+                }
+                base()?
+                    .commit_from_file(model_path)
+                    .map_err(|e| err(e.to_string()))?
+            }
+            Err(e) => return Err(err(e.to_string())),
+        };
+        let provider = providers::describe(&chosen, &skipped);
         if !session
             .inputs()
             .iter()
@@ -160,6 +204,7 @@ impl Detector {
             session,
             input: Vec::new(),
             threshold,
+            provider,
         })
     }
 
@@ -372,22 +417,94 @@ type Job = (
     oneshot::Sender<Result<Inference, InferError>>,
 );
 
+/// The queue between callers and a model's thread.
+struct Shared {
+    queue: std::sync::Mutex<sched::FairQueue<Job>>,
+    ready: std::sync::Condvar,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, sched::FairQueue<Job>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Stops the model's thread when the last handle is dropped.
+struct CloseOnDrop(Arc<Shared>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        let _q = self.0.lock();
+        self.0.ready.notify_all();
+    }
+}
+
+/// Closes the queue and drops what waits in it when the model's thread ends.
+struct DrainOnExit(Arc<Shared>);
+
+impl Drop for DrainOnExit {
+    fn drop(&mut self) {
+        self.0
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        let mut q = self.0.lock();
+        while q.pop().is_some() {}
+    }
+}
+
 /// A detector running on its own OS thread; cameras share it through this
-/// cheap handle. Requests queue in a bounded channel (each camera has at most
-/// one request in flight, so the bound is never the limiting factor).
+/// cheap handle. Each camera has at most one request in flight; which
+/// camera's request runs next is decided by a weighted fair queue
+/// ([`sched::FairQueue`]), so an overloaded model lowers every camera's
+/// detection rate by its priority instead of building a queue.
 #[derive(Clone)]
 pub struct DetectorHandle {
     pub manifest: Arc<Manifest>,
-    tx: std::sync::mpsc::SyncSender<Job>,
+    shared: Arc<Shared>,
+    _close: Arc<CloseOnDrop>,
+    /// The caller's flow (camera id) and weight.
+    flow: (Arc<str>, f64),
+    /// Requests waiting, over all callers (for metrics).
+    pub waiting: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl DetectorHandle {
-    pub fn spawn(mut det: Detector, queue: usize) -> DetectorHandle {
+    /// Starts the model's inference thread.
+    pub fn spawn(mut det: Detector) -> DetectorHandle {
         let manifest = Arc::new(det.manifest.clone());
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(queue.max(1));
+        let shared = Arc::new(Shared {
+            queue: std::sync::Mutex::new(sched::FairQueue::default()),
+            ready: std::sync::Condvar::new(),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        });
+        let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let name = format!("infer-{}", det.manifest.name);
+        let (sh, wt) = (shared.clone(), waiting.clone());
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
-            while let Ok((frame, region, reply)) = rx.recv() {
+            // However the thread ends (even by a panic in the runtime), close
+            // the queue and drop waiting jobs so their callers get `Stopped`.
+            let _guard = DrainOnExit(sh.clone());
+            loop {
+                let job = {
+                    let mut q = sh.lock();
+                    loop {
+                        if let Some(j) = q.pop() {
+                            break Some(j);
+                        }
+                        if sh.closed.load(std::sync::atomic::Ordering::Acquire) {
+                            break None;
+                        }
+                        q = sh.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+                    }
+                };
+                let Some((frame, region, reply)) = job else {
+                    return;
+                };
+                wt.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 let start = Instant::now();
                 let res = det.run_region(&frame, region).map(|o| Inference {
                     detections: o.detections,
@@ -401,8 +518,25 @@ impl DetectorHandle {
         });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start inference thread");
+            shared
+                .closed
+                .store(true, std::sync::atomic::Ordering::Release);
         }
-        DetectorHandle { manifest, tx }
+        DetectorHandle {
+            manifest,
+            _close: Arc::new(CloseOnDrop(shared.clone())),
+            shared,
+            flow: (Arc::from(""), 1.0),
+            waiting,
+        }
+    }
+
+    /// The same model, with requests scheduled as camera `id` with weight
+    /// `priority`.
+    pub fn for_camera(&self, id: &str, priority: f64) -> DetectorHandle {
+        let mut h = self.clone();
+        h.flow = (Arc::from(id), priority);
+        h
     }
 
     pub async fn detect(&self, frame: Arc<Frame>) -> Result<Inference, InferError> {
@@ -427,18 +561,20 @@ impl DetectorHandle {
     ) -> Result<Inference, InferError> {
         let (rtx, rrx) = oneshot::channel();
         let stopped = || InferError::Stopped(self.manifest.name.clone());
-        // try_send first; fall back to a blocking send off the async workers.
-        match self.tx.try_send((frame, region, rtx)) {
-            Ok(()) => {}
-            Err(std::sync::mpsc::TrySendError::Full(job)) => {
-                let tx = self.tx.clone();
-                tokio::task::spawn_blocking(move || tx.send(job))
-                    .await
-                    .map_err(|_| stopped())?
-                    .map_err(|_| stopped())?;
+        {
+            let mut q = self.shared.lock();
+            if self
+                .shared
+                .closed
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                return Err(stopped());
             }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(stopped()),
+            q.push(&self.flow.0, self.flow.1, (frame, region, rtx));
+            self.waiting
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        self.shared.ready.notify_one();
         rrx.await.map_err(|_| stopped())?
     }
 }
