@@ -225,6 +225,13 @@ pub async fn run_once(args: &BenchArgs, streams: usize) -> Result<BenchResult, S
         tokio::spawn(async move { crate::run::run(cfg, c).await.map_err(|e| e.to_string()) });
     // Warm up (connect, first keyframe), then measure.
     tokio::time::sleep(Duration::from_secs(5)).await;
+    if agent.is_finished() {
+        return Err(match agent.await {
+            Ok(Err(e)) => format!("the agent stopped: {e}"),
+            Ok(Ok(())) => "the agent stopped during warm-up".to_string(),
+            Err(e) => format!("the agent failed: {e}"),
+        });
+    }
     let scrape = || -> Result<String, String> {
         let r = ureq::get(&format!("http://127.0.0.1:{http}/metrics"))
             .set("Authorization", &format!("Bearer {token}"))
