@@ -100,22 +100,43 @@ pub fn load_named(
         };
         let manifest = Manifest::load(&cfg.manifest_path(name))?;
         let path = cfg.model_dir().join(&manifest.file);
-        let det = Detector::load_on(
-            env,
-            manifest,
-            &path,
-            mc.intra_threads,
-            mc.score_threshold,
-            &mc.provider_list(),
-        )?;
+        // Cameras whose detector this is (cascade and plate models: all).
+        let users = cfg
+            .cameras
+            .iter()
+            .filter(|c| c.enabled)
+            .filter(|c| {
+                c.model.as_ref().map(|m| m.get_ref().as_str()).or_else(|| {
+                    cfg.models.first().map(|m| m.name.get_ref().as_str())
+                }) == Some(name)
+            })
+            .count()
+            .max(1);
+        let workers = mc.worker_count(users, decode::cores());
+        let load = || {
+            Detector::load_on(
+                env,
+                manifest.clone(),
+                &path,
+                mc.intra_threads,
+                mc.score_threshold,
+                &mc.provider_list(),
+            )
+        };
+        let det = load()?;
+        let mut more = Vec::new();
+        for _ in 1..workers {
+            more.push(load()?);
+        }
         info!(
             model = name,
             path = %path.display(),
             providers = %det.provider,
             intra_threads = mc.intra_threads,
+            workers,
             "model loaded"
         );
-        out.insert(name.to_string(), DetectorHandle::spawn(det));
+        out.insert(name.to_string(), DetectorHandle::spawn_pool(det, more));
     }
     Ok(out)
 }

@@ -302,6 +302,11 @@ pub struct ModelConfig {
     /// is always the last resort. Default `["cuda", "cpu"]`.
     #[serde(default = "default_providers")]
     pub providers: Vec<Spanned<String>>,
+    /// Inference threads (one ONNX Runtime session each) sharing this
+    /// model's queue; 0 (default) = one per core, at most 4, and no more
+    /// than the cameras that use the model.
+    #[serde(default)]
+    pub workers: usize,
 }
 
 fn default_providers() -> Vec<Spanned<String>> {
@@ -312,6 +317,14 @@ fn default_providers() -> Vec<Spanned<String>> {
 }
 
 impl ModelConfig {
+    /// Inference threads for this model when `users` cameras use it.
+    pub fn worker_count(&self, users: usize, cores: usize) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        cores.min(users).clamp(1, 4)
+    }
+
     /// The preference list, parsed (names are validated at load).
     pub fn provider_list(&self) -> Vec<crate::infer::providers::Provider> {
         self.providers
@@ -1049,6 +1062,12 @@ impl Config {
             }
             if m.intra_threads == 0 {
                 c.at(m.name.span(), "intra_threads must be at least 1");
+            }
+            if m.workers > 16 {
+                c.at(
+                    m.name.span(),
+                    format!("workers must be 0 (automatic) to 16, got {}", m.workers),
+                );
             }
             for p in &m.providers {
                 if crate::infer::providers::Provider::parse(p.get_ref()).is_none() {

@@ -474,53 +474,68 @@ pub struct DetectorHandle {
 
 impl DetectorHandle {
     /// Starts the model's inference thread.
-    pub fn spawn(mut det: Detector) -> DetectorHandle {
-        let manifest = Arc::new(det.manifest.clone());
+    pub fn spawn(det: Detector) -> DetectorHandle {
+        Self::spawn_pool(det, Vec::new())
+    }
+
+    /// Starts one inference thread per session (`first` and `more`, sessions
+    /// of the same model); they take jobs from one fair queue, so cameras run
+    /// on several cores without any camera getting more than its share.
+    pub fn spawn_pool(first: Detector, more: Vec<Detector>) -> DetectorHandle {
+        let manifest = Arc::new(first.manifest.clone());
+        let dets: Vec<Detector> = std::iter::once(first).chain(more).collect();
         let shared = Arc::new(Shared {
             queue: std::sync::Mutex::new(sched::FairQueue::default()),
             ready: std::sync::Condvar::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
         });
         let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let name = format!("infer-{}", det.manifest.name);
-        let (sh, wt) = (shared.clone(), waiting.clone());
-        let spawned = std::thread::Builder::new().name(name).spawn(move || {
-            // However the thread ends (even by a panic in the runtime), close
-            // the queue and drop waiting jobs so their callers get `Stopped`.
-            let _guard = DrainOnExit(sh.clone());
-            loop {
-                let job = {
-                    let mut q = sh.lock();
-                    loop {
-                        if let Some(j) = q.pop() {
-                            break Some(j);
+        let workers = dets.len();
+        for (i, mut det) in dets.into_iter().enumerate() {
+            let name = if workers == 1 {
+                format!("infer-{}", det.manifest.name)
+            } else {
+                format!("infer-{}-{i}", det.manifest.name)
+            };
+            let (sh, wt) = (shared.clone(), waiting.clone());
+            let spawned = std::thread::Builder::new().name(name).spawn(move || {
+                // However the thread ends (even by a panic in the runtime), close
+                // the queue and drop waiting jobs so their callers get `Stopped`.
+                let _guard = DrainOnExit(sh.clone());
+                loop {
+                    let job = {
+                        let mut q = sh.lock();
+                        loop {
+                            if let Some(j) = q.pop() {
+                                break Some(j);
+                            }
+                            if sh.closed.load(std::sync::atomic::Ordering::Acquire) {
+                                break None;
+                            }
+                            q = sh.ready.wait(q).unwrap_or_else(|p| p.into_inner());
                         }
-                        if sh.closed.load(std::sync::atomic::Ordering::Acquire) {
-                            break None;
-                        }
-                        q = sh.ready.wait(q).unwrap_or_else(|p| p.into_inner());
-                    }
-                };
-                let Some((frame, region, reply)) = job else {
-                    return;
-                };
-                wt.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                let start = Instant::now();
-                let res = det.run_region(&frame, region).map(|o| Inference {
-                    detections: o.detections,
-                    scores: o.scores,
-                    text: o.text,
-                    corners: o.corners,
-                    millis: start.elapsed().as_secs_f64() * 1e3,
-                });
-                let _ = reply.send(res);
+                    };
+                    let Some((frame, region, reply)) = job else {
+                        return;
+                    };
+                    wt.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    let start = Instant::now();
+                    let res = det.run_region(&frame, region).map(|o| Inference {
+                        detections: o.detections,
+                        scores: o.scores,
+                        text: o.text,
+                        corners: o.corners,
+                        millis: start.elapsed().as_secs_f64() * 1e3,
+                    });
+                    let _ = reply.send(res);
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start inference thread");
+                shared
+                    .closed
+                    .store(true, std::sync::atomic::Ordering::Release);
             }
-        });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start inference thread");
-            shared
-                .closed
-                .store(true, std::sync::atomic::Ordering::Release);
         }
         DetectorHandle {
             manifest,
