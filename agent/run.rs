@@ -106,9 +106,11 @@ pub fn load_named(
             .iter()
             .filter(|c| c.enabled)
             .filter(|c| {
-                c.model.as_ref().map(|m| m.get_ref().as_str()).or_else(|| {
-                    cfg.models.first().map(|m| m.name.get_ref().as_str())
-                }) == Some(name)
+                c.model
+                    .as_ref()
+                    .map(|m| m.get_ref().as_str())
+                    .or_else(|| cfg.models.first().map(|m| m.name.get_ref().as_str()))
+                    == Some(name)
             })
             .count()
             .max(1);
@@ -636,11 +638,15 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
         Duration::from_secs_f64(cam.inactivity_timeout_secs),
     )
     .await?;
-    let decoder = match decode::choose_decoder(src.codec, cam.decoder.as_deref(), failed_decoders) {
+    let choose = |failed: &[String]| {
+        decode::choose_decoder_in(src.codec, &cam.decoders, cam.decoder.as_deref(), failed)
+    };
+    let decoder = match choose(failed_decoders) {
         Ok(d) => d,
         Err(DecodeError::NoDecoder { .. }) if !failed_decoders.is_empty() => {
+            // Every decoder has failed once: start the ranking over.
             failed_decoders.clear();
-            decode::choose_decoder(src.codec, cam.decoder.as_deref(), failed_decoders)?
+            choose(failed_decoders)?
         }
         Err(e) => return Err(e.into()),
     };

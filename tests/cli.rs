@@ -373,3 +373,37 @@ fn simulate_rejects_bad_streams() {
     );
     no_panic(&o);
 }
+
+/// Throughput settings are checked and located: an unknown execution
+/// provider, a priority out of range, `decoder` together with `decoders`.
+#[test]
+fn throughput_settings_are_checked() {
+    let (o, p) = check(&GOOD.replace(
+        "name = \"yolox_nano\"",
+        "name = \"yolox_nano\"\nproviders = [\"cuda\", \"gpu\"]\nworkers = 2",
+    ));
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("{p}:9:22: unknown execution provider 'gpu'"))
+            && e.contains("tensorrt"),
+        "{e}"
+    );
+    let (o, p) = check(&GOOD.replace(
+        "id = \"c1\"",
+        "id = \"c1\"\npriority = 0\ndecoder = \"avdec_h264\"\ndecoders = [\"vah264dec\", \"avdec_h264\"]",
+    ));
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("{p}:11:6: priority must be in (0, 100]")),
+        "{e}"
+    );
+    assert!(e.contains("set either `decoder`"), "{e}");
+    no_panic(&o);
+    let (o, _) = check(&GOOD.replace(
+        "id = \"c1\"",
+        "id = \"c1\"\npriority = 2.5\ndecoder_threads = 1\ndecoders = [\"vah264dec\", \"avdec_h264\"]",
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+}

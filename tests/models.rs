@@ -89,3 +89,57 @@ fn yolox_finds_the_car() {
 fn nanodet_finds_the_car() {
     finds_a_car("nanodet_m");
 }
+
+/// Execution providers on this CPU-only ONNX Runtime: every accelerator in
+/// the preference list is skipped with its reason, the session runs on the
+/// CPU, and its detections equal those of a plain CPU session.
+#[test]
+fn accelerators_fall_back_to_the_cpu() {
+    use ioc_agent::infer::providers::Provider;
+    let env = init_runtime(&ort_lib()).unwrap();
+    let m = Manifest::load(&root().join("models/yolox_nano.toml")).unwrap();
+    let path = model_dir().join(&m.file);
+    let available = ioc_agent::infer::providers::available();
+    println!("this ONNX Runtime has: {available:?}");
+    assert!(available.iter().any(|p| p == "CPUExecutionProvider"));
+    let mut gpu = Detector::load_on(
+        env,
+        m.clone(),
+        &path,
+        1,
+        None,
+        &[
+            Provider::TensorRt,
+            Provider::Cuda,
+            Provider::OpenVino,
+            Provider::Cpu,
+        ],
+    )
+    .expect("falls back to the CPU instead of failing");
+    println!("chosen: {}", gpu.provider);
+    for p in ["tensorrt", "cuda", "openvino"] {
+        let accel = [Provider::TensorRt, Provider::Cuda, Provider::OpenVino]
+            .into_iter()
+            .find(|x| x.as_str() == p)
+            .unwrap();
+        if available.iter().any(|a| a == accel.ort_name()) {
+            continue; // a GPU build: nothing to assert about this one here
+        }
+        assert!(
+            gpu.provider
+                .contains(&format!("{p} skipped: not built into")),
+            "{p} not reported as skipped: {}",
+            gpu.provider
+        );
+    }
+    assert!(gpu.provider.starts_with("cpu"), "{}", gpu.provider);
+    let mut cpu = Detector::load(env, m, &path, 1, None).unwrap();
+    assert_eq!(cpu.provider, "cpu");
+    let frame = street();
+    let (a, b) = (gpu.detect(&frame).unwrap(), cpu.detect(&frame).unwrap());
+    assert!(!a.is_empty());
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((x.class, x.bbox), (y.class, y.bbox));
+    }
+}

@@ -374,6 +374,11 @@ pub struct CameraConfig {
     /// Decoder element to use instead of the automatic choice (e.g. `avdec_h264`).
     #[serde(default)]
     pub decoder: Option<String>,
+    /// This camera's own decoder ranking, best first (default: the built-in
+    /// one, hardware first). A decoder that fails at run time is skipped
+    /// for the next session.
+    #[serde(default)]
+    pub decoders: Vec<String>,
     /// Software decoder threads for this stream; 0 (default) shares the
     /// cores among the enabled cameras (one each when there are more cameras
     /// than cores).
@@ -1115,6 +1120,12 @@ impl Config {
                 c.at(
                     cam.detect_fps.span(),
                     format!("detect_fps must be in (0, 60], got {fps}"),
+                );
+            }
+            if cam.decoder.is_some() && !cam.decoders.is_empty() {
+                c.at(
+                    cam.id.span(),
+                    "set either `decoder` (one element, no fallback) or `decoders` (a ranking with fallback), not both",
                 );
             }
             if !(cam.priority > 0.0 && cam.priority <= 100.0) {

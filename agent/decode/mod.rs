@@ -99,13 +99,30 @@ pub fn choose_decoder(
     forced: Option<&str>,
     exclude: &[String],
 ) -> Result<String, DecodeError> {
-    choose_from(codec.ranked_decoders(), forced, exclude, |n| {
+    choose_decoder_in(codec, &[], forced, exclude)
+}
+
+/// Like [`choose_decoder`], from the camera's own ranking when `ranked` is
+/// not empty (config `decoders`), else from the built-in one.
+pub fn choose_decoder_in(
+    codec: Codec,
+    ranked: &[String],
+    forced: Option<&str>,
+    exclude: &[String],
+) -> Result<String, DecodeError> {
+    let own: Vec<&str> = ranked.iter().map(String::as_str).collect();
+    let list: &[&str] = if own.is_empty() {
+        codec.ranked_decoders()
+    } else {
+        &own
+    };
+    choose_from(list, forced, exclude, |n| {
         gst::ElementFactory::find(n).is_some()
     })
     .map_err(|e| match e {
         None => DecodeError::NoDecoder {
             codec: codec.as_str(),
-            tried: codec.ranked_decoders().join(", "),
+            tried: list.join(", "),
         },
         Some(name) => DecodeError::MissingDecoder(name),
     })

@@ -1,0 +1,174 @@
+//! Sharing the box: a busy model is shared by camera priority, a decoder
+//! that fails at run time falls back to the next one, and the log says which
+//! decoder threads and execution providers were chosen. Real simulator,
+//! decoder, model and broker; counts come from `/metrics`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const TOKEN: &str = "throughput-token-0123456789";
+
+fn inferred(port: u16) -> std::collections::HashMap<String, f64> {
+    let (st, _, body) = http_get(
+        &format!("http://127.0.0.1:{port}/metrics"),
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+    );
+    assert_eq!(st, 200);
+    let text = String::from_utf8(body).unwrap();
+    let s = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    s.samples
+        .iter()
+        .filter(|x| x.metric == "ioc_frames_inferred_total")
+        .filter_map(|x| {
+            let v = match x.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => return None,
+            };
+            Some((x.labels.get("camera")?.to_string(), v))
+        })
+        .collect()
+}
+
+fn wait_for_port(port: u16, agent: &Agent) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "HTTP server never came up; log:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Four cameras ask one model (one inference thread) for every frame, far
+/// more than it can do. The camera with priority 2 gets about twice the
+/// detections of each camera with priority 1, and every camera keeps
+/// detecting; frames passed over are counted as `busy`, not queued.
+#[test]
+fn a_busy_model_is_shared_by_priority() {
+    let broker = Broker::start();
+    let names = ["p2", "p1a", "p1b", "p1c"];
+    let clips: Vec<(&str, std::path::PathBuf)> =
+        names.iter().map(|n| (*n, traffic_clip())).collect();
+    let streams: Vec<(&str, &std::path::Path)> =
+        clips.iter().map(|(n, p)| (*n, p.as_path())).collect();
+    let sim = Sim::start(&streams);
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cfg = config_head("ward-share", &broker, data.path())
+        + &format!(
+            r#"
+[[models]]
+name = "yolox_nano"
+workers = 1
+intra_threads = 1
+[http]
+listen = "127.0.0.1:{port}"
+token = "{TOKEN}"
+"#
+        );
+    for n in names {
+        let prio = if n == "p2" { 2 } else { 1 };
+        cfg += &format!(
+            "[[cameras]]\nid = \"{n}\"\nurl = \"{}\"\ndetect_fps = 30\npriority = {prio}\n",
+            sim.url(n)
+        );
+    }
+    let agent = Agent::start(&cfg);
+    wait_for_port(port, &agent);
+    std::thread::sleep(Duration::from_secs(8));
+    let a = inferred(port);
+    std::thread::sleep(Duration::from_secs(15));
+    let b = inferred(port);
+    let rate = |n: &str| (b.get(n).unwrap_or(&0.0) - a.get(n).unwrap_or(&0.0)) / 15.0;
+    let rates: Vec<f64> = names.iter().map(|n| rate(n)).collect();
+    println!(
+        "detections/s: p2 {:.1}, p1 {:.1} {:.1} {:.1}",
+        rates[0], rates[1], rates[2], rates[3]
+    );
+    let total: f64 = rates.iter().sum();
+    // The source is ~24 fps: four cameras ask for ~96/s; the model must be
+    // the limit for shares to show.
+    assert!(
+        total < 85.0,
+        "the model kept up ({total:.0}/s); the test needs it overloaded"
+    );
+    let low = (rates[1] + rates[2] + rates[3]) / 3.0;
+    for r in &rates[1..] {
+        assert!(
+            *r > 0.5 * low,
+            "an equal-priority camera starved: {rates:?}"
+        );
+        assert!(*r > 1.0, "a camera stopped detecting: {rates:?}");
+    }
+    let share = rates[0] / low;
+    assert!(
+        (1.6..=2.6).contains(&share),
+        "priority 2 got {share:.2}× a priority-1 camera: {rates:?}; log:\n{}",
+        agent.log_text()
+    );
+    let log = agent.log_text();
+    assert!(
+        log.contains("workers=1") && log.contains("providers=cpu"),
+        "model load line; log:\n{log}"
+    );
+    assert!(
+        log.contains("decoder_threads=1"),
+        "four cameras on this box get one decoder thread each; log:\n{log}"
+    );
+}
+
+/// A decoder that fails once the stream runs (here `identity`, which passes
+/// H.264 on to a converter that cannot take it) is skipped on the next
+/// session, and the camera runs on the next decoder of its ranking.
+#[test]
+fn a_failing_decoder_falls_back_to_the_next() {
+    let broker = Broker::start();
+    let sim = Sim::start(&[("traffic", &traffic_clip())]);
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config_head("ward-fallback", &broker, data.path())
+        + &format!(
+            r#"
+[[models]]
+name = "yolox_nano"
+[http]
+listen = "127.0.0.1:{port}"
+token = "{TOKEN}"
+[[cameras]]
+id = "cam"
+url = "{}"
+decoders = ["identity", "avdec_h264"]
+backoff_min_secs = 0.5
+"#,
+            sim.url("traffic")
+        );
+    let agent = Agent::start(&cfg);
+    wait_for_port(port, &agent);
+    let start = Instant::now();
+    loop {
+        if inferred(port).get("cam").copied().unwrap_or(0.0) >= 10.0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no detections after the fallback; log:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let log = agent.log_text();
+    let first = log.find("decoder=identity").expect("identity tried first");
+    let failed = log[first..]
+        .find("decoder identity failed")
+        .map(|i| i + first)
+        .unwrap_or_else(|| panic!("identity's failure not logged; log:\n{log}"));
+    assert!(
+        log[failed..].contains("decoder=avdec_h264"),
+        "no fallback to avdec_h264 after the failure; log:\n{log}"
+    );
+}
