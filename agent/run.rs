@@ -53,6 +53,10 @@ enum SessionError {
 
 /// Bytes allowed in front of the decoder before whole GOPs are dropped.
 const DECODE_BACKLOG_BYTES: u64 = 8 * 1024 * 1024;
+/// Seconds of video waiting in front of a decoder before whole GOPs are
+/// dropped (and, below half of it, resumed at the next keyframe): a box that
+/// cannot decode everything sheds load instead of queueing it.
+const DECODE_BACKLOG_SECS: f64 = 2.0;
 
 /// Loads the runtime and every model the enabled cameras use. Fails with a
 /// clear error (path and fix) before anything starts.
@@ -716,12 +720,20 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
             }
             // Never feed a partial GOP: drop whole GOPs while the decoder is behind.
             let backlog = pipe.backlog_bytes();
-            if !dropping && backlog > DECODE_BACKLOG_BYTES {
+            let behind = pipe.backlog_secs();
+            if !dropping && (backlog > DECODE_BACKLOG_BYTES || behind > DECODE_BACKLOG_SECS) {
                 dropping = true;
-                warn!(backlog, "decoder is behind; dropping whole GOPs");
+                warn!(
+                    backlog,
+                    behind_secs = behind,
+                    "decoder is behind; dropping whole GOPs"
+                );
             }
             if dropping {
-                if f.keyframe && backlog < DECODE_BACKLOG_BYTES / 2 {
+                if f.keyframe
+                    && backlog < DECODE_BACKLOG_BYTES / 2
+                    && behind < DECODE_BACKLOG_SECS / 2.0
+                {
                     dropping = false;
                 } else {
                     ctx.counters.skipped_backlog.fetch_add(1, Ordering::Relaxed);
@@ -756,19 +768,26 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
         let mut shots = crate::evidence::BestShots::default();
         let mut book = crate::evidence::PlateBook::default();
         loop {
-            if frx.changed().await.is_err() {
+            // Wait for a frame newer than the last one analysed, then queue
+            // for the model; the worker takes the newest frame when it is
+            // free, so no frame ages in the queue.
+            let newer = frx
+                .wait_for(|v| v.as_ref().is_some_and(|(q, _)| *q > last_seq))
+                .await
+                .is_ok();
+            if !newer {
                 return Ok::<(), SessionError>(());
             }
-            let Some((s, frame)) = frx.borrow_and_update().clone() else {
+            let (inf, s, frame) = ctx.detector.detect_latest(frx.clone()).await?;
+            if s <= last_seq {
                 continue;
-            };
+            }
             if s > last_seq + 1 {
                 ctx.counters
                     .skipped_busy
                     .fetch_add(s - last_seq - 1, Ordering::Relaxed);
             }
             last_seq = s;
-            let inf = ctx.detector.detect(frame.clone()).await?;
             ctx.snapshots.put(ctx.id(), frame.clone());
             ctx.counters.inferred.fetch_add(1, Ordering::Relaxed);
             ctx.status

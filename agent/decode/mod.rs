@@ -487,6 +487,11 @@ impl DecodePipeline {
         Ok(())
     }
 
+    /// Seconds of video waiting in front of the decoder.
+    pub fn backlog_secs(&self) -> f64 {
+        self.appsrc.current_level_time().nseconds() as f64 / 1e9
+    }
+
     /// Bytes waiting in front of the decoder.
     pub fn backlog_bytes(&self) -> u64 {
         self.appsrc.current_level_bytes()

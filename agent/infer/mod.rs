@@ -411,11 +411,22 @@ pub enum Region {
     Quad([f32; 8], f32),
 }
 
-type Job = (
-    Arc<Frame>,
-    Region,
-    oneshot::Sender<Result<Inference, InferError>>,
-);
+/// The newest decoded frame of a camera and its sequence number.
+pub type LatestFrame = tokio::sync::watch::Receiver<Option<(u64, Arc<Frame>)>>;
+
+/// What a job runs on: a given frame, or whatever frame is newest in the
+/// camera's slot when a worker takes the job (so a frame never ages in the
+/// queue: the wait for other cameras happens before the frame is chosen).
+enum Input {
+    Frame(Arc<Frame>),
+    Latest(LatestFrame),
+}
+
+/// A result with the frame it was computed on and that frame's sequence
+/// number (0 for a given frame).
+type Reply = oneshot::Sender<Result<(Inference, u64, Arc<Frame>), InferError>>;
+
+type Job = (Input, Region, Reply);
 
 /// The queue between callers and a model's thread.
 struct Shared {
@@ -515,17 +526,33 @@ impl DetectorHandle {
                             q = sh.ready.wait(q).unwrap_or_else(|p| p.into_inner());
                         }
                     };
-                    let Some((frame, region, reply)) = job else {
+                    let Some((input, region, reply)) = job else {
                         return;
                     };
                     wt.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    let (seq, frame) = match input {
+                        Input::Frame(f) => (0, f),
+                        Input::Latest(rx) => match rx.borrow().clone() {
+                            Some(x) => x,
+                            None => {
+                                let _ = reply.send(Err(InferError::Run {
+                                    model: det.manifest.name.clone(),
+                                    reason: "no decoded frame yet".into(),
+                                }));
+                                continue;
+                            }
+                        },
+                    };
                     let start = Instant::now();
-                    let res = det.run_region(&frame, region).map(|o| Inference {
-                        detections: o.detections,
-                        scores: o.scores,
-                        text: o.text,
-                        corners: o.corners,
-                        millis: start.elapsed().as_secs_f64() * 1e3,
+                    let res = det.run_region(&frame, region).map(|o| {
+                        let inf = Inference {
+                            detections: o.detections,
+                            scores: o.scores,
+                            text: o.text,
+                            corners: o.corners,
+                            millis: start.elapsed().as_secs_f64() * 1e3,
+                        };
+                        (inf, seq, frame)
                     });
                     let _ = reply.send(res);
                 }
@@ -574,6 +601,26 @@ impl DetectorHandle {
         frame: Arc<Frame>,
         region: Region,
     ) -> Result<Inference, InferError> {
+        self.submit(Input::Frame(frame), region)
+            .await
+            .map(|(inf, _, _)| inf)
+    }
+
+    /// Runs the model on the whole of the newest frame in `latest` at the
+    /// moment a worker is free for this camera; returns the result with that
+    /// frame and its sequence number.
+    pub async fn detect_latest(
+        &self,
+        latest: LatestFrame,
+    ) -> Result<(Inference, u64, Arc<Frame>), InferError> {
+        self.submit(Input::Latest(latest), Region::Full).await
+    }
+
+    async fn submit(
+        &self,
+        input: Input,
+        region: Region,
+    ) -> Result<(Inference, u64, Arc<Frame>), InferError> {
         let (rtx, rrx) = oneshot::channel();
         let stopped = || InferError::Stopped(self.manifest.name.clone());
         {
@@ -585,7 +632,7 @@ impl DetectorHandle {
             {
                 return Err(stopped());
             }
-            q.push(&self.flow.0, self.flow.1, (frame, region, rtx));
+            q.push(&self.flow.0, self.flow.1, (input, region, rtx));
             self.waiting
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
