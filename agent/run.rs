@@ -690,7 +690,14 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
             seq += 1;
             ftx.send_replace(Some((seq, Arc::new(f))));
         },
-    )?;
+    )
+    .inspect_err(|_| {
+        // A decoder that cannot even start is skipped next time, like one
+        // that fails while running.
+        if !failed_decoders.contains(&decoder) {
+            failed_decoders.push(decoder.clone());
+        }
+    })?;
 
     let ingest = async {
         let mut waiting_key = true;

@@ -44,16 +44,35 @@ fn wait_for_port(port: u16, agent: &Agent) {
     }
 }
 
-/// Four cameras ask one model (one inference thread) for every frame, far
+/// Six cameras ask one model (one inference thread) for every frame, far
 /// more than it can do. The camera with priority 2 gets about twice the
 /// detections of each camera with priority 1, and every camera keeps
 /// detecting; frames passed over are counted as `busy`, not queued.
 #[test]
 fn a_busy_model_is_shared_by_priority() {
+    // A small picture keeps decoding and copying cheap (this is a debug
+    // build), so the model, whose input is 416x416 whatever the picture, is
+    // what the cameras wait for.
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("traffic_320x180.mp4");
+    transcode(
+        &small,
+        &[
+            "videoscale",
+            "!",
+            "video/x-raw,width=320,height=180",
+            "!",
+            "x264enc",
+            "speed-preset=ultrafast",
+            "key-int-max=25",
+            "bitrate=300",
+        ],
+        "h264parse",
+    );
     let broker = Broker::start();
-    let names = ["p2", "p1a", "p1b", "p1c"];
+    let names = ["p2", "p1a", "p1b", "p1c", "p1d", "p1e"];
     let clips: Vec<(&str, std::path::PathBuf)> =
-        names.iter().map(|n| (*n, traffic_clip())).collect();
+        names.iter().map(|n| (*n, small.clone())).collect();
     let streams: Vec<(&str, &std::path::Path)> =
         clips.iter().map(|(n, p)| (*n, p.as_path())).collect();
     let sim = Sim::start(&streams);
@@ -87,17 +106,18 @@ token = "{TOKEN}"
     let rate = |n: &str| (b.get(n).unwrap_or(&0.0) - a.get(n).unwrap_or(&0.0)) / 15.0;
     let rates: Vec<f64> = names.iter().map(|n| rate(n)).collect();
     println!(
-        "detections/s: p2 {:.1}, p1 {:.1} {:.1} {:.1}",
-        rates[0], rates[1], rates[2], rates[3]
+        "detections/s: p2 {:.1}, priority 1: {:.1?}",
+        rates[0],
+        &rates[1..]
     );
     let total: f64 = rates.iter().sum();
-    // The source is ~24 fps: four cameras ask for ~96/s; the model must be
+    // The source is ~24 fps: six cameras ask for ~144/s; the model must be
     // the limit for shares to show.
     assert!(
-        total < 85.0,
+        total < 100.0,
         "the model kept up ({total:.0}/s); the test needs it overloaded"
     );
-    let low = (rates[1] + rates[2] + rates[3]) / 3.0;
+    let low = rates[1..].iter().sum::<f64>() / (rates.len() - 1) as f64;
     for r in &rates[1..] {
         assert!(
             *r > 0.5 * low,
@@ -118,13 +138,13 @@ token = "{TOKEN}"
     );
     assert!(
         log.contains("decoder_threads=1"),
-        "four cameras on this box get one decoder thread each; log:\n{log}"
+        "six cameras on this box get one decoder thread each; log:\n{log}"
     );
 }
 
-/// A decoder that fails once the stream runs (here `identity`, which passes
-/// H.264 on to a converter that cannot take it) is skipped on the next
-/// session, and the camera runs on the next decoder of its ranking.
+/// A decoder that fails to start (here `identity`, which cannot hand H.264
+/// to the converter behind it) is skipped on the next session, and the
+/// camera runs on the next decoder of its ranking.
 #[test]
 fn a_failing_decoder_falls_back_to_the_next() {
     let broker = Broker::start();
@@ -164,7 +184,7 @@ backoff_min_secs = 0.5
     let log = agent.log_text();
     let first = log.find("decoder=identity").expect("identity tried first");
     let failed = log[first..]
-        .find("decoder identity failed")
+        .find("could not link dec")
         .map(|i| i + first)
         .unwrap_or_else(|| panic!("identity's failure not logged; log:\n{log}"));
     assert!(
