@@ -104,7 +104,8 @@ pub fn load_named(
         };
         let manifest = Manifest::load(&cfg.manifest_path(name))?;
         let path = cfg.model_dir().join(&manifest.file);
-        // Cameras whose detector this is (cascade and plate models: all).
+        // Cameras whose detector this is; a cascade or plate model has none
+        // of its own and gets one worker.
         let users = cfg
             .cameras
             .iter()

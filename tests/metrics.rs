@@ -12,27 +12,11 @@ use common::*;
 const TOKEN: &str = "metrics-token-0123456789";
 
 fn scrape(port: u16) -> prometheus_parse::Scrape {
-    let (st, _, body) = http_get(
-        &format!("http://127.0.0.1:{port}/metrics"),
-        &[("Authorization", &format!("Bearer {TOKEN}"))],
-    );
-    assert_eq!(st, 200);
-    let text = String::from_utf8(body).unwrap();
-    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
-        .expect("valid Prometheus text format")
+    scrape_metrics(port, TOKEN).expect("/metrics answers 200 with the token")
 }
 
 fn value(s: &prometheus_parse::Scrape, name: &str, camera: &str) -> f64 {
-    s.samples
-        .iter()
-        .find(|x| x.metric == name && x.labels.get("camera") == Some(camera))
-        .map(|x| match x.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => f64::NAN,
-        })
-        .unwrap_or(f64::NAN)
+    metric_value(s, name, camera).unwrap_or(f64::NAN)
 }
 
 /// Metric names in the dashboard's queries (histogram suffixes removed).

@@ -12,25 +12,8 @@ use common::*;
 const TOKEN: &str = "reload-token-0123456789";
 
 fn frames(port: u16, camera: &str) -> f64 {
-    if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        return -1.0;
-    }
-    let (st, _, body) = http_get(
-        &format!("http://127.0.0.1:{port}/metrics"),
-        &[("Authorization", &format!("Bearer {TOKEN}"))],
-    );
-    if st != 200 {
-        return -1.0;
-    }
-    let text = String::from_utf8(body).unwrap();
-    let s = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
-    s.samples
-        .iter()
-        .find(|x| x.metric == "ioc_frames_received_total" && x.labels.get("camera") == Some(camera))
-        .map(|x| match x.value {
-            prometheus_parse::Value::Counter(v) => v,
-            _ => -1.0,
-        })
+    scrape_metrics(port, TOKEN)
+        .and_then(|s| metric_value(&s, "ioc_frames_received_total", camera))
         .unwrap_or(-1.0)
 }
 

@@ -12,36 +12,23 @@ use common::*;
 const TOKEN: &str = "throughput-token-0123456789";
 
 fn inferred(port: u16) -> std::collections::HashMap<String, f64> {
-    let (st, _, body) = http_get(
-        &format!("http://127.0.0.1:{port}/metrics"),
-        &[("Authorization", &format!("Bearer {TOKEN}"))],
-    );
-    assert_eq!(st, 200);
-    let text = String::from_utf8(body).unwrap();
-    let s = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let s = scrape_metrics(port, TOKEN).expect("/metrics answers 200 with the token");
     s.samples
         .iter()
         .filter(|x| x.metric == "ioc_frames_inferred_total")
         .filter_map(|x| {
-            let v = match x.value {
-                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
-                _ => return None,
-            };
-            Some((x.labels.get("camera")?.to_string(), v))
+            let camera = x.labels.get("camera")?;
+            Some((camera.to_string(), metric_value(&s, &x.metric, camera)?))
         })
         .collect()
 }
 
 fn wait_for_port(port: u16, agent: &Agent) {
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "HTTP server never came up; log:\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    assert!(
+        wait_port(port, Duration::from_secs(60)),
+        "HTTP server never came up; log:\n{}",
+        agent.log_text()
+    );
 }
 
 /// Six cameras ask one model (one inference thread) for every frame, far

@@ -439,31 +439,26 @@ impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, sched::FairQueue<Job>> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Refuses new jobs, drops waiting ones (their callers get `Stopped`)
+    /// and wakes the workers so they exit.
+    fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        let mut q = self.lock();
+        while q.pop().is_some() {}
+        self.ready.notify_all();
+    }
 }
 
-/// Stops the model's thread when the last handle is dropped.
+/// Closes the queue when dropped: held by the handles (the last one gone
+/// stops the workers) and by each worker (a worker that ends, even by a
+/// panic in the runtime, does not leave callers waiting).
 struct CloseOnDrop(Arc<Shared>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        self.0
-            .closed
-            .store(true, std::sync::atomic::Ordering::Release);
-        let _q = self.0.lock();
-        self.0.ready.notify_all();
-    }
-}
-
-/// Closes the queue and drops what waits in it when the model's thread ends.
-struct DrainOnExit(Arc<Shared>);
-
-impl Drop for DrainOnExit {
-    fn drop(&mut self) {
-        self.0
-            .closed
-            .store(true, std::sync::atomic::Ordering::Release);
-        let mut q = self.0.lock();
-        while q.pop().is_some() {}
+        self.0.close();
     }
 }
 
@@ -479,8 +474,6 @@ pub struct DetectorHandle {
     _close: Arc<CloseOnDrop>,
     /// The caller's flow (camera id) and weight.
     flow: (Arc<str>, f64),
-    /// Requests waiting, over all callers (for metrics).
-    pub waiting: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl DetectorHandle {
@@ -500,7 +493,6 @@ impl DetectorHandle {
             ready: std::sync::Condvar::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
         });
-        let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let workers = dets.len();
         for (i, mut det) in dets.into_iter().enumerate() {
             let name = if workers == 1 {
@@ -508,11 +500,11 @@ impl DetectorHandle {
             } else {
                 format!("infer-{}-{i}", det.manifest.name)
             };
-            let (sh, wt) = (shared.clone(), waiting.clone());
+            let sh = shared.clone();
             let spawned = std::thread::Builder::new().name(name).spawn(move || {
                 // However the thread ends (even by a panic in the runtime), close
                 // the queue and drop waiting jobs so their callers get `Stopped`.
-                let _guard = DrainOnExit(sh.clone());
+                let _guard = CloseOnDrop(sh.clone());
                 loop {
                     let job = {
                         let mut q = sh.lock();
@@ -529,7 +521,6 @@ impl DetectorHandle {
                     let Some((input, region, reply)) = job else {
                         return;
                     };
-                    wt.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     let (seq, frame) = match input {
                         Input::Frame(f) => (0, f),
                         Input::Latest(rx) => match rx.borrow().clone() {
@@ -559,9 +550,7 @@ impl DetectorHandle {
             });
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start inference thread");
-                shared
-                    .closed
-                    .store(true, std::sync::atomic::Ordering::Release);
+                shared.close();
             }
         }
         DetectorHandle {
@@ -569,7 +558,6 @@ impl DetectorHandle {
             _close: Arc::new(CloseOnDrop(shared.clone())),
             shared,
             flow: (Arc::from(""), 1.0),
-            waiting,
         }
     }
 
@@ -633,8 +621,6 @@ impl DetectorHandle {
                 return Err(stopped());
             }
             q.push(&self.flow.0, self.flow.1, (input, region, rtx));
-            self.waiting
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         self.shared.ready.notify_one();
         rrx.await.map_err(|_| stopped())?

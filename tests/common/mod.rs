@@ -63,7 +63,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn wait_port(port: u16, timeout: Duration) -> bool {
+pub fn wait_port(port: u16, timeout: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -564,4 +564,36 @@ pub fn http_get(url: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, Strin
     let mut body = Vec::new();
     std::io::Read::read_to_end(&mut resp.into_reader(), &mut body).unwrap();
     (status, hs, body)
+}
+
+/// An agent's `/metrics`, parsed with a Prometheus text-format parser; None
+/// while the server is not up or refuses the token. Panics on a page that is
+/// not valid Prometheus text.
+pub fn scrape_metrics(port: u16, token: &str) -> Option<prometheus_parse::Scrape> {
+    std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let (st, _, body) = http_get(
+        &format!("http://127.0.0.1:{port}/metrics"),
+        &[("Authorization", &format!("Bearer {token}"))],
+    );
+    if st != 200 {
+        return None;
+    }
+    let text = String::from_utf8(body).expect("UTF-8 metrics");
+    Some(
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .expect("valid Prometheus text format"),
+    )
+}
+
+/// The value of `name` for `camera` in a scrape (counters, gauges, untyped).
+pub fn metric_value(s: &prometheus_parse::Scrape, name: &str, camera: &str) -> Option<f64> {
+    s.samples
+        .iter()
+        .find(|x| x.metric == name && x.labels.get("camera") == Some(camera))
+        .and_then(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(v),
+            _ => None,
+        })
 }
