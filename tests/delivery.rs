@@ -113,13 +113,28 @@ severity = "high"
         )
 }
 
-/// Waits until every id in `want` has arrived.
+/// Waits until every id in `want` has arrived with its thumbnail (an alert
+/// and its thumbnail are two publishes; the thumbnail may land just after).
 fn wait_all(sub: &Subscriber, want: &[Produced], timeout: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < timeout {
         let (got, _) = delivered(sub);
         let ids: HashSet<&str> = got.iter().filter_map(|a| a["id"].as_str()).collect();
-        if want.iter().all(|p| ids.contains(p.id.as_str())) {
+        let thumbs: HashSet<String> = sub
+            .all()
+            .into_iter()
+            .filter(|m| m.topic.ends_with("/thumbnail"))
+            .map(|m| m.topic)
+            .collect();
+        let with_thumb = got
+            .iter()
+            .filter(|a| {
+                a["thumbnail"]["topic"]
+                    .as_str()
+                    .is_some_and(|t| thumbs.contains(t))
+            })
+            .count();
+        if want.iter().all(|p| ids.contains(p.id.as_str())) && with_thumb == got.len() {
             return true;
         }
         std::thread::sleep(Duration::from_millis(250));
