@@ -124,6 +124,15 @@ fn decode_floor(file: &Path, threads: u32) -> Result<f64, String> {
     let clip = crate::simulate::Clip::load(file).map_err(|e| e.to_string())?;
     let codec = clip.codec;
     let dec = crate::decode::choose_decoder(codec, None, &[]).map_err(|e| e.to_string())?;
+    if dec == crate::decode::lav::NAME {
+        let c0 = cpu_seconds();
+        let frames = crate::decode::lav::decode_all(codec, threads, |f| clip.for_each_unit(f))?;
+        let cpu = cpu_seconds() - c0;
+        if frames == 0 {
+            return Err("the file decode floor decoded no frames".into());
+        }
+        return Ok(cpu / (clip.duration_ns as f64 / 1e9).max(0.001));
+    }
     let (parser, caps) = match codec {
         crate::decode::Codec::H264 => ("h264parse", "video/x-h264"),
         crate::decode::Codec::H265 => ("h265parse", "video/x-h265"),
@@ -170,11 +179,24 @@ fn decode_floor_rtsp(
         crate::decode::Codec::H264 => ("rtph264depay", "h264parse"),
         crate::decode::Codec::H265 => ("rtph265depay", "h265parse"),
     };
+    // libavcodec runs outside GStreamer: the parsed access units go to it
+    // through appsinks, as the agent's do; no picture is copied out.
+    let lav = dec == crate::decode::lav::NAME;
+    let caps = match codec {
+        crate::decode::Codec::H264 => "video/x-h264,stream-format=byte-stream,alignment=au",
+        crate::decode::Codec::H265 => "video/x-h265,stream-format=byte-stream,alignment=au",
+    };
     let mut desc = String::new();
     for i in 0..streams {
-        desc.push_str(&format!(
-            "rtspsrc location=rtsp://127.0.0.1:{port}/s{i} protocols=tcp ! {depay} ! {parser} ! {dec} name=dec{i} ! fakesink sync=false "
-        ));
+        if lav {
+            desc.push_str(&format!(
+                "rtspsrc location=rtsp://127.0.0.1:{port}/s{i} protocols=tcp ! {depay} ! {parser} config-interval=-1 ! {caps} ! appsink name=au{i} sync=false "
+            ));
+        } else {
+            desc.push_str(&format!(
+                "rtspsrc location=rtsp://127.0.0.1:{port}/s{i} protocols=tcp ! {depay} ! {parser} ! {dec} name=dec{i} ! fakesink sync=false "
+            ));
+        }
     }
     let pipe = gstreamer::parse::launch(&desc)
         .map_err(|e| e.to_string())?
@@ -186,6 +208,38 @@ fn decode_floor_rtsp(
         {
             d.set_property_from_str("max-threads", &threads.to_string());
         }
+    }
+    let mut decoders = Vec::new();
+    for i in 0..streams {
+        let Some(sink) = pipe
+            .by_name(&format!("au{i}"))
+            .and_then(|e| e.downcast::<gstreamer_app::AppSink>().ok())
+        else {
+            continue;
+        };
+        // A rate far below the stream's: the decoder does all its work, one
+        // picture in a long while is handed on (and dropped).
+        let d = std::sync::Arc::new(
+            crate::decode::lav::LavDecoder::start(codec, 1e-4, threads, Default::default(), |_| {})
+                .map_err(|e| e.to_string())?,
+        );
+        let feed = d.clone();
+        sink.set_callbacks(
+            gstreamer_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let sample = s.pull_sample().map_err(|_| gstreamer::FlowError::Eos)?;
+                    if let Some(b) = sample.buffer()
+                        && let Ok(m) = b.map_readable()
+                    {
+                        let pts = b.pts().map(|t| t.nseconds()).unwrap_or(0);
+                        feed.push(m.as_slice(), pts, std::time::SystemTime::now())
+                            .map_err(|_| gstreamer::FlowError::Error)?;
+                    }
+                    Ok(gstreamer::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        decoders.push(d);
     }
     pipe.set_state(gstreamer::State::Playing)
         .map_err(|e| e.to_string())?;
@@ -199,6 +253,13 @@ fn decode_floor_rtsp(
             .map(|m| format!("{m:?}"))
     });
     let _ = pipe.set_state(gstreamer::State::Null);
+    let failed = failed.or_else(|| {
+        decoders
+            .iter()
+            .find_map(|d| d.poll_error())
+            .map(|e| e.to_string())
+    });
+    drop(decoders);
     if let Some(e) = failed {
         return Err(format!("the RTSP decode floor failed: {e}"));
     }

@@ -235,6 +235,7 @@ async fn shutdown_signal() {
 }
 
 fn main() -> ExitCode {
+    ioc_agent::decode::tune_allocator();
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(code) => code,

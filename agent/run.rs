@@ -680,6 +680,7 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
 
     // Decoded frames due at detect_fps; the newest replaces an unread one.
     let (ftx, mut frx) = watch::channel::<Option<(u64, Arc<Frame>)>>(None);
+    ctx.snapshots.watch(ctx.id(), frx.clone());
     let mut seq = 0u64;
     let pipe = DecodePipeline::start(
         src.codec,
@@ -796,7 +797,6 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
                     .fetch_add(s - last_seq - 1, Ordering::Relaxed);
             }
             last_seq = s;
-            ctx.snapshots.put(ctx.id(), frame.clone());
             ctx.counters.inferred.fetch_add(1, Ordering::Relaxed);
             ctx.status
                 .update(ctx.id(), |s| s.observe_inference(inf.millis));

@@ -16,7 +16,7 @@ APT_PACKAGES=(
   pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
-  gstreamer1.0-plugins-base-apps libgstrtspserver-1.0-dev
+  gstreamer1.0-plugins-base-apps libgstrtspserver-1.0-dev libavcodec-dev libavutil-dev
   mosquitto mosquitto-clients python3 python3-pip unzip curl ca-certificates build-essential
   chromium chromium-driver
 )

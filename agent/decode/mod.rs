@@ -1,8 +1,10 @@
-//! GStreamer decode: appsrc → parse → best available decoder → I420 → appsink.
+//! Decoding: a GStreamer pipeline (appsrc → parse → best available decoder →
+//! I420 → appsink) for hardware decoders and `avdec_*`, or libavcodec
+//! in-process (`lav`) as the lean software path.
 //!
 //! Encoded access units go in with their RTP presentation time; decoded frames
-//! come out on GStreamer's streaming thread, where `FrameSelector` keeps only
-//! the frames due at the camera's `detect_fps`; only those are copied.
+//! come out on the decode thread, where `FrameSelector` keeps only the frames
+//! due at the camera's `detect_fps`; only those are copied.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +15,8 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
+
+pub mod lav;
 
 /// Video codecs the agent ingests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +51,9 @@ impl Codec {
             Codec::H265 => "h265parse",
         }
     }
-    /// Decoders in order of preference: NVIDIA, VA-API, V4L2 (ARM boxes), software.
+    /// Decoders in order of preference: NVIDIA, VA-API, V4L2 (ARM boxes), then
+    /// software: libavcodec in-process (fewest frames held), then GStreamer's
+    /// `avdec_*` (any pixel format).
     pub fn ranked_decoders(self) -> &'static [&'static str] {
         match self {
             Codec::H264 => &[
@@ -57,6 +63,7 @@ impl Codec {
                 "vaapih264dec",
                 "v4l2slh264dec",
                 "v4l2h264dec",
+                lav::NAME,
                 "avdec_h264",
             ],
             Codec::H265 => &[
@@ -66,6 +73,7 @@ impl Codec {
                 "vaapih265dec",
                 "v4l2slh265dec",
                 "v4l2h265dec",
+                lav::NAME,
                 "avdec_h265",
             ],
         }
@@ -117,7 +125,7 @@ pub fn choose_decoder_in(
         &own
     };
     choose_from(list, forced, exclude, |n| {
-        gst::ElementFactory::find(n).is_some()
+        n == lav::NAME || gst::ElementFactory::find(n).is_some()
     })
     .map_err(|e| match e {
         None => DecodeError::NoDecoder {
@@ -227,7 +235,29 @@ impl Frame {
         pts: f64,
         wall: SystemTime,
     ) -> Option<Frame> {
-        let mut f = Frame::blank(vf.width(), vf.height());
+        let plane = |p: usize| -> Option<(&[u8], usize)> {
+            let stride = usize::try_from(*vf.plane_stride().get(p)?).ok()?;
+            Some((vf.plane_data(p as u32).ok()?, stride))
+        };
+        Frame::from_planes(
+            vf.width(),
+            vf.height(),
+            [plane(0)?, plane(1)?, plane(2)?],
+            pts,
+            wall,
+        )
+    }
+
+    /// Copies three I420 planes given with their row strides (bytes),
+    /// removing row padding. None if a plane is shorter than the frame needs.
+    pub fn from_planes(
+        width: u32,
+        height: u32,
+        planes: [(&[u8], usize); 3],
+        pts: f64,
+        wall: SystemTime,
+    ) -> Option<Frame> {
+        let mut f = Frame::blank(width, height);
         f.pts = pts;
         f.wall = wall;
         let dims = [
@@ -236,9 +266,7 @@ impl Frame {
             (f.chroma_width(), f.chroma_height()),
         ];
         let mut offset = 0;
-        for (p, (w, h)) in dims.into_iter().enumerate() {
-            let stride = *vf.plane_stride().get(p)? as usize;
-            let src = vf.plane_data(p as u32).ok()?;
+        for ((src, stride), (w, h)) in planes.into_iter().zip(dims) {
             for row in 0..h {
                 let s = row * stride;
                 f.data[offset + row * w..offset + row * w + w].copy_from_slice(src.get(s..s + w)?);
@@ -340,6 +368,24 @@ pub fn lower_thread_priority(nice: i32) {
     }
 }
 
+/// Keeps frame-sized allocations out of the malloc heaps. glibc raises its
+/// mmap threshold to the size of the largest block freed (up to 32 MiB), so
+/// after the first decoded frame is released every later frame copy and
+/// tensor comes from the per-thread heaps, where freed blocks linger between
+/// frames of many cameras; measured here, ~2.6 MB of RSS per 720p camera.
+/// A fixed threshold maps each such block on its own and returns it to the
+/// system when freed. `MALLOC_MMAP_THRESHOLD_` in the environment wins.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        // SAFETY: mallopt only changes allocator parameters; called at start,
+        // before other threads exist.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        }
+    }
+}
+
 /// The machine's cores as the scheduler sees them (1 if unknown).
 pub fn cores() -> usize {
     std::thread::available_parallelism()
@@ -347,28 +393,97 @@ pub fn cores() -> usize {
         .unwrap_or(1)
 }
 
-/// A running decode pipeline for one camera session.
+/// A running decoder for one camera session: a GStreamer pipeline, or
+/// libavcodec in-process (`libavcodec`, see `lav`).
 pub struct DecodePipeline {
-    pipeline: gst::Pipeline,
-    appsrc: gst_app::AppSrc,
+    inner: Inner,
     pub decoder: String,
 }
 
+enum Inner {
+    Gst(GstDecode),
+    Lav(lav::LavDecoder),
+}
+
 impl DecodePipeline {
-    /// Builds and starts `appsrc ! parse ! decoder ! videoconvert ! I420 ! appsink`.
-    /// `on_frame` is called on the streaming thread for every frame the
-    /// selector marks due.
+    /// Starts `decoder` (a GStreamer element name or `libavcodec`). `on_frame`
+    /// is called on the decode thread for every frame the selector marks due.
     pub fn start(
         codec: Codec,
         decoder: &str,
         fps: f64,
         threads: u32,
         counters: Arc<FrameCounters>,
-        mut on_frame: impl FnMut(Frame) + Send + 'static,
+        on_frame: impl FnMut(Frame) + Send + 'static,
     ) -> Result<DecodePipeline, DecodeError> {
+        let inner = if decoder == lav::NAME {
+            Inner::Lav(lav::LavDecoder::start(
+                codec, fps, threads, counters, on_frame,
+            )?)
+        } else {
+            Inner::Gst(GstDecode::start(
+                codec, decoder, fps, threads, counters, on_frame,
+            )?)
+        };
+        Ok(DecodePipeline {
+            inner,
+            decoder: decoder.to_string(),
+        })
+    }
+
+    /// Queues one encoded access unit (Annex B).
+    pub fn push(&self, data: &[u8], pts_ns: u64, wall: SystemTime) -> Result<(), DecodeError> {
+        match &self.inner {
+            Inner::Gst(g) => g.push(data, pts_ns, wall),
+            Inner::Lav(l) => l.push(data, pts_ns, wall),
+        }
+    }
+
+    /// Seconds of video waiting in front of the decoder.
+    pub fn backlog_secs(&self) -> f64 {
+        match &self.inner {
+            Inner::Gst(g) => g.backlog_secs(),
+            Inner::Lav(l) => l.backlog_secs(),
+        }
+    }
+
+    /// Bytes waiting in front of the decoder.
+    pub fn backlog_bytes(&self) -> u64 {
+        match &self.inner {
+            Inner::Gst(g) => g.backlog_bytes(),
+            Inner::Lav(l) => l.backlog_bytes(),
+        }
+    }
+
+    /// Returns the first error the decoder reported, if any.
+    pub fn poll_error(&self) -> Option<DecodeError> {
+        match &self.inner {
+            Inner::Gst(g) => g.poll_error(),
+            Inner::Lav(l) => l.poll_error(),
+        }
+    }
+}
+
+/// `appsrc ! parse ! decoder ! videoconvert ! I420 ! appsink`.
+struct GstDecode {
+    pipeline: gst::Pipeline,
+    appsrc: gst_app::AppSrc,
+    decoder: String,
+}
+
+impl GstDecode {
+    /// Builds and starts the pipeline.
+    fn start(
+        codec: Codec,
+        decoder: &str,
+        fps: f64,
+        threads: u32,
+        counters: Arc<FrameCounters>,
+        mut on_frame: impl FnMut(Frame) + Send + 'static,
+    ) -> Result<GstDecode, DecodeError> {
         init()?;
         let desc = format!(
-            "appsrc name=src format=time is-live=true do-timestamp=false caps={caps} ! {parser} ! {decoder} name=dec ! videoconvert ! video/x-raw,format=I420 ! appsink name=sink sync=false max-buffers=4 drop=false",
+            "appsrc name=src format=time is-live=true do-timestamp=false caps={caps} ! {parser} ! {decoder} name=dec ! videoconvert ! video/x-raw,format=I420 ! appsink name=sink sync=false max-buffers=4 drop=false enable-last-sample=false",
             caps = codec.caps(),
             parser = codec.parser(),
         );
@@ -460,7 +575,7 @@ impl DecodePipeline {
                 decoder: decoder.to_string(),
                 message: e.to_string(),
             })?;
-        Ok(DecodePipeline {
+        Ok(GstDecode {
             pipeline,
             appsrc,
             decoder: decoder.to_string(),
@@ -521,7 +636,7 @@ impl DecodePipeline {
     }
 }
 
-impl Drop for DecodePipeline {
+impl Drop for GstDecode {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
     }

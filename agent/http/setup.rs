@@ -14,20 +14,29 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::decode::Frame;
 
-/// The newest analysed frame of each camera, for snapshots.
+/// The newest decoded frame of each camera due for analysis, for snapshots.
 #[derive(Default)]
 pub struct Snapshots {
-    frames: Mutex<std::collections::HashMap<String, Arc<Frame>>>,
+    frames: Mutex<std::collections::HashMap<String, FrameSlot>>,
 }
 
+/// A camera's newest decoded frame due for analysis, as the decode thread
+/// publishes it. The setup page reads it from there rather than keeping a
+/// copy of its own, so no camera holds an extra frame for a page nobody may
+/// be looking at.
+pub type FrameSlot = tokio::sync::watch::Receiver<Option<(u64, Arc<Frame>)>>;
+
 impl Snapshots {
-    pub fn put(&self, camera: &str, f: Arc<Frame>) {
+    /// Points the camera's snapshot at a session's frame slot.
+    pub fn watch(&self, camera: &str, slot: FrameSlot) {
         if let Ok(mut m) = self.frames.lock() {
-            m.insert(camera.to_string(), f);
+            m.insert(camera.to_string(), slot);
         }
     }
     pub fn get(&self, camera: &str) -> Option<Arc<Frame>> {
-        self.frames.lock().ok()?.get(camera).cloned()
+        let m = self.frames.lock().ok()?;
+        let slot = m.get(camera)?.borrow();
+        slot.as_ref().map(|(_, f)| f.clone())
     }
 }
 

@@ -70,6 +70,16 @@ pub struct Clip {
 }
 
 impl Clip {
+    /// Calls `f` with every access unit (Annex B) and its PTS in nanoseconds,
+    /// in decode order.
+    pub fn for_each_unit(&self, mut f: impl FnMut(&[u8], u64)) {
+        for u in self.units.iter() {
+            if let Ok(m) = u.buffer.map_readable() {
+                f(m.as_slice(), u.pts);
+            }
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Clip, SimulateError> {
         if !path.exists() {
             return Err(SimulateError::Missing(path.to_path_buf()));
