@@ -41,6 +41,11 @@ enum Cmd {
         /// camera (for checking that probe and run refuse it clearly).
         #[arg(long = "pattern")]
         patterns: Vec<String>,
+        /// Play each file this many times per client session, then end the
+        /// stream, like a camera that restarts (0 = loop forever, timestamps
+        /// growing across loops like a live camera).
+        #[arg(long, default_value_t = 0)]
+        loops: u32,
     },
     /// Write the JSON Schemas of the MQTT payloads (the checked-in copies live in deploy/schema).
     Schema {
@@ -297,12 +302,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             streams,
             patterns,
+            loops,
         } => {
             init_tracing("info");
             let mut clips = Vec::new();
             for s in &streams {
                 let (name, file) = ioc_agent::simulate::parse_stream_spec(s)?;
-                let clip = ioc_agent::simulate::Clip::load(&file)?;
+                let mut clip = ioc_agent::simulate::Clip::load(&file)?;
+                clip.loops = loops;
                 clips.push((name, clip));
             }
             let mut pats = Vec::new();

@@ -765,17 +765,23 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
         }
     };
 
+    // Rule state outlives the analysis loop so that events still open when
+    // the stream ends can be ended (see below).
+    let labels = ctx.detector.manifest.labels.clone();
+    let mut rules = RuleEngine::from_camera(cam, &labels);
+    let mut shots = crate::evidence::BestShots::default();
+    let mut book = crate::evidence::PlateBook::default();
+    // The last analysed frame while a zone-level event is open (its end
+    // alert's picture if the stream ends); None otherwise, so no frame is held.
+    let mut open_frame: Option<Arc<Frame>> = None;
     let analyze = async {
-        let labels = ctx.detector.manifest.labels.clone();
+        let labels = &labels;
         let mut tracker = Tracker::new(TrackerConfig::default());
-        let mut rules = RuleEngine::from_camera(cam, &labels);
         let mut signal = SignalReader::new(cam, ctx.signals.clone());
         let mut last_seq = 0u64;
         let mut last_log = Instant::now();
         let mut infer_ms = 0.0f64;
         let mut infer_n = 0u64;
-        let mut shots = crate::evidence::BestShots::default();
-        let mut book = crate::evidence::PlateBook::default();
         loop {
             // Wait for a frame newer than the last one analysed, then queue
             // for the model; the worker takes the newest frame when it is
@@ -892,8 +898,9 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
             for f in firings {
                 let rule = &rules.rules[f.rule];
                 let session = crate::evidence::lock_ring(&ctx.ring).session;
-                emit(ctx, &frame, rule, &f, &labels, session, &shots, &book).await;
+                emit(ctx, &frame, rule, &f, labels, session, &shots, &book).await;
             }
+            open_frame = rules.any_open().then(|| frame.clone());
             if last_log.elapsed() > Duration::from_secs(30) {
                 let c = &ctx.counters;
                 info!(
@@ -922,11 +929,23 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
         }
     };
 
-    tokio::select! {
+    let result = tokio::select! {
         r = ingest => r,
         r = analyze => r,
         _ = record => Ok(()),
+    };
+    // The stream is gone: events still open are ended, pictured with the
+    // last frame on which they were seen.
+    let ends = rules.end_open();
+    if let Some(frame) = open_frame.take() {
+        let session = crate::evidence::lock_ring(&ctx.ring).session;
+        for f in &ends {
+            let rule = &rules.rules[f.rule];
+            info!(rule = %rule.name, "stream ended while the event was open; ending it");
+            emit(ctx, &frame, rule, f, &labels, session, &shots, &book).await;
+        }
     }
+    result
 }
 
 /// Feeds the evidence ring from the camera's main stream (`url`) while
@@ -1100,6 +1119,7 @@ async fn emit(
         speed_kmh: f.speed_kmh,
         count: f.count,
         phase: f.phase.map(str::to_string),
+        end_reason: f.end_reason.map(str::to_string),
         dwell_secs: f.dwell_secs,
         confidence: f.confidence.map(|c| (c * 1000.0).round() / 1000.0),
         signal: f

@@ -42,9 +42,7 @@ fn decode_with(
             error = Some(e.to_string());
             break;
         }
-        let n = counters
-            .decoded
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let n = counters.decoded.load(std::sync::atomic::Ordering::Relaxed);
         if n != last.0 {
             last = (n, Instant::now());
         }

@@ -64,7 +64,10 @@ fn probe_reports_streams_and_names_each_failure() {
         assert_eq!(r["gop_frames"].as_u64(), Some(gop), "GOP of {name}");
         assert!((r["fps"].as_f64().unwrap() - 23.98).abs() < 0.1);
         assert!(r["bitrate_kbps"].as_f64().unwrap() > 100.0);
-        assert!(r["decoder"].as_str().unwrap().starts_with("avdec_"));
+        assert_eq!(
+            r["decoder"], "libavcodec",
+            "the software decoder on a box without hardware ones"
+        );
         let snap = image::open(dir.path().join("snap.jpg")).expect("snapshot JPEG");
         assert_eq!((snap.width(), snap.height()), (640, 360));
         std::fs::remove_file(dir.path().join("snap.jpg")).unwrap();

@@ -149,6 +149,93 @@ min_secs = 2.0
     sub.shutdown();
 }
 
+/// The people clip served once per session, like a camera whose stream ends
+/// and comes back: the crowd raised on the first pass is raised once, ended
+/// when the stream ends (`end_reason: "stream_lost"`, pictured with the last
+/// frame it was seen on), and raised afresh on the next pass.
+#[test]
+fn crowd_ends_when_the_clip_ends_and_starts_again() {
+    let broker = Broker::start();
+    let sim = Sim::start_looping(&[("square", &people_clip())], 1);
+    let sub = Subscriber::start(&broker, "ioc/v1/+/events");
+    let data = tempfile::tempdir().unwrap();
+    let cfg = config_head("ward-crowd-loop", &broker, data.path())
+        + &format!(
+            r#"
+[[models]]
+name = "yolox_nano"
+
+[[cameras]]
+id = "square"
+url = "{url}"
+inactivity_timeout_secs = 3
+backoff_min_secs = 0.5
+[[cameras.zones]]
+name = "all"
+polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+[[cameras.rules]]
+name = "low limit"
+kind = "crowd"
+zone = "all"
+max_count = 5
+min_secs = 2.0
+[[cameras.rules]]
+name = "high limit"
+kind = "crowd"
+zone = "all"
+max_count = 40
+min_secs = 2.0
+"#,
+            url = sim.url("square")
+        );
+    let agent = Agent::start(&cfg);
+    // Two passes of the 19 s clip, the reconnection between them, margin.
+    let starts = |sub: &Subscriber| {
+        sub.alerts()
+            .iter()
+            .filter(|a| a["rule"] == "low limit" && a["phase"] == "start")
+            .count()
+    };
+    let t0 = std::time::Instant::now();
+    while starts(&sub) < 2 && t0.elapsed() < Duration::from_secs(90) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let alerts: Vec<Value> = sub.alerts();
+    for a in &alerts {
+        println!(
+            "{} {} {} count {} end_reason {}",
+            a["time"], a["rule"], a["phase"], a["count"], a["end_reason"]
+        );
+    }
+    assert!(
+        alerts.iter().all(|a| a["rule"] != "high limit"),
+        "the high limit fired"
+    );
+    let low: Vec<&Value> = alerts.iter().filter(|a| a["rule"] == "low limit").collect();
+    let phases: Vec<&str> = low.iter().map(|a| a["phase"].as_str().unwrap()).collect();
+    assert!(
+        phases.len() >= 3,
+        "want start, end, start; got {phases:?}; log:\n{}",
+        agent.log_text()
+    );
+    assert_eq!(&phases[..3], &["start", "end", "start"], "{phases:?}");
+    // Raised once on the first pass: the end is the stream's, not the crowd's.
+    assert_eq!(low[1]["end_reason"], "stream_lost", "{}", low[1]);
+    assert!(low[0]["count"].as_u64().unwrap() > 5);
+    assert!(
+        low[1]["thumbnail"].is_object(),
+        "the end is pictured: {}",
+        low[1]
+    );
+    assert!(
+        agent
+            .log_text()
+            .contains("stream ended while the event was open"),
+        "the log says why the event ended"
+    );
+    sub.shutdown();
+}
+
 /// Red light decided by the traffic controller's state on MQTT: crossings on
 /// red are reported with their signal source; after the switch to green, none.
 #[test]

@@ -72,6 +72,11 @@ pub struct Alert {
     /// `start` or `end` of a zone-level event (`order.crowd`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
+    /// Why a zone-level event ended (with `phase: "end"`): `cleared` when the
+    /// condition stopped holding, `stream_lost` when the camera's stream
+    /// ended while it was open (it starts afresh when the camera is back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
     /// Seconds the object stayed (stops, parking, loitering).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dwell_secs: Option<f64>,

@@ -325,6 +325,9 @@ pub struct Firing {
     pub count: Option<u32>,
     /// `start` or `end` for zone-level events (crowd).
     pub phase: Option<&'static str>,
+    /// Why an `end` came: `cleared` (the condition stopped holding) or
+    /// `stream_lost` (the camera's stream ended while the event was open).
+    pub end_reason: Option<&'static str>,
     pub dwell_secs: Option<f64>,
     /// Signal state that decided (red_light, stop_line) and its source.
     pub signal: Option<(Light, &'static str)>,
@@ -341,6 +344,7 @@ impl Firing {
             speed_kmh: None,
             count: None,
             phase: None,
+            end_reason: None,
             dwell_secs: None,
             signal: None,
             confidence: None,
@@ -644,6 +648,30 @@ impl RuleEngine {
         light_at(&self.signal, t)
     }
 
+    /// Whether a zone-level event (crowd, fire/smoke, fight) is open.
+    pub fn any_open(&self) -> bool {
+        self.rules.iter().any(|r| r.crowd.0)
+    }
+
+    /// Ends every open zone-level event because the stream they were seen on
+    /// ended: nothing can confirm they still hold, and an IOC operator must
+    /// not be left with a `start` that never ends. State resets, so the same
+    /// event starts afresh when the camera is back.
+    pub fn end_open(&mut self) -> Vec<Firing> {
+        let mut out = Vec::new();
+        for (ri, rule) in self.rules.iter_mut().enumerate() {
+            if rule.crowd.0 {
+                let mut f = Firing::new(ri, Vec::new());
+                f.phase = Some("end");
+                f.end_reason = Some("stream_lost");
+                out.push(f);
+            }
+            rule.crowd = (false, None, None);
+            rule.frame_votes.3 = 0.0;
+        }
+        out
+    }
+
     /// Judges the tracks of one frame of size `w`×`h` at stream time `t`
     /// (seconds); `wall` is the frame's wall-clock time (for schedules).
     pub fn evaluate(
@@ -705,6 +733,7 @@ impl RuleEngine {
                     rule.frame_votes.3 = 0.0;
                     let mut f = Firing::new(ri, Vec::new());
                     f.phase = Some("end");
+                    f.end_reason = Some("cleared");
                     out.push(f);
                 }
                 continue;
@@ -744,6 +773,7 @@ impl RuleEngine {
                             let mut f = Firing::new(ri, inside.iter().map(|tr| obj(tr)).collect());
                             f.count = Some(n);
                             f.phase = Some("end");
+                            f.end_reason = Some("cleared");
                             out.push(f);
                         }
                     }

@@ -67,6 +67,8 @@ pub struct Clip {
     /// Length of one loop, nanoseconds.
     pub duration_ns: u64,
     pub frames: usize,
+    /// Loops per client session, then the stream ends (0 = forever).
+    pub loops: u32,
 }
 
 impl Clip {
@@ -214,6 +216,7 @@ fn load_as(path: &Path, codec: Codec) -> Result<Clip, String> {
         frames: units.len(),
         units: Arc::new(units),
         duration_ns,
+        loops: 0,
     })
 }
 
@@ -340,11 +343,13 @@ impl Drop for Simulator {
     }
 }
 
-/// Pushes the clip's access units forever, one loop after another, paced to
-/// real time; returns when the client's media is torn down.
+/// Pushes the clip's access units one loop after another (forever, or
+/// `clip.loops` times and then ends the stream), paced to real time; returns
+/// when the client's media is torn down.
 fn feed(appsrc: gst_app::AppSrc, clip: Clip) {
     let start = std::time::Instant::now();
     let mut loop_offset = 0u64;
+    let mut played = 0u32;
     loop {
         for u in clip.units.iter() {
             let dts = loop_offset + u.dts;
@@ -366,5 +371,10 @@ fn feed(appsrc: gst_app::AppSrc, clip: Clip) {
             }
         }
         loop_offset += clip.duration_ns;
+        played += 1;
+        if clip.loops > 0 && played >= clip.loops {
+            let _ = appsrc.end_of_stream();
+            return;
+        }
     }
 }

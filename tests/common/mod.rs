@@ -213,8 +213,18 @@ impl Sim {
 
     /// Files plus generated test streams (`(name, "mjpeg")`).
     pub fn start_with(streams: &[(&str, &Path)], patterns: &[(&str, &str)]) -> Sim {
+        Sim::start_args(streams, patterns, &[])
+    }
+
+    /// Files served `loops` times per client session, then the stream ends.
+    pub fn start_looping(streams: &[(&str, &Path)], loops: u32) -> Sim {
+        Sim::start_args(streams, &[], &["--loops", &loops.to_string()])
+    }
+
+    fn start_args(streams: &[(&str, &Path)], patterns: &[(&str, &str)], extra: &[&str]) -> Sim {
         let mut cmd = Command::new(BIN);
         cmd.args(["simulate", "--listen", "127.0.0.1:0"]);
+        cmd.args(extra);
         for (name, file) in streams {
             cmd.arg("--stream")
                 .arg(format!("{name}={}", file.display()));
