@@ -35,6 +35,11 @@ struct Scenario {
     /// Signal timeline `[[t, "red"], [t, "green"], …]` (as a controller would publish).
     #[serde(default)]
     signal: Vec<(f64, String)>,
+    /// Intervals `[[from, to], …]` in which the camera's stream is down: at
+    /// `from` the session ends (open events are ended, the tracker is new
+    /// when frames come back at `to`), as in the agent.
+    #[serde(default)]
+    stream_gaps: Vec<[f64; 2]>,
 }
 
 fn fps() -> f64 {
@@ -82,6 +87,9 @@ struct Expect {
     count: Option<usize>,
     #[serde(default)]
     phase: Option<String>,
+    /// Only events with this `end_reason` (`cleared`, `stream_lost`).
+    #[serde(default)]
+    end_reason: Option<String>,
 }
 
 impl Object {
@@ -125,11 +133,18 @@ fn noise(seed: u64) -> f64 {
     (x % 20001) as f64 / 10000.0 - 1.0
 }
 
-/// Which scenario object fired, and the phase (crowd).
-type Fired<'a> = (Option<usize>, Option<&'a str>);
+/// Which scenario object fired, the phase (crowd) and the end reason.
+type Fired<'a> = (Option<usize>, Option<&'a str>, Option<&'a str>);
+
+type Event = (
+    String,
+    Option<usize>,
+    Option<&'static str>,
+    Option<&'static str>,
+);
 
 struct Outcome {
-    events: Vec<(String, Option<usize>, Option<&'static str>)>,
+    events: Vec<Event>,
 }
 
 fn run(path: &Path) -> (Scenario, Outcome) {
@@ -156,8 +171,21 @@ fn run(path: &Path) -> (Scenario, Outcome) {
     let (fw, fh) = (sc.frame[0] as f64, sc.frame[1] as f64);
     let frames = (sc.duration * sc.fps).round() as u64;
     let mut events = Vec::new();
+    let mut down = false;
     for i in 0..=frames {
         let t = i as f64 / sc.fps;
+        if sc.stream_gaps.iter().any(|g| t >= g[0] && t < g[1]) {
+            if !down {
+                down = true;
+                for f in engine.end_open() {
+                    let kind = engine.rules[f.rule].kind.event_type().to_string();
+                    events.push((kind, None, f.phase, f.end_reason));
+                }
+                tracker = Tracker::new(TrackerConfig::default());
+            }
+            continue;
+        }
+        down = false;
         let mut dets = Vec::new();
         for (k, o) in sc.objects.iter().enumerate() {
             let Some(p) = o.at(t) else { continue };
@@ -189,7 +217,7 @@ fn run(path: &Path) -> (Scenario, Outcome) {
         for f in engine.evaluate(&tracks, sc.frame[0], sc.frame[1], t, wall) {
             let kind = engine.rules[f.rule].kind.event_type().to_string();
             let who = nearest(&sc, &f, t);
-            events.push((kind, who, f.phase));
+            events.push((kind, who, f.phase, f.end_reason));
         }
     }
     (sc, Outcome { events })
@@ -225,8 +253,11 @@ fn every_scenario_yields_exactly_its_expected_events() {
     for f in &files {
         let (sc, out) = run(f);
         let mut by_type: BTreeMap<&str, Vec<Fired>> = BTreeMap::new();
-        for (k, who, phase) in &out.events {
-            by_type.entry(k.as_str()).or_default().push((*who, *phase));
+        for (k, who, phase, reason) in &out.events {
+            by_type
+                .entry(k.as_str())
+                .or_default()
+                .push((*who, *phase, *reason));
         }
         println!("{:<40} {:?}", sc.name, by_type);
         for e in &sc.expect {
@@ -235,7 +266,10 @@ fn every_scenario_yields_exactly_its_expected_events() {
                 .cloned()
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|(_, p)| e.phase.is_none() || e.phase.as_deref() == *p)
+                .filter(|(_, p, r)| {
+                    (e.phase.is_none() || e.phase.as_deref() == *p)
+                        && (e.end_reason.is_none() || e.end_reason.as_deref() == *r)
+                })
                 .collect();
             let want = e.count.unwrap_or(e.objects.len());
             if got.len() != want {
@@ -249,7 +283,7 @@ fn every_scenario_yields_exactly_its_expected_events() {
                 continue;
             }
             for o in &e.objects {
-                if got.iter().filter(|(w, _)| *w == Some(*o)).count() != 1 {
+                if got.iter().filter(|(w, _, _)| *w == Some(*o)).count() != 1 {
                     failures.push(format!(
                         "{}: object {o} should fire {} once; fired: {got:?}",
                         sc.name, e.kind
