@@ -749,8 +749,8 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
                     continue;
                 }
             }
-            pipe.push(&f.data, f.pts_ns, wall)?;
-            if let Some(e) = pipe.poll_error() {
+            let pushed = pipe.push(&f.data, f.pts_ns, wall).err();
+            if let Some(e) = pushed.or_else(|| pipe.poll_error()) {
                 if !failed_decoders.contains(&pipe.decoder) {
                     failed_decoders.push(pipe.decoder.clone());
                 }
@@ -929,11 +929,22 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
         }
     };
 
-    let result = tokio::select! {
+    let mut result = tokio::select! {
         r = ingest => r,
         r = analyze => r,
         _ = record => Ok(()),
     };
+    // A decoder that stopped with an error also closes the frame channel, so
+    // the analysis may end first: whichever side noticed, the decoder's own
+    // error is what ended the session, and the next one skips that decoder.
+    if let Some(e) = pipe.poll_error() {
+        if !failed_decoders.contains(&pipe.decoder) {
+            failed_decoders.push(pipe.decoder.clone());
+        }
+        if result.is_ok() {
+            result = Err(e.into());
+        }
+    }
     // The stream is gone: events still open are ended, pictured with the
     // last frame on which they were seen.
     let ends = rules.end_open();

@@ -179,3 +179,87 @@ backoff_min_secs = 0.5
         "no fallback to avdec_h264 after the failure; log:\n{log}"
     );
 }
+
+/// A camera sending 4:2:2 video: the in-process decoder (first software
+/// choice) refuses its pictures with a reason, and the session moves on to
+/// avdec_h264, which converts them; detections flow.
+#[test]
+fn a_422_camera_moves_from_libavcodec_to_avdec() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("traffic_422.mp4");
+    let st = std::process::Command::new("gst-launch-1.0")
+        .arg("-q")
+        .arg("filesrc")
+        .arg(format!("location={}", traffic_clip().display()))
+        .args([
+            "!",
+            "qtdemux",
+            "!",
+            "h264parse",
+            "!",
+            "avdec_h264",
+            "!",
+            "videoconvert",
+            "!",
+            "video/x-raw,format=Y42B",
+            "!",
+            "x264enc",
+            "key-int-max=12",
+            "speed-preset=ultrafast",
+            "!",
+            "h264parse",
+            "!",
+            "mp4mux",
+            "!",
+            "filesink",
+        ])
+        .arg(format!("location={}", clip.display()))
+        .status()
+        .unwrap();
+    assert!(st.success(), "4:2:2 transcode");
+    let broker = Broker::start();
+    let sim = Sim::start(&[("cam422", &clip)]);
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config_head("ward-422", &broker, data.path())
+        + &format!(
+            r#"
+[[models]]
+name = "yolox_nano"
+[http]
+listen = "127.0.0.1:{port}"
+token = "{TOKEN}"
+[[cameras]]
+id = "cam"
+url = "{}"
+backoff_min_secs = 0.5
+"#,
+            sim.url("cam422")
+        );
+    let agent = Agent::start(&cfg);
+    wait_for_port(port, &agent);
+    let start = Instant::now();
+    loop {
+        if inferred(port).get("cam").copied().unwrap_or(0.0) >= 10.0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no detections after the fallback; log:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let log = agent.log_text();
+    let first = log
+        .find("decoder=libavcodec")
+        .unwrap_or_else(|| panic!("libavcodec tried first; log:\n{log}"));
+    let refused = log[first..]
+        .find("pictures are yuv422p")
+        .map(|i| i + first)
+        .unwrap_or_else(|| panic!("the refusal is not logged with its reason; log:\n{log}"));
+    assert!(
+        log[refused..].contains("decoder=avdec_h264"),
+        "no fallback to avdec_h264 after the refusal; log:\n{log}"
+    );
+}
