@@ -579,10 +579,12 @@ async fn supervise(ctx: CameraCtx) {
         ctx.status
             .update(ctx.id(), |s| s.state = "connecting".into());
         let started = Instant::now();
-        let res = tokio::select! {
-            _ = ctx.cancel.cancelled() => break,
-            r = run_once(&ctx, &mut failed_decoders) => r,
-        };
+        // run_once watches the cancel token itself, so that a camera stopped
+        // with an event open (shutdown, config reload) can still end it.
+        let res = run_once(&ctx, &mut failed_decoders).await;
+        if ctx.cancel.is_cancelled() {
+            break;
+        }
         if started.elapsed() > Duration::from_secs(60) {
             backoff.reset();
         }
@@ -637,12 +639,14 @@ fn scrub(msg: &str, urls: &[&str]) -> String {
 async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<(), SessionError> {
     let cam = &ctx.cam;
     let url = cam.detect_url.as_ref().unwrap_or(&cam.url).get_ref();
-    let mut src = RtspSource::open(
-        url,
-        Duration::from_secs_f64(cam.connect_timeout_secs),
-        Duration::from_secs_f64(cam.inactivity_timeout_secs),
-    )
-    .await?;
+    let mut src = tokio::select! {
+        _ = ctx.cancel.cancelled() => return Ok(()),
+        r = RtspSource::open(
+            url,
+            Duration::from_secs_f64(cam.connect_timeout_secs),
+            Duration::from_secs_f64(cam.inactivity_timeout_secs),
+        ) => r?,
+    };
     let choose = |failed: &[String]| {
         decode::choose_decoder_in(src.codec, &cam.decoders, cam.decoder.as_deref(), failed)
     };
@@ -933,6 +937,7 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
         r = ingest => r,
         r = analyze => r,
         _ = record => Ok(()),
+        _ = ctx.cancel.cancelled() => Ok(()),
     };
     // A decoder that stopped with an error also closes the frame channel, so
     // the analysis may end first: whichever side noticed, the decoder's own
@@ -945,14 +950,19 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
             result = Err(e.into());
         }
     }
-    // The stream is gone: events still open are ended, pictured with the
-    // last frame on which they were seen.
-    let ends = rules.end_open();
+    // The stream is gone, or the camera is being stopped (shutdown, config
+    // reload): events still open are ended, pictured with the last frame on
+    // which they were seen.
+    let ends = rules.end_open(if ctx.cancel.is_cancelled() {
+        "camera_stopped"
+    } else {
+        "stream_lost"
+    });
     if let Some(frame) = open_frame.take() {
         let session = crate::evidence::lock_ring(&ctx.ring).session;
         for f in &ends {
             let rule = &rules.rules[f.rule];
-            info!(rule = %rule.name, "stream ended while the event was open; ending it");
+            info!(rule = %rule.name, reason = f.end_reason.unwrap_or(""), "session ended with the event open; ending it");
             emit(ctx, &frame, rule, f, &labels, session, &shots, &book).await;
         }
     }

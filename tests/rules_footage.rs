@@ -146,6 +146,33 @@ min_secs = 2.0
             w[0]["phase"]
         );
     }
+    // Stopping the agent with the crowd open ends it (`camera_stopped`):
+    // published on the way out, or at the latest from the outbox when the
+    // agent starts again.
+    let open = low.last().is_some_and(|a| a["phase"] == "start");
+    let mut agent = agent;
+    agent.proc.terminate();
+    let is_stop_end = |m: &Msg| {
+        serde_json::from_slice::<Value>(&m.payload).is_ok_and(|a| {
+            a["rule"] == "low limit" && a["phase"] == "end" && a["end_reason"] == "camera_stopped"
+        })
+    };
+    let mut got = sub.wait_for(Duration::from_secs(5), is_stop_end);
+    let log = agent.log_text();
+    if got.is_none() && open {
+        let _again = Agent::start(&cfg);
+        got = sub.wait_for(Duration::from_secs(30), is_stop_end);
+    }
+    println!(
+        "crowd open at stop: {open}; camera_stopped end: {:?}",
+        got.as_ref()
+            .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+    );
+    assert_eq!(
+        got.is_some(),
+        open,
+        "an end with camera_stopped comes exactly when a crowd was open; log:\n{log}"
+    );
     sub.shutdown();
 }
 
@@ -230,7 +257,7 @@ min_secs = 2.0
     assert!(
         agent
             .log_text()
-            .contains("stream ended while the event was open"),
+            .contains("session ended with the event open; ending it"),
         "the log says why the event ended"
     );
     sub.shutdown();

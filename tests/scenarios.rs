@@ -177,7 +177,7 @@ fn run(path: &Path) -> (Scenario, Outcome) {
         if sc.stream_gaps.iter().any(|g| t >= g[0] && t < g[1]) {
             if !down {
                 down = true;
-                for f in engine.end_open() {
+                for f in engine.end_open("stream_lost") {
                     let kind = engine.rules[f.rule].kind.event_type().to_string();
                     events.push((kind, None, f.phase, f.end_reason));
                 }

@@ -74,7 +74,8 @@ pub struct Alert {
     pub phase: Option<String>,
     /// Why a zone-level event ended (with `phase: "end"`): `cleared` when the
     /// condition stopped holding, `stream_lost` when the camera's stream
-    /// ended while it was open (it starts afresh when the camera is back).
+    /// ended while it was open (it starts afresh when the camera is back),
+    /// `camera_stopped` when the agent stopped or a reload restarted the camera.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<String>,
     /// Seconds the object stayed (stops, parking, loitering).

@@ -654,16 +654,17 @@ impl RuleEngine {
     }
 
     /// Ends every open zone-level event because the stream they were seen on
-    /// ended: nothing can confirm they still hold, and an IOC operator must
+    /// ended (`reason`: `stream_lost`, or `camera_stopped` at shutdown or a
+    /// reload): nothing can confirm they still hold, and an IOC operator must
     /// not be left with a `start` that never ends. State resets, so the same
     /// event starts afresh when the camera is back.
-    pub fn end_open(&mut self) -> Vec<Firing> {
+    pub fn end_open(&mut self, reason: &'static str) -> Vec<Firing> {
         let mut out = Vec::new();
         for (ri, rule) in self.rules.iter_mut().enumerate() {
             if rule.crowd.0 {
                 let mut f = Firing::new(ri, Vec::new());
                 f.phase = Some("end");
-                f.end_reason = Some("stream_lost");
+                f.end_reason = Some(reason);
                 out.push(f);
             }
             rule.crowd = (false, None, None);
