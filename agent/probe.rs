@@ -66,6 +66,19 @@ pub struct ProbeReport {
     pub snapshot: Option<String>,
 }
 
+/// The RTSP status code in a client error such as `404 response to DESCRIBE
+/// CSeq=1: …`: the three digits right before ` response`.
+fn rtsp_status(text: &str) -> Option<u16> {
+    text.match_indices(" response").find_map(|(i, _)| {
+        let code = text[..i].rsplit(|c: char| !c.is_ascii_digit()).next()?;
+        if code.len() == 3 {
+            code.parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
 /// The plain message for a failed connection (used by `doctor` too).
 pub fn classify_error(url: &str, e: SourceError) -> String {
     classify(url, e).to_string()
@@ -89,9 +102,12 @@ fn classify(url: &str, e: SourceError) -> ProbeError {
         other => {
             let text = other.to_string();
             let low = text.to_ascii_lowercase();
-            if low.contains("401") || low.contains("unauthorized") {
+            // The status code as the RTSP client reports it ("404 response to
+            // DESCRIBE"), not any digits: the URL's port may contain "401".
+            let status = rtsp_status(&low);
+            if status == Some(401) || low.contains("unauthorized") {
                 ProbeError::Login { url: shown }
-            } else if low.contains("404") || low.contains("not found") {
+            } else if status == Some(404) || low.contains("not found") {
                 ProbeError::WrongPath { url: shown }
             } else if low.contains("refused")
                 || low.contains("unreachable")
@@ -391,6 +407,21 @@ impl std::fmt::Display for ProbeReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_comes_from_the_response_not_the_port() {
+        // A port containing 401 once made a wrong path read as a refused login.
+        let e = "rtsp://127.0.0.1:37401/no-such-path: 404 response to describe cseq=1: unexpected rtsp response status";
+        assert_eq!(rtsp_status(e), Some(404));
+        assert_eq!(
+            rtsp_status("rtsp://h:8404/x: 401 response to describe cseq=2"),
+            Some(401)
+        );
+        assert_eq!(
+            rtsp_status("rtsp://127.0.0.1:40401/x: connection refused"),
+            None
+        );
+    }
 
     #[test]
     fn profiles_are_named() {
