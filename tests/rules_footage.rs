@@ -81,25 +81,19 @@ classes = ["car", "truck", "bus"]
     sub.shutdown();
 }
 
-/// The people clip has about 14 persons in view: a crowd limit below that
-/// raises `order.crowd` once (and ends it when the head-count drops); a limit
-/// above it stays silent.
-#[test]
-fn crowd_on_real_people() {
-    let broker = Broker::start();
-    let sim = Sim::start(&[("people", &people_clip())]);
-    let sub = Subscriber::start(&broker, "ioc/v1/+/events");
-    let data = tempfile::tempdir().unwrap();
-    let cfg = config_head("ward-crowd", &broker, data.path())
-        + &format!(
-            r#"
+/// The people camera with two crowd rules over the whole picture: `low
+/// limit` (more than 5, below the scene's head-count) and `high limit` (more
+/// than 40, above it); `extra` adds camera keys.
+fn crowd_camera(url: &str, extra: &str) -> String {
+    format!(
+        r#"
 [[models]]
 name = "yolox_nano"
 
 [[cameras]]
 id = "square"
 url = "{url}"
-[[cameras.zones]]
+{extra}[[cameras.zones]]
 name = "all"
 polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
 [[cameras.rules]]
@@ -114,9 +108,21 @@ kind = "crowd"
 zone = "all"
 max_count = 40
 min_secs = 2.0
-"#,
-            url = sim.url("people")
-        );
+"#
+    )
+}
+
+/// The people clip has about 14 persons in view: a crowd limit below that
+/// raises `order.crowd` once (and ends it when the head-count drops); a limit
+/// above it stays silent.
+#[test]
+fn crowd_on_real_people() {
+    let broker = Broker::start();
+    let sim = Sim::start(&[("people", &people_clip())]);
+    let sub = Subscriber::start(&broker, "ioc/v1/+/events");
+    let data = tempfile::tempdir().unwrap();
+    let cfg =
+        config_head("ward-crowd", &broker, data.path()) + &crowd_camera(&sim.url("people"), "");
     let agent = Agent::start(&cfg);
     std::thread::sleep(Duration::from_secs(45));
     let alerts: Vec<Value> = sub.alerts();
@@ -187,33 +193,9 @@ fn crowd_ends_when_the_clip_ends_and_starts_again() {
     let sub = Subscriber::start(&broker, "ioc/v1/+/events");
     let data = tempfile::tempdir().unwrap();
     let cfg = config_head("ward-crowd-loop", &broker, data.path())
-        + &format!(
-            r#"
-[[models]]
-name = "yolox_nano"
-
-[[cameras]]
-id = "square"
-url = "{url}"
-inactivity_timeout_secs = 3
-backoff_min_secs = 0.5
-[[cameras.zones]]
-name = "all"
-polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
-[[cameras.rules]]
-name = "low limit"
-kind = "crowd"
-zone = "all"
-max_count = 5
-min_secs = 2.0
-[[cameras.rules]]
-name = "high limit"
-kind = "crowd"
-zone = "all"
-max_count = 40
-min_secs = 2.0
-"#,
-            url = sim.url("square")
+        + &crowd_camera(
+            &sim.url("square"),
+            "inactivity_timeout_secs = 3\nbackoff_min_secs = 0.5\n",
         );
     let agent = Agent::start(&cfg);
     // Two passes of the 19 s clip, the reconnection between them, margin.

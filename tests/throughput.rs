@@ -31,6 +31,24 @@ fn wait_for_port(port: u16, agent: &Agent) {
     );
 }
 
+/// One camera `cam` at `url` on YOLOX-Nano, /metrics on `port`, quick
+/// retries; `extra` adds camera keys.
+fn one_camera(port: u16, url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[models]]
+name = "yolox_nano"
+[http]
+listen = "127.0.0.1:{port}"
+token = "{TOKEN}"
+[[cameras]]
+id = "cam"
+url = "{url}"
+backoff_min_secs = 0.5
+{extra}"#
+    )
+}
+
 /// Waits (at most 60 s) until `camera` has `n` inferred frames.
 fn wait_for_detections(port: u16, agent: &Agent, camera: &str, n: f64) {
     wait_for_port(port, agent);
@@ -153,20 +171,10 @@ fn a_failing_decoder_falls_back_to_the_next() {
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = config_head("ward-fallback", &broker, data.path())
-        + &format!(
-            r#"
-[[models]]
-name = "yolox_nano"
-[http]
-listen = "127.0.0.1:{port}"
-token = "{TOKEN}"
-[[cameras]]
-id = "cam"
-url = "{}"
-decoders = ["identity", "avdec_h264"]
-backoff_min_secs = 0.5
-"#,
-            sim.url("traffic")
+        + &one_camera(
+            port,
+            &sim.url("traffic"),
+            "decoders = [\"identity\", \"avdec_h264\"]\n",
         );
     let agent = Agent::start(&cfg);
     wait_for_detections(port, &agent, "cam", 10.0);
@@ -206,21 +214,8 @@ fn a_422_camera_moves_from_libavcodec_to_avdec() {
     let sim = Sim::start(&[("cam422", &clip)]);
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = config_head("ward-422", &broker, data.path())
-        + &format!(
-            r#"
-[[models]]
-name = "yolox_nano"
-[http]
-listen = "127.0.0.1:{port}"
-token = "{TOKEN}"
-[[cameras]]
-id = "cam"
-url = "{}"
-backoff_min_secs = 0.5
-"#,
-            sim.url("cam422")
-        );
+    let cfg =
+        config_head("ward-422", &broker, data.path()) + &one_camera(port, &sim.url("cam422"), "");
     let agent = Agent::start(&cfg);
     wait_for_detections(port, &agent, "cam", 10.0);
     let log = agent.log_text();
