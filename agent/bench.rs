@@ -182,10 +182,7 @@ fn decode_floor_rtsp(
     // libavcodec runs outside GStreamer: the parsed access units go to it
     // through appsinks, as the agent's do; no picture is copied out.
     let lav = dec == crate::decode::lav::NAME;
-    let caps = match codec {
-        crate::decode::Codec::H264 => "video/x-h264,stream-format=byte-stream,alignment=au",
-        crate::decode::Codec::H265 => "video/x-h265,stream-format=byte-stream,alignment=au",
-    };
+    let caps = codec.caps();
     let mut desc = String::new();
     for i in 0..streams {
         if lav {

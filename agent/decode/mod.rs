@@ -39,13 +39,15 @@ impl Codec {
             Codec::H265 => "h265",
         }
     }
-    fn caps(self) -> &'static str {
+    /// Caps of one Annex B access unit of this codec.
+    pub fn caps(self) -> &'static str {
         match self {
             Codec::H264 => "video/x-h264,stream-format=byte-stream,alignment=au",
             Codec::H265 => "video/x-h265,stream-format=byte-stream,alignment=au",
         }
     }
-    fn parser(self) -> &'static str {
+    /// The GStreamer parser element for this codec.
+    pub fn parser(self) -> &'static str {
         match self {
             Codec::H264 => "h264parse",
             Codec::H265 => "h265parse",
