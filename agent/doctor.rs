@@ -274,7 +274,10 @@ pub async fn run(cfg: Option<&Config>) -> Vec<Check> {
 
 async fn broker_check(cfg: &Config) -> Check {
     let url = cfg.mqtt.url.get_ref().clone();
-    let opts = match crate::publish::connection_options(cfg) {
+    let opts = match cfg
+        .mqtt_settings()
+        .and_then(|m| crate::publish::connection_options(&m))
+    {
         Ok(o) => o,
         Err(e) => return fail("MQTT broker", e, "fix [mqtt] in the config"),
     };

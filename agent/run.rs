@@ -383,12 +383,18 @@ pub async fn run_with_reload(
         },
     )?);
     let pub_cancel = CancellationToken::new();
-    let signals = publish::signals::spawn(&cfg, cancel.clone()).map_err(RunError::Mqtt)?;
+    let mqtt = cfg.mqtt_settings().map_err(RunError::Mqtt)?;
+    let signals = publish::signals::spawn(&mqtt, cfg.signal_topics(), cancel.clone())
+        .map_err(RunError::Mqtt)?;
     let (publisher, pub_task) =
-        publish::start(&cfg, status.clone(), store.clone(), pub_cancel.clone())
+        publish::start(&mqtt, status.clone(), store.clone(), pub_cancel.clone())
             .map_err(RunError::Mqtt)?;
     let evidence = if cfg.evidence.enabled {
-        let ev = crate::evidence::Evidence::open(&cfg, store.clone(), publisher.clone())?;
+        let ev = crate::evidence::Evidence::open(
+            cfg.evidence_place(),
+            store.clone(),
+            publisher.clone(),
+        )?;
         info!(dir = %ev.dir.display(), public_key = %ev.public_key_hex(), "evidence enabled");
         Some(ev)
     } else {

@@ -92,8 +92,13 @@ fn main() {
         let status = Arc::new(StatusBoard::new("bench"));
         let cancel = CancellationToken::new();
         let t = Instant::now();
-        let (_h, task) =
-            ioc_agent::publish::start(&cfg, status, store.clone(), cancel.clone()).unwrap();
+        let (_h, task) = ioc_agent::publish::start(
+            &cfg.mqtt_settings().unwrap(),
+            status,
+            store.clone(),
+            cancel.clone(),
+        )
+        .unwrap();
         loop {
             if store.depth().unwrap().0 == 0 {
                 break;

@@ -15,8 +15,10 @@ use serde_spanned::Spanned;
 
 use crate::infer::manifest::Manifest;
 
-/// The version of ONNX Runtime this build targets.
-pub const ORT_VERSION: &str = "1.31.1";
+pub use crate::base::secret::Secret;
+pub use crate::evidence::config::{EvidenceConfig, PlatesConfig};
+pub use crate::infer::ORT_VERSION;
+pub use crate::publish::{MqttSettings, TopicLayout};
 
 /// The agent's whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -143,76 +145,6 @@ impl std::fmt::Debug for MqttConfig {
     }
 }
 
-/// Evidence packages: clip, pictures, plate, signed manifest.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EvidenceConfig {
-    /// Keep evidence folders for events. Default true.
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-    /// Where evidence folders go (`<dir>/<event_id>/`). Default `<data_dir>/evidence`.
-    #[serde(default)]
-    pub dir: Option<PathBuf>,
-    /// Seconds of video before the event (the clip starts on the keyframe at
-    /// or before this). Default 5.
-    #[serde(default = "default_pre")]
-    pub pre_secs: f64,
-    /// Seconds of video after the event. Default 5.
-    #[serde(default = "default_post")]
-    pub post_secs: f64,
-    /// Bytes of encoded video kept per camera for pre-roll (whole GOPs).
-    /// Default 32 MiB (about 50 s of a 4 Mbit/s stream).
-    #[serde(default = "default_ring")]
-    pub ring_bytes: u64,
-    /// Disk budget for all evidence, bytes. The oldest folders that are not
-    /// held go first. Default 20 GiB.
-    #[serde(default = "default_evidence_bytes")]
-    pub max_bytes: u64,
-    /// Keep at least this many bytes free on the evidence disk. Default 1 GiB.
-    #[serde(default = "default_free_floor")]
-    pub min_free_bytes: u64,
-    /// Longest side of the overview picture, pixels. Default 1920.
-    #[serde(default = "default_overview")]
-    pub overview_max_side: u32,
-    /// Plate reading on vehicle tracks (both models must be in `[[models]]`).
-    #[serde(default)]
-    pub plates: Option<PlatesConfig>,
-}
-
-impl Default for EvidenceConfig {
-    fn default() -> Self {
-        EvidenceConfig {
-            enabled: true,
-            dir: None,
-            pre_secs: default_pre(),
-            post_secs: default_post(),
-            ring_bytes: default_ring(),
-            max_bytes: default_evidence_bytes(),
-            min_free_bytes: default_free_floor(),
-            overview_max_side: default_overview(),
-            plates: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PlatesConfig {
-    /// Plate detector model (manifest name). Required.
-    pub detector: Spanned<String>,
-    /// Plate text reader model (manifest name). Required.
-    pub reader: Spanned<String>,
-    /// Classes whose tracks are read. Default car, bus, truck, motorcycle.
-    #[serde(default = "default_plate_classes")]
-    pub classes: Vec<String>,
-    /// Least seconds between two readings of one track. Default 1.
-    #[serde(default = "default_one_f")]
-    pub min_interval_secs: f64,
-    /// Readings per track at most. Default 5.
-    #[serde(default = "default_plate_reads")]
-    pub max_reads_per_track: u32,
-}
-
 /// The agent's HTTP server.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -242,48 +174,9 @@ impl std::fmt::Debug for HttpConfig {
     }
 }
 
-fn default_pre() -> f64 {
-    5.0
-}
-fn default_post() -> f64 {
-    5.0
-}
-fn default_ring() -> u64 {
-    32 << 20
-}
-fn default_evidence_bytes() -> u64 {
-    20 << 30
-}
-fn default_free_floor() -> u64 {
-    1 << 30
-}
-fn default_overview() -> u32 {
-    1920
-}
-fn default_plate_classes() -> Vec<String> {
-    ["car", "bus", "truck", "motorcycle"]
-        .map(String::from)
-        .to_vec()
-}
-fn default_one_f() -> f64 {
-    1.0
-}
-fn default_plate_reads() -> u32 {
-    5
-}
 fn default_http_listen() -> String {
     "127.0.0.1:8080".into()
 }
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// A password that never prints.
-#[derive(Clone)]
-pub struct Secret(pub String);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -626,15 +519,6 @@ pub struct ScheduleConfig {
     pub end: Spanned<String>,
     /// IANA time zone, e.g. `Asia/Ho_Chi_Minh`.
     pub tz: Spanned<String>,
-}
-
-/// MQTT topic layout for alerts and thumbnails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TopicLayout {
-    #[default]
-    Flat,
-    ByCamera,
 }
 
 /// Direction of travel across a line, in image terms.
@@ -1503,6 +1387,16 @@ impl Config {
     }
 
     /// The agent's Ed25519 evidence key.
+    /// The evidence stage's settings with its folder and key resolved.
+    pub fn evidence_place(&self) -> crate::evidence::EvidencePlace {
+        crate::evidence::EvidencePlace {
+            cfg: self.evidence.clone(),
+            dir: self.evidence_dir(),
+            key_path: self.key_path(),
+            agent_id: self.agent_id.get_ref().clone(),
+        }
+    }
+
     pub fn key_path(&self) -> PathBuf {
         self.data_dir().join("agent.key")
     }
@@ -1549,6 +1443,47 @@ impl Config {
             Some(p) => self.resolve(p),
             None => default_onnxruntime_path(),
         }
+    }
+
+    /// `[mqtt]` as plain runtime values: paths resolved, the password read.
+    pub fn mqtt_settings(&self) -> Result<MqttSettings, String> {
+        let m = &self.mqtt;
+        Ok(MqttSettings {
+            url: m.url.get_ref().clone(),
+            agent_id: self.agent_id.get_ref().clone(),
+            client_id: self.client_id(),
+            topic_prefix: m.topic_prefix.clone(),
+            topic_layout: m.topic_layout,
+            keep_alive_secs: m.keep_alive_secs,
+            status_interval_secs: m.status_interval_secs,
+            stats_interval_secs: m.stats_interval_secs,
+            max_packet_bytes: m.max_packet_bytes,
+            clean_session: m.clean_session,
+            ca_file: m.ca_file.as_ref().map(|p| self.resolve(p)),
+            cert_file: m.cert_file.as_ref().map(|p| self.resolve(p)),
+            key_file: m.key_file.as_ref().map(|p| self.resolve(p)),
+            username: m.username.clone(),
+            password: if m.username.is_some() {
+                self.mqtt_password()?
+            } else {
+                None
+            },
+        })
+    }
+
+    /// The MQTT topics of the enabled cameras' signal states, sorted, once each.
+    pub fn signal_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self
+            .cameras
+            .iter()
+            .filter(|c| c.enabled)
+            .filter_map(|c| c.signal.as_ref())
+            .filter(|s| *s.source.get_ref() == SignalSource::Mqtt)
+            .filter_map(|s| s.topic.as_ref().map(|t| t.get_ref().clone()))
+            .collect();
+        topics.sort();
+        topics.dedup();
+        topics
     }
 
     /// The MQTT password from `password`, `password_file` or `password_env`.

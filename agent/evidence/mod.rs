@@ -14,6 +14,7 @@
 //! oldest first, never touching held (confirmed) events.
 
 pub mod clip;
+pub mod config;
 pub mod font;
 pub mod plate;
 pub mod plates;
@@ -28,7 +29,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{info, warn};
 
-use crate::config::{Config, EvidenceConfig};
 use crate::publish::PublisherHandle;
 use crate::publish::payload::{
     Alert, ClipSummary, EventUpdate, EvidenceFile, EvidenceSummary, PlateInfo, UPDATE_SCHEMA,
@@ -36,6 +36,7 @@ use crate::publish::payload::{
 };
 use crate::store::Store;
 use crate::store::evidence::{EvidenceRow, PlateRow};
+use config::EvidenceConfig;
 use ring::GopRing;
 
 use image::{ImageEncoder, RgbImage};
@@ -96,20 +97,35 @@ pub fn lock_ring(r: &Mutex<GopRing>) -> std::sync::MutexGuard<'_, GopRing> {
     }
 }
 
+/// Where the evidence stage keeps its packages and key, resolved by the
+/// config layer.
+#[derive(Debug, Clone)]
+pub struct EvidencePlace {
+    pub cfg: EvidenceConfig,
+    pub dir: std::path::PathBuf,
+    pub key_path: std::path::PathBuf,
+    pub agent_id: String,
+}
+
 impl Evidence {
     /// Creates the folder, loads (or creates) the key, removes what a crash
     /// left half-built, and applies retention once.
     pub fn open(
-        cfg: &Config,
+        place: EvidencePlace,
         store: Arc<Store>,
         publisher: PublisherHandle,
     ) -> Result<Arc<Evidence>, EvidenceError> {
-        let dir = cfg.evidence_dir();
+        let EvidencePlace {
+            cfg,
+            dir,
+            key_path,
+            agent_id,
+        } = place;
         std::fs::create_dir_all(&dir).map_err(|e| EvidenceError::Dir {
             path: dir.clone(),
             message: e.to_string(),
         })?;
-        let key = sign::load_or_create_key(&cfg.key_path())?;
+        let key = sign::load_or_create_key(&key_path)?;
         let removed = clean_partial(&dir);
         if removed > 0 {
             warn!(
@@ -119,10 +135,10 @@ impl Evidence {
         }
         let ev = Arc::new(Evidence {
             dir,
-            cfg: cfg.evidence.clone(),
+            cfg,
             store,
             key,
-            agent_id: cfg.agent_id.get_ref().clone(),
+            agent_id,
             publisher,
             counters: EvidenceCounters::default(),
             busy: tokio::sync::Semaphore::new(4),

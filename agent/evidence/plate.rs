@@ -11,43 +11,7 @@
 //!   motorbike plate, `"59-X1 234.56"` / `"59-X1 2345"`; a one-letter series
 //!   is a square car plate and is written like a one-row car, `"51F-123.45"`.
 
-/// Greedy CTC decoding of a recogniser output laid out row-major
-/// `[steps, classes]`, softmax already applied.
-///
-/// Class 0 is the CTC blank, classes `1..=dict.len()` are `dict[i - 1]` and
-/// class `dict.len() + 1` is a space, which is dropped. The argmax of each step
-/// is taken, repeats are collapsed, then blanks (and spaces, and any class past
-/// the space) are dropped. Confidence is the mean of the step maxima of the kept
-/// characters, 0.0 when nothing is kept. A short `probs` is read only as far as
-/// its complete rows go.
-pub fn ctc_greedy(probs: &[f32], steps: usize, classes: usize, dict: &[String]) -> (String, f32) {
-    let mut text = String::new();
-    if classes == 0 {
-        return (text, 0.0);
-    }
-    let (mut sum, mut kept) = (0.0f32, 0usize);
-    let mut prev = usize::MAX;
-    for row in probs.chunks_exact(classes).take(steps) {
-        let (mut best, mut best_p) = (0usize, row[0]);
-        for (i, &p) in row.iter().enumerate().skip(1) {
-            if p > best_p {
-                best = i;
-                best_p = p;
-            }
-        }
-        if best != prev
-            && best != 0
-            && let Some(s) = dict.get(best - 1)
-        {
-            text.push_str(s);
-            sum += best_p;
-            kept += 1;
-        }
-        prev = best;
-    }
-    let conf = if kept == 0 { 0.0 } else { sum / kept as f32 };
-    (text, conf)
-}
+pub use crate::infer::postprocess::ctc_greedy;
 
 /// A normalised plate read.
 #[derive(Debug, Clone, PartialEq)]

@@ -16,8 +16,10 @@ use ort::session::Session;
 use ort::value::TensorRef;
 use tokio::sync::oneshot;
 
-use crate::config::ORT_VERSION;
 use crate::decode::Frame;
+
+/// The version of ONNX Runtime this build targets.
+pub const ORT_VERSION: &str = "1.31.1";
 use manifest::{Manifest, OutputSpec};
 pub use postprocess::Detection;
 
@@ -292,7 +294,7 @@ impl Detector {
                         "CTC output shape {shape:?} does not fit {ncls} labels + blank + space"
                     )));
                 }
-                let text = crate::evidence::plate::ctc_greedy(
+                let text = postprocess::ctc_greedy(
                     data,
                     shape[1] as usize,
                     shape[2] as usize,

@@ -19,10 +19,40 @@ use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, TopicLayout};
-use crate::source::Backoff;
+use crate::base::backoff::Backoff;
+use crate::base::secret::Secret;
 use crate::store::{NewRow, Store, StoreError};
 pub use payload::{Alert, StatusBoard};
+
+/// What the publisher needs from `[mqtt]`, as plain values (the config layer
+/// resolves paths and reads the password).
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    pub url: String,
+    pub agent_id: String,
+    pub client_id: String,
+    pub topic_prefix: String,
+    pub topic_layout: TopicLayout,
+    pub keep_alive_secs: u64,
+    pub status_interval_secs: u64,
+    pub stats_interval_secs: u64,
+    pub max_packet_bytes: usize,
+    pub clean_session: bool,
+    pub ca_file: Option<std::path::PathBuf>,
+    pub cert_file: Option<std::path::PathBuf>,
+    pub key_file: Option<std::path::PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+}
+
+/// MQTT topic layout for alerts and thumbnails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopicLayout {
+    #[default]
+    Flat,
+    ByCamera,
+}
 
 /// A broker address from `mqtt://host[:port]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,14 +264,12 @@ enum Part {
 
 /// Builds the rustls configuration for `mqtts://`: CA file (default: the
 /// system bundle), optional client certificate and key (mutual TLS).
-fn tls_config(cfg: &Config) -> Result<rumqttc::TlsConfiguration, String> {
+fn tls_config(m: &MqttSettings) -> Result<rumqttc::TlsConfiguration, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let m = &cfg.mqtt;
     let ca = m
         .ca_file
-        .as_ref()
-        .map(|p| cfg.resolve(p))
+        .clone()
         .unwrap_or_else(|| std::path::PathBuf::from("/etc/ssl/certs/ca-certificates.crt"));
     let mut roots = rustls::RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(&ca)
@@ -265,11 +293,10 @@ fn tls_config(cfg: &Config) -> Result<rumqttc::TlsConfiguration, String> {
         .with_root_certificates(roots);
     let config = match (&m.cert_file, &m.key_file) {
         (Some(c), Some(k)) => {
-            let (c, k) = (cfg.resolve(c), cfg.resolve(k));
-            let chain = CertificateDer::pem_file_iter(&c)
+            let chain = CertificateDer::pem_file_iter(c)
                 .and_then(|i| i.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| format!("cannot read mqtt.cert_file {}: {e}", c.display()))?;
-            let key = PrivateKeyDer::from_pem_file(&k)
+            let key = PrivateKeyDer::from_pem_file(k)
                 .map_err(|e| format!("cannot read mqtt.key_file {}: {e}", k.display()))?;
             builder.with_client_auth_cert(chain, key).map_err(|e| {
                 format!(
@@ -286,13 +313,9 @@ fn tls_config(cfg: &Config) -> Result<rumqttc::TlsConfiguration, String> {
 }
 
 /// MQTT options from the config (TLS, login, Last Will).
-pub fn mqtt_options(cfg: &Config, status: &StatusBoard) -> Result<MqttOptions, String> {
-    let topics = Topics::new(
-        &cfg.mqtt.topic_prefix,
-        cfg.agent_id.get_ref(),
-        cfg.mqtt.topic_layout,
-    );
-    let mut opts = connection_options(cfg)?;
+pub fn mqtt_options(m: &MqttSettings, status: &StatusBoard) -> Result<MqttOptions, String> {
+    let topics = Topics::new(&m.topic_prefix, &m.agent_id, m.topic_layout);
+    let mut opts = connection_options(m)?;
     opts.set_last_will(LastWill::new(
         topics.status(),
         status.offline_json("connection lost"),
@@ -303,19 +326,19 @@ pub fn mqtt_options(cfg: &Config, status: &StatusBoard) -> Result<MqttOptions, S
 }
 
 /// Broker address, TLS, login and limits from the config (no Last Will).
-pub fn connection_options(cfg: &Config) -> Result<MqttOptions, String> {
-    let addr = BrokerAddress::parse(cfg.mqtt.url.get_ref())?;
-    let mut opts = MqttOptions::new(cfg.client_id(), addr.host.clone(), addr.port);
-    opts.set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_secs.max(5)));
-    opts.set_max_packet_size(cfg.mqtt.max_packet_bytes, cfg.mqtt.max_packet_bytes);
-    opts.set_clean_session(cfg.mqtt.clean_session);
+pub fn connection_options(m: &MqttSettings) -> Result<MqttOptions, String> {
+    let addr = BrokerAddress::parse(&m.url)?;
+    let mut opts = MqttOptions::new(m.client_id.clone(), addr.host.clone(), addr.port);
+    opts.set_keep_alive(Duration::from_secs(m.keep_alive_secs.max(5)));
+    opts.set_max_packet_size(m.max_packet_bytes, m.max_packet_bytes);
+    opts.set_clean_session(m.clean_session);
     opts.set_inflight((2 * WINDOW_ROWS + 8) as u16);
     if addr.tls {
-        opts.set_transport(rumqttc::Transport::tls_with_config(tls_config(cfg)?));
+        opts.set_transport(rumqttc::Transport::tls_with_config(tls_config(m)?));
     }
-    if let Some(user) = &cfg.mqtt.username {
-        let p = cfg.mqtt_password()?;
-        opts.set_credentials(user.clone(), p.map(|s| s.0).unwrap_or_default());
+    if let Some(user) = &m.username {
+        let p = m.password.as_ref().map(|s| s.0.clone());
+        opts.set_credentials(user.clone(), p.unwrap_or_default());
     }
     Ok(opts)
 }
@@ -323,18 +346,14 @@ pub fn connection_options(cfg: &Config) -> Result<MqttOptions, String> {
 /// Starts the publisher. The returned join handle ends after `cancel` fires
 /// and the offline status has been sent (when connected).
 pub fn start(
-    cfg: &Config,
+    m: &MqttSettings,
     status: Arc<StatusBoard>,
     store: Arc<Store>,
     cancel: CancellationToken,
 ) -> Result<(PublisherHandle, tokio::task::JoinHandle<()>), String> {
-    let opts = mqtt_options(cfg, &status)?;
+    let opts = mqtt_options(m, &status)?;
     let broker = format!("{}:{}", opts.broker_address().0, opts.broker_address().1);
-    let topics = Topics::new(
-        &cfg.mqtt.topic_prefix,
-        cfg.agent_id.get_ref(),
-        cfg.mqtt.topic_layout,
-    );
+    let topics = Topics::new(&m.topic_prefix, &m.agent_id, m.topic_layout);
     let counters = status.counters.clone();
     let wake = Arc::new(Notify::new());
     let handle = PublisherHandle {
@@ -351,8 +370,8 @@ pub fn start(
         store,
         wake,
         counters,
-        status_every: Duration::from_secs(cfg.mqtt.status_interval_secs.max(1)),
-        stats_every: Duration::from_secs(cfg.mqtt.stats_interval_secs.max(1)),
+        status_every: Duration::from_secs(m.status_interval_secs.max(1)),
+        stats_every: Duration::from_secs(m.stats_interval_secs.max(1)),
     };
     Ok((handle, tokio::spawn(p.run(cancel))))
 }

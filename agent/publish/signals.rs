@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SignalSource};
+use crate::base::backoff::Backoff;
 use crate::rules::Light;
-use crate::source::Backoff;
 
 /// Latest signal state per topic.
 #[derive(Default)]
@@ -42,22 +41,16 @@ impl SignalBoard {
 }
 
 /// Subscribes to every camera's signal topic; `None` when no camera uses one.
-pub fn spawn(cfg: &Config, cancel: CancellationToken) -> Result<Option<Arc<SignalBoard>>, String> {
-    let mut topics: Vec<String> = cfg
-        .cameras
-        .iter()
-        .filter(|c| c.enabled)
-        .filter_map(|c| c.signal.as_ref())
-        .filter(|s| *s.source.get_ref() == SignalSource::Mqtt)
-        .filter_map(|s| s.topic.as_ref().map(|t| t.get_ref().clone()))
-        .collect();
-    topics.sort();
-    topics.dedup();
+pub fn spawn(
+    m: &super::MqttSettings,
+    topics: Vec<String>,
+    cancel: CancellationToken,
+) -> Result<Option<Arc<SignalBoard>>, String> {
     if topics.is_empty() {
         return Ok(None);
     }
-    let mut opts = super::connection_options(cfg)?;
-    opts.set_client_id(format!("{}-signals", cfg.client_id()));
+    let mut opts = super::connection_options(m)?;
+    opts.set_client_id(format!("{}-signals", m.client_id));
     opts.set_clean_session(true);
     let board = Arc::new(SignalBoard::default());
     let b = board.clone();

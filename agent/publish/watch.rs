@@ -144,7 +144,7 @@ pub async fn watch(url: &str, prefix: &str) -> Result<(), String> {
     opts.set_max_packet_size(16 << 20, 16 << 20);
     let (client, mut events) = AsyncClient::new(opts, 16);
     let mut backoff =
-        crate::source::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+        crate::base::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     loop {
         match events.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {

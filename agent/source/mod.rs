@@ -6,7 +6,6 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::StreamExt;
-use rand::Rng;
 use retina::client::{
     Credentials, Demuxed, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions,
     Transport,
@@ -14,6 +13,7 @@ use retina::client::{
 use retina::codec::{CodecItem, FrameFormat};
 use url::Url;
 
+pub use crate::base::backoff::Backoff;
 use crate::decode::Codec;
 
 #[derive(Debug, thiserror::Error)]
@@ -91,33 +91,6 @@ pub fn redact(s: &str) -> String {
             (Some(i), Some(j)) if j > i => format!("{}{}", &s[..i + 3], &s[j + 1..]),
             _ => s.to_string(),
         },
-    }
-}
-
-/// Jittered exponential backoff: `min`, `2·min`, … up to `max`, each ±25%.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            min,
-            max,
-            next: min,
-        }
-    }
-    pub fn reset(&mut self) {
-        self.next = self.min;
-    }
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(self.max);
-        let jitter = rand::rng().random_range(0.75..1.25);
-        base.mul_f64(jitter)
     }
 }
 

@@ -4,7 +4,7 @@
 //! line (see the test): 9 vehicles in the upper near lane and 7 in the lower
 //! one cross it during one pass of the clip, plus 1 cut off by the clip's end.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

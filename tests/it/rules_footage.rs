@@ -1,7 +1,7 @@
 //! Rules through the whole pipeline on real footage (simulator → agent →
 //! broker → subscriber).
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;

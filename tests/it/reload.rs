@@ -3,7 +3,7 @@
 //! one keeps streaming without a gap (its frame counter, from /metrics, never
 //! pauses).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

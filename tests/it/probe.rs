@@ -2,7 +2,7 @@
 //! GOP for H.264 and H.265, a snapshot, and a distinct plain message for an
 //! unreachable port, a wrong path and a Motion-JPEG camera.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

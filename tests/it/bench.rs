@@ -1,7 +1,7 @@
 //! `ioc-agent bench` runs end to end on real footage and reports every
 //! figure it promises (values are not asserted: speed is for benchmarks).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -3,7 +3,7 @@
 //! polygon, the file keeps its comments, and camera b's frame counter (from
 //! /metrics) never pauses.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The model layer on real models and a real picture: both detectors, with
 //! their different output decoders, find the car in the street photo.
 
-mod common;
+use crate::common;
 
 use common::*;
 use ioc_agent::decode::Frame;

@@ -2,7 +2,7 @@
 //! tests stop, restart and fill up; the agent SIGKILLed and restarted.
 //! Each test prints produced / delivered / duplicate / dropped counts.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! tests/scenarios/*.toml; each holds positive objects, near misses that must
 //! stay silent, occluded positives and jitter. See tests/scenarios/README.md.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! ioc-agent (retina, GStreamer decode, ONNX Runtime, tracker, rules) → a
 //! mosquitto this test starts → a separate subscriber.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! MQTT update and HTTP server. Clips are checked against the source file
 //! frame by frame: keyframe start, length, timing and byte-identical slices.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! file:line:column, missing or corrupt models and a missing ONNX Runtime
 //! named with their path — never a panic.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -3,7 +3,7 @@
 //! clip (the video element reports a duration and its time advances) and
 //! confirm it; the decision is stored and published on MQTT.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

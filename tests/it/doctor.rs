@@ -2,7 +2,7 @@
 //! exits non-zero naming both; a good config (real broker, camera, models)
 //! passes.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

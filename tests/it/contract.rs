@@ -2,7 +2,7 @@
 //! payloads validate against them; delivery over mutual TLS; the ward →
 //! central bridge config in deploy/ forwards alerts.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

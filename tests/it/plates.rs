@@ -4,7 +4,7 @@
 //! has Latin letters and digits only, so it must read `ED51712`, and the
 //! Vietnamese plate check must mark it low-confidence (not a VN pattern).
 
-mod common;
+use crate::common;
 
 use common::*;
 

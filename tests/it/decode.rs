@@ -2,7 +2,7 @@
 //! footage: same pictures, named errors, and hand-over of what it does not
 //! take (non-4:2:0) to the next decoder in the ranking.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

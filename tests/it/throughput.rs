@@ -3,7 +3,7 @@
 //! decoder threads and execution providers were chosen. Real simulator,
 //! decoder, model and broker; counts come from `/metrics`.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Deployment files: the systemd unit passes `systemd-analyze verify`; the
 //! production example config is valid once its install paths exist.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 //! text-format parser; every metric the Grafana dashboard uses exists.
 //! `/healthz` and `/readyz` answer.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

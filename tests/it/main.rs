@@ -1,0 +1,25 @@
+//! Every integration test in one binary, so the crate links once.
+//! Each module is one area; `common` is the shared harness (real RTSP
+//! simulator, mosquitto, the agent binary, an MQTT recorder).
+
+mod bench;
+mod cli;
+mod common;
+mod contract;
+mod counting;
+mod decode;
+mod delivery;
+mod deploy;
+mod doctor;
+mod evidence;
+mod metrics;
+mod models;
+mod pipeline;
+mod plates;
+mod probe;
+mod reload;
+mod review_page;
+mod rules_footage;
+mod scenarios;
+mod setup_page;
+mod throughput;
