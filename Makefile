@@ -13,7 +13,7 @@ MODEL_MIRROR ?= $(CURDIR)/../shared/models
 MODEL_DIR := $(CURDIR)/data/models
 CARGO ?= cargo
 
-.PHONY: demo test setup system ort models build release lint bench clean deb deb-test
+.PHONY: demo test setup system ort models build release lint bench clean deb deb-test docs mdbook
 
 demo: system ort release
 	$(call pull_models,target/release/ioc-agent)
@@ -23,7 +23,25 @@ test: setup
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --all-targets
+	$(MAKE) docs-build
 	$(MAKE) deb-test
+
+MDBOOK_VERSION := 0.5.4
+MDBOOK := $(shell command -v mdbook 2>/dev/null || echo $(HOME)/.cargo/bin/mdbook)
+
+mdbook:
+	@$(MDBOOK) --version 2>/dev/null | grep -q "v$(MDBOOK_VERSION)" || \
+		$(CARGO) install mdbook --locked --version $(MDBOOK_VERSION) --no-default-features --features search
+
+# The book under docs/ (into docs/book): the generated references (CLI from
+# clap, config from the config types' doc comments) are rewritten first.
+docs: mdbook
+	UPDATE_DOCS=1 $(CARGO) test --test it docs::
+	$(MDBOOK) build docs
+
+# Builds the book as committed (make test: a stale reference already failed in cargo test).
+docs-build: mdbook
+	$(MDBOOK) build docs
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 DEB := target/debian/ioc-agent_$(VERSION)-1_amd64.deb

@@ -8,6 +8,7 @@
 //!
 //! Per-alert overhead = (outbox drain time − baseline time) / alerts.
 //! Run: `cargo bench --bench outbox` (needs mosquitto on PATH).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a bench may panic on its own setup
 
 use std::path::Path;
 use std::process::{Command, Stdio};

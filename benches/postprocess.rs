@@ -6,6 +6,7 @@
 //! - rule evaluation (ten rules of different kinds) over 100 and 500 tracks.
 //!
 //! Ratios are read side by side from one run (`make bench`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a bench may panic on its own setup
 
 use std::hint::black_box;
 

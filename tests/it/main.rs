@@ -1,6 +1,7 @@
 //! Every integration test in one binary, so the crate links once.
 //! Each module is one area; `common` is the shared harness (real RTSP
 //! simulator, mosquitto, the agent binary, an MQTT recorder).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on its own setup
 
 mod bench;
 mod cli;
