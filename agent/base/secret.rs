@@ -7,5 +7,5 @@ impl std::fmt::Debug for Secret {
 }
 
 /// A password that never prints.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub String);

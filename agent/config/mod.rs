@@ -21,7 +21,7 @@ pub use crate::infer::ORT_VERSION;
 pub use crate::publish::{MqttSettings, TopicLayout};
 
 /// The agent's whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Unique id of this agent in the province (letters, digits, `-`, `_`). Required.
@@ -58,7 +58,7 @@ pub struct Config {
     pub base_dir: PathBuf,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     /// Broker address, `mqtt://host:port` (port default 1883) or
@@ -146,7 +146,7 @@ impl std::fmt::Debug for MqttConfig {
 }
 
 /// The agent's HTTP server.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address to listen on. Default `127.0.0.1:8080`; use `0.0.0.0:8080` to
@@ -178,7 +178,7 @@ fn default_http_listen() -> String {
     "127.0.0.1:8080".into()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// Manifest name: `<manifest_dir>/<name>.toml`. Required.
@@ -227,7 +227,7 @@ impl ModelConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CameraConfig {
     /// Camera id, unique in this agent; used in topics and logs. Required.
@@ -296,7 +296,7 @@ pub struct CameraConfig {
     pub rules: Vec<RuleConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneConfig {
     pub name: Spanned<String>,
@@ -304,7 +304,7 @@ pub struct ZoneConfig {
     pub polygon: Spanned<Vec<[f64; 2]>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LineConfig {
     pub name: Spanned<String>,
@@ -447,7 +447,7 @@ pub enum Needs {
 }
 
 /// A lane: where it is, which way traffic must move, which classes may use it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LaneConfig {
     pub name: Spanned<String>,
@@ -463,7 +463,7 @@ pub struct LaneConfig {
 
 /// Ground-plane calibration: image points (normalised) and their positions on
 /// the road in metres, at least four, no three on one line.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CalibrationConfig {
     pub image: Spanned<Vec<[f64; 2]>>,
@@ -481,7 +481,7 @@ pub enum SignalSource {
 }
 
 /// Traffic-signal state for `red_light` and `stop_line`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignalConfig {
     pub source: Spanned<SignalSource>,
@@ -510,7 +510,7 @@ fn default_signal_age() -> f64 {
 }
 
 /// Local-time window in which a rule is active, e.g. 22:00–05:00 Asia/Ho_Chi_Minh.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleConfig {
     /// `HH:MM`, local time.
@@ -535,7 +535,7 @@ pub enum Direction {
     BottomToTop,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// Rule name, used in alerts. Default `<kind>:<zone or line>`.
@@ -1504,6 +1504,23 @@ impl Config {
                 .map_err(|_| format!("mqtt.password_env names ${v}, which is not set"));
         }
         Ok(None)
+    }
+
+    /// The camera's detector: its `model`, else the first of `[[models]]`.
+    pub fn camera_model<'a>(&'a self, cam: &'a CameraConfig) -> Option<&'a str> {
+        cam.model
+            .as_ref()
+            .map(|m| m.get_ref().as_str())
+            .or_else(|| self.models.first().map(|m| m.name.get_ref().as_str()))
+    }
+
+    /// Everything but the cameras (to tell whether a reload changed settings
+    /// that need a restart).
+    pub fn without_cameras(&self) -> Config {
+        Config {
+            cameras: Vec::new(),
+            ..self.clone()
+        }
     }
 
     pub fn client_id(&self) -> String {

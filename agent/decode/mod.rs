@@ -17,6 +17,7 @@ use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
 pub mod lav;
+pub mod shed;
 
 /// Video codecs the agent ingests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

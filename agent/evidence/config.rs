@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 
 /// Evidence packages: clip, pictures, plate, signed manifest.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvidenceConfig {
     /// Keep evidence folders for events. Default true.
@@ -58,7 +58,7 @@ impl Default for EvidenceConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlatesConfig {
     /// Plate detector model (manifest name). Required.

@@ -13,6 +13,7 @@
 //! Retention keeps the evidence within a byte budget and a free-space floor,
 //! oldest first, never touching held (confirmed) events.
 
+pub mod camera;
 pub mod clip;
 pub mod config;
 pub mod font;

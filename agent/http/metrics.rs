@@ -118,8 +118,30 @@ pub fn render(status: &StatusBoard, evidence: Option<&Evidence>) -> String {
         o.line(
             "ioc_camera_up",
             &[("camera", id)],
-            (c.state == "streaming") as u8,
+            (c.state == crate::publish::payload::CameraState::Streaming) as u8,
         );
+    }
+    o.head(
+        "ioc_camera_panics_total",
+        "counter",
+        "Times the camera task panicked and was restarted.",
+    );
+    for (id, c) in &cams {
+        o.line("ioc_camera_panics_total", &[("camera", id)], c.panics);
+    }
+    o.head(
+        "ioc_enrichment_failures_total",
+        "counter",
+        "Optional steps (plate_read, cascade) that failed; the session went on.",
+    );
+    for (id, c) in &cams {
+        for (step, n) in &c.enrichment_failures {
+            o.line(
+                "ioc_enrichment_failures_total",
+                &[("camera", id), ("step", step)],
+                *n,
+            );
+        }
     }
     o.head(
         "ioc_inference_seconds",

@@ -161,7 +161,7 @@ async fn readyz(State(s): State<HttpState>) -> Response {
     let cams = s.status.snapshot();
     let body = json!({
         "ready": s.ready.load(std::sync::atomic::Ordering::Relaxed),
-        "cameras": cams.iter().map(|(k, c)| (k.clone(), c.state.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+        "cameras": cams.iter().map(|(k, c)| (k.clone(), c.state)).collect::<std::collections::BTreeMap<_, _>>(),
     });
     let code = if s.ready.load(std::sync::atomic::Ordering::Relaxed) {
         StatusCode::OK
@@ -216,7 +216,7 @@ async fn setup_list(State(s): State<HttpState>, headers: HeaderMap) -> Response 
             let c = status.get(&id);
             json!({
                 "id": id,
-                "state": c.map(|c| c.state.clone()),
+                "state": c.map(|c| c.state),
                 "resolution": c.and_then(|c| c.resolution),
                 "snapshot": format!("/api/setup/{id}/snapshot.jpg"),
                 "geometry": g,

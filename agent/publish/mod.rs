@@ -5,6 +5,7 @@
 //! offline by the Last Will, and periodic `{prefix}/{agent_id}/stats`.
 //! Alerts come from the durable outbox and leave it only on PUBACK.
 
+pub mod alert;
 pub mod payload;
 pub mod signals;
 pub mod watch;

@@ -237,11 +237,40 @@ pub struct ModelRef {
     pub version: String,
 }
 
+/// What a camera is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CameraState {
+    /// Opening the RTSP session (first start or after a retry).
+    #[default]
+    Connecting,
+    /// Frames arrive and are analysed.
+    Streaming,
+    /// The session failed (`last_error`); waiting out the backoff.
+    Retrying,
+    /// The camera task panicked (`last_error` has the reason); it is
+    /// restarted after the backoff.
+    Failed,
+    /// Stopped (shutdown, removed or disabled by a reload).
+    Stopped,
+}
+
+impl CameraState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CameraState::Connecting => "connecting",
+            CameraState::Streaming => "streaming",
+            CameraState::Retrying => "retrying",
+            CameraState::Failed => "failed",
+            CameraState::Stopped => "stopped",
+        }
+    }
+}
+
 /// Per-camera state in the status message.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, JsonSchema)]
 pub struct CameraStatus {
-    /// `connecting`, `streaming`, `retrying` or `stopped`.
-    pub state: String,
+    pub state: CameraState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codec: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,6 +295,13 @@ pub struct CameraStatus {
     /// Sessions that failed and were retried since start.
     #[serde(default)]
     pub reconnects: u64,
+    /// Times the camera task panicked and was restarted since start.
+    #[serde(default)]
+    pub panics: u64,
+    /// Optional steps (`plate_read`, `cascade`) that failed since start, by
+    /// step; the session went on without them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub enrichment_failures: BTreeMap<String, u64>,
     /// Sum of inference times, milliseconds (for `stats`).
     #[serde(skip)]
     pub inference_ms_sum: f64,

@@ -2,9 +2,8 @@
 //! broker (`[cameras.signal] source = "mqtt"`): one subscriber for all
 //! cameras, latest state per topic.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio_util::sync::CancellationToken;
@@ -12,33 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::base::backoff::Backoff;
 use crate::rules::Light;
 
-/// Latest signal state per topic.
-#[derive(Default)]
-pub struct SignalBoard {
-    map: Mutex<HashMap<String, (Light, Instant)>>,
-}
-
-impl SignalBoard {
-    pub fn set(&self, topic: &str, light: Light) {
-        let mut m = match self.map.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
-        m.insert(topic.to_string(), (light, Instant::now()));
-    }
-
-    /// The state on `topic`, `Unknown` when never seen or older than `max_age`.
-    pub fn get(&self, topic: &str, max_age: Duration) -> Light {
-        let m = match self.map.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
-        match m.get(topic) {
-            Some((l, at)) if at.elapsed() <= max_age => *l,
-            _ => Light::Unknown,
-        }
-    }
-}
+pub use crate::rules::signal::SignalBoard;
 
 /// Subscribes to every camera's signal topic; `None` when no camera uses one.
 pub fn spawn(

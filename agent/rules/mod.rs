@@ -2,6 +2,7 @@
 //! on the tracker's output. Object rules fire at most once per tracked object;
 //! zone-level rules (crowd) raise a start and an end.
 
+pub mod cascade;
 pub mod signal;
 
 use std::collections::{HashMap, HashSet, VecDeque};

@@ -2,8 +2,13 @@
 //! brightness and colour in YUV, with hysteresis), or received from the
 //! traffic controller over MQTT.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use serde::{Deserialize, Serialize};
 
+use crate::config::{SignalConfig, SignalSource};
 use crate::decode::Frame;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -115,6 +120,80 @@ impl ImageSignal {
             }
         }
         self.state
+    }
+}
+
+/// Latest signal state per topic.
+#[derive(Default)]
+pub struct SignalBoard {
+    map: Mutex<HashMap<String, (Light, Instant)>>,
+}
+
+impl SignalBoard {
+    pub fn set(&self, topic: &str, light: Light) {
+        let mut m = match self.map.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.insert(topic.to_string(), (light, Instant::now()));
+    }
+
+    /// The state on `topic`, `Unknown` when never seen or older than `max_age`.
+    pub fn get(&self, topic: &str, max_age: Duration) -> Light {
+        let m = match self.map.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        match m.get(topic) {
+            Some((l, at)) if at.elapsed() <= max_age => *l,
+            _ => Light::Unknown,
+        }
+    }
+}
+
+/// Where a camera's signal state comes from.
+pub enum SignalReader {
+    None,
+    Image(ImageSignal),
+    Mqtt(Arc<SignalBoard>, String, Duration),
+}
+
+impl SignalReader {
+    /// The reader for a camera's `[cameras.signal]` (None without one, or
+    /// when its MQTT board is not running).
+    pub fn new(sig: Option<&SignalConfig>, board: Option<Arc<SignalBoard>>) -> SignalReader {
+        let Some(sig) = sig else {
+            return SignalReader::None;
+        };
+        let corners = |b: &Option<serde_spanned::Spanned<Vec<[f64; 2]>>>| {
+            b.as_ref().and_then(|b| {
+                let p = b.get_ref();
+                Some([p.first()?[0], p.first()?[1], p.get(1)?[0], p.get(1)?[1]])
+            })
+        };
+        match sig.source.get_ref() {
+            SignalSource::Image => match (corners(&sig.red_lamp), corners(&sig.green_lamp)) {
+                (Some(r), Some(g)) => SignalReader::Image(ImageSignal::new(r, g, sig.hold_frames)),
+                _ => SignalReader::None,
+            },
+            SignalSource::Mqtt => match (board, &sig.topic) {
+                (Some(b), Some(t)) => SignalReader::Mqtt(
+                    b,
+                    t.get_ref().clone(),
+                    Duration::from_secs_f64(sig.max_age_secs.max(0.1)),
+                ),
+                _ => SignalReader::None,
+            },
+        }
+    }
+
+    /// The state for this frame and where it came from.
+    pub fn read(&mut self, frame: &Frame) -> Option<(Light, &'static str)> {
+        match self {
+            SignalReader::None => None,
+            SignalReader::Image(s) => Some((s.observe(frame), "image")),
+            SignalReader::Mqtt(b, t, age) => Some((b.get(t, *age), "mqtt")),
+        }
     }
 }
 

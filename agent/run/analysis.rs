@@ -1,0 +1,172 @@
+//! The analysis side of a session: each frame due at `detect_fps` through
+//! the detector, the tracker, the signal reader, evidence (close-ups,
+//! plates), cascades and the rules; every firing becomes an alert.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+use tracing::info;
+
+use super::camera::{Camera, SessionError};
+use crate::decode::Frame;
+use crate::evidence::camera::CameraEvidence;
+use crate::infer::Inference;
+use crate::publish::payload::SignalInfo;
+use crate::rules::RuleEngine;
+use crate::rules::signal::SignalReader;
+use crate::track::{Tracker, TrackerConfig};
+
+type FrameSlot = watch::Receiver<Option<(u64, Arc<Frame>)>>;
+
+/// A session's analysis state.
+pub(super) struct Analysis {
+    labels: Arc<[String]>,
+    rules: RuleEngine,
+    tracker: Tracker,
+    evidence: CameraEvidence,
+    signal: SignalReader,
+    /// The last analysed frame while a zone-level event is open (its end
+    /// alert's picture if the stream ends); None otherwise, so no frame is held.
+    open_frame: Option<Arc<Frame>>,
+    last_seq: u64,
+    stats: Stats,
+}
+
+#[derive(Default)]
+struct Stats {
+    since: Option<Instant>,
+    infer_ms: f64,
+    infer_n: u64,
+}
+
+impl Analysis {
+    pub fn new(camera: &Camera) -> Analysis {
+        let labels: Arc<[String]> = camera.detector.manifest.labels.clone().into();
+        Analysis {
+            rules: RuleEngine::from_camera(&camera.cam, &labels),
+            labels,
+            tracker: Tracker::new(TrackerConfig::default()),
+            evidence: CameraEvidence::new(camera.sh.plates.clone()),
+            signal: SignalReader::new(camera.cam.signal.as_ref(), camera.sh.signals.clone()),
+            open_frame: None,
+            last_seq: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Analyses frames until the decoder's channel closes or the detector fails.
+    pub async fn run(&mut self, camera: &Camera, frx: FrameSlot) -> Result<(), SessionError> {
+        let mut frx = frx;
+        loop {
+            // Wait for a frame newer than the last one analysed, then queue
+            // for the model; the worker takes the newest frame when it is
+            // free, so no frame ages in the queue.
+            let last = self.last_seq;
+            let newer = frx
+                .wait_for(|v| v.as_ref().is_some_and(|(q, _)| *q > last))
+                .await
+                .is_ok();
+            if !newer {
+                return Ok(());
+            }
+            let (inf, s, frame) = camera.detector.detect_latest(frx.clone()).await?;
+            if s <= self.last_seq {
+                continue;
+            }
+            if s > self.last_seq + 1 {
+                let busy = s - self.last_seq - 1;
+                camera
+                    .counters
+                    .skipped_busy
+                    .fetch_add(busy, Ordering::Relaxed);
+            }
+            self.last_seq = s;
+            self.frame(camera, &frame, inf).await;
+        }
+    }
+
+    /// One analysed frame, after the detector.
+    async fn frame(&mut self, camera: &Camera, frame: &Arc<Frame>, inf: Inference) {
+        camera.counters.inferred.fetch_add(1, Ordering::Relaxed);
+        camera.status(|s| s.observe_inference(inf.millis));
+        self.stats.infer_ms += inf.millis;
+        self.stats.infer_n += 1;
+        if let Some((light, source)) = self.signal.read(frame) {
+            self.rules.set_signal(frame.pts, light, source);
+            camera.status(|s| {
+                if s.signal.as_ref().is_none_or(|x| x.state != light) {
+                    s.signal = Some(SignalInfo {
+                        state: light,
+                        source: source.to_string(),
+                    });
+                }
+            });
+        }
+        let tracks = self.tracker.update(&inf.detections, frame.pts).to_vec();
+        if camera.sh.evidence.is_some()
+            && let Err(e) = self.evidence.observe(frame, &tracks, &self.labels).await
+        {
+            camera.enrichment_failed("plate_read", &e);
+        }
+        let models = &camera.sh.detectors;
+        let (id, priority) = (camera.id(), camera.cam.priority);
+        if let Err(e) =
+            crate::rules::cascade::run(&mut self.rules, &tracks, frame, models, id, priority).await
+        {
+            camera.enrichment_failed("cascade", &e);
+        }
+        let firings =
+            self.rules
+                .evaluate(&tracks, frame.width, frame.height, frame.pts, frame.wall);
+        if let Ok(lat) = SystemTime::now().duration_since(frame.wall) {
+            let ms = lat.as_secs_f64() * 1e3;
+            camera.status(|s| s.observe_latency(ms));
+        }
+        for f in firings {
+            let rule = &self.rules.rules[f.rule];
+            super::emit::emit(camera, frame, rule, &f, &self.labels, &self.evidence).await;
+        }
+        self.open_frame = self.rules.any_open().then(|| frame.clone());
+        self.log_stats(camera, tracks.len());
+    }
+
+    fn log_stats(&mut self, camera: &Camera, tracks: usize) {
+        let since = *self.stats.since.get_or_insert_with(Instant::now);
+        if since.elapsed() < Duration::from_secs(30) {
+            return;
+        }
+        let c = &camera.counters;
+        let avg = self.stats.infer_ms / self.stats.infer_n.max(1) as f64;
+        info!(
+            received = c.received.load(Ordering::Relaxed),
+            decoded = c.decoded.load(Ordering::Relaxed),
+            inferred = c.inferred.load(Ordering::Relaxed),
+            skipped_rate = c.skipped_rate.load(Ordering::Relaxed),
+            skipped_busy = c.skipped_busy.load(Ordering::Relaxed),
+            skipped_backlog = c.skipped_backlog.load(Ordering::Relaxed),
+            infer_ms_avg = format!("{avg:.1}"),
+            tracks,
+            "camera stats"
+        );
+        self.stats = Stats {
+            since: Some(Instant::now()),
+            ..Stats::default()
+        };
+    }
+
+    /// The stream is gone, or the camera is being stopped (`reason`): events
+    /// still open are ended, pictured with the last frame they were seen on.
+    pub async fn end_open(&mut self, camera: &Camera, reason: &'static str) {
+        let ends = self.rules.end_open(reason);
+        let Some(frame) = self.open_frame.take() else {
+            return;
+        };
+        for f in &ends {
+            let rule = &self.rules.rules[f.rule];
+            info!(rule = %rule.name, reason, "session ended with the event open; ending it");
+            super::emit::emit(camera, &frame, rule, f, &self.labels, &self.evidence).await;
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The record stream: with `detect_url`, clips come from the camera's main
+//! stream (`url`), read by its own session here. Its failures are retried
+//! here and never stop detection.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tracing::{info, warn};
+
+use super::camera::Camera;
+use crate::base::backoff::Backoff;
+use crate::evidence::{self, ring::RingFrame};
+use crate::source::RtspSource;
+
+/// Feeds the evidence ring from the main stream until the session ends.
+pub(super) async fn record_main_stream(camera: &Camera) {
+    let cam = &camera.cam;
+    let mut backoff = Backoff::new(
+        Duration::from_secs_f64(cam.backoff_min_secs),
+        Duration::from_secs_f64(cam.backoff_max_secs),
+    );
+    loop {
+        match RtspSource::open(
+            cam.url.get_ref(),
+            Duration::from_secs_f64(cam.connect_timeout_secs),
+            Duration::from_secs_f64(cam.inactivity_timeout_secs),
+        )
+        .await
+        {
+            Ok(mut src) => {
+                {
+                    let mut r = evidence::lock_ring(&camera.ring);
+                    r.restart(src.codec);
+                    r.wall_clock = true;
+                }
+                info!(url = %src.url, codec = src.codec.as_str(), "record stream opened (clips from the main stream)");
+                backoff.reset();
+                loop {
+                    match src.next_frame().await {
+                        Ok(f) => evidence::lock_ring(&camera.ring).push(Arc::new(RingFrame {
+                            data: f.data,
+                            pts_ns: f.pts_ns,
+                            keyframe: f.keyframe,
+                            wall: SystemTime::now(),
+                        })),
+                        Err(e) => {
+                            let msg = camera.scrub(&e.to_string());
+                            warn!(error = %msg, "record stream failed; retrying");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let msg = camera.scrub(&e.to_string());
+                warn!(error = %msg, "record stream failed; retrying");
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
