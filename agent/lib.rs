@@ -26,6 +26,7 @@
 //! A supervisor per camera retries failed sessions with jittered backoff; one
 //! camera failing never stops another.
 
+pub mod base;
 pub mod bench;
 pub mod config;
 pub mod decode;

@@ -49,6 +49,8 @@ enum SessionError {
     Decode(#[from] DecodeError),
     #[error(transparent)]
     Infer(#[from] InferError),
+    #[error(transparent)]
+    Rules(#[from] crate::rules::RuleError),
 }
 
 /// Bytes allowed in front of the decoder before whole GOPs are dropped.
@@ -772,7 +774,7 @@ async fn run_once(ctx: &CameraCtx, failed_decoders: &mut Vec<String>) -> Result<
     // Rule state outlives the analysis loop so that events still open when
     // the stream ends can be ended (see below).
     let labels = ctx.detector.manifest.labels.clone();
-    let mut rules = RuleEngine::from_camera(cam, &labels);
+    let mut rules = RuleEngine::new(&cam.rule_setup(), &labels)?;
     let mut shots = crate::evidence::BestShots::default();
     let mut book = crate::evidence::PlateBook::default();
     // The last analysed frame while a zone-level event is open (its end
