@@ -223,7 +223,7 @@ fn bench_rules(c: &mut Criterion) {
         let cam = busy_camera();
         g.bench_function(format!("{n}_tracks_per_frame"), |b| {
             b.iter_batched(
-                || RuleEngine::from_camera(&cam, &labels),
+                || RuleEngine::new(&cam.rule_setup(), &labels).unwrap(),
                 |mut e| {
                     black_box(
                         e.evaluate(&tracks, 1920, 1080, 4.0, std::time::SystemTime::now())

@@ -1,5 +1,6 @@
-//! Leaf helpers every layer may use; this module imports nothing from the
-//! rest of the crate.
+//! Leaf helpers every layer may use (backoff, secrets, diagnostics); this
+//! module imports nothing from the rest of the crate.
 
 pub mod backoff;
+pub mod diag;
 pub mod secret;

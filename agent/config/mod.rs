@@ -6,14 +6,13 @@
 //! Relative paths are resolved against the directory of the config file.
 
 use std::collections::HashSet;
-use std::fmt;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
 use crate::infer::manifest::Manifest;
+use crate::rules::config::{CameraModels, ModelLabels};
 
 pub use crate::base::secret::Secret;
 pub use crate::evidence::config::{EvidenceConfig, PlatesConfig};
@@ -209,6 +208,28 @@ fn default_providers() -> Vec<Spanned<String>> {
         .collect()
 }
 
+impl CameraConfig {
+    /// The rule part of this camera's config, as the rule engine reads it.
+    pub fn rule_setup(&self) -> RuleSetup<'_> {
+        RuleSetup {
+            zones: &self.zones,
+            lines: &self.lines,
+            lanes: &self.lanes,
+            calibration: self.calibration.as_ref(),
+            signal: self.signal.as_ref(),
+            rules: &self.rules,
+        }
+    }
+}
+
+/// What the rule checks need of a model manifest.
+fn model_labels(m: &Manifest) -> ModelLabels<'_> {
+    ModelLabels {
+        name: &m.name,
+        labels: &m.labels,
+    }
+}
+
 impl ModelConfig {
     /// Inference threads for this model when `users` cameras use it.
     pub fn worker_count(&self, users: usize, cores: usize) -> usize {
@@ -296,326 +317,10 @@ pub struct CameraConfig {
     pub rules: Vec<RuleConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ZoneConfig {
-    pub name: Spanned<String>,
-    /// Polygon corners as normalised `[x, y]` pairs (0..1, origin top-left), at least 3.
-    pub polygon: Spanned<Vec<[f64; 2]>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LineConfig {
-    pub name: Spanned<String>,
-    /// Two normalised `[x, y]` points.
-    pub points: Spanned<Vec<[f64; 2]>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RuleKind {
-    /// An object of the given classes enters a zone.
-    ZoneEnter,
-    /// An object of the given classes crosses a line in the given direction.
-    LineCross,
-    /// A vehicle moves against its lane's direction.
-    WrongWay,
-    /// A vehicle crosses a solid lane line.
-    LaneLine,
-    /// A class drives in a lane that does not allow it.
-    LaneClass,
-    /// A vehicle stands still in a zone (no stopping) beyond `dwell_secs`.
-    IllegalStop,
-    /// Same as `illegal_stop`, with a longer default dwell (parking).
-    IllegalParking,
-    /// A vehicle in a pedestrian zone (sidewalk).
-    Sidewalk,
-    /// Calibrated speed over `speed_limit_kmh` for `min_secs`.
-    Speeding,
-    /// More than `max_count` persons on one motorbike.
-    Overload,
-    /// More than `max_count` persons in a zone for `min_secs`.
-    Crowd,
-    /// One person dwelling in a zone beyond `dwell_secs`.
-    Loitering,
-    /// Entering a restricted zone while its `schedule` is active.
-    Intrusion,
-    /// Crossing the stop line (`line`, in `direction`) while the signal is red.
-    RedLight,
-    /// Standing on or past the stop line while the signal is red (or always,
-    /// without a signal) for `min_secs`.
-    StopLine,
-    /// A rider without a helmet: a cascade `model` on crops of tracked
-    /// objects finds one of `labels` (e.g. `no_helmet`).
-    NoHelmet,
-    /// Fire or smoke: a `model` on the whole frame (or a zone) finds one of `labels`.
-    FireSmoke,
-    /// A fight: a `model` on the whole frame (or a zone) finds one of `labels`.
-    Fight,
-}
-
-/// Which part of a tracked object's box a cascade model sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CropRegion {
-    #[default]
-    Box,
-    UpperHalf,
-    UpperThird,
-}
-
-impl RuleKind {
-    pub fn event_type(self) -> &'static str {
-        match self {
-            RuleKind::ZoneEnter => "object.zone_enter",
-            RuleKind::LineCross => "object.line_cross",
-            RuleKind::WrongWay => "traffic.wrong_way",
-            RuleKind::LaneLine => "traffic.lane_line",
-            RuleKind::LaneClass => "traffic.lane_class",
-            RuleKind::IllegalStop => "traffic.illegal_stop",
-            RuleKind::IllegalParking => "traffic.illegal_parking",
-            RuleKind::Sidewalk => "traffic.sidewalk",
-            RuleKind::Speeding => "traffic.speeding",
-            RuleKind::Overload => "traffic.overload",
-            RuleKind::Crowd => "order.crowd",
-            RuleKind::Loitering => "order.loitering",
-            RuleKind::Intrusion => "order.intrusion",
-            RuleKind::RedLight => "traffic.red_light",
-            RuleKind::StopLine => "traffic.stop_line",
-            RuleKind::NoHelmet => "traffic.no_helmet",
-            RuleKind::FireSmoke => "order.fire_smoke",
-            RuleKind::Fight => "order.fight",
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        self.event_type().split('.').nth(1).unwrap_or("")
-    }
-    /// Display names for operators: (English, Vietnamese).
-    pub fn display_names(self) -> (&'static str, &'static str) {
-        match self {
-            RuleKind::ZoneEnter => ("Object entered zone", "Đối tượng vào khu vực"),
-            RuleKind::LineCross => ("Object crossed line", "Đối tượng vượt qua vạch"),
-            RuleKind::WrongWay => ("Wrong-way driving", "Đi ngược chiều"),
-            RuleKind::LaneLine => ("Crossing a lane line", "Lấn làn, đè vạch"),
-            RuleKind::LaneClass => ("Wrong lane for vehicle type", "Đi sai làn đường quy định"),
-            RuleKind::IllegalStop => ("Illegal stopping", "Dừng xe sai quy định"),
-            RuleKind::IllegalParking => ("Illegal parking", "Đỗ xe sai quy định"),
-            RuleKind::Sidewalk => ("Riding on the sidewalk", "Đi trên vỉa hè"),
-            RuleKind::Speeding => ("Speeding", "Chạy quá tốc độ"),
-            RuleKind::Overload => ("Too many riders", "Chở quá số người quy định"),
-            RuleKind::Crowd => ("Crowd gathering", "Tụ tập đông người"),
-            RuleKind::Loitering => ("Loitering", "Lảng vảng, tụ tập kéo dài"),
-            RuleKind::Intrusion => ("Intrusion into a restricted area", "Xâm nhập khu vực cấm"),
-            RuleKind::RedLight => ("Running a red light", "Vượt đèn đỏ"),
-            RuleKind::StopLine => ("Crossing the stop line", "Vượt vạch dừng"),
-            RuleKind::NoHelmet => ("Riding without a helmet", "Không đội mũ bảo hiểm"),
-            RuleKind::FireSmoke => ("Fire or smoke", "Cháy, khói"),
-            RuleKind::Fight => ("Fight", "Đánh nhau, gây rối"),
-        }
-    }
-    /// Which geometry the rule needs.
-    pub fn needs(self) -> Needs {
-        match self {
-            RuleKind::ZoneEnter
-            | RuleKind::IllegalStop
-            | RuleKind::IllegalParking
-            | RuleKind::Sidewalk
-            | RuleKind::Crowd
-            | RuleKind::Loitering
-            | RuleKind::Intrusion => Needs::Zone,
-            RuleKind::LineCross | RuleKind::LaneLine | RuleKind::RedLight | RuleKind::StopLine => {
-                Needs::Line
-            }
-            RuleKind::WrongWay | RuleKind::LaneClass => Needs::Lane,
-            RuleKind::Speeding
-            | RuleKind::Overload
-            | RuleKind::NoHelmet
-            | RuleKind::FireSmoke
-            | RuleKind::Fight => Needs::Nothing,
-        }
-    }
-}
-
-/// The geometry a rule kind refers to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Needs {
-    Zone,
-    Line,
-    Lane,
-    Nothing,
-}
-
-/// A lane: where it is, which way traffic must move, which classes may use it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LaneConfig {
-    pub name: Spanned<String>,
-    /// Normalised polygon of the lane, at least 3 points.
-    pub polygon: Spanned<Vec<[f64; 2]>>,
-    /// Allowed direction of travel: an arrow `[[x1, y1], [x2, y2]]` from tail to head.
-    #[serde(default)]
-    pub direction: Option<Spanned<Vec<[f64; 2]>>>,
-    /// Classes allowed in the lane (for `lane_class`). Default: every class.
-    #[serde(default = "default_classes")]
-    pub classes: Spanned<Vec<String>>,
-}
-
-/// Ground-plane calibration: image points (normalised) and their positions on
-/// the road in metres, at least four, no three on one line.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CalibrationConfig {
-    pub image: Spanned<Vec<[f64; 2]>>,
-    pub world: Spanned<Vec<[f64; 2]>>,
-}
-
-/// Where a camera's traffic-signal state comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SignalSource {
-    /// The signal head seen in the picture: `red_lamp` and `green_lamp` boxes.
-    Image,
-    /// Published by the traffic controller on an MQTT `topic` of the agent's broker.
-    Mqtt,
-}
-
-/// Traffic-signal state for `red_light` and `stop_line`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignalConfig {
-    pub source: Spanned<SignalSource>,
-    /// `image`: box `[[x1, y1], [x2, y2]]` (normalised) around the red lamp.
-    #[serde(default)]
-    pub red_lamp: Option<Spanned<Vec<[f64; 2]>>>,
-    /// `image`: box around the green lamp.
-    #[serde(default)]
-    pub green_lamp: Option<Spanned<Vec<[f64; 2]>>>,
-    /// `mqtt`: topic carrying `red`, `yellow` or `green` (plain or JSON `{"state": "red"}`).
-    #[serde(default)]
-    pub topic: Option<Spanned<String>>,
-    /// `image`: frames a new colour must persist before the state changes. Default 3.
-    #[serde(default = "default_hold")]
-    pub hold_frames: u32,
-    /// `mqtt`: seconds after which a state not refreshed counts as unknown. Default 10.
-    #[serde(default = "default_signal_age")]
-    pub max_age_secs: f64,
-}
-
-fn default_hold() -> u32 {
-    3
-}
-fn default_signal_age() -> f64 {
-    10.0
-}
-
-/// Local-time window in which a rule is active, e.g. 22:00–05:00 Asia/Ho_Chi_Minh.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleConfig {
-    /// `HH:MM`, local time.
-    pub start: Spanned<String>,
-    /// `HH:MM`, local time; may be earlier than `start` (the window crosses midnight).
-    pub end: Spanned<String>,
-    /// IANA time zone, e.g. `Asia/Ho_Chi_Minh`.
-    pub tz: Spanned<String>,
-}
-
-/// Direction of travel across a line, in image terms.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    #[default]
-    Any,
-    LeftToRight,
-    RightToLeft,
-    TopToBottom,
-    BottomToTop,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    /// Rule name, used in alerts. Default `<kind>:<zone or line>`.
-    #[serde(default)]
-    pub name: Option<String>,
-    pub kind: Spanned<RuleKind>,
-    /// Zone name (for zone rules: zone_enter, illegal_stop, illegal_parking,
-    /// sidewalk, crowd, loitering, intrusion).
-    #[serde(default)]
-    pub zone: Option<Spanned<String>>,
-    /// Line name (for line rules: line_cross, lane_line, red_light, stop_line).
-    #[serde(default)]
-    pub line: Option<Spanned<String>>,
-    /// Model labels this rule applies to. Default: every class.
-    #[serde(default = "default_classes")]
-    pub classes: Spanned<Vec<String>>,
-    /// `any`, `left_to_right`, `right_to_left`, `top_to_bottom`, `bottom_to_top`
-    /// (for line_cross, lane_line, red_light — required there — and stop_line). Default `any`.
-    #[serde(default)]
-    pub direction: Direction,
-    /// Minimum detection score of the object. Default 0 (the model's threshold applies).
-    #[serde(default)]
-    pub min_score: f32,
-    /// `low`, `normal` or `high`: decides what the outbox drops first when it
-    /// is full during a long outage. Default `normal`.
-    #[serde(default)]
-    pub severity: crate::store::Severity,
-    /// Frames the object must be tracked before it may trigger. Default 3.
-    #[serde(default = "default_min_hits")]
-    pub min_hits: u32,
-    /// Lane name (for `wrong_way`, `lane_class`).
-    #[serde(default)]
-    pub lane: Option<Spanned<String>>,
-    /// Seconds a condition must hold before the rule fires. Defaults per kind:
-    /// wrong_way 1, lane_class 1, sidewalk 1, speeding 1, overload 1,
-    /// stop_line 2, crowd 5.
-    #[serde(default)]
-    pub min_secs: Option<f64>,
-    /// Seconds an object must stay (illegal_stop 30, illegal_parking 300, loitering 60).
-    #[serde(default)]
-    pub dwell_secs: Option<f64>,
-    /// For `wrong_way`: distance moved against the lane, frame-normalised. Default 0.05.
-    #[serde(default)]
-    pub min_distance: Option<f64>,
-    /// For stops: how far (frame-normalised) an object may drift and still
-    /// count as standing still. Default 0.02.
-    #[serde(default)]
-    pub max_move: Option<f64>,
-    /// For `crowd` and `overload`: the most persons allowed (crowd: required;
-    /// overload default 2).
-    #[serde(default)]
-    pub max_count: Option<u32>,
-    /// For `speeding`: the limit in km/h (needs the camera's calibration).
-    #[serde(default)]
-    pub speed_limit_kmh: Option<f64>,
-    /// For `intrusion` (and `zone_enter`): when the rule is active. Default: always.
-    #[serde(default)]
-    pub schedule: Option<ScheduleConfig>,
-    /// Cascade (`no_helmet`, `fire_smoke`, `fight`): the second model, one of `[[models]]`.
-    #[serde(default)]
-    pub model: Option<Spanned<String>>,
-    /// Cascade: labels of that model that mean a violation (e.g. `["no_helmet"]`).
-    #[serde(default)]
-    pub labels: Option<Spanned<Vec<String>>>,
-    /// Cascade: score of a label needed to count as a positive. Default 0.6.
-    #[serde(default)]
-    pub min_confidence: Option<f32>,
-    /// Cascade: positive results needed before the rule fires (and, for
-    /// whole-frame rules, negatives before it ends). Default 2.
-    #[serde(default)]
-    pub min_votes: Option<u32>,
-    /// Cascade: most model runs per second per tracked object (or per frame
-    /// region). Default 1.
-    #[serde(default)]
-    pub max_rate_hz: Option<f64>,
-    /// Cascade on tracks: `box`, `upper_half` or `upper_third` of the object's
-    /// box. Default `upper_half` for no_helmet.
-    #[serde(default)]
-    pub region: Option<CropRegion>,
-}
+pub use crate::rules::config::{
+    CalibrationConfig, CropRegion, Direction, LaneConfig, LineConfig, Needs, RuleConfig, RuleKind,
+    RuleSetup, ScheduleConfig, SignalConfig, SignalSource, ZoneConfig,
+};
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from("data")
@@ -657,9 +362,6 @@ fn default_priority() -> f64 {
 fn default_detect_fps() -> Spanned<f64> {
     Spanned::new(0..0, 5.0)
 }
-fn default_classes() -> Spanned<Vec<String>> {
-    Spanned::new(0..0, Vec::new())
-}
 fn default_true() -> bool {
     true
 }
@@ -678,17 +380,8 @@ fn default_backoff_max() -> f64 {
 fn default_thumb() -> u32 {
     640
 }
-fn default_min_hits() -> u32 {
-    3
-}
 
-/// One problem found in a config file, located in the file.
-#[derive(Debug, Clone)]
-pub struct Problem {
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-}
+pub use crate::base::diag::{Collector, Problem, line_col};
 
 /// A config that could not be read or is invalid; `Display` lists every problem
 /// as `file:line:column: message`.
@@ -709,59 +402,6 @@ fn format_problems(path: &Path, problems: &[Problem]) -> String {
         .map(|p| format!("{}:{}:{}: {}", path.display(), p.line, p.column, p.message))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// Byte offset → 1-based (line, column in characters).
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let col = before
-        .rsplit('\n')
-        .next()
-        .map(|l| l.chars().count())
-        .unwrap_or(0)
-        + 1;
-    (line, col)
-}
-
-struct Collector<'a> {
-    text: &'a str,
-    problems: Vec<Problem>,
-}
-
-impl Collector<'_> {
-    /// Reports at `key` inside TOML table `[table]` (or at the table header,
-    /// or the start of the file when neither is written).
-    fn at_key(&mut self, table: &str, key: &str, message: impl Into<String>) {
-        let header = format!("[{table}]");
-        let start = self
-            .text
-            .match_indices(&header)
-            .map(|(i, _)| i)
-            .find(|&i| i == 0 || self.text.as_bytes()[i - 1] == b'\n');
-        let pos = start.map(|s| {
-            let body = &self.text[s + header.len()..];
-            let end = body.find("\n[").unwrap_or(body.len());
-            body[..end]
-                .match_indices(key)
-                .map(|(i, _)| i)
-                .find(|&i| i == 0 || body.as_bytes()[i - 1] == b'\n')
-                .map(|i| s + header.len() + i)
-                .unwrap_or(s)
-        });
-        let p = pos.unwrap_or(0);
-        self.at(p..p, message);
-    }
-
-    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
-        let (line, column) = line_col(self.text, span.start);
-        self.problems.push(Problem {
-            line,
-            column,
-            message: message.into(),
-        });
-    }
 }
 
 impl Config {
@@ -808,17 +448,15 @@ impl Config {
             }
         };
         cfg.base_dir = base_dir.to_path_buf();
-        let mut c = Collector {
-            text,
-            problems: Vec::new(),
-        };
+        let mut c = Collector::new(text);
         cfg.validate(&mut c);
-        if c.problems.is_empty() {
+        let problems = c.into_problems();
+        if problems.is_empty() {
             Ok(cfg)
         } else {
             Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
-                problems: c.problems,
+                problems,
             })
         }
     }
@@ -975,6 +613,10 @@ impl Config {
             }
         }
 
+        let all_models: Vec<_> = manifests
+            .iter()
+            .map(|(n, m)| (n.as_str(), m.as_ref().map(model_labels)))
+            .collect();
         let mut ids = HashSet::new();
         for cam in &self.cameras {
             let cid = cam.id.get_ref();
@@ -1067,303 +709,13 @@ impl Config {
                 );
             }
 
-            let mut zone_names = HashSet::new();
-            for z in &cam.zones {
-                if !zone_names.insert(z.name.get_ref().clone()) {
-                    c.at(
-                        z.name.span(),
-                        format!("zone '{}' is defined twice", z.name.get_ref()),
-                    );
-                }
-                let poly = z.polygon.get_ref();
-                if poly.len() < 3 {
-                    c.at(
-                        z.polygon.span(),
-                        format!(
-                            "zone '{}': a polygon needs at least 3 points, got {}",
-                            z.name.get_ref(),
-                            poly.len()
-                        ),
-                    );
-                } else if let Some(msg) = check_points(poly) {
-                    c.at(
-                        z.polygon.span(),
-                        format!("zone '{}': {msg}", z.name.get_ref()),
-                    );
-                } else if crate::rules::polygon_area(poly).abs() < 1e-6 {
-                    c.at(
-                        z.polygon.span(),
-                        format!(
-                            "zone '{}': the polygon has no area (points on one line?)",
-                            z.name.get_ref()
-                        ),
-                    );
-                }
-            }
-            let mut line_names = HashSet::new();
-            for l in &cam.lines {
-                if !line_names.insert(l.name.get_ref().clone()) {
-                    c.at(
-                        l.name.span(),
-                        format!("line '{}' is defined twice", l.name.get_ref()),
-                    );
-                }
-                let pts = l.points.get_ref();
-                if pts.len() != 2 {
-                    c.at(
-                        l.points.span(),
-                        format!(
-                            "line '{}': needs exactly 2 points, got {}",
-                            l.name.get_ref(),
-                            pts.len()
-                        ),
-                    );
-                } else if let Some(msg) = check_points(pts) {
-                    c.at(
-                        l.points.span(),
-                        format!("line '{}': {msg}", l.name.get_ref()),
-                    );
-                } else if (pts[0][0] - pts[1][0]).hypot(pts[0][1] - pts[1][1]) < 1e-6 {
-                    c.at(
-                        l.points.span(),
-                        format!("line '{}': its two points are the same", l.name.get_ref()),
-                    );
-                }
-            }
-            let mut lane_names = HashSet::new();
-            for l in &cam.lanes {
-                let ln = l.name.get_ref();
-                if !lane_names.insert(ln.clone()) {
-                    c.at(l.name.span(), format!("lane '{ln}' is defined twice"));
-                }
-                let poly = l.polygon.get_ref();
-                if poly.len() < 3 {
-                    c.at(
-                        l.polygon.span(),
-                        format!(
-                            "lane '{ln}': a polygon needs at least 3 points, got {}",
-                            poly.len()
-                        ),
-                    );
-                } else if let Some(msg) = check_points(poly) {
-                    c.at(l.polygon.span(), format!("lane '{ln}': {msg}"));
-                }
-                match &l.direction {
-                    None => c.at(
-                        l.name.span(),
-                        format!("lane '{ln}' has no direction — add `direction = [[x1, y1], [x2, y2]]`, an arrow along the allowed travel"),
-                    ),
-                    Some(d) => {
-                        let p = d.get_ref();
-                        if p.len() != 2 {
-                            c.at(d.span(), format!("lane '{ln}': direction needs exactly 2 points (tail, head), got {}", p.len()));
-                        } else if let Some(msg) = check_points(p) {
-                            c.at(d.span(), format!("lane '{ln}': direction {msg}"));
-                        } else if (p[0][0] - p[1][0]).hypot(p[0][1] - p[1][1]) < 1e-6 {
-                            c.at(d.span(), format!("lane '{ln}': direction has zero length"));
-                        }
-                    }
-                }
-                if let Some(man) = manifest {
-                    for class in l.classes.get_ref() {
-                        if !man.labels.iter().any(|x| x == class) {
-                            c.at(
-                                l.classes.span(),
-                                format!("class '{class}' is not a label of model '{}'", man.name),
-                            );
-                        }
-                    }
-                }
-            }
-            if let Some(cal) = &cam.calibration {
-                let (img, world) = (cal.image.get_ref(), cal.world.get_ref());
-                if img.len() < 4 {
-                    c.at(cal.image.span(), format!("calibration needs at least 4 image points with their road positions, got {}", img.len()));
-                } else if img.len() != world.len() {
-                    c.at(cal.world.span(), format!("calibration has {} image points but {} world points; give one world point (metres) per image point", img.len(), world.len()));
-                } else if let Some(msg) = check_points(img) {
-                    c.at(cal.image.span(), format!("calibration: {msg}"));
-                } else if crate::rules::Homography::fit(img, world).is_none() {
-                    c.at(
-                        cal.image.span(),
-                        "calibration points do not fit one ground-plane mapping (three on one line, or a point mistyped?); pick four corners of a road rectangle",
-                    );
-                }
-            }
-            if let Some(sig) = &cam.signal {
-                match sig.source.get_ref() {
-                    SignalSource::Image => {
-                        if sig.hold_frames == 0 {
-                            c.at(sig.source.span(), "signal hold_frames must be at least 1");
-                        }
-                        for (b, n) in [(&sig.red_lamp, "red_lamp"), (&sig.green_lamp, "green_lamp")]
-                        {
-                            match b {
-                                None => c.at(sig.source.span(), format!("signal source 'image' needs `{n} = [[x1, y1], [x2, y2]]` around the lamp")),
-                                Some(b) if b.get_ref().len() != 2 || check_points(b.get_ref()).is_some() => {
-                                    c.at(b.span(), format!("{n} must be two normalised corners [[x1, y1], [x2, y2]]"))
-                                }
-                                _ => {}
-                            }
-                        }
-                    }
-                    SignalSource::Mqtt => {
-                        if sig.max_age_secs.is_nan() || sig.max_age_secs <= 0.0 {
-                            c.at(sig.source.span(), "signal max_age_secs must be above 0");
-                        }
-                        if sig.topic.as_ref().is_none_or(|t| {
-                            t.get_ref().is_empty() || t.get_ref().contains(['#', '+'])
-                        }) {
-                            c.at(
-                                sig.source.span(),
-                                "signal source 'mqtt' needs `topic = \"...\"` (no wildcards)",
-                            );
-                        }
-                    }
-                }
-            }
-            for r in &cam.rules {
-                let kind = *r.kind.get_ref();
-                if kind == RuleKind::RedLight && cam.signal.is_none() {
-                    c.at(r.kind.span(), format!("rule 'red_light' needs [cameras.signal] for camera '{cid}' (source = \"image\" or \"mqtt\")"));
-                }
-                if kind == RuleKind::RedLight && r.direction == Direction::Any {
-                    c.at(
-                        r.kind.span(),
-                        "rule 'red_light' needs `direction`: the way traffic crosses the stop line into the junction (e.g. \"bottom_to_top\")",
-                    );
-                }
-                let what = kind.as_str();
-                match kind.needs() {
-                    Needs::Zone => match &r.zone {
-                        None => c.at(r.kind.span(), format!("rule '{what}' needs `zone = \"<zone name>\"`")),
-                        Some(z) if !zone_names.contains(z.get_ref()) => c.at(
-                            z.span(),
-                            format!("zone '{}' is not defined for camera '{cid}' — add a [[cameras.zones]] with that name", z.get_ref()),
-                        ),
-                        _ => {}
-                    },
-                    Needs::Line => match &r.line {
-                        None => c.at(r.kind.span(), format!("rule '{what}' needs `line = \"<line name>\"`")),
-                        Some(l) if !line_names.contains(l.get_ref()) => c.at(
-                            l.span(),
-                            format!("line '{}' is not defined for camera '{cid}' — add a [[cameras.lines]] with that name", l.get_ref()),
-                        ),
-                        _ => {}
-                    },
-                    Needs::Lane => match &r.lane {
-                        None => c.at(r.kind.span(), format!("rule '{what}' needs `lane = \"<lane name>\"`")),
-                        Some(l) if !lane_names.contains(l.get_ref()) => c.at(
-                            l.span(),
-                            format!("lane '{}' is not defined for camera '{cid}' — add a [[cameras.lanes]] with that name", l.get_ref()),
-                        ),
-                        _ => {}
-                    },
-                    Needs::Nothing => {}
-                }
-                let cascade_kind = matches!(
-                    kind,
-                    RuleKind::NoHelmet | RuleKind::FireSmoke | RuleKind::Fight
-                );
-                if !cascade_kind && (r.model.is_some() || r.labels.is_some()) {
-                    c.at(r.kind.span(), format!("`model` and `labels` apply to no_helmet, fire_smoke and fight only; remove them from this '{what}' rule"));
-                }
-                if r.min_votes == Some(0) {
-                    c.at(r.kind.span(), "min_votes must be at least 1");
-                }
-                if cascade_kind {
-                    match &r.model {
-                        None => c.at(r.kind.span(), format!("rule '{what}' needs `model = \"<name>\"`: the model that judges it (see README, Cascades)")),
-                        Some(m) => match manifests.iter().find(|(n, _)| n == m.get_ref()) {
-                            None => c.at(m.span(), format!("model '{}' is not in [[models]] — add it there", m.get_ref())),
-                            Some((_, Some(man))) => match &r.labels {
-                                None => c.at(r.kind.span(), format!("rule '{what}' needs `labels = [...]`: the labels of model '{}' that mean a violation", man.name)),
-                                Some(ls) => {
-                                    for l in ls.get_ref() {
-                                        if !man.labels.iter().any(|x| x == l) {
-                                            c.at(ls.span(), format!("label '{l}' is not a label of model '{}'", man.name));
-                                        }
-                                    }
-                                }
-                            },
-                            Some((_, None)) => {}
-                        },
-                    }
-                    if let Some(z) = &r.zone
-                        && !zone_names.contains(z.get_ref())
-                    {
-                        c.at(
-                            z.span(),
-                            format!("zone '{}' is not defined for camera '{cid}'", z.get_ref()),
-                        );
-                    }
-                    if r.min_confidence.is_some_and(|v| !(0.0..=1.0).contains(&v))
-                        || r.max_rate_hz.is_some_and(|v| v.is_nan() || v <= 0.0)
-                    {
-                        c.at(
-                            r.kind.span(),
-                            "min_confidence must be in 0..1 and max_rate_hz above 0",
-                        );
-                    }
-                }
-                if kind == RuleKind::Crowd && r.max_count.is_none() {
-                    c.at(
-                        r.kind.span(),
-                        "rule 'crowd' needs `max_count`: the most persons allowed in the zone",
-                    );
-                }
-                if kind == RuleKind::Speeding {
-                    if r.speed_limit_kmh.is_none_or(|v| v <= 0.0) {
-                        c.at(r.kind.span(), "rule 'speeding' needs `speed_limit_kmh` > 0");
-                    }
-                    if cam.calibration.is_none() {
-                        c.at(r.kind.span(), format!("rule 'speeding' needs [cameras.calibration] for camera '{cid}' (image points and their road positions in metres)"));
-                    }
-                }
-                for (v, n) in [
-                    (r.min_secs, "min_secs"),
-                    (r.dwell_secs, "dwell_secs"),
-                    (r.min_distance, "min_distance"),
-                    (r.max_move, "max_move"),
-                ] {
-                    if v.is_some_and(|x| x.is_nan() || x < 0.0 || !x.is_finite()) {
-                        c.at(r.kind.span(), format!("{n} must be a non-negative number"));
-                    }
-                }
-                if let Some(sch) = &r.schedule {
-                    for t in [&sch.start, &sch.end] {
-                        if crate::rules::parse_hhmm(t.get_ref()).is_none() {
-                            c.at(
-                                t.span(),
-                                format!(
-                                    "'{}' is not a time of day; write HH:MM, e.g. \"22:00\"",
-                                    t.get_ref()
-                                ),
-                            );
-                        }
-                    }
-                    if sch.tz.get_ref().parse::<chrono_tz::Tz>().is_err() {
-                        c.at(sch.tz.span(), format!("'{}' is not a time zone; use an IANA name such as \"Asia/Ho_Chi_Minh\"", sch.tz.get_ref()));
-                    }
-                }
-                if let Some(man) = manifest {
-                    for class in r.classes.get_ref() {
-                        if !man.labels.iter().any(|l| l == class) {
-                            c.at(
-                                r.classes.span(),
-                                format!(
-                                    "class '{class}' is not a label of model '{}' (e.g. {})",
-                                    man.name,
-                                    sample_labels(&man.labels)
-                                ),
-                            );
-                        }
-                    }
-                }
-                if !(0.0..=1.0).contains(&r.min_score) {
-                    c.at(r.kind.span(), "min_score must be between 0 and 1");
-                }
-            }
+            let detector = manifest.map(model_labels);
+            let models = CameraModels {
+                camera: cid,
+                detector,
+                models: &all_models,
+            };
+            crate::rules::config::check_camera_rules(&cam.rule_setup(), &models, c);
         }
     }
 
@@ -1536,39 +888,6 @@ pub fn default_onnxruntime_path() -> PathBuf {
     std::env::var_os("ORT_DYLIB_PATH")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(format!("libonnxruntime.so.{ORT_VERSION}")))
-}
-
-fn check_points(points: &[[f64; 2]]) -> Option<String> {
-    for (i, p) in points.iter().enumerate() {
-        if !(0.0..=1.0).contains(&p[0]) || !(0.0..=1.0).contains(&p[1]) {
-            return Some(format!(
-                "point {} [{}, {}] is outside the frame; coordinates are normalised to 0..1 (x / width, y / height)",
-                i + 1,
-                p[0],
-                p[1]
-            ));
-        }
-    }
-    None
-}
-
-fn sample_labels(labels: &[String]) -> String {
-    let mut s = labels
-        .iter()
-        .take(4)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if labels.len() > 4 {
-        s.push_str(", …");
-    }
-    s
-}
-
-impl fmt::Display for RuleKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 #[cfg(test)]

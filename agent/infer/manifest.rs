@@ -210,7 +210,7 @@ impl Manifest {
             message,
         };
         let m: Manifest = toml::from_str(&text).map_err(|e| {
-            let (l, c) = crate::config::line_col(&text, e.span().map(|s| s.start).unwrap_or(0));
+            let (l, c) = crate::base::diag::line_col(&text, e.span().map(|s| s.start).unwrap_or(0));
             invalid(format!("line {l} column {c}: {}", e.message().trim()))
         })?;
         if path.file_stem().is_some_and(|s| s != m.name.as_str()) {

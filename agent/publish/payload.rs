@@ -12,7 +12,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Direction;
+use crate::rules::config::Direction;
 use crate::store::Severity;
 
 pub const ALERT_SCHEMA: &str = "ioc.alert/1";

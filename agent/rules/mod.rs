@@ -3,6 +3,7 @@
 //! zone-level rules (crowd) raise a start and an end.
 
 pub mod cascade;
+pub mod config;
 pub mod signal;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -10,9 +11,9 @@ use std::time::SystemTime;
 
 use chrono::Timelike;
 
-use crate::config::{CameraConfig, Direction, RuleKind};
 use crate::store::Severity;
 use crate::track::Track;
+pub use config::{CropRegion, Direction, Needs, RuleKind, RuleSetup};
 pub use signal::Light;
 
 /// Signed area of a polygon (shoelace formula).
@@ -263,7 +264,7 @@ pub struct Cascade {
     pub min_votes: u32,
     /// Seconds between two runs for the same object (or region).
     pub interval: f64,
-    pub region: crate::config::CropRegion,
+    pub region: CropRegion,
 }
 
 /// One run of a cascade model the camera should do for this frame.
@@ -381,145 +382,25 @@ fn defaults(kind: RuleKind) -> (f64, f64) {
 }
 
 impl RuleEngine {
-    /// Compiles a camera's rules; `labels` maps class names to indices.
-    /// The config has been validated, so names resolve.
-    pub fn from_camera(cam: &CameraConfig, labels: &[String]) -> RuleEngine {
-        let idx = |names: &[String]| {
-            names
-                .iter()
-                .filter_map(|c| labels.iter().position(|l| l == c))
-                .collect::<Vec<_>>()
-        };
-        let rules = cam
+    /// Compiles a camera's rules; `labels` are the detector's class names
+    /// (index = class). Fails on the first rule whose zone, line, lane,
+    /// classes, schedule or model do not resolve.
+    pub fn new(setup: &RuleSetup, labels: &[String]) -> Result<RuleEngine, RuleError> {
+        let rules = setup
             .rules
             .iter()
-            .filter_map(|r| {
-                let kind = *r.kind.get_ref();
-                let geometry =
-                    match kind.needs() {
-                        crate::config::Needs::Zone => {
-                            let zn = r.zone.as_ref()?.get_ref();
-                            let z = cam.zones.iter().find(|z| z.name.get_ref() == zn)?;
-                            Geometry::Zone {
-                                name: zn.clone(),
-                                polygon: z.polygon.get_ref().clone(),
-                            }
-                        }
-                        crate::config::Needs::Line => {
-                            let ln = r.line.as_ref()?.get_ref();
-                            let l = cam.lines.iter().find(|l| l.name.get_ref() == ln)?;
-                            let p = l.points.get_ref();
-                            Geometry::Line {
-                                name: ln.clone(),
-                                points: [*p.first()?, *p.get(1)?],
-                            }
-                        }
-                        crate::config::Needs::Lane => {
-                            let ln = r.lane.as_ref()?.get_ref();
-                            let l = cam.lanes.iter().find(|l| l.name.get_ref() == ln)?;
-                            let d = l.direction.as_ref()?.get_ref();
-                            Geometry::Lane {
-                                name: ln.clone(),
-                                polygon: l.polygon.get_ref().clone(),
-                                arrow: [*d.first()?, *d.get(1)?],
-                                allowed: idx(l.classes.get_ref()),
-                            }
-                        }
-                        crate::config::Needs::Nothing => match r.zone.as_ref().and_then(|z| {
-                            cam.zones.iter().find(|x| x.name.get_ref() == z.get_ref())
-                        }) {
-                            Some(z) => Geometry::Zone {
-                                name: z.name.get_ref().clone(),
-                                polygon: z.polygon.get_ref().clone(),
-                            },
-                            None => Geometry::None,
-                        },
-                    };
-                let (min_secs, dwell) = defaults(kind);
-                let schedule = r.schedule.as_ref().and_then(|s| {
-                    Some(Schedule {
-                        start: parse_hhmm(s.start.get_ref())?,
-                        end: parse_hhmm(s.end.get_ref())?,
-                        tz: s.tz.get_ref().parse().ok()?,
-                    })
-                });
-                let mut classes = idx(r.classes.get_ref());
-                if classes.is_empty() {
-                    let default: &[&str] = match kind {
-                        RuleKind::Crowd | RuleKind::Loitering => &["person"],
-                        RuleKind::Overload | RuleKind::NoHelmet => &["motorcycle"],
-                        RuleKind::Sidewalk
-                        | RuleKind::IllegalStop
-                        | RuleKind::IllegalParking
-                        | RuleKind::RedLight
-                        | RuleKind::StopLine => &["car", "motorcycle", "bus", "truck", "bicycle"],
-                        _ => &[],
-                    };
-                    classes = default
-                        .iter()
-                        .filter_map(|c| labels.iter().position(|l| l == c))
-                        .collect();
-                }
-                Some(Rule {
-                    name: r.name.clone().unwrap_or_else(|| {
-                        let g = geometry.name();
-                        if g.is_empty() {
-                            kind.as_str().to_string()
-                        } else {
-                            format!("{}:{g}", kind.as_str())
-                        }
-                    }),
-                    kind,
-                    classes,
-                    geometry,
-                    direction: r.direction,
-                    min_score: r.min_score,
-                    min_hits: r.min_hits,
-                    severity: r.severity,
-                    params: Params {
-                        min_secs: r.min_secs.unwrap_or(min_secs),
-                        dwell_secs: r.dwell_secs.unwrap_or(dwell),
-                        min_distance: r.min_distance.unwrap_or(0.05),
-                        max_move: r.max_move.unwrap_or(0.02),
-                        max_count: r.max_count.unwrap_or(2),
-                        speed_limit_kmh: r.speed_limit_kmh.unwrap_or(f64::INFINITY),
-                        schedule,
-                    },
-                    cascade: r.model.as_ref().map(|m| Cascade {
-                        model: m.get_ref().clone(),
-                        labels: r
-                            .labels
-                            .as_ref()
-                            .map(|l| l.get_ref().clone())
-                            .unwrap_or_default(),
-                        min_confidence: r.min_confidence.unwrap_or(0.6),
-                        min_votes: r.min_votes.unwrap_or(2).max(1),
-                        interval: 1.0 / r.max_rate_hz.unwrap_or(1.0).max(1e-3),
-                        region: r.region.unwrap_or(if kind == RuleKind::NoHelmet {
-                            crate::config::CropRegion::UpperHalf
-                        } else {
-                            crate::config::CropRegion::Box
-                        }),
-                    }),
-                    votes: HashMap::new(),
-                    frame_votes: (f64::NEG_INFINITY, 0, 0, 0.0),
-                    fired: HashSet::new(),
-                    since: HashMap::new(),
-                    crowd: (false, None, None),
-                })
-            })
-            .collect();
-        let calibration = cam
+            .map(|r| compile_rule(r, setup, labels))
+            .collect::<Result<Vec<_>, _>>()?;
+        let calibration = setup
             .calibration
-            .as_ref()
             .and_then(|c| Homography::fit(c.image.get_ref(), c.world.get_ref()));
-        RuleEngine {
+        Ok(RuleEngine {
             rules,
             calibration,
             person: labels.iter().position(|l| l == "person"),
             signal: VecDeque::new(),
-            has_signal: cam.signal.is_some(),
-        }
+            has_signal: setup.signal.is_some(),
+        })
     }
 
     /// The cascade runs due for this frame: per tracked object at most one
@@ -585,9 +466,9 @@ impl RuleEngine {
                     b[3] as f64 / h,
                 );
                 let y2 = match c.region {
-                    crate::config::CropRegion::Box => y2,
-                    crate::config::CropRegion::UpperHalf => y1 + (y2 - y1) / 2.0,
-                    crate::config::CropRegion::UpperThird => y1 + (y2 - y1) / 3.0,
+                    CropRegion::Box => y2,
+                    CropRegion::UpperHalf => y1 + (y2 - y1) / 2.0,
+                    CropRegion::UpperThird => y1 + (y2 - y1) / 3.0,
                 };
                 let v = rule.votes.entry(tr.id).or_insert((0, t, 0.0));
                 v.1 = t;
@@ -961,6 +842,265 @@ impl RuleEngine {
     }
 }
 
+/// A rule of the config that cannot be compiled for its camera.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RuleError {
+    #[error("rule '{rule}' needs a {what}")]
+    Missing { rule: String, what: &'static str },
+    #[error("rule '{rule}': {what} '{name}' is not defined for this camera")]
+    Undefined {
+        rule: String,
+        what: &'static str,
+        name: String,
+    },
+    #[error("rule '{rule}': {what} '{name}' needs two points")]
+    TwoPoints {
+        rule: String,
+        what: &'static str,
+        name: String,
+    },
+    #[error("rule '{rule}': class '{class}' is not a label of the camera's model")]
+    UnknownClass { rule: String, class: String },
+    #[error(
+        "rule '{rule}': schedule {start}–{end} {tz} is not valid (HH:MM and an IANA time zone)"
+    )]
+    Schedule {
+        rule: String,
+        start: String,
+        end: String,
+        tz: String,
+    },
+}
+
+/// The rule's name in alerts: as configured, else `<kind>:<zone, line or lane>`.
+fn rule_name(r: &config::RuleConfig, setup: &RuleSetup) -> String {
+    let kind = *r.kind.get_ref();
+    let geometry = match kind.needs() {
+        Needs::Zone => r.zone.as_ref(),
+        Needs::Line => r.line.as_ref(),
+        Needs::Lane => r.lane.as_ref(),
+        // Optional zone of a whole-frame rule: named only when it exists.
+        Needs::Nothing => r
+            .zone
+            .as_ref()
+            .filter(|z| setup.zones.iter().any(|x| x.name.get_ref() == z.get_ref())),
+    };
+    match (&r.name, geometry) {
+        (Some(n), _) => n.clone(),
+        (None, Some(g)) => format!("{}:{}", kind.as_str(), g.get_ref()),
+        (None, None) => kind.as_str().to_string(),
+    }
+}
+
+/// Class names → indices in `labels`; every name must be a label.
+fn class_indices(rule: &str, names: &[String], labels: &[String]) -> Result<Vec<usize>, RuleError> {
+    names
+        .iter()
+        .map(|c| {
+            labels
+                .iter()
+                .position(|l| l == c)
+                .ok_or_else(|| RuleError::UnknownClass {
+                    rule: rule.to_string(),
+                    class: c.clone(),
+                })
+        })
+        .collect()
+}
+
+/// The first two points of a line or arrow.
+fn two_points(
+    rule: &str,
+    what: &'static str,
+    name: &str,
+    p: &[[f64; 2]],
+) -> Result<[[f64; 2]; 2], RuleError> {
+    match p {
+        [a, b, ..] => Ok([*a, *b]),
+        _ => Err(RuleError::TwoPoints {
+            rule: rule.to_string(),
+            what,
+            name: name.to_string(),
+        }),
+    }
+}
+
+/// The zone, line or lane a rule refers to.
+fn resolve_geometry(
+    r: &config::RuleConfig,
+    rule: &str,
+    setup: &RuleSetup,
+    labels: &[String],
+) -> Result<Geometry, RuleError> {
+    let missing = |what| RuleError::Missing {
+        rule: rule.to_string(),
+        what,
+    };
+    let undefined = |what, name: &String| RuleError::Undefined {
+        rule: rule.to_string(),
+        what,
+        name: name.clone(),
+    };
+    Ok(match r.kind.get_ref().needs() {
+        Needs::Zone => {
+            let zn = r.zone.as_ref().ok_or_else(|| missing("zone"))?.get_ref();
+            let z = setup
+                .zones
+                .iter()
+                .find(|z| z.name.get_ref() == zn)
+                .ok_or_else(|| undefined("zone", zn))?;
+            Geometry::Zone {
+                name: zn.clone(),
+                polygon: z.polygon.get_ref().clone(),
+            }
+        }
+        Needs::Line => {
+            let ln = r.line.as_ref().ok_or_else(|| missing("line"))?.get_ref();
+            let l = setup
+                .lines
+                .iter()
+                .find(|l| l.name.get_ref() == ln)
+                .ok_or_else(|| undefined("line", ln))?;
+            Geometry::Line {
+                name: ln.clone(),
+                points: two_points(rule, "line", ln, l.points.get_ref())?,
+            }
+        }
+        Needs::Lane => {
+            let ln = r.lane.as_ref().ok_or_else(|| missing("lane"))?.get_ref();
+            let l = setup
+                .lanes
+                .iter()
+                .find(|l| l.name.get_ref() == ln)
+                .ok_or_else(|| undefined("lane", ln))?;
+            let d = l
+                .direction
+                .as_ref()
+                .ok_or_else(|| missing("lane direction"))?;
+            Geometry::Lane {
+                name: ln.clone(),
+                polygon: l.polygon.get_ref().clone(),
+                arrow: two_points(rule, "lane direction", ln, d.get_ref())?,
+                allowed: class_indices(rule, l.classes.get_ref(), labels)?,
+            }
+        }
+        // A whole-frame rule may be narrowed to a zone; one that does not
+        // exist leaves it on the whole frame.
+        Needs::Nothing => match r
+            .zone
+            .as_ref()
+            .and_then(|z| setup.zones.iter().find(|x| x.name.get_ref() == z.get_ref()))
+        {
+            Some(z) => Geometry::Zone {
+                name: z.name.get_ref().clone(),
+                polygon: z.polygon.get_ref().clone(),
+            },
+            None => Geometry::None,
+        },
+    })
+}
+
+/// The rule's daily window, if it has one.
+fn compile_schedule(r: &config::RuleConfig, rule: &str) -> Result<Option<Schedule>, RuleError> {
+    let Some(s) = &r.schedule else {
+        return Ok(None);
+    };
+    let parsed = (|| {
+        Some(Schedule {
+            start: parse_hhmm(s.start.get_ref())?,
+            end: parse_hhmm(s.end.get_ref())?,
+            tz: s.tz.get_ref().parse().ok()?,
+        })
+    })();
+    parsed.map(Some).ok_or_else(|| RuleError::Schedule {
+        rule: rule.to_string(),
+        start: s.start.get_ref().clone(),
+        end: s.end.get_ref().clone(),
+        tz: s.tz.get_ref().clone(),
+    })
+}
+
+/// One rule of the config, compiled; defaults applied.
+fn compile_rule(
+    r: &config::RuleConfig,
+    setup: &RuleSetup,
+    labels: &[String],
+) -> Result<Rule, RuleError> {
+    let kind = *r.kind.get_ref();
+    let name = rule_name(r, setup);
+    let geometry = resolve_geometry(r, &name, setup, labels)?;
+    let schedule = compile_schedule(r, &name)?;
+    let (min_secs, dwell) = defaults(kind);
+    let mut classes = class_indices(&name, r.classes.get_ref(), labels)?;
+    if classes.is_empty() {
+        let default: &[&str] = match kind {
+            RuleKind::Crowd | RuleKind::Loitering => &["person"],
+            RuleKind::Overload | RuleKind::NoHelmet => &["motorcycle"],
+            RuleKind::Sidewalk
+            | RuleKind::IllegalStop
+            | RuleKind::IllegalParking
+            | RuleKind::RedLight
+            | RuleKind::StopLine => &["car", "motorcycle", "bus", "truck", "bicycle"],
+            _ => &[],
+        };
+        // A model without some of these classes simply never sees them.
+        classes = default
+            .iter()
+            .filter_map(|c| labels.iter().position(|l| l == c))
+            .collect();
+    }
+    let cascade_kind = matches!(
+        kind,
+        RuleKind::NoHelmet | RuleKind::FireSmoke | RuleKind::Fight
+    );
+    if cascade_kind && r.model.is_none() {
+        return Err(RuleError::Missing {
+            rule: name,
+            what: "model",
+        });
+    }
+    Ok(Rule {
+        name,
+        kind,
+        classes,
+        geometry,
+        direction: r.direction,
+        min_score: r.min_score,
+        min_hits: r.min_hits,
+        severity: r.severity,
+        params: Params {
+            min_secs: r.min_secs.unwrap_or(min_secs),
+            dwell_secs: r.dwell_secs.unwrap_or(dwell),
+            min_distance: r.min_distance.unwrap_or(0.05),
+            max_move: r.max_move.unwrap_or(0.02),
+            max_count: r.max_count.unwrap_or(2),
+            speed_limit_kmh: r.speed_limit_kmh.unwrap_or(f64::INFINITY),
+            schedule,
+        },
+        cascade: r.model.as_ref().map(|m| Cascade {
+            model: m.get_ref().clone(),
+            labels: r
+                .labels
+                .as_ref()
+                .map(|l| l.get_ref().clone())
+                .unwrap_or_default(),
+            min_confidence: r.min_confidence.unwrap_or(0.6),
+            min_votes: r.min_votes.unwrap_or(2).max(1),
+            interval: 1.0 / r.max_rate_hz.unwrap_or(1.0).max(1e-3),
+            region: r.region.unwrap_or(if kind == RuleKind::NoHelmet {
+                CropRegion::UpperHalf
+            } else {
+                CropRegion::Box
+            }),
+        }),
+        votes: HashMap::new(),
+        frame_votes: (f64::NEG_INFINITY, 0, 0, 0.0),
+        fired: HashSet::new(),
+        since: HashMap::new(),
+        crowd: (false, None, None),
+    })
+}
+
 /// The first step of a track's history that crosses the line segment in
 /// `dir`: (time before, time after, point before, point after), normalised.
 /// Any step counts, so a crossing made before the track was confirmed is
@@ -1032,29 +1172,41 @@ mod tests {
     use crate::infer::Detection;
     use crate::track::{Tracker, TrackerConfig};
 
-    fn camera(toml_text: &str) -> CameraConfig {
-        #[derive(serde::Deserialize)]
-        struct W {
-            cameras: Vec<CameraConfig>,
-        }
-        toml::from_str::<W>(toml_text).unwrap().cameras.remove(0)
+    /// The rule part of a camera's config.
+    #[derive(serde::Deserialize)]
+    struct Cam {
+        #[serde(default)]
+        zones: Vec<config::ZoneConfig>,
+        #[serde(default)]
+        lines: Vec<config::LineConfig>,
+        rules: Vec<config::RuleConfig>,
+    }
+
+    fn engine(toml_text: &str) -> RuleEngine {
+        let cam: Cam = toml::from_str(toml_text).unwrap();
+        let setup = RuleSetup {
+            zones: &cam.zones,
+            lines: &cam.lines,
+            lanes: &[],
+            calibration: None,
+            signal: None,
+            rules: &cam.rules,
+        };
+        RuleEngine::new(&setup, &labels()).unwrap()
     }
 
     const CAM: &str = r#"
-[[cameras]]
-id = "c"
-url = "rtsp://x/y"
-[[cameras.zones]]
+[[zones]]
 name = "box"
 polygon = [[0.4, 0.4], [0.6, 0.4], [0.6, 0.6], [0.4, 0.6]]
-[[cameras.lines]]
+[[lines]]
 name = "mid"
 points = [[0.5, 0.0], [0.5, 1.0]]
-[[cameras.rules]]
+[[rules]]
 kind = "zone_enter"
 zone = "box"
 classes = ["car"]
-[[cameras.rules]]
+[[rules]]
 kind = "line_cross"
 line = "mid"
 classes = ["car"]
@@ -1071,7 +1223,7 @@ direction = "right_to_left"
     /// A car (class 2) moving horizontally across a 100x100 frame; its ground
     /// point is at y = 0.5.
     fn run(xs: &[f32], class: usize) -> Vec<Firing> {
-        let mut eng = RuleEngine::from_camera(&camera(CAM), &labels());
+        let mut eng = engine(CAM);
         let mut tr = Tracker::new(TrackerConfig::default());
         let mut all = Vec::new();
         for (i, &x) in xs.iter().enumerate() {
@@ -1089,29 +1241,21 @@ direction = "right_to_left"
     #[test]
     fn cascade_votes_are_rate_limited_and_fire_once() {
         let text = r#"
-[[cameras]]
-id = "c"
-url = "rtsp://x/y"
-[[cameras.rules]]
+[[rules]]
 kind = "no_helmet"
 classes = ["car"]
 model = "helmet"
 labels = ["no_helmet"]
 min_votes = 2
 max_rate_hz = 1.0
-[[cameras.rules]]
+[[rules]]
 kind = "fire_smoke"
 model = "fire"
 labels = ["fire"]
 min_votes = 2
 max_rate_hz = 2.0
 "#;
-        #[derive(serde::Deserialize)]
-        struct W {
-            cameras: Vec<CameraConfig>,
-        }
-        let cam = toml::from_str::<W>(text).unwrap().cameras.remove(0);
-        let mut eng = RuleEngine::from_camera(&cam, &labels());
+        let mut eng = engine(text);
         let mut tr = Tracker::new(TrackerConfig::default());
         let (mut requests, mut fired, mut fire_events) = (0, 0, Vec::new());
         for i in 0..30 {

@@ -42,10 +42,10 @@ struct Stats {
 }
 
 impl Analysis {
-    pub fn new(camera: &Camera) -> Analysis {
+    pub fn new(camera: &Camera) -> Result<Analysis, crate::rules::RuleError> {
         let labels: Arc<[String]> = camera.detector.manifest.labels.clone().into();
-        Analysis {
-            rules: RuleEngine::from_camera(&camera.cam, &labels),
+        Ok(Analysis {
+            rules: RuleEngine::new(&camera.cam.rule_setup(), &labels)?,
             labels,
             tracker: Tracker::new(TrackerConfig::default()),
             evidence: CameraEvidence::new(camera.sh.plates.clone()),
@@ -53,7 +53,7 @@ impl Analysis {
             open_frame: None,
             last_seq: 0,
             stats: Stats::default(),
-        }
+        })
     }
 
     /// Analyses frames until the decoder's channel closes or the detector fails.

@@ -41,6 +41,8 @@ pub(super) enum SessionError {
     Decode(#[from] DecodeError),
     #[error(transparent)]
     Infer(#[from] InferError),
+    #[error(transparent)]
+    Rules(#[from] crate::rules::RuleError),
 }
 
 /// What every camera task shares.
@@ -191,7 +193,7 @@ impl Camera {
         .inspect_err(|_| mark_failed(failed_decoders, &decoder))?;
         // Rule and evidence state outlive the loops so that events still open
         // when the stream ends can be ended.
-        let mut analysis = Analysis::new(self);
+        let mut analysis = Analysis::new(self)?;
         let mut result = {
             let ingest = super::ingest::run(self, &mut src, &pipe, separate_record);
             let analyze = analysis.run(self, frx);

@@ -85,7 +85,7 @@ classes = ["car", "truck", "bus"]
         root().join("models").display()
     );
     let cfg = Config::parse(&cfg_text, Path::new("count.toml"), Path::new(".")).unwrap();
-    let mut engine = RuleEngine::from_camera(&cfg.cameras[0], &labels);
+    let mut engine = RuleEngine::new(&cfg.cameras[0].rule_setup(), &labels).unwrap();
     let mut tracker = Tracker::new(TrackerConfig::default());
     let (mut upper, mut lower) = (0, 0);
     for f in &frames {

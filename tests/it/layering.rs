@@ -169,7 +169,10 @@ fn modules_only_use_lower_layers() {
             }
         }
     }
-    assert!(edges > 50, "found only {edges} cross-module references; is the scanner broken?");
+    assert!(
+        edges > 50,
+        "found only {edges} cross-module references; is the scanner broken?"
+    );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 

@@ -13,6 +13,7 @@ mod delivery;
 mod deploy;
 mod doctor;
 mod evidence;
+mod layering;
 mod metrics;
 mod models;
 mod pipeline;

@@ -161,7 +161,7 @@ fn run(path: &Path) -> (Scenario, Outcome) {
         ioc_agent::infer::manifest::Manifest::load(&common::root().join("models/yolox_nano.toml"))
             .unwrap();
     let labels = manifest.labels;
-    let mut engine = RuleEngine::from_camera(&cfg.cameras[0], &labels);
+    let mut engine = RuleEngine::new(&cfg.cameras[0].rule_setup(), &labels).unwrap();
     let mut tracker = Tracker::new(TrackerConfig::default());
     let wall0 = sc
         .start_wall
