@@ -124,7 +124,7 @@ fn decode_floor(file: &Path, threads: u32) -> Result<f64, String> {
     let clip = crate::simulate::Clip::load(file).map_err(|e| e.to_string())?;
     let codec = clip.codec;
     let dec = crate::decode::choose_decoder(codec, None, &[]).map_err(|e| e.to_string())?;
-    if dec == crate::decode::lav::NAME {
+    if crate::decode::DecoderKind::of(&dec) == crate::decode::DecoderKind::Libavcodec {
         let c0 = cpu_seconds();
         let frames = crate::decode::lav::decode_all(codec, threads, |f| clip.for_each_unit(f))?;
         let cpu = cpu_seconds() - c0;
@@ -181,7 +181,7 @@ fn decode_floor_rtsp(
     };
     // libavcodec runs outside GStreamer: the parsed access units go to it
     // through appsinks, as the agent's do; no picture is copied out.
-    let lav = dec == crate::decode::lav::NAME;
+    let lav = crate::decode::DecoderKind::of(&dec) == crate::decode::DecoderKind::Libavcodec;
     let caps = codec.caps();
     let mut desc = String::new();
     for i in 0..streams {

@@ -81,7 +81,7 @@ fn gstreamer_checks(out: &mut Vec<Check>) {
     for codec in [Codec::H264, Codec::H265] {
         let name = format!("decoder {}", codec.as_str());
         match decode::choose_decoder(codec, None, &[]) {
-            Ok(d) if d.starts_with("avdec_") || d == decode::lav::NAME => out.push(pass(
+            Ok(d) if decode::DecoderKind::of(&d).is_software() => out.push(pass(
                 name,
                 format!(
                     "{d} (software; no hardware decoder found: tried {})",

@@ -66,19 +66,6 @@ pub struct ProbeReport {
     pub snapshot: Option<String>,
 }
 
-/// The RTSP status code in a client error such as `404 response to DESCRIBE
-/// CSeq=1: …`: the three digits right before ` response`.
-fn rtsp_status(text: &str) -> Option<u16> {
-    text.match_indices(" response").find_map(|(i, _)| {
-        let code = text[..i].rsplit(|c: char| !c.is_ascii_digit()).next()?;
-        if code.len() == 3 {
-            code.parse().ok()
-        } else {
-            None
-        }
-    })
-}
-
 /// The plain message for a failed connection (used by `doctor` too).
 pub fn classify_error(url: &str, e: SourceError) -> String {
     classify(url, e).to_string()
@@ -100,11 +87,15 @@ fn classify(url: &str, e: SourceError) -> ProbeError {
             detail: format!("{what} timed out after {secs:.0} s"),
         },
         other => {
+            // The status code the camera answered with, kept by the source
+            // error (reading digits out of the text once took a port
+            // containing 401 for a refused login).
+            let status = match &other {
+                SourceError::Rtsp { status, .. } => *status,
+                _ => None,
+            };
             let text = other.to_string();
             let low = text.to_ascii_lowercase();
-            // The status code as the RTSP client reports it ("404 response to
-            // DESCRIBE"), not any digits: the URL's port may contain "401".
-            let status = rtsp_status(&low);
             if status == Some(401) || low.contains("unauthorized") {
                 ProbeError::Login { url: shown }
             } else if status == Some(404) || low.contains("not found") {
@@ -411,16 +402,24 @@ mod tests {
     #[test]
     fn status_comes_from_the_response_not_the_port() {
         // A port containing 401 once made a wrong path read as a refused login.
-        let e = "rtsp://127.0.0.1:37401/no-such-path: 404 response to describe cseq=1: unexpected rtsp response status";
-        assert_eq!(rtsp_status(e), Some(404));
-        assert_eq!(
-            rtsp_status("rtsp://h:8404/x: 401 response to describe cseq=2"),
-            Some(401)
-        );
-        assert_eq!(
-            rtsp_status("rtsp://127.0.0.1:40401/x: connection refused"),
-            None
-        );
+        let rtsp = |status, message: &str| SourceError::Rtsp {
+            url: "rtsp://127.0.0.1:37401/x".into(),
+            message: message.into(),
+            status,
+        };
+        let url = "rtsp://127.0.0.1:37401/x";
+        assert!(matches!(
+            classify(url, rtsp(Some(404), "404 response to DESCRIBE CSeq=1")),
+            ProbeError::WrongPath { .. }
+        ));
+        assert!(matches!(
+            classify(url, rtsp(Some(401), "401 response to DESCRIBE CSeq=2")),
+            ProbeError::Login { .. }
+        ));
+        assert!(matches!(
+            classify(url, rtsp(None, "connection refused")),
+            ProbeError::Unreachable { .. }
+        ));
     }
 
     #[test]

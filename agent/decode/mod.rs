@@ -99,6 +99,43 @@ pub enum DecodeError {
     Runtime { decoder: String, message: String },
 }
 
+/// How a decoder named in a ranking runs: the one place a decoder name is
+/// interpreted (the names themselves stay an open set: any GStreamer element).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum DecoderKind {
+    /// libavcodec in-process (`libavcodec`).
+    Libavcodec,
+    /// A GStreamer software decoder (`avdec_*`, `openh264dec`).
+    GstSoftware,
+    /// A GStreamer hardware decoder (NVDEC, VA-API, V4L2).
+    GstHardware,
+}
+
+impl DecoderKind {
+    pub fn of(name: &str) -> DecoderKind {
+        if name == lav::NAME {
+            DecoderKind::Libavcodec
+        } else if name.starts_with("avdec_") || name.starts_with("openh264") {
+            DecoderKind::GstSoftware
+        } else {
+            DecoderKind::GstHardware
+        }
+    }
+
+    pub fn is_software(self) -> bool {
+        self != DecoderKind::GstHardware
+    }
+
+    /// Whether the decoder can run on this box.
+    pub fn available(name: &str) -> bool {
+        DecoderKind::of(name) == DecoderKind::Libavcodec
+            || gst::ElementFactory::find(name).is_some()
+    }
+}
+
 /// Initialises GStreamer once; safe to call many times.
 pub fn init() -> Result<(), DecodeError> {
     gst::init().map_err(|e| DecodeError::Init(e.to_string()))
@@ -127,10 +164,7 @@ pub fn choose_decoder_in(
     } else {
         &own
     };
-    choose_from(list, forced, exclude, |n| {
-        n == lav::NAME || gst::ElementFactory::find(n).is_some()
-    })
-    .map_err(|e| match e {
+    choose_from(list, forced, exclude, DecoderKind::available).map_err(|e| match e {
         None => DecodeError::NoDecoder {
             codec: codec.as_str(),
             tried: list.join(", "),
@@ -419,7 +453,7 @@ impl DecodePipeline {
         counters: Arc<FrameCounters>,
         on_frame: impl FnMut(Frame) + Send + 'static,
     ) -> Result<DecodePipeline, DecodeError> {
-        let inner = if decoder == lav::NAME {
+        let inner = if DecoderKind::of(decoder) == DecoderKind::Libavcodec {
             Inner::Lav(lav::LavDecoder::start(
                 codec, fps, threads, counters, on_frame,
             )?)

@@ -273,8 +273,12 @@ pub struct CameraStatus {
     pub state: CameraState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codec: Option<String>,
+    /// The decoder element in use (`libavcodec`, `avdec_h264`, `nvh264dec`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decoder: Option<String>,
+    /// How that decoder runs: `libavcodec`, `gst_software` or `gst_hardware`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder_kind: Option<crate::decode::DecoderKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolution: Option<[u32; 2]>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

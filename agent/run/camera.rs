@@ -164,6 +164,7 @@ impl Camera {
             s.state = CameraState::Streaming;
             s.codec = Some(src.codec.as_str().into());
             s.decoder = Some(decoder.clone());
+            s.decoder_kind = Some(decode::DecoderKind::of(&decoder));
             s.resolution = src.resolution.map(|(w, h)| [w, h]);
             s.last_error = None;
         });

@@ -24,8 +24,14 @@ pub enum SourceError {
         what: &'static str,
         secs: f64,
     },
+    /// The RTSP exchange failed; `status` is the camera's response code
+    /// (401, 404, …) when it answered with one.
     #[error("{url}: {message}")]
-    Rtsp { url: String, message: String },
+    Rtsp {
+        url: String,
+        message: String,
+        status: Option<u16>,
+    },
     #[error(
         "{url}: the camera offers no H.264/H.265 video stream (found: {found}) — set the camera's encoder to H.264 or H.265"
     )]
@@ -159,10 +165,12 @@ impl RtspSource {
         let (url, creds) = parse_rtsp_url(raw_url).map_err(|message| SourceError::Rtsp {
             url: shown.clone(),
             message,
+            status: None,
         })?;
         let secs = timeout.as_secs_f64();
         let rtsp = |e: retina::Error| SourceError::Rtsp {
             url: shown.clone(),
+            status: e.status_code(),
             message: e.to_string(),
         };
         let opts = SessionOptions::default()
@@ -271,6 +279,7 @@ impl RtspSource {
                 Some(Err(e)) => {
                     return Err(SourceError::Rtsp {
                         url: self.url.clone(),
+                        status: e.status_code(),
                         message: e.to_string(),
                     });
                 }

@@ -10,10 +10,14 @@ use crate::common;
 
 /// Config types in reference order: source file, type, where it sits in the TOML.
 const CONFIG_TYPES: &[(&str, &str, &str)] = &[
-    ("agent/config/mod.rs", "Config", "top level"),
+    ("agent/config/mod.rs", "Config", "Top-level keys"),
     ("agent/config/mod.rs", "MqttConfig", "[mqtt]"),
     ("agent/evidence/config.rs", "EvidenceConfig", "[evidence]"),
-    ("agent/evidence/config.rs", "PlatesConfig", "[evidence.plates]"),
+    (
+        "agent/evidence/config.rs",
+        "PlatesConfig",
+        "[evidence.plates]",
+    ),
     ("agent/config/mod.rs", "HttpConfig", "[http]"),
     ("agent/config/mod.rs", "ModelConfig", "[[models]]"),
     ("agent/config/mod.rs", "CameraConfig", "[[cameras]]"),
@@ -37,9 +41,21 @@ const CONFIG_TYPES: &[(&str, &str, &str)] = &[
 /// Enums whose values a config key takes.
 const CONFIG_ENUMS: &[(&str, &str, &str)] = &[
     ("agent/rules/config.rs", "RuleKind", "cameras.rules.kind"),
-    ("agent/rules/config.rs", "Direction", "cameras.rules.direction"),
-    ("agent/rules/config.rs", "CropRegion", "cameras.rules.region"),
-    ("agent/rules/config.rs", "SignalSource", "cameras.signal.source"),
+    (
+        "agent/rules/config.rs",
+        "Direction",
+        "cameras.rules.direction",
+    ),
+    (
+        "agent/rules/config.rs",
+        "CropRegion",
+        "cameras.rules.region",
+    ),
+    (
+        "agent/rules/config.rs",
+        "SignalSource",
+        "cameras.signal.source",
+    ),
     ("agent/publish/mod.rs", "TopicLayout", "mqtt.topic_layout"),
 ];
 
@@ -123,22 +139,30 @@ fn config_reference(root: &Path) -> String {
     for (file, name, section) in CONFIG_TYPES {
         let src = std::fs::read_to_string(root.join(file)).unwrap();
         let (doc, body) = item(&src, "struct", name);
-        write!(out, "\n## `{section}`\n\n").unwrap();
+        match section.starts_with('[') {
+            true => write!(out, "\n## `{section}`\n\n").unwrap(),
+            false => write!(out, "\n## {section}\n\n").unwrap(),
+        }
         if !doc.is_empty() {
             write!(out, "{}\n\n", doc.join(" ")).unwrap();
         }
         writeln!(out, "<sub>`{name}` in `{file}`</sub>\n").unwrap();
-        let (mut fdoc, mut defaulted) = (Vec::<&str>::new(), false);
+        let (mut fdoc, mut defaulted, mut skipped) = (Vec::<&str>::new(), false, false);
         for l in body {
             let t = l.trim();
             if let Some(d) = t.strip_prefix("///") {
                 fdoc.push(d.trim());
             } else if t.starts_with("#[serde(") {
                 defaulted |= t.contains("default");
+                skipped |= t.contains("skip");
             } else if let Some(f) = t.strip_prefix("pub ") {
                 let Some((key, ty)) = f.split_once(':') else {
                     continue;
                 };
+                if std::mem::take(&mut skipped) {
+                    fdoc.clear();
+                    continue; // not a TOML key
+                }
                 let optional = defaulted || ty.trim_start().starts_with("Option<");
                 let req = if optional { "" } else { ", required" };
                 let text = if fdoc.is_empty() {
@@ -227,7 +251,12 @@ fn cli_reference_is_current() {
 fn config_reference_is_current() {
     let text = config_reference(&common::root());
     // The reference has every section and key a real config uses.
-    for k in ["## `[mqtt]`", "**`detect_fps`**", "`red_light`", "**`pre_secs`**"] {
+    for k in [
+        "## `[mqtt]`",
+        "**`detect_fps`**",
+        "`red_light`",
+        "**`pre_secs`**",
+    ] {
         assert!(text.contains(k), "config reference lacks {k}");
     }
     check("docs/src/reference/config.md", text);
@@ -235,7 +264,10 @@ fn config_reference_is_current() {
 
 #[test]
 fn type_names_read_as_toml() {
-    assert_eq!(toml_type("Spanned<Option<Vec<String>>>,"), "array of strings");
+    assert_eq!(
+        toml_type("Spanned<Option<Vec<String>>>,"),
+        "array of strings"
+    );
     assert_eq!(toml_type("Option<Spanned<f64>>"), "number");
     assert_eq!(toml_type("Vec<ZoneConfig>"), "array of `ZoneConfig`");
     assert_eq!(snake("LeftToRight"), "left_to_right");

@@ -11,6 +11,7 @@ mod counting;
 mod decode;
 mod delivery;
 mod deploy;
+mod docs;
 mod doctor;
 mod evidence;
 mod layering;
