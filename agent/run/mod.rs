@@ -189,6 +189,43 @@ fn plate_setup(
     }))
 }
 
+/// Passes reload requests from outside (SIGHUP) on until the agent stops.
+async fn forward_reloads(
+    mut ext: tokio::sync::mpsc::Receiver<()>,
+    tx: tokio::sync::mpsc::Sender<()>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            m = ext.recv() => match m {
+                Some(()) => { let _ = tx.send(()).await; }
+                None => break,
+            },
+        }
+    }
+}
+
+/// Starts the HTTP server when `[http]` is configured.
+async fn start_http(
+    cfg: &Config,
+    state: impl FnOnce(crate::config::Secret) -> crate::http::HttpState,
+    cancel: CancellationToken,
+) -> Result<Option<JoinHandle<()>>, RunError> {
+    let Some(h) = &cfg.http else {
+        return Ok(None);
+    };
+    let token = cfg
+        .http_token()
+        .map_err(RunError::Http)?
+        .ok_or_else(|| RunError::Http("http needs a token".into()))?;
+    let (addr, task) = crate::http::serve(&h.listen, state(token), cancel)
+        .await
+        .map_err(|e| RunError::Http(e.to_string()))?;
+    info!(%addr, "HTTP server listening (review page at /review)");
+    Ok(Some(task))
+}
+
 /// Runs the agent until `cancel` fires. With `config_path` and `reload`, each
 /// message on `reload` (SIGHUP, or a save from the setup page) re-reads the
 /// file and applies camera changes live.
@@ -230,50 +267,27 @@ pub async fn run_with_reload(
     let ready = Arc::new(AtomicBool::new(false));
     // Reload requests: SIGHUP (from the command) and saves from the setup page.
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<()>(4);
-    if let Some(mut ext) = reload.take() {
-        let (tx, stop) = (reload_tx.clone(), cancel.clone());
-        tracker.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    m = ext.recv() => match m {
-                        Some(()) => { let _ = tx.send(()).await; }
-                        None => break,
-                    },
-                }
-            }
-        });
+    if let Some(ext) = reload.take() {
+        tracker.spawn(forward_reloads(ext, reload_tx.clone(), cancel.clone()));
     }
     let snapshots = Arc::new(crate::http::setup::Snapshots::default());
     let running_cfg = Arc::new(std::sync::RwLock::new(cfg.clone()));
     let http_cancel = CancellationToken::new();
-    let http_task = match &cfg.http {
-        Some(h) => {
-            let token = cfg
-                .http_token()
-                .map_err(RunError::Http)?
-                .ok_or_else(|| RunError::Http("http needs a token".into()))?;
-            let state = crate::http::HttpState {
-                evidence: evidence.clone(),
-                token: Arc::new(token),
-                status: status.clone(),
-                ready: ready.clone(),
-                setup: Some(Arc::new(crate::http::setup::SetupState {
-                    config_path: config_path.clone(),
-                    running: running_cfg.clone(),
-                    snapshots: snapshots.clone(),
-                    reload: reload_tx.clone(),
-                    lock: tokio::sync::Mutex::new(()),
-                })),
-            };
-            let (addr, task) = crate::http::serve(&h.listen, state, http_cancel.clone())
-                .await
-                .map_err(|e| RunError::Http(e.to_string()))?;
-            info!(%addr, "HTTP server listening (review page at /review)");
-            Some(task)
-        }
-        None => None,
+    let setup = Arc::new(crate::http::setup::SetupState {
+        config_path: config_path.clone(),
+        running: running_cfg.clone(),
+        snapshots: snapshots.clone(),
+        reload: reload_tx.clone(),
+        lock: tokio::sync::Mutex::new(()),
+    });
+    let http_state = |token| crate::http::HttpState {
+        evidence: evidence.clone(),
+        token: Arc::new(token),
+        status: status.clone(),
+        ready: ready.clone(),
+        setup: Some(setup),
     };
+    let http_task = start_http(&cfg, http_state, http_cancel.clone()).await?;
     let sh = Arc::new(Shared {
         agent_id: cfg.agent_id.get_ref().clone(),
         plates: plate_setup(&cfg, evidence.is_some(), &detectors),

@@ -1,0 +1,298 @@
+//! Checking a parsed config: every problem is collected with its place
+//! (`file:line:column`) and the fix; nothing stops at the first one. Each
+//! part of the file has its own check; the rules' checks live with the rules
+//! (`rules::config::check_camera_rules`).
+
+use std::collections::HashSet;
+
+use super::{CameraConfig, Collector, Config, Manifest, model_labels};
+use crate::rules::config::{CameraModels, ModelLabels};
+
+/// Model names with their manifests (None when the manifest did not load).
+type Manifests = Vec<(String, Option<Manifest>)>;
+
+impl Config {
+    pub(super) fn validate(&self, c: &mut Collector) {
+        self.check_agent_id(c);
+        self.check_mqtt(c);
+        self.check_evidence_and_http(c);
+        let manifests = self.check_models(c);
+        let all_models: Vec<_> = manifests
+            .iter()
+            .map(|(n, m)| (n.as_str(), m.as_ref().map(model_labels)))
+            .collect();
+        let mut ids = HashSet::new();
+        for cam in &self.cameras {
+            self.check_camera(cam, &manifests, &all_models, &mut ids, c);
+        }
+    }
+
+    fn check_agent_id(&self, c: &mut Collector) {
+        let id = self.agent_id.get_ref();
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
+            c.at(
+                self.agent_id.span(),
+                "agent_id must be non-empty and use only letters, digits, '-' and '_' (it is part of MQTT topics)",
+            );
+        }
+    }
+
+    fn check_mqtt(&self, c: &mut Collector) {
+        if let Err(msg) = crate::publish::BrokerAddress::parse(self.mqtt.url.get_ref()) {
+            c.at(self.mqtt.url.span(), msg);
+        }
+        let secrets = [
+            self.mqtt.password.is_some(),
+            self.mqtt.password_file.is_some(),
+            self.mqtt.password_env.is_some(),
+        ];
+        if secrets.iter().filter(|s| **s).count() > 1 {
+            c.at(
+                self.mqtt.url.span(),
+                "give the MQTT password one way only: password, password_file or password_env",
+            );
+        }
+        if secrets.iter().any(|s| *s) && self.mqtt.username.is_none() {
+            c.at(self.mqtt.url.span(), "an MQTT password needs mqtt.username");
+        }
+        if self.mqtt.outbox_max_rows == 0 || self.mqtt.outbox_max_bytes < 64 * 1024 {
+            c.at(
+                self.mqtt.url.span(),
+                "mqtt.outbox_max_rows must be at least 1 and mqtt.outbox_max_bytes at least 65536",
+            );
+        }
+        if self.mqtt.cert_file.is_some() != self.mqtt.key_file.is_some() {
+            c.at(
+                self.mqtt.url.span(),
+                "mqtt.cert_file and mqtt.key_file must be given together (mutual TLS)",
+            );
+        }
+        if self.mqtt.topic_prefix.is_empty()
+            || self.mqtt.topic_prefix.contains(['#', '+'])
+            || self.mqtt.topic_prefix.ends_with('/')
+        {
+            c.at(
+                0..0,
+                "mqtt.topic_prefix must be non-empty, without '#', '+' or a trailing '/'",
+            );
+        }
+    }
+
+    fn check_evidence_and_http(&self, c: &mut Collector) {
+        let ev = &self.evidence;
+        if !(0.0..=120.0).contains(&ev.pre_secs) || !(0.0..=120.0).contains(&ev.post_secs) {
+            c.at_key(
+                "evidence",
+                "pre_secs",
+                "evidence.pre_secs and evidence.post_secs must be between 0 and 120",
+            );
+        }
+        if ev.ring_bytes < (1 << 20) {
+            c.at_key(
+                "evidence",
+                "ring_bytes",
+                "evidence.ring_bytes must be at least 1048576 (1 MiB); a clip needs whole GOPs",
+            );
+        }
+        if let Some(h) = &self.http {
+            if h.listen.parse::<std::net::SocketAddr>().is_err() {
+                c.at_key(
+                    "http",
+                    "listen",
+                    format!(
+                        "http.listen '{}' is not an address; write it as 127.0.0.1:8080",
+                        h.listen
+                    ),
+                );
+            }
+            let n = [
+                h.token.is_some(),
+                h.token_file.is_some(),
+                h.token_env.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
+            if n != 1 {
+                c.at_key(
+                    "http",
+                    "token",
+                    "http needs a bearer token, given one way only: token, token_file or token_env",
+                );
+            }
+            if h.token.as_ref().is_some_and(|t| t.len() < 16) {
+                c.at_key("http", "token",  "http.token is too short; use at least 16 random characters (e.g. `openssl rand -hex 16`)");
+            }
+        }
+        if let Some(p) = &ev.plates {
+            for m in [&p.detector, &p.reader] {
+                if !self.models.iter().any(|x| x.name.get_ref() == m.get_ref()) {
+                    c.at(
+                        m.span(),
+                        format!(
+                            "plate model '{}' is not in [[models]]; add it there",
+                            m.get_ref()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Manifests must exist and parse; model settings must be in range.
+    fn check_models(&self, c: &mut Collector) -> Manifests {
+        let mut manifests: Vec<(String, Option<Manifest>)> = Vec::new();
+        for m in &self.models {
+            let name = m.name.get_ref();
+            if manifests.iter().any(|(n, _)| n == name) {
+                c.at(m.name.span(), format!("model '{name}' is listed twice"));
+                continue;
+            }
+            let mpath = self.manifest_path(name);
+            match Manifest::load(&mpath) {
+                Ok(man) => manifests.push((name.clone(), Some(man))),
+                Err(e) => {
+                    c.at(m.name.span(), format!("model '{name}': {e}"));
+                    manifests.push((name.clone(), None));
+                }
+            }
+            if m.intra_threads == 0 {
+                c.at(m.name.span(), "intra_threads must be at least 1");
+            }
+            if m.workers > 16 {
+                c.at(
+                    m.name.span(),
+                    format!("workers must be 0 (automatic) to 16, got {}", m.workers),
+                );
+            }
+            for p in &m.providers {
+                if crate::infer::providers::Provider::parse(p.get_ref()).is_none() {
+                    c.at(
+                        p.span(),
+                        format!(
+                            "unknown execution provider '{}'; use some of {:?} (best first)",
+                            p.get_ref(),
+                            crate::infer::providers::NAMES
+                        ),
+                    );
+                }
+            }
+            if m.score_threshold.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
+                c.at(m.name.span(), "score_threshold must be between 0 and 1");
+            }
+        }
+
+        manifests
+    }
+
+    fn check_camera(
+        &self,
+        cam: &CameraConfig,
+        manifests: &Manifests,
+        all_models: &[(&str, Option<ModelLabels<'_>>)],
+        ids: &mut HashSet<String>,
+        c: &mut Collector,
+    ) {
+        let cid = cam.id.get_ref();
+        if cid.is_empty()
+            || !cid
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
+            c.at(
+                cam.id.span(),
+                "camera id must be non-empty and use only letters, digits, '-' and '_'",
+            );
+        }
+        if !ids.insert(cid.clone()) {
+            c.at(
+                cam.id.span(),
+                format!("camera id '{cid}' is used twice; ids must be unique"),
+            );
+        }
+        for u in std::iter::once(&cam.url).chain(cam.detect_url.iter()) {
+            if let Err(msg) = crate::source::parse_rtsp_url(u.get_ref()) {
+                c.at(u.span(), msg);
+            }
+        }
+        let fps = *cam.detect_fps.get_ref();
+        if !(fps > 0.0 && fps <= 60.0) {
+            c.at(
+                cam.detect_fps.span(),
+                format!("detect_fps must be in (0, 60], got {fps}"),
+            );
+        }
+        if cam.decoder.is_some() && !cam.decoders.is_empty() {
+            c.at(
+                cam.id.span(),
+                "set either `decoder` (one element, no fallback) or `decoders` (a ranking with fallback), not both",
+            );
+        }
+        if !(cam.priority > 0.0 && cam.priority <= 100.0) {
+            c.at(
+                cam.id.span(),
+                format!(
+                    "priority must be in (0, 100] (a weight; default 1), got {}",
+                    cam.priority
+                ),
+            );
+        }
+        if cam.connect_timeout_secs <= 0.0 || cam.inactivity_timeout_secs <= 0.0 {
+            c.at(
+                cam.id.span(),
+                "connect_timeout_secs and inactivity_timeout_secs must be positive",
+            );
+        }
+        if cam.backoff_min_secs <= 0.0 || cam.backoff_max_secs < cam.backoff_min_secs {
+            c.at(
+                cam.id.span(),
+                "backoff_min_secs must be positive and not above backoff_max_secs",
+            );
+        }
+        // Which model does this camera use?
+        let manifest = match &cam.model {
+            Some(m) => match manifests.iter().find(|(n, _)| n == m.get_ref()) {
+                Some((_, man)) => man.as_ref(),
+                None => {
+                    c.at(
+                        m.span(),
+                        format!(
+                            "camera '{cid}' uses model '{}', which is not in [[models]] — add it there or fix the name",
+                            m.get_ref()
+                        ),
+                    );
+                    None
+                }
+            },
+            None => {
+                if manifests.is_empty() && !cam.rules.is_empty() {
+                    c.at(
+                        cam.id.span(),
+                        format!("camera '{cid}' has rules but no [[models]] are configured"),
+                    );
+                }
+                manifests.first().and_then(|(_, m)| m.as_ref())
+            }
+        };
+        if let Some(man) = manifest
+            && man.output.kind() == "classifier"
+        {
+            c.at(
+                cam.model.as_ref().map(|m| m.span()).unwrap_or(cam.id.span()),
+                format!("camera '{cid}' would use classifier '{}' as its detector; set `model` to a detector (classifiers serve cascade rules)", man.name),
+            );
+        }
+
+        let detector = manifest.map(model_labels);
+        let models = CameraModels {
+            camera: cid,
+            detector,
+            models: all_models,
+        };
+        crate::rules::config::check_camera_rules(&cam.rule_setup(), &models, c);
+    }
+}
