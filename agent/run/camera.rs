@@ -28,7 +28,7 @@ use crate::infer::{DetectorHandle, InferError};
 use crate::publish::payload::{CameraState, SkipCounts};
 use crate::publish::signals::SignalBoard;
 use crate::publish::{PublisherHandle, StatusBoard};
-use crate::source::{RtspSource, SourceError, redact};
+use crate::source::{Opener, SourceError, redact};
 
 /// Errors that end one camera session (the supervisor retries). Only the
 /// source, the decoder and the camera's own detector can end a session;
@@ -61,6 +61,8 @@ pub(super) struct Shared {
     pub snapshots: Arc<crate::http::setup::Snapshots>,
     /// Enabled cameras in the running config (decoder thread budget).
     pub enabled_cameras: AtomicUsize,
+    /// Opens camera streams (RTSP; tests inject their own).
+    pub opener: Arc<dyn Opener>,
 }
 
 /// One camera: its config, its detector and its per-camera state.
@@ -147,25 +149,26 @@ impl Camera {
         let url = cam.detect_url.as_ref().unwrap_or(&cam.url).get_ref();
         let mut src = tokio::select! {
             _ = self.cancel.cancelled() => return Ok(()),
-            r = RtspSource::open(
+            r = self.sh.opener.open(
                 url,
                 Duration::from_secs_f64(cam.connect_timeout_secs),
                 Duration::from_secs_f64(cam.inactivity_timeout_secs),
             ) => r?,
         };
-        let decoder = choose_decoder(src.codec, cam, failed_decoders)?;
+        let info = src.info();
+        let decoder = choose_decoder(info.codec, cam, failed_decoders)?;
         let threads = decode::decoder_threads(
             cam.decoder_threads,
             self.sh.enabled_cameras.load(Ordering::Relaxed),
             decode::cores(),
         );
-        info!(url = %src.url, codec = src.codec.as_str(), decoder = %decoder, decoder_threads = threads, resolution = ?src.resolution, "stream opened");
+        info!(url = %info.url, codec = info.codec.as_str(), decoder = %decoder, decoder_threads = threads, resolution = ?info.resolution, "stream opened");
         self.status(|s| {
             s.state = CameraState::Streaming;
-            s.codec = Some(src.codec.as_str().into());
+            s.codec = Some(info.codec.as_str().into());
             s.decoder = Some(decoder.clone());
             s.decoder_kind = Some(decode::DecoderKind::of(&decoder));
-            s.resolution = src.resolution.map(|(w, h)| [w, h]);
+            s.resolution = info.resolution.map(|(w, h)| [w, h]);
             s.last_error = None;
         });
         // With `detect_url`, clips come from the main stream (`url`), recorded
@@ -173,7 +176,7 @@ impl Camera {
         let separate_record = cam.detect_url.is_some() && self.sh.evidence.is_some();
         if !separate_record {
             let mut r = evidence::lock_ring(&self.ring);
-            r.restart(src.codec);
+            r.restart(info.codec);
             r.wall_clock = false;
         }
         // Decoded frames due at detect_fps; the newest replaces an unread one.
@@ -181,7 +184,7 @@ impl Camera {
         self.sh.snapshots.watch(self.id(), frx.clone());
         let mut seq = 0u64;
         let pipe = DecodePipeline::start(
-            src.codec,
+            info.codec,
             &decoder,
             *cam.detect_fps.get_ref(),
             threads,
@@ -196,7 +199,7 @@ impl Camera {
         // when the stream ends can be ended.
         let mut analysis = Analysis::new(self)?;
         let mut result = {
-            let ingest = super::ingest::run(self, &mut src, &pipe, separate_record);
+            let ingest = super::ingest::run(self, src.as_mut(), &pipe, separate_record);
             let analyze = analysis.run(self, frx);
             let record = async {
                 match separate_record {
@@ -329,3 +332,7 @@ pub(super) fn scrub(msg: &str, urls: &[&str]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+#[path = "camera_tests.rs"]
+mod tests;

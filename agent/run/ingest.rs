@@ -12,12 +12,12 @@ use crate::decode::DecodePipeline;
 use crate::decode::shed::{Admit, GopShedder};
 use crate::evidence::{self, ring::RingFrame};
 use crate::publish::payload::rfc3339;
-use crate::source::RtspSource;
+use crate::source::Stream;
 
 /// Reads the stream until it fails; decoding starts at the first keyframe.
 pub(super) async fn run(
     camera: &Camera,
-    src: &mut RtspSource,
+    src: &mut dyn Stream,
     pipe: &DecodePipeline,
     separate_record: bool,
 ) -> Result<(), SessionError> {

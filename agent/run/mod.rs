@@ -300,6 +300,7 @@ pub async fn run_with_reload(
         evidence_cfg: cfg.evidence.clone(),
         snapshots,
         enabled_cameras: AtomicUsize::new(cfg.cameras.iter().filter(|c| c.enabled).count()),
+        opener: Arc::new(crate::source::RtspOpener),
     });
     let mut cameras = Cameras {
         sh,

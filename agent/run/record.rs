@@ -10,7 +10,6 @@ use tracing::{info, warn};
 use super::camera::Camera;
 use crate::base::backoff::Backoff;
 use crate::evidence::{self, ring::RingFrame};
-use crate::source::RtspSource;
 
 /// Feeds the evidence ring from the main stream until the session ends.
 pub(super) async fn record_main_stream(camera: &Camera) {
@@ -20,20 +19,24 @@ pub(super) async fn record_main_stream(camera: &Camera) {
         Duration::from_secs_f64(cam.backoff_max_secs),
     );
     loop {
-        match RtspSource::open(
-            cam.url.get_ref(),
-            Duration::from_secs_f64(cam.connect_timeout_secs),
-            Duration::from_secs_f64(cam.inactivity_timeout_secs),
-        )
-        .await
+        match camera
+            .sh
+            .opener
+            .open(
+                cam.url.get_ref(),
+                Duration::from_secs_f64(cam.connect_timeout_secs),
+                Duration::from_secs_f64(cam.inactivity_timeout_secs),
+            )
+            .await
         {
             Ok(mut src) => {
                 {
                     let mut r = evidence::lock_ring(&camera.ring);
-                    r.restart(src.codec);
+                    r.restart(src.info().codec);
                     r.wall_clock = true;
                 }
-                info!(url = %src.url, codec = src.codec.as_str(), "record stream opened (clips from the main stream)");
+                let info = src.info();
+                info!(url = %info.url, codec = info.codec.as_str(), "record stream opened (clips from the main stream)");
                 backoff.reset();
                 loop {
                     match src.next_frame().await {

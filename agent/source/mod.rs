@@ -100,6 +100,64 @@ pub fn redact(s: &str) -> String {
     }
 }
 
+/// What a session knows about the stream it opened.
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    pub codec: Codec,
+    /// The URL without credentials.
+    pub url: String,
+    pub resolution: Option<(u32, u32)>,
+}
+
+/// A camera's stream of access units, as a camera session reads it.
+pub trait Stream: Send {
+    fn info(&self) -> StreamInfo;
+    /// The next access unit (Annex B), or why there is none.
+    fn next_frame(&mut self) -> futures::future::BoxFuture<'_, Result<EncodedFrame, SourceError>>;
+}
+
+/// Opens camera streams. The agent opens RTSP ([`RtspOpener`]); a test
+/// injects its own to drive a camera task without a network.
+pub trait Opener: Send + Sync {
+    fn open<'a>(
+        &'a self,
+        url: &'a str,
+        connect_timeout: Duration,
+        inactivity_timeout: Duration,
+    ) -> futures::future::BoxFuture<'a, Result<Box<dyn Stream>, SourceError>>;
+}
+
+/// RTSP over TCP with retina.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RtspOpener;
+
+impl Opener for RtspOpener {
+    fn open<'a>(
+        &'a self,
+        url: &'a str,
+        connect_timeout: Duration,
+        inactivity_timeout: Duration,
+    ) -> futures::future::BoxFuture<'a, Result<Box<dyn Stream>, SourceError>> {
+        Box::pin(async move {
+            let s = RtspSource::open(url, connect_timeout, inactivity_timeout).await?;
+            Ok(Box::new(s) as Box<dyn Stream>)
+        })
+    }
+}
+
+impl Stream for RtspSource {
+    fn info(&self) -> StreamInfo {
+        StreamInfo {
+            codec: self.codec,
+            url: self.url.clone(),
+            resolution: self.resolution,
+        }
+    }
+    fn next_frame(&mut self) -> futures::future::BoxFuture<'_, Result<EncodedFrame, SourceError>> {
+        Box::pin(RtspSource::next_frame(self))
+    }
+}
+
 /// One encoded video frame from the camera.
 pub struct EncodedFrame {
     pub data: Vec<u8>,

@@ -1,0 +1,202 @@
+//! The camera task driven by an injected source: real footage, the real
+//! decoder and model, no network. Needs the models (`make models`) and
+//! ONNX Runtime (`ORT_DYLIB_PATH`), as `make test` provides.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, atomic::AtomicUsize as Count};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use super::{Camera, Shared, supervise};
+use crate::config::Config;
+use crate::decode::Codec;
+use crate::publish::StatusBoard;
+use crate::publish::payload::CameraState;
+use crate::source::{EncodedFrame, Opener, SourceError, Stream, StreamInfo, is_random_access};
+
+const CLIP: &str = "../shared/videos/opencv4nodejs_traffic.mp4";
+
+/// The clip's access units, paced like a live camera; panics at unit
+/// `panic_at` when set (a bug in a session).
+struct ClipStream {
+    codec: Codec,
+    units: Arc<Vec<(Vec<u8>, u64)>>,
+    next: usize,
+    started: Instant,
+    panic_at: Option<usize>,
+}
+
+impl Stream for ClipStream {
+    fn info(&self) -> StreamInfo {
+        StreamInfo {
+            codec: self.codec,
+            url: "test://clip".into(),
+            resolution: None,
+        }
+    }
+    fn next_frame(&mut self) -> BoxFuture<'_, Result<EncodedFrame, SourceError>> {
+        Box::pin(async move {
+            if self.panic_at == Some(self.next) {
+                panic!("injected fault at unit {}", self.next);
+            }
+            let Some((data, pts)) = self.units.get(self.next).cloned() else {
+                return Err(SourceError::Ended {
+                    url: "test://clip".into(),
+                });
+            };
+            self.next += 1;
+            let due = self.started + Duration::from_nanos(pts);
+            tokio::time::sleep_until(due.into()).await;
+            Ok(EncodedFrame {
+                keyframe: is_random_access(self.codec, &data),
+                data,
+                pts_ns: pts,
+            })
+        })
+    }
+}
+
+struct ClipOpener {
+    codec: Codec,
+    units: Arc<Vec<(Vec<u8>, u64)>>,
+    panic_at: Option<usize>,
+    opens: Arc<Count>,
+}
+
+impl Opener for ClipOpener {
+    fn open<'a>(
+        &'a self,
+        _url: &'a str,
+        _connect: Duration,
+        _inactivity: Duration,
+    ) -> BoxFuture<'a, Result<Box<dyn Stream>, SourceError>> {
+        self.opens.fetch_add(1, Ordering::SeqCst);
+        let s = ClipStream {
+            codec: self.codec,
+            units: self.units.clone(),
+            next: 0,
+            started: Instant::now(),
+            panic_at: self.panic_at,
+        };
+        Box::pin(async move { Ok(Box::new(s) as Box<dyn Stream>) })
+    }
+}
+
+const CONFIG: &str = r#"
+agent_id = "unit"
+data_dir = "DATA"
+model_dir = "data/models"
+[mqtt]
+url = "mqtt://127.0.0.1:9"
+[[models]]
+name = "yolox_nano"
+[[cameras]]
+id = "cam"
+url = "rtsp://127.0.0.1:9/cam"
+backoff_min_secs = 0.1
+backoff_max_secs = 0.2
+"#;
+
+/// A camera on the injected opener, with the real detector and publisher.
+fn camera(panic_at: Option<usize>, dir: &Path) -> (Camera, Arc<Count>, CancellationToken) {
+    let text = CONFIG.replace("DATA", &dir.display().to_string());
+    let cfg = Config::parse(&text, Path::new("unit.toml"), Path::new(".")).unwrap();
+    let clip = crate::simulate::Clip::load(Path::new(CLIP)).unwrap();
+    let mut units = Vec::new();
+    clip.for_each_unit(|d, pts| units.push((d.to_vec(), pts)));
+    let opens = Arc::new(Count::new(0));
+    let detectors = Arc::new(super::super::load_detectors(&cfg).unwrap());
+    let status = Arc::new(StatusBoard::new("unit"));
+    let store = Arc::new(
+        crate::store::Store::open(
+            dir,
+            crate::store::Limits {
+                max_rows: 100,
+                max_bytes: 1 << 24,
+            },
+        )
+        .unwrap(),
+    );
+    let cancel = CancellationToken::new();
+    let (publisher, _task) = crate::publish::start(
+        &cfg.mqtt_settings().unwrap(),
+        status.clone(),
+        store,
+        cancel.clone(),
+    )
+    .unwrap();
+    let sh = Arc::new(Shared {
+        agent_id: "unit".into(),
+        detectors,
+        default_model: Some("yolox_nano".into()),
+        publisher,
+        status,
+        signals: None,
+        evidence: None,
+        plates: None,
+        evidence_cfg: cfg.evidence.clone(),
+        snapshots: Default::default(),
+        enabled_cameras: AtomicUsize::new(1),
+        opener: Arc::new(ClipOpener {
+            codec: clip.codec,
+            units: Arc::new(units),
+            panic_at,
+            opens: opens.clone(),
+        }),
+    });
+    let cam = Camera::new(&sh, &cfg.cameras[0], cancel.child_token()).unwrap();
+    (cam, opens, cancel)
+}
+
+async fn wait(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_footage_goes_through_decoder_and_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cam, opens, cancel) = camera(None, dir.path());
+    let counters = cam.counters.clone();
+    let status = cam.sh.status.clone();
+    let task = tokio::spawn(supervise(cam));
+    wait("10 analysed frames", 60, || {
+        counters.inferred.load(Ordering::Relaxed) >= 10
+    })
+    .await;
+    let s = status.snapshot()["cam"].clone();
+    assert_eq!(s.state, CameraState::Streaming);
+    assert_eq!(s.codec.as_deref(), Some("h264"));
+    assert_eq!(opens.load(Ordering::SeqCst), 1);
+    cancel.cancel();
+    task.await.unwrap();
+    assert_eq!(status.snapshot()["cam"].state, CameraState::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_session_is_shown_failed_counted_and_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cam, opens, cancel) = camera(Some(5), dir.path());
+    let status = cam.sh.status.clone();
+    let task = tokio::spawn(supervise(cam));
+    let panics = || status.snapshot().get("cam").map_or(0, |s| s.panics);
+    wait("two panics", 30, || panics() >= 2).await;
+    let s = status.snapshot()["cam"].clone();
+    let err = s.last_error.unwrap_or_default();
+    assert!(
+        err.contains("camera task panicked: injected fault at unit 5"),
+        "{err}"
+    );
+    // Restarted after each panic: the source was opened again.
+    assert!(opens.load(Ordering::SeqCst) >= 2);
+    cancel.cancel();
+    // The supervisor itself survived the panics and stops cleanly.
+    task.await.unwrap();
+    assert_eq!(status.snapshot()["cam"].state, CameraState::Stopped);
+}
