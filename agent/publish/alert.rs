@@ -74,14 +74,11 @@ pub fn build(a: AlertInput<'_>, rule: &Rule, f: &Firing) -> Alert {
         lane,
         speed_kmh: f.speed_kmh,
         count: f.count,
-        phase: f.phase.map(str::to_string),
-        end_reason: f.end_reason.map(str::to_string),
+        phase: f.phase,
+        end_reason: f.end_reason,
         dwell_secs: f.dwell_secs,
         confidence: f.confidence.map(|c| (c * 1000.0).round() / 1000.0),
-        signal: f.signal.map(|(state, source)| SignalInfo {
-            state,
-            source: source.to_string(),
-        }),
+        signal: f.signal.map(|(state, source)| SignalInfo { state, source }),
         objects: f
             .objects
             .iter()

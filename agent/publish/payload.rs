@@ -71,13 +71,13 @@ pub struct Alert {
     pub count: Option<u32>,
     /// `start` or `end` of a zone-level event (`order.crowd`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<crate::rules::Phase>,
     /// Why a zone-level event ended (with `phase: "end"`): `cleared` when the
     /// condition stopped holding, `stream_lost` when the camera's stream
     /// ended while it was open (it starts afresh when the camera is back),
     /// `camera_stopped` when the agent stopped or a reload restarted the camera.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_reason: Option<String>,
+    pub end_reason: Option<crate::rules::EndReason>,
     /// Seconds the object stayed (stops, parking, loitering).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dwell_secs: Option<f64>,
@@ -196,7 +196,7 @@ pub struct ReviewInfo {
 pub struct SignalInfo {
     pub state: crate::rules::Light,
     /// `image` (the signal head in the picture) or `mqtt` (the traffic controller).
-    pub source: String,
+    pub source: crate::rules::SignalSource,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

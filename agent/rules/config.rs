@@ -114,7 +114,9 @@ pub struct CalibrationConfig {
 }
 
 /// Where a camera's traffic-signal state comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SignalSource {
     /// The signal head seen in the picture: `red_lamp` and `green_lamp` boxes.
@@ -205,7 +207,7 @@ pub struct RuleConfig {
     /// `low`, `normal` or `high`: decides what the outbox drops first when it
     /// is full during a long outage. Default `normal`.
     #[serde(default)]
-    pub severity: crate::store::Severity,
+    pub severity: Option<crate::store::Severity>,
     /// Frames the object must be tracked before it may trigger. Default 3.
     #[serde(default = "default_min_hits")]
     pub min_hits: u32,
@@ -557,10 +559,7 @@ fn check_references(r: &RuleConfig, s: &RuleSetup, names: &Names, cid: &str, c: 
 fn check_cascade(r: &RuleConfig, names: &Names, models: &CameraModels, c: &mut Collector) {
     let (kind, cid) = (*r.kind.get_ref(), models.camera);
     let what = kind.as_str();
-    let cascade_kind = matches!(
-        kind,
-        RuleKind::NoHelmet | RuleKind::FireSmoke | RuleKind::Fight
-    );
+    let cascade_kind = kind.is_cascade();
     if !cascade_kind && (r.model.is_some() || r.labels.is_some()) {
         c.at(r.kind.span(), format!("`model` and `labels` apply to no_helmet, fire_smoke and fight only; remove them from this '{what}' rule"));
     }
@@ -698,76 +697,4 @@ fn sample_labels(labels: &[String]) -> String {
         s.push_str(", …");
     }
     s
-}
-
-impl RuleKind {
-    pub fn event_type(self) -> &'static str {
-        match self {
-            RuleKind::ZoneEnter => "object.zone_enter",
-            RuleKind::LineCross => "object.line_cross",
-            RuleKind::WrongWay => "traffic.wrong_way",
-            RuleKind::LaneLine => "traffic.lane_line",
-            RuleKind::LaneClass => "traffic.lane_class",
-            RuleKind::IllegalStop => "traffic.illegal_stop",
-            RuleKind::IllegalParking => "traffic.illegal_parking",
-            RuleKind::Sidewalk => "traffic.sidewalk",
-            RuleKind::Speeding => "traffic.speeding",
-            RuleKind::Overload => "traffic.overload",
-            RuleKind::Crowd => "order.crowd",
-            RuleKind::Loitering => "order.loitering",
-            RuleKind::Intrusion => "order.intrusion",
-            RuleKind::RedLight => "traffic.red_light",
-            RuleKind::StopLine => "traffic.stop_line",
-            RuleKind::NoHelmet => "traffic.no_helmet",
-            RuleKind::FireSmoke => "order.fire_smoke",
-            RuleKind::Fight => "order.fight",
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        self.event_type().split('.').nth(1).unwrap_or("")
-    }
-    /// Display names for operators: (English, Vietnamese).
-    pub fn display_names(self) -> (&'static str, &'static str) {
-        match self {
-            RuleKind::ZoneEnter => ("Object entered zone", "Đối tượng vào khu vực"),
-            RuleKind::LineCross => ("Object crossed line", "Đối tượng vượt qua vạch"),
-            RuleKind::WrongWay => ("Wrong-way driving", "Đi ngược chiều"),
-            RuleKind::LaneLine => ("Crossing a lane line", "Lấn làn, đè vạch"),
-            RuleKind::LaneClass => ("Wrong lane for vehicle type", "Đi sai làn đường quy định"),
-            RuleKind::IllegalStop => ("Illegal stopping", "Dừng xe sai quy định"),
-            RuleKind::IllegalParking => ("Illegal parking", "Đỗ xe sai quy định"),
-            RuleKind::Sidewalk => ("Riding on the sidewalk", "Đi trên vỉa hè"),
-            RuleKind::Speeding => ("Speeding", "Chạy quá tốc độ"),
-            RuleKind::Overload => ("Too many riders", "Chở quá số người quy định"),
-            RuleKind::Crowd => ("Crowd gathering", "Tụ tập đông người"),
-            RuleKind::Loitering => ("Loitering", "Lảng vảng, tụ tập kéo dài"),
-            RuleKind::Intrusion => ("Intrusion into a restricted area", "Xâm nhập khu vực cấm"),
-            RuleKind::RedLight => ("Running a red light", "Vượt đèn đỏ"),
-            RuleKind::StopLine => ("Crossing the stop line", "Vượt vạch dừng"),
-            RuleKind::NoHelmet => ("Riding without a helmet", "Không đội mũ bảo hiểm"),
-            RuleKind::FireSmoke => ("Fire or smoke", "Cháy, khói"),
-            RuleKind::Fight => ("Fight", "Đánh nhau, gây rối"),
-        }
-    }
-    /// Which geometry the rule needs.
-    pub fn needs(self) -> Needs {
-        match self {
-            RuleKind::ZoneEnter
-            | RuleKind::IllegalStop
-            | RuleKind::IllegalParking
-            | RuleKind::Sidewalk
-            | RuleKind::Crowd
-            | RuleKind::Loitering
-            | RuleKind::Intrusion => Needs::Zone,
-            RuleKind::LineCross | RuleKind::LaneLine | RuleKind::RedLight | RuleKind::StopLine => {
-                Needs::Line
-            }
-            RuleKind::WrongWay | RuleKind::LaneClass => Needs::Lane,
-            RuleKind::Speeding
-            | RuleKind::Overload
-            | RuleKind::NoHelmet
-            | RuleKind::FireSmoke
-            | RuleKind::Fight => Needs::Nothing,
-        }
-    }
 }

@@ -188,11 +188,11 @@ impl SignalReader {
     }
 
     /// The state for this frame and where it came from.
-    pub fn read(&mut self, frame: &Frame) -> Option<(Light, &'static str)> {
+    pub fn read(&mut self, frame: &Frame) -> Option<(Light, SignalSource)> {
         match self {
             SignalReader::None => None,
-            SignalReader::Image(s) => Some((s.observe(frame), "image")),
-            SignalReader::Mqtt(b, t, age) => Some((b.get(t, *age), "mqtt")),
+            SignalReader::Image(s) => Some((s.observe(frame), SignalSource::Image)),
+            SignalReader::Mqtt(b, t, age) => Some((b.get(t, *age), SignalSource::Mqtt)),
         }
     }
 }

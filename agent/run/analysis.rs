@@ -14,8 +14,8 @@ use crate::decode::Frame;
 use crate::evidence::camera::CameraEvidence;
 use crate::infer::Inference;
 use crate::publish::payload::SignalInfo;
-use crate::rules::RuleEngine;
 use crate::rules::signal::SignalReader;
+use crate::rules::{EndReason, RuleEngine};
 use crate::track::{Tracker, TrackerConfig};
 
 type FrameSlot = watch::Receiver<Option<(u64, Arc<Frame>)>>;
@@ -99,7 +99,7 @@ impl Analysis {
                 if s.signal.as_ref().is_none_or(|x| x.state != light) {
                     s.signal = Some(SignalInfo {
                         state: light,
-                        source: source.to_string(),
+                        source,
                     });
                 }
             });
@@ -158,14 +158,14 @@ impl Analysis {
 
     /// The stream is gone, or the camera is being stopped (`reason`): events
     /// still open are ended, pictured with the last frame they were seen on.
-    pub async fn end_open(&mut self, camera: &Camera, reason: &'static str) {
+    pub async fn end_open(&mut self, camera: &Camera, reason: EndReason) {
         let ends = self.rules.end_open(reason);
         let Some(frame) = self.open_frame.take() else {
             return;
         };
         for f in &ends {
             let rule = &self.rules.rules[f.rule];
-            info!(rule = %rule.name, reason, "session ended with the event open; ending it");
+            info!(rule = %rule.name, reason = reason.as_str(), "session ended with the event open; ending it");
             super::emit::emit(camera, &frame, rule, f, &self.labels, &self.evidence).await;
         }
     }

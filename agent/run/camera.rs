@@ -226,9 +226,9 @@ impl Camera {
             mark_failed(failed_decoders, &pipe.decoder);
         }
         let reason = if self.cancel.is_cancelled() {
-            "camera_stopped"
+            crate::rules::EndReason::CameraStopped
         } else {
-            "stream_lost"
+            crate::rules::EndReason::StreamLost
         };
         analysis.end_open(self, reason).await;
         result

@@ -177,9 +177,14 @@ fn run(path: &Path) -> (Scenario, Outcome) {
         if sc.stream_gaps.iter().any(|g| t >= g[0] && t < g[1]) {
             if !down {
                 down = true;
-                for f in engine.end_open("stream_lost") {
+                for f in engine.end_open(ioc_agent::rules::EndReason::StreamLost) {
                     let kind = engine.rules[f.rule].kind.event_type().to_string();
-                    events.push((kind, None, f.phase, f.end_reason));
+                    events.push((
+                        kind,
+                        None,
+                        f.phase.map(|p| p.as_str()),
+                        f.end_reason.map(|r| r.as_str()),
+                    ));
                 }
                 tracker = Tracker::new(TrackerConfig::default());
             }
@@ -210,14 +215,19 @@ fn run(path: &Path) -> (Scenario, Outcome) {
         if let Some((_, s)) = sc.signal.iter().rev().find(|(ts, _)| *ts <= t) {
             let light = ioc_agent::rules::Light::parse(s.as_bytes())
                 .unwrap_or_else(|| panic!("bad signal state {s}"));
-            engine.set_signal(t, light, "mqtt");
+            engine.set_signal(t, light, ioc_agent::rules::SignalSource::Mqtt);
         }
         let tracks = tracker.update(&dets, t).to_vec();
         let wall = wall0 + Duration::from_secs_f64(t);
         for f in engine.evaluate(&tracks, sc.frame[0], sc.frame[1], t, wall) {
             let kind = engine.rules[f.rule].kind.event_type().to_string();
             let who = nearest(&sc, &f, t);
-            events.push((kind, who, f.phase, f.end_reason));
+            events.push((
+                kind,
+                who,
+                f.phase.map(|p| p.as_str()),
+                f.end_reason.map(|r| r.as_str()),
+            ));
         }
     }
     (sc, Outcome { events })

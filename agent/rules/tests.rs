@@ -1,0 +1,211 @@
+//! Unit tests of the rule engine (the scenarios in tests/scenarios cover every kind).
+
+use super::*;
+use crate::infer::Detection;
+use crate::track::{Tracker, TrackerConfig};
+
+/// The rule part of a camera's config.
+#[derive(serde::Deserialize)]
+struct Cam {
+    #[serde(default)]
+    zones: Vec<config::ZoneConfig>,
+    #[serde(default)]
+    lines: Vec<config::LineConfig>,
+    rules: Vec<config::RuleConfig>,
+}
+
+fn try_engine(toml_text: &str) -> Result<RuleEngine, RuleError> {
+    let cam: Cam = toml::from_str(toml_text).unwrap();
+    let setup = RuleSetup {
+        zones: &cam.zones,
+        lines: &cam.lines,
+        lanes: &[],
+        calibration: None,
+        signal: None,
+        rules: &cam.rules,
+    };
+    RuleEngine::new(&setup, &labels())
+}
+
+fn engine(toml_text: &str) -> RuleEngine {
+    try_engine(toml_text).unwrap()
+}
+
+const CAM: &str = r#"
+[[zones]]
+name = "box"
+polygon = [[0.4, 0.4], [0.6, 0.4], [0.6, 0.6], [0.4, 0.6]]
+[[lines]]
+name = "mid"
+points = [[0.5, 0.0], [0.5, 1.0]]
+[[rules]]
+kind = "zone_enter"
+zone = "box"
+classes = ["car"]
+[[rules]]
+kind = "line_cross"
+line = "mid"
+classes = ["car"]
+direction = "right_to_left"
+"#;
+
+fn labels() -> Vec<String> {
+    ["person", "bicycle", "car"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// A car (class 2) moving horizontally across a 100x100 frame; its ground
+/// point is at y = 0.5.
+fn run(xs: &[f32], class: usize) -> Vec<Firing> {
+    let mut eng = engine(CAM);
+    let mut tr = Tracker::new(TrackerConfig::default());
+    let mut all = Vec::new();
+    for (i, &x) in xs.iter().enumerate() {
+        let d = Detection {
+            class,
+            score: 0.9,
+            bbox: [x - 5.0, 40.0, x + 5.0, 50.0],
+        };
+        let tracks = tr.update(&[d], i as f64 * 0.2).to_vec();
+        all.extend(eng.evaluate(&tracks, 100, 100, i as f64 * 0.2, SystemTime::now()));
+    }
+    all
+}
+
+#[test]
+fn cascade_votes_are_rate_limited_and_fire_once() {
+    let text = r#"
+[[rules]]
+kind = "no_helmet"
+classes = ["car"]
+model = "helmet"
+labels = ["no_helmet"]
+min_votes = 2
+max_rate_hz = 1.0
+[[rules]]
+kind = "fire_smoke"
+model = "fire"
+labels = ["fire"]
+min_votes = 2
+max_rate_hz = 2.0
+"#;
+    let mut eng = engine(text);
+    let mut tr = Tracker::new(TrackerConfig::default());
+    let (mut requests, mut fired, mut fire_events) = (0, 0, Vec::new());
+    for i in 0..30 {
+        let t = i as f64 * 0.2;
+        let d = Detection {
+            class: 2,
+            score: 0.9,
+            bbox: [10.0 + i as f32, 40.0, 30.0 + i as f32, 60.0],
+        };
+        let tracks = tr.update(&[d], t).to_vec();
+        for req in eng.cascade_requests(&tracks, 100, 100, t) {
+            if req.track.is_some() {
+                requests += 1;
+                // Upper half of the box only.
+                assert!((req.crop[3] - 0.5).abs() < 1e-6, "{:?}", req.crop);
+                eng.cascade_result(&req, 0.9);
+            } else {
+                // Fire seen for the first 3 s, then gone.
+                eng.cascade_result(&req, if t < 3.0 { 0.8 } else { 0.1 });
+            }
+        }
+        for f in eng.evaluate(&tracks, 100, 100, t, SystemTime::now()) {
+            match eng.rules[f.rule].kind {
+                RuleKind::NoHelmet => {
+                    fired += 1;
+                    assert_eq!(f.confidence, Some(0.9));
+                }
+                _ => fire_events.push(f.phase),
+            }
+        }
+    }
+    // 1 Hz per track: the second positive comes about 1 s after the first; then it stops asking.
+    assert_eq!(fired, 1);
+    assert_eq!(requests, 2, "requests after firing");
+    assert_eq!(fire_events, vec![Some(Phase::Start), Some(Phase::End)]);
+}
+
+#[test]
+fn geometry_primitives() {
+    let sq = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]];
+    assert!(point_in_polygon([0.5, 0.5], &sq));
+    assert!(!point_in_polygon([1.5, 0.5], &sq));
+    assert_eq!(polygon_area(&sq), 1.0);
+    assert!(segments_cross(
+        [0.0, 0.5],
+        [1.0, 0.5],
+        [0.5, 0.0],
+        [0.5, 1.0]
+    ));
+    assert!(!segments_cross(
+        [0.0, 0.5],
+        [0.4, 0.5],
+        [0.5, 0.0],
+        [0.5, 1.0]
+    ));
+}
+
+#[test]
+fn zone_enter_fires_once_per_track() {
+    let xs: Vec<f32> = (0..30).map(|i| 90.0 - 3.0 * i as f32).collect();
+    let f: Vec<_> = run(&xs, 2).into_iter().filter(|f| f.rule == 0).collect();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].objects[0].class, 2);
+    assert!(f[0].objects[0].bbox[0] >= 0.3 && f[0].objects[0].bbox[2] <= 0.7);
+}
+
+#[test]
+fn zone_ignores_other_classes() {
+    let xs: Vec<f32> = (0..30).map(|i| 90.0 - 3.0 * i as f32).collect();
+    assert!(run(&xs, 0).is_empty());
+}
+
+#[test]
+fn line_cross_respects_direction() {
+    let right_to_left: Vec<f32> = (0..30).map(|i| 90.0 - 3.0 * i as f32).collect();
+    let f: Vec<_> = run(&right_to_left, 2)
+        .into_iter()
+        .filter(|f| f.rule == 1)
+        .collect();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].direction, Some(Direction::RightToLeft));
+    let left_to_right: Vec<f32> = (0..30).map(|i| 10.0 + 3.0 * i as f32).collect();
+    assert!(run(&left_to_right, 2).iter().all(|f| f.rule != 1));
+}
+
+#[test]
+fn unconfirmed_tracks_do_not_fire() {
+    // Two frames only: the track never reaches min_hits = 3.
+    assert!(run(&[52.0, 48.0], 2).is_empty());
+}
+
+#[test]
+fn a_rule_that_does_not_resolve_is_an_error_naming_it() {
+    let e = try_engine("[[rules]]\nkind = \"zone_enter\"\nzone = \"nowhere\"\n").unwrap_err();
+    assert_eq!(
+        e,
+        RuleError::Undefined {
+            rule: "zone_enter:nowhere".into(),
+            what: "zone",
+            name: "nowhere".into()
+        }
+    );
+    let e = try_engine("[[rules]]\nname = \"cars\"\nkind = \"line_cross\"\n").unwrap_err();
+    assert_eq!(e.to_string(), "rule 'cars' needs a line");
+    let text = CAM.replace(
+        "classes = [\"car\"]\n[[rules]]",
+        "classes = [\"cars\"]\n[[rules]]",
+    );
+    let e = try_engine(&text).unwrap_err();
+    assert_eq!(
+        e,
+        RuleError::UnknownClass {
+            rule: "zone_enter:box".into(),
+            class: "cars".into()
+        }
+    );
+}
