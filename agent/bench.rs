@@ -317,6 +317,53 @@ pub async fn run_once(args: &BenchArgs, streams: usize) -> Result<BenchResult, S
         .map_err(|e| e.to_string())?
         .port();
     let token = "bench-token-0123456789abcdef";
+    let text = config_text(args, &dir, streams, port, http, token);
+    let cfg = Config::parse(&text, Path::new("bench.toml"), &dir).map_err(|e| e.to_string())?;
+    let window = measure_agent(cfg, http, token, args.seconds).await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let (per, lat) = stream_results(&window, streams);
+    // Floors, measured now (same machine state) on the same file and model.
+    let head = text.split("[[cameras]]").next().unwrap_or(&text);
+    let fcfg = Config::parse(head, Path::new("bench.toml"), &dir).map_err(|e| e.to_string())?;
+    let floors = floors(args, &fcfg, sim, port, streams)?;
+    let secs = window.secs;
+    let cpu_per_stream = window.cpu / secs / streams as f64;
+    let floor = floors.decode + floors.model;
+    let sustained = per.iter().all(|p| p.detect_fps >= 0.95 * args.detect_fps);
+    let (lo, hi) = per.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), p| {
+        (lo.min(p.detect_fps), hi.max(p.detect_fps))
+    });
+    let rate_spread = if lo > 0.0 { hi / lo } else { f64::INFINITY };
+    Ok(BenchResult {
+        streams,
+        seconds: (secs * 10.0).round() / 10.0,
+        target_fps: args.detect_fps,
+        per_stream: per,
+        cpu_per_stream,
+        floor_decode_per_stream: floors.decode,
+        floor_decode_file_per_stream: floors.decode_file,
+        floor_model_per_stream: floors.model,
+        ratio_to_floor: cpu_per_stream / floor.max(1e-9),
+        rss_mb: window.rss,
+        rss_start_mb: window.rss_start,
+        rate_spread,
+        decoder_threads: floors.threads,
+        latency_p50_ms: quantile(&lat, 0.5),
+        latency_p99_ms: quantile(&lat, 0.99),
+        sustained,
+    })
+}
+
+/// The agent's config for a run: the simulator's `streams` cameras, MQTT
+/// pointed at nothing, evidence off, `/metrics` on `http` behind `token`.
+fn config_text(
+    args: &BenchArgs,
+    dir: &Path,
+    streams: usize,
+    port: u16,
+    http: u16,
+    token: &str,
+) -> String {
     let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let (manifests, model_dir) = (abs(&args.manifests), abs(&args.model_dir));
     let mut text = format!(
@@ -337,12 +384,32 @@ pub async fn run_once(args: &BenchArgs, streams: usize) -> Result<BenchResult, S
             args.detect_fps
         ));
     }
-    let cfg = Config::parse(&text, Path::new("bench.toml"), &dir).map_err(|e| e.to_string())?;
+    text
+}
+
+/// The measured window of the agent's run: `/metrics` at its start and end,
+/// its length, the CPU spent in it and RSS at both ends.
+struct Window {
+    m0: String,
+    m1: String,
+    secs: f64,
+    cpu: f64,
+    rss_start: f64,
+    rss: f64,
+}
+
+/// Runs the agent on `cfg`, warms up (connect, first keyframe), then
+/// measures `seconds` and stops it.
+async fn measure_agent(
+    cfg: Config,
+    http: u16,
+    token: &str,
+    seconds: f64,
+) -> Result<Window, String> {
     let cancel = tokio_util::sync::CancellationToken::new();
     let c = cancel.clone();
     let agent =
         tokio::spawn(async move { crate::run::run(cfg, c).await.map_err(|e| e.to_string()) });
-    // Warm up (connect, first keyframe), then measure.
     tokio::time::sleep(Duration::from_secs(5)).await;
     if agent.is_finished() {
         return Err(match agent.await {
@@ -361,26 +428,42 @@ pub async fn run_once(args: &BenchArgs, streams: usize) -> Result<BenchResult, S
     let m0 = scrape()?;
     let rss_start = rss_mb();
     let (c0, t0) = (cpu_seconds(), Instant::now());
-    tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     let m1 = scrape()?;
     let cpu = cpu_seconds() - c0;
     let secs = t0.elapsed().as_secs_f64();
     let rss = rss_mb();
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), agent).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Window {
+        m0,
+        m1,
+        secs,
+        cpu,
+        rss_start,
+        rss,
+    })
+}
 
-    let value = |text: &str, metric: &str, labels: &[(&str, &str)]| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with(metric) && !l.starts_with('#'))
-            .filter(|l| {
-                labels
-                    .iter()
-                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .next()
-            .unwrap_or(0.0)
+/// The first sample of `metric` in a scrape with all of `labels`, else 0.
+fn metric_value(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && !l.starts_with('#'))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .next()
+        .unwrap_or(0.0)
+}
+
+/// Per-stream rates over the window, and the frame-latency histogram of all
+/// streams together: `(upper bound ms, count)`, cumulative per bound.
+fn stream_results(w: &Window, streams: usize) -> (Vec<StreamResult>, Vec<(f64, f64)>) {
+    let delta = |metric: &str, labels: &[(&str, &str)]| {
+        metric_value(&w.m1, metric, labels) - metric_value(&w.m0, metric, labels)
     };
     let mut per = Vec::new();
     let mut lat: Vec<(f64, f64)> = Vec::new();
@@ -389,7 +472,7 @@ pub async fn run_once(args: &BenchArgs, streams: usize) -> Result<BenchResult, S
         let d = |metric: &str, extra: &[(&str, &str)]| {
             let mut l = vec![("camera", cam.as_str())];
             l.extend_from_slice(extra);
-            (value(&m1, metric, &l) - value(&m0, metric, &l)) / secs
+            delta(metric, &l) / w.secs
         };
         per.push(StreamResult {
             camera: cam.clone(),
@@ -403,12 +486,7 @@ pub async fn run_once(args: &BenchArgs, streams: usize) -> Result<BenchResult, S
             .map(|b| format!("{}", b / 1000.0))
             .chain(std::iter::once("+Inf".to_string()))
         {
-            let n = value(
-                &m1,
-                "ioc_frame_latency_seconds_bucket",
-                &[("camera", &cam), ("le", &b)],
-            ) - value(
-                &m0,
+            let n = delta(
                 "ioc_frame_latency_seconds_bucket",
                 &[("camera", &cam), ("le", &b)],
             );
@@ -423,9 +501,30 @@ pub async fn run_once(args: &BenchArgs, streams: usize) -> Result<BenchResult, S
             }
         }
     }
-    // Floors, measured now (same machine state) on the same file and model.
-    let head = text.split("[[cameras]]").next().unwrap_or(&text);
-    let fcfg = Config::parse(head, Path::new("bench.toml"), &dir).map_err(|e| e.to_string())?;
+    (per, lat)
+}
+
+/// The floor of the same work, per stream.
+struct Floors {
+    /// Decoding the file flat out, CPU seconds per stream-second.
+    decode_file: f64,
+    /// The same RTSP streams decoded in real time, per stream-second.
+    decode: f64,
+    /// The model at the detection rate, per stream-second.
+    model: f64,
+    /// Software decoder threads per stream.
+    threads: u32,
+}
+
+/// Measures the floors; the simulator (`sim`, serving on `port`) stops once
+/// the RTSP decode floor is done, before the model's.
+fn floors(
+    args: &BenchArgs,
+    fcfg: &Config,
+    sim: SimProc,
+    port: u16,
+    streams: usize,
+) -> Result<Floors, String> {
     let threads = crate::decode::decoder_threads(0, streams, crate::decode::cores());
     let decode_file = decode_floor(&args.file, threads)?;
     let codec = crate::simulate::Clip::load(&args.file)
@@ -440,31 +539,12 @@ pub async fn run_once(args: &BenchArgs, streams: usize) -> Result<BenchResult, S
     )?;
     drop(sim);
     let (w, h) = clip_size(&args.file).unwrap_or((1280, 720));
-    let model = model_floor(&fcfg, &args.model, w, h)? * args.detect_fps;
-    let cpu_per_stream = cpu / secs / streams as f64;
-    let floor = decode + model;
-    let sustained = per.iter().all(|p| p.detect_fps >= 0.95 * args.detect_fps);
-    let (lo, hi) = per.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), p| {
-        (lo.min(p.detect_fps), hi.max(p.detect_fps))
-    });
-    let rate_spread = if lo > 0.0 { hi / lo } else { f64::INFINITY };
-    Ok(BenchResult {
-        streams,
-        seconds: (secs * 10.0).round() / 10.0,
-        target_fps: args.detect_fps,
-        per_stream: per,
-        cpu_per_stream,
-        floor_decode_per_stream: decode,
-        floor_decode_file_per_stream: decode_file,
-        floor_model_per_stream: model,
-        ratio_to_floor: cpu_per_stream / floor.max(1e-9),
-        rss_mb: rss,
-        rss_start_mb: rss_start,
-        rate_spread,
-        decoder_threads: threads,
-        latency_p50_ms: quantile(&lat, 0.5),
-        latency_p99_ms: quantile(&lat, 0.99),
-        sustained,
+    let model = model_floor(fcfg, &args.model, w, h)? * args.detect_fps;
+    Ok(Floors {
+        decode_file,
+        decode,
+        model,
+        threads,
     })
 }
 

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use crate::config::Config;
+use ort::environment::Environment;
+
+use crate::config::{Config, ModelConfig};
 use crate::decode::{self, Codec};
 
 /// How a check came out.
@@ -98,36 +100,34 @@ fn gstreamer_checks(out: &mut Vec<Check>) {
 pub async fn run(cfg: Option<&Config>) -> Vec<Check> {
     let mut out = Vec::new();
     gstreamer_checks(&mut out);
+    let env = runtime_checks(&mut out, cfg);
+    let Some(cfg) = cfg else {
+        return out;
+    };
+    for m in &cfg.models {
+        out.push(model_check(cfg, m, env));
+    }
+    out.push(data_dir_check(cfg));
+    // Broker: connect (TLS handshake included) and wait for CONNACK.
+    out.push(broker_check(cfg).await);
+    camera_checks(&mut out, cfg).await;
+    out.push(clock_check());
+    out
+}
+
+/// ONNX Runtime loads (from the config's path, else the default) and which
+/// execution providers it offers; the runtime when it loaded.
+fn runtime_checks(out: &mut Vec<Check>, cfg: Option<&Config>) -> Option<&'static Environment> {
     let ort_path = cfg
         .map(|c| c.onnxruntime_path())
         .unwrap_or_else(crate::config::default_onnxruntime_path);
-    let env = match crate::infer::init_runtime(&ort_path) {
+    match crate::infer::init_runtime(&ort_path) {
         Ok(env) => {
             out.push(pass(
                 "ONNX Runtime",
                 format!("{} (1.31.x)", ort_path.display()),
             ));
-            let eps = crate::infer::providers::available();
-            let gpu: Vec<&String> = eps
-                .iter()
-                .filter(|e| {
-                    !matches!(
-                        e.as_str(),
-                        "CPUExecutionProvider" | "AzureExecutionProvider"
-                    )
-                })
-                .collect();
-            out.push(pass(
-                "execution providers",
-                if gpu.is_empty() {
-                    format!(
-                        "{} (CPU only in this build of ONNX Runtime)",
-                        eps.join(", ")
-                    )
-                } else {
-                    eps.join(", ")
-                },
-            ));
+            out.push(providers_check());
             Some(env)
         }
         Err(e) => {
@@ -138,138 +138,149 @@ pub async fn run(cfg: Option<&Config>) -> Vec<Check> {
             ));
             None
         }
-    };
-    let Some(cfg) = cfg else {
-        return out;
-    };
-    // Models: file present with the manifest's sha256, and it opens.
-    for m in &cfg.models {
-        let name = m.name.get_ref();
-        let check = format!("model {name}");
-        let manifest = match crate::infer::manifest::Manifest::load(&cfg.manifest_path(name)) {
-            Ok(x) => x,
-            Err(e) => {
-                out.push(fail(
-                    check,
-                    e.to_string(),
-                    "fix manifest_dir or the manifest",
-                ));
-                continue;
-            }
-        };
-        let path = cfg.model_dir().join(&manifest.file);
-        match crate::infer::verify_model_file(&manifest, &path) {
-            Ok(()) => match env {
-                Some(env) => {
-                    match crate::infer::Detector::load_on(
-                        env,
-                        manifest.clone(),
-                        &path,
-                        1,
-                        None,
-                        &m.provider_list(),
-                    ) {
-                        Ok(d) => out.push(pass(
-                            check,
-                            format!(
-                                "{} sha256 {}… on {}",
-                                path.display(),
-                                &manifest.sha256[..12],
-                                d.provider
-                            ),
-                        )),
-                        Err(e) => out.push(fail(
-                            check,
-                            e.to_string(),
-                            "re-pull the model: ioc-agent models pull --config FILE",
-                        )),
-                    }
-                }
-                None => out.push(pass(
-                    check,
-                    format!("{} (sha256 ok; not opened: no runtime)", path.display()),
-                )),
-            },
-            Err(e) => out.push(fail(
-                check,
-                e.to_string(),
-                format!("ioc-agent models pull --config FILE {name} [--mirror DIR]"),
-            )),
-        }
     }
-    // Data dir writable, free space.
+}
+
+/// The execution providers this build of ONNX Runtime offers.
+fn providers_check() -> Check {
+    let eps = crate::infer::providers::available();
+    let gpu: Vec<&String> = eps
+        .iter()
+        .filter(|e| {
+            !matches!(
+                e.as_str(),
+                "CPUExecutionProvider" | "AzureExecutionProvider"
+            )
+        })
+        .collect();
+    pass(
+        "execution providers",
+        if gpu.is_empty() {
+            format!(
+                "{} (CPU only in this build of ONNX Runtime)",
+                eps.join(", ")
+            )
+        } else {
+            eps.join(", ")
+        },
+    )
+}
+
+/// Model: file present with the manifest's sha256, and it opens (when the
+/// runtime loaded).
+fn model_check(cfg: &Config, m: &ModelConfig, env: Option<&Environment>) -> Check {
+    let name = m.name.get_ref();
+    let check = format!("model {name}");
+    let manifest = match crate::infer::manifest::Manifest::load(&cfg.manifest_path(name)) {
+        Ok(x) => x,
+        Err(e) => {
+            return fail(check, e.to_string(), "fix manifest_dir or the manifest");
+        }
+    };
+    let path = cfg.model_dir().join(&manifest.file);
+    if let Err(e) = crate::infer::verify_model_file(&manifest, &path) {
+        return fail(
+            check,
+            e.to_string(),
+            format!("ioc-agent models pull --config FILE {name} [--mirror DIR]"),
+        );
+    }
+    let Some(env) = env else {
+        return pass(
+            check,
+            format!("{} (sha256 ok; not opened: no runtime)", path.display()),
+        );
+    };
+    match crate::infer::Detector::load_on(env, manifest.clone(), &path, 1, None, &m.provider_list())
+    {
+        Ok(d) => pass(
+            check,
+            format!(
+                "{} sha256 {}… on {}",
+                path.display(),
+                &manifest.sha256[..12],
+                d.provider
+            ),
+        ),
+        Err(e) => fail(
+            check,
+            e.to_string(),
+            "re-pull the model: ioc-agent models pull --config FILE",
+        ),
+    }
+}
+
+/// Data dir writable, free space.
+fn data_dir_check(cfg: &Config) -> Check {
     let data = cfg.data_dir();
     let probe_file = data.join(".doctor-write-test");
-    match std::fs::create_dir_all(&data).and_then(|_| std::fs::write(&probe_file, b"ok")) {
-        Ok(()) => {
-            let _ = std::fs::remove_file(&probe_file);
-            let free = crate::evidence::free_bytes(&data).unwrap_or(0);
-            let gib = free as f64 / (1u64 << 30) as f64;
-            if cfg.evidence.enabled && free < cfg.evidence.min_free_bytes {
-                out.push(warn(
-                    "data directory",
-                    format!(
-                        "{} writable, {gib:.1} GiB free (below evidence.min_free_bytes)",
-                        data.display()
-                    ),
-                    "free disk space or lower evidence.max_bytes / min_free_bytes",
-                ));
-            } else {
-                out.push(pass(
-                    "data directory",
-                    format!("{} writable, {gib:.1} GiB free", data.display()),
-                ));
-            }
-        }
-        Err(e) => out.push(fail(
+    if let Err(e) = std::fs::create_dir_all(&data).and_then(|_| std::fs::write(&probe_file, b"ok"))
+    {
+        return fail(
             "data directory",
             format!("{}: {e}", data.display()),
             "create it and give the agent's user write access (data_dir)",
-        )),
+        );
     }
-    // Broker: connect (TLS handshake included) and wait for CONNACK.
-    out.push(broker_check(cfg).await);
-    // Cameras: DESCRIBE/SETUP/PLAY like the agent.
+    let _ = std::fs::remove_file(&probe_file);
+    let free = crate::evidence::free_bytes(&data).unwrap_or(0);
+    let gib = free as f64 / (1u64 << 30) as f64;
+    if cfg.evidence.enabled && free < cfg.evidence.min_free_bytes {
+        warn(
+            "data directory",
+            format!(
+                "{} writable, {gib:.1} GiB free (below evidence.min_free_bytes)",
+                data.display()
+            ),
+            "free disk space or lower evidence.max_bytes / min_free_bytes",
+        )
+    } else {
+        pass(
+            "data directory",
+            format!("{} writable, {gib:.1} GiB free", data.display()),
+        )
+    }
+}
+
+/// Cameras: DESCRIBE/SETUP/PLAY like the agent, each enabled camera's `url`
+/// and, when set, its `detect_url`.
+async fn camera_checks(out: &mut Vec<Check>, cfg: &Config) {
     for cam in cfg.cameras.iter().filter(|c| c.enabled) {
         let id = cam.id.get_ref();
         for (what, url) in std::iter::once(("url", cam.url.get_ref()))
             .chain(cam.detect_url.as_ref().map(|u| ("detect_url", u.get_ref())))
         {
-            let name = format!("camera {id} ({what})");
-            match crate::source::RtspSource::open(
-                url,
-                Duration::from_secs(5),
-                Duration::from_secs(5),
-            )
-            .await
-            {
-                Ok(src) => out.push(pass(
-                    name,
-                    format!(
-                        "{} {}{}",
-                        src.url,
-                        src.codec.as_str(),
-                        src.resolution
-                            .map(|(w, h)| format!(" {w}x{h}"))
-                            .unwrap_or_default()
-                    ),
-                )),
-                Err(e) => {
-                    let msg = crate::probe::classify_error(url, e);
-                    out.push(fail(
-                        name,
-                        msg,
-                        format!(
-                            "run `ioc-agent probe '{}'` for details",
-                            crate::source::redact(url)
-                        ),
-                    ));
-                }
-            }
+            out.push(camera_check(format!("camera {id} ({what})"), url).await);
         }
     }
-    out.push(clock_check());
-    out
+}
+
+async fn camera_check(name: String, url: &str) -> Check {
+    match crate::source::RtspSource::open(url, Duration::from_secs(5), Duration::from_secs(5)).await
+    {
+        Ok(src) => pass(
+            name,
+            format!(
+                "{} {}{}",
+                src.url,
+                src.codec.as_str(),
+                src.resolution
+                    .map(|(w, h)| format!(" {w}x{h}"))
+                    .unwrap_or_default()
+            ),
+        ),
+        Err(e) => {
+            let msg = crate::probe::classify_error(url, e);
+            fail(
+                name,
+                msg,
+                format!(
+                    "run `ioc-agent probe '{}'` for details",
+                    crate::source::redact(url)
+                ),
+            )
+        }
+    }
 }
 
 async fn broker_check(cfg: &Config) -> Check {

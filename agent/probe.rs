@@ -4,13 +4,13 @@
 //! Every way it can fail a user can cause gets its own plain message.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::decode::{self, Codec, DecodePipeline, FrameCounters};
-use crate::source::{RtspSource, SourceError, redact};
+use crate::decode::{self, Codec, DecodePipeline, Frame, FrameCounters};
+use crate::source::{EncodedFrame, RtspSource, SourceError, redact};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -172,24 +172,117 @@ pub async fn probe(
     snapshot: Option<&Path>,
 ) -> Result<ProbeReport, ProbeError> {
     let shown = redact(url);
+    let mut src = connect(url, timeout).await?;
+    let decoder = decode::choose_decoder(src.codec, None, &[]).ok();
+    let mut snap = Snapshot::default();
+    let start = Instant::now();
+    let mut seen = measure(
+        &mut src,
+        url,
+        start,
+        seconds,
+        snapshot.and(decoder.as_deref()),
+        &mut snap,
+    )
+    .await?;
+    snap.stop();
+    let secs = start.elapsed().as_secs_f64();
+    if seen.frames == 0 {
+        return Err(ProbeError::NoFrames { url: shown, secs });
+    }
+    if seen.keyframes == 0 {
+        return Err(ProbeError::NoKeyframe {
+            url: shown,
+            frames: seen.frames,
+            secs,
+        });
+    }
+    let timing = Timing::of(&mut seen.pts);
+    let declared_fps = src.declared_fps.map(|f| (f * 100.0).round() / 100.0);
+    let mut quirks = stream_quirks(&src, decoder.as_deref(), &seen, &timing, declared_fps, secs);
+    let snapshot_path = snapshot.and_then(|p| snap.write(p, &mut quirks));
+    Ok(ProbeReport {
+        url: src.url.clone(),
+        codec: src.codec.as_str().into(),
+        profile: src.rfc6381.as_deref().and_then(profile_name),
+        rfc6381: src.rfc6381.clone(),
+        width: src.resolution.map(|r| r.0),
+        height: src.resolution.map(|r| r.1),
+        fps: timing.fps.map(|f| (f * 100.0).round() / 100.0),
+        declared_fps,
+        gop_frames: seen.gop,
+        gop_secs: seen
+            .gop
+            .zip(timing.interval)
+            .map(|(g, i)| (g as f64 * i as f64 / 1e7).round() / 100.0),
+        bitrate_kbps: (seen.bytes as f64 * 8.0 / secs.max(0.001) / 1000.0).round(),
+        b_frames: seen.b_frames,
+        frames: seen.frames,
+        keyframes: seen.keyframes,
+        seconds: (secs * 10.0).round() / 10.0,
+        decoder,
+        quirks,
+        snapshot: snapshot_path,
+    })
+}
+
+/// Readies the decoders and opens the RTSP session like the agent does.
+async fn connect(url: &str, timeout: Duration) -> Result<RtspSource, ProbeError> {
     decode::init().map_err(|e| ProbeError::Other {
-        url: shown.clone(),
+        url: redact(url),
         detail: e.to_string(),
     })?;
-    let mut src = RtspSource::open(url, timeout, timeout)
+    RtspSource::open(url, timeout, timeout)
         .await
-        .map_err(|e| classify(url, e))?;
-    let mut quirks = Vec::new();
-    let decoder = decode::choose_decoder(src.codec, None, &[]).ok();
-    let start = Instant::now();
-    let (mut frames, mut keyframes, mut bytes) = (0u64, 0u64, 0u64);
-    let mut last_key: Option<u64> = None;
-    let mut gop: Option<u64> = None;
-    let mut pts: Vec<u64> = Vec::new();
-    let mut b_frames = false;
-    let mut max_pts = 0u64;
-    let mut snap_pipe: Option<DecodePipeline> = None;
-    let snap: Arc<std::sync::Mutex<Option<crate::decode::Frame>>> = Default::default();
+        .map_err(|e| classify(url, e))
+}
+
+/// What the probe counted of the encoded stream.
+#[derive(Default)]
+struct Seen {
+    frames: u64,
+    keyframes: u64,
+    bytes: u64,
+    /// Frame number of the last keyframe.
+    last_key: Option<u64>,
+    /// Frames between the last two keyframes.
+    gop: Option<u64>,
+    pts: Vec<u64>,
+    b_frames: bool,
+    max_pts: u64,
+}
+
+impl Seen {
+    fn count(&mut self, f: &EncodedFrame) {
+        self.frames += 1;
+        self.bytes += f.data.len() as u64;
+        if f.pts_ns < self.max_pts {
+            self.b_frames = true;
+        }
+        self.max_pts = self.max_pts.max(f.pts_ns);
+        self.pts.push(f.pts_ns);
+        if f.keyframe {
+            self.keyframes += 1;
+            if let Some(k) = self.last_key {
+                self.gop = Some(self.frames - k);
+            }
+            self.last_key = Some(self.frames);
+        }
+    }
+}
+
+/// Reads frames until `seconds` (at least 1 s) after `start`, or until the
+/// camera goes quiet, counting them and, with a `snapshot_decoder`, feeding
+/// `snap`.
+async fn measure(
+    src: &mut RtspSource,
+    url: &str,
+    start: Instant,
+    seconds: f64,
+    snapshot_decoder: Option<&str>,
+    snap: &mut Snapshot,
+) -> Result<Seen, ProbeError> {
+    let mut seen = Seen::default();
     let deadline = Duration::from_secs_f64(seconds.max(1.0));
     while start.elapsed() < deadline {
         let left = deadline
@@ -201,85 +294,129 @@ pub async fn probe(
             Ok(Err(e)) => return Err(classify(url, e)),
             Ok(Ok(f)) => f,
         };
-        frames += 1;
-        bytes += f.data.len() as u64;
-        if f.pts_ns < max_pts {
-            b_frames = true;
+        seen.count(&f);
+        if let Some(dec) = snapshot_decoder {
+            snap.feed(src.codec, dec, &f);
         }
-        max_pts = max_pts.max(f.pts_ns);
-        pts.push(f.pts_ns);
-        if f.keyframe {
-            keyframes += 1;
-            if let Some(k) = last_key {
-                gop = Some(frames - k);
-            }
-            last_key = Some(frames);
-        }
-        // Decode from the first keyframe until one picture comes out.
-        if snapshot.is_some()
-            && let Some(dec) = &decoder
-            && snap.lock().map(|s| s.is_none()).unwrap_or(false)
-            && (snap_pipe.is_some() || f.keyframe)
+    }
+    Ok(seen)
+}
+
+/// Decodes from the first keyframe until one picture comes out.
+#[derive(Default)]
+struct Snapshot {
+    pipe: Option<DecodePipeline>,
+    picture: Arc<Mutex<Option<Frame>>>,
+}
+
+impl Snapshot {
+    fn feed(&mut self, codec: Codec, decoder: &str, f: &EncodedFrame) {
+        if !(self.picture.lock().map(|s| s.is_none()).unwrap_or(false)
+            && (self.pipe.is_some() || f.keyframe))
         {
-            if snap_pipe.is_none() {
-                let slot = snap.clone();
-                snap_pipe = DecodePipeline::start(
-                    src.codec,
-                    dec,
-                    1000.0,
-                    0,
-                    Arc::new(FrameCounters::default()),
-                    move |fr| {
-                        if let Ok(mut s) = slot.lock()
-                            && s.is_none()
-                        {
-                            *s = Some(fr);
-                        }
-                    },
-                )
-                .ok();
-            }
-            if let Some(p) = &snap_pipe {
-                let _ = p.push(&f.data, f.pts_ns, std::time::SystemTime::now());
+            return;
+        }
+        if self.pipe.is_none() {
+            let slot = self.picture.clone();
+            self.pipe = DecodePipeline::start(
+                codec,
+                decoder,
+                1000.0,
+                0,
+                Arc::new(FrameCounters::default()),
+                move |fr| {
+                    if let Ok(mut s) = slot.lock()
+                        && s.is_none()
+                    {
+                        *s = Some(fr);
+                    }
+                },
+            )
+            .ok();
+        }
+        if let Some(p) = &self.pipe {
+            let _ = p.push(&f.data, f.pts_ns, std::time::SystemTime::now());
+        }
+    }
+
+    /// Stops the decoder.
+    fn stop(&mut self) {
+        self.pipe = None;
+    }
+
+    /// Writes the picture as a JPEG to `path`; its path when written, and a
+    /// quirk when there is nothing to write or it could not be encoded.
+    fn write(&self, path: &Path, quirks: &mut Vec<String>) -> Option<String> {
+        let frame = self.picture.lock().ok().and_then(|mut s| s.take());
+        let Some(fr) = frame else {
+            quirks.push("no picture decoded for the snapshot".into());
+            return None;
+        };
+        match crate::evidence::thumbnail(&fr, fr.width.max(fr.height), None, &[]) {
+            Ok(j) => std::fs::write(path, &j.bytes)
+                .is_ok()
+                .then(|| path.display().to_string()),
+            Err(e) => {
+                quirks.push(format!("snapshot not written: {e}"));
+                None
             }
         }
     }
-    drop(snap_pipe);
-    let secs = start.elapsed().as_secs_f64();
-    if frames == 0 {
-        return Err(ProbeError::NoFrames { url: shown, secs });
+}
+
+/// Frame timing measured from the presentation times.
+struct Timing {
+    /// Median interval between frames, nanoseconds.
+    interval: Option<u64>,
+    fps: Option<f64>,
+    /// Some interval over 1.5× or under 0.5× the median.
+    irregular: bool,
+}
+
+impl Timing {
+    fn of(pts: &mut [u64]) -> Timing {
+        pts.sort_unstable();
+        let mut d: Vec<u64> = pts
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .filter(|d| *d > 0)
+            .collect();
+        d.sort_unstable();
+        let interval = d.get(d.len() / 2).copied();
+        let irregular = matches!(
+            (d.first(), d.last(), interval),
+            (Some(lo), Some(hi), Some(m)) if (*hi as f64) > 1.5 * m as f64 || (*lo as f64) < 0.5 * m as f64
+        );
+        Timing {
+            interval,
+            fps: interval.map(|i| 1e9 / i as f64),
+            irregular,
+        }
     }
-    if keyframes == 0 {
-        return Err(ProbeError::NoKeyframe {
-            url: shown,
-            frames,
-            secs,
-        });
-    }
-    pts.sort_unstable();
-    let mut d: Vec<u64> = pts
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .filter(|d| *d > 0)
-        .collect();
-    d.sort_unstable();
-    let interval = d.get(d.len() / 2).copied();
-    let fps = interval.map(|i| 1e9 / i as f64);
-    if let (Some(lo), Some(hi)) = (d.first(), d.last())
-        && interval.is_some_and(|m| (*hi as f64) > 1.5 * m as f64 || (*lo as f64) < 0.5 * m as f64)
-    {
+}
+
+/// The stream's quirks worth a note, in the report's order.
+fn stream_quirks(
+    src: &RtspSource,
+    decoder: Option<&str>,
+    seen: &Seen,
+    timing: &Timing,
+    declared_fps: Option<f64>,
+    secs: f64,
+) -> Vec<String> {
+    let mut quirks = Vec::new();
+    if timing.irregular {
         quirks.push("irregular frame timing (timestamps jitter by more than 50%)".into());
     }
-    let declared_fps = src.declared_fps.map(|f| (f * 100.0).round() / 100.0);
     if declared_fps.is_none() {
         quirks.push("the stream's parameters declare no frame rate (measured instead)".into());
     }
-    if gop.is_none() {
+    if seen.gop.is_none() {
         quirks.push(format!(
             "only one keyframe in {secs:.0} s: GOP longer than the probe; clips and reconnects wait for keyframes"
         ));
     }
-    if let (Some(g), Some(f)) = (gop, fps)
+    if let (Some(g), Some(f)) = (seen.gop, timing.fps)
         && g as f64 / f > 4.0
     {
         quirks.push(format!(
@@ -287,49 +424,13 @@ pub async fn probe(
             g as f64 / f
         ));
     }
-    if b_frames {
+    if seen.b_frames {
         quirks.push("B-frames (frames arrive out of presentation order)".into());
     }
-    if src.codec == Codec::H265 && decoder.as_deref() == Some("avdec_h265") {
+    if src.codec == Codec::H265 && decoder == Some("avdec_h265") {
         quirks.push("H.265 decoded in software on this box: more CPU per camera than H.264".into());
     }
-    let mut snapshot_path = None;
-    if let Some(p) = snapshot {
-        let frame = snap.lock().ok().and_then(|mut s| s.take());
-        match frame {
-            Some(fr) => match crate::evidence::thumbnail(&fr, fr.width.max(fr.height), None, &[]) {
-                Ok(j) => {
-                    if std::fs::write(p, &j.bytes).is_ok() {
-                        snapshot_path = Some(p.display().to_string());
-                    }
-                }
-                Err(e) => quirks.push(format!("snapshot not written: {e}")),
-            },
-            None => quirks.push("no picture decoded for the snapshot".into()),
-        }
-    }
-    Ok(ProbeReport {
-        url: src.url.clone(),
-        codec: src.codec.as_str().into(),
-        profile: src.rfc6381.as_deref().and_then(profile_name),
-        rfc6381: src.rfc6381.clone(),
-        width: src.resolution.map(|r| r.0),
-        height: src.resolution.map(|r| r.1),
-        fps: fps.map(|f| (f * 100.0).round() / 100.0),
-        declared_fps,
-        gop_frames: gop,
-        gop_secs: gop
-            .zip(interval)
-            .map(|(g, i)| (g as f64 * i as f64 / 1e7).round() / 100.0),
-        bitrate_kbps: (bytes as f64 * 8.0 / secs.max(0.001) / 1000.0).round(),
-        b_frames,
-        frames,
-        keyframes,
-        seconds: (secs * 10.0).round() / 10.0,
-        decoder,
-        quirks,
-        snapshot: snapshot_path,
-    })
+    quirks
 }
 
 impl std::fmt::Display for ProbeReport {

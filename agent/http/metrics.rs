@@ -2,11 +2,14 @@
 //! at scrape time from the status board, the publisher and the evidence store.
 //! Metric names are the contract of `deploy/grafana/ioc-agent.json`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::evidence::Evidence;
-use crate::publish::payload::{LATENCY_BUCKETS_MS, LATENCY_SLO_BUCKETS_MS, StatusBoard};
+use crate::publish::payload::{
+    CameraState, CameraStatus, LATENCY_BUCKETS_MS, LATENCY_SLO_BUCKETS_MS, StatusBoard,
+};
 
 /// Label value escaping (backslash, quote, newline).
 fn esc(s: &str) -> String {
@@ -34,10 +37,40 @@ impl Out {
     }
 }
 
+/// The status board's per-camera snapshot, keyed by camera id.
+type Cameras = BTreeMap<String, CameraStatus>;
+
 /// Renders every metric.
 pub fn render(status: &StatusBoard, evidence: Option<&Evidence>) -> String {
     let cams = status.snapshot();
     let mut o = Out(String::new());
+    agent_identity(&mut o, status);
+    camera_counters(&mut o, &cams);
+    frames_skipped(&mut o, &cams);
+    camera_health(&mut o, &cams);
+    latency_histograms(&mut o, &cams);
+    events(&mut o, &cams);
+    publisher(&mut o, status);
+    if let Some(ev) = evidence {
+        evidence_store(&mut o, ev);
+    }
+    o.0
+}
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// Unlabelled single-sample metrics: `(name, kind, help, value)`.
+fn scalars(o: &mut Out, metrics: &[(&str, &str, &str, u64)]) {
+    for &(name, kind, help, v) in metrics {
+        o.head(name, kind, help);
+        o.line(name, &[], v);
+    }
+}
+
+/// `ioc_agent_info`, `ioc_agent_uptime_seconds`.
+fn agent_identity(o: &mut Out, status: &StatusBoard) {
     o.head("ioc_agent_info", "gauge", "Agent identity; always 1.");
     o.line(
         "ioc_agent_info",
@@ -57,7 +90,12 @@ pub fn render(status: &StatusBoard, evidence: Option<&Evidence>) -> String {
         &[],
         status.started.elapsed().map(|d| d.as_secs()).unwrap_or(0),
     );
-    type Get = fn(&crate::publish::payload::CameraStatus) -> u64;
+}
+
+/// The plain per-camera counters: frames received, decoded, inferred;
+/// reconnects; alerts.
+fn camera_counters(o: &mut Out, cams: &Cameras) {
+    type Get = fn(&CameraStatus) -> u64;
     let per_camera: [(&str, &str, Get); 5] = [
         (
             "ioc_frames_received_total",
@@ -85,16 +123,20 @@ pub fn render(status: &StatusBoard, evidence: Option<&Evidence>) -> String {
     ];
     for (name, help, get) in per_camera {
         o.head(name, "counter", help);
-        for (id, c) in &cams {
+        for (id, c) in cams {
             o.line(name, &[("camera", id)], get(c));
         }
     }
+}
+
+/// `ioc_frames_skipped_total`, by camera and reason.
+fn frames_skipped(o: &mut Out, cams: &Cameras) {
     o.head(
         "ioc_frames_skipped_total",
         "counter",
         "Frames not given to the model, by reason (rate: not due at detect_fps; busy: replaced by a newer frame; backlog: whole GOPs dropped, decoder behind; no_keyframe: before the first keyframe).",
     );
-    for (id, c) in &cams {
+    for (id, c) in cams {
         let s = &c.frames_skipped;
         for (reason, v) in [
             ("rate", s.rate),
@@ -109,16 +151,20 @@ pub fn render(status: &StatusBoard, evidence: Option<&Evidence>) -> String {
             );
         }
     }
+}
+
+/// `ioc_camera_up`, `ioc_camera_panics_total`, `ioc_enrichment_failures_total`.
+fn camera_health(o: &mut Out, cams: &Cameras) {
     o.head(
         "ioc_camera_up",
         "gauge",
         "1 while the camera is streaming, else 0.",
     );
-    for (id, c) in &cams {
+    for (id, c) in cams {
         o.line(
             "ioc_camera_up",
             &[("camera", id)],
-            (c.state == crate::publish::payload::CameraState::Streaming) as u8,
+            (c.state == CameraState::Streaming) as u8,
         );
     }
     o.head(
@@ -126,7 +172,7 @@ pub fn render(status: &StatusBoard, evidence: Option<&Evidence>) -> String {
         "counter",
         "Times the camera task panicked and was restarted.",
     );
-    for (id, c) in &cams {
+    for (id, c) in cams {
         o.line("ioc_camera_panics_total", &[("camera", id)], c.panics);
     }
     o.head(
@@ -134,7 +180,7 @@ pub fn render(status: &StatusBoard, evidence: Option<&Evidence>) -> String {
         "counter",
         "Optional steps (plate_read, cascade) that failed; the session went on.",
     );
-    for (id, c) in &cams {
+    for (id, c) in cams {
         for (step, n) in &c.enrichment_failures {
             o.line(
                 "ioc_enrichment_failures_total",
@@ -143,121 +189,137 @@ pub fn render(status: &StatusBoard, evidence: Option<&Evidence>) -> String {
             );
         }
     }
+}
+
+/// `ioc_inference_seconds`, `ioc_frame_latency_seconds`.
+fn latency_histograms(o: &mut Out, cams: &Cameras) {
     o.head(
         "ioc_inference_seconds",
         "histogram",
         "Model inference time per analysed frame.",
     );
-    for (id, c) in &cams {
-        let mut cum = 0;
-        for (i, b) in LATENCY_BUCKETS_MS.iter().enumerate() {
-            cum += c.inference_hist[i];
-            let le = format!("{}", b / 1000.0);
-            o.line(
-                "ioc_inference_seconds_bucket",
-                &[("camera", id), ("le", &le)],
-                cum,
-            );
-        }
-        cum += c.inference_hist[LATENCY_BUCKETS_MS.len()];
-        o.line(
-            "ioc_inference_seconds_bucket",
-            &[("camera", id), ("le", "+Inf")],
-            cum,
+    for (id, c) in cams {
+        histogram(
+            o,
+            "ioc_inference_seconds",
+            id,
+            &LATENCY_BUCKETS_MS,
+            &c.inference_hist,
+            c.inference_ms_sum,
         );
-        o.line(
-            "ioc_inference_seconds_sum",
-            &[("camera", id)],
-            c.inference_ms_sum / 1000.0,
-        );
-        o.line("ioc_inference_seconds_count", &[("camera", id)], cum);
     }
     o.head(
         "ioc_frame_latency_seconds",
         "histogram",
         "Frame arrival to rule decision (decode, queue, inference, tracking, rules).",
     );
-    for (id, c) in &cams {
-        let mut cum = 0;
-        for (i, b) in LATENCY_SLO_BUCKETS_MS.iter().enumerate() {
-            cum += c.latency_hist[i];
-            let le = format!("{}", b / 1000.0);
-            o.line(
-                "ioc_frame_latency_seconds_bucket",
-                &[("camera", id), ("le", &le)],
-                cum,
-            );
-        }
-        cum += c.latency_hist[LATENCY_SLO_BUCKETS_MS.len()];
-        o.line(
-            "ioc_frame_latency_seconds_bucket",
-            &[("camera", id), ("le", "+Inf")],
-            cum,
+    for (id, c) in cams {
+        histogram(
+            o,
+            "ioc_frame_latency_seconds",
+            id,
+            &LATENCY_SLO_BUCKETS_MS,
+            &c.latency_hist,
+            c.latency_ms_sum,
         );
-        o.line(
-            "ioc_frame_latency_seconds_sum",
-            &[("camera", id)],
-            c.latency_ms_sum / 1000.0,
-        );
-        o.line("ioc_frame_latency_seconds_count", &[("camera", id)], cum);
     }
+}
+
+/// One camera's histogram samples: cumulative `_bucket` lines (bounds in
+/// milliseconds, shown in seconds; `counts` has one more slot, +Inf), then
+/// `_sum` and `_count`.
+fn histogram(
+    o: &mut Out,
+    name: &str,
+    camera: &str,
+    bounds_ms: &[f64],
+    counts: &[u64],
+    sum_ms: f64,
+) {
+    let bucket = format!("{name}_bucket");
+    let mut cum = 0;
+    for (b, n) in bounds_ms.iter().zip(counts) {
+        cum += n;
+        let le = format!("{}", b / 1000.0);
+        o.line(&bucket, &[("camera", camera), ("le", &le)], cum);
+    }
+    cum += counts.get(bounds_ms.len()).copied().unwrap_or(0);
+    o.line(&bucket, &[("camera", camera), ("le", "+Inf")], cum);
+    o.line(
+        &format!("{name}_sum"),
+        &[("camera", camera)],
+        sum_ms / 1000.0,
+    );
+    o.line(&format!("{name}_count"), &[("camera", camera)], cum);
+}
+
+/// `ioc_events_total`, by camera and event type.
+fn events(o: &mut Out, cams: &Cameras) {
     o.head(
         "ioc_events_total",
         "counter",
         "Alerts raised, by camera and event type.",
     );
-    for (id, c) in &cams {
+    for (id, c) in cams {
         for (t, n) in &c.events {
             o.line("ioc_events_total", &[("camera", id), ("type", t)], n);
         }
     }
+}
+
+/// The publisher's outbox and delivery counters.
+fn publisher(o: &mut Out, status: &StatusBoard) {
     let p = &status.counters;
-    let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    for (name, kind, help, v) in [
-        (
-            "ioc_outbox_rows",
-            "gauge",
-            "Messages waiting in the durable outbox.",
-            g(&p.outbox_rows),
-        ),
-        (
-            "ioc_outbox_bytes",
-            "gauge",
-            "Bytes waiting in the durable outbox.",
-            g(&p.outbox_bytes),
-        ),
-        (
-            "ioc_outbox_dropped_total",
-            "counter",
-            "Outbox entries dropped by the bound policy.",
-            g(&p.outbox_dropped),
-        ),
-        (
-            "ioc_alerts_published_total",
-            "counter",
-            "Alerts the broker acknowledged.",
-            g(&p.published),
-        ),
-        (
-            "ioc_alerts_dropped_total",
-            "counter",
-            "Alerts lost (outbox full or not storable).",
-            g(&p.dropped),
-        ),
-        (
-            "ioc_mqtt_reconnects_total",
-            "counter",
-            "MQTT connections opened after the first.",
-            g(&p.reconnects),
-        ),
-    ] {
-        o.head(name, kind, help);
-        o.line(name, &[], v);
-    }
-    if let Some(ev) = evidence {
-        let (all, held) = ev.store().evidence_bytes().unwrap_or((0, 0));
-        let c = &ev.counters;
-        for (name, kind, help, v) in [
+    scalars(
+        o,
+        &[
+            (
+                "ioc_outbox_rows",
+                "gauge",
+                "Messages waiting in the durable outbox.",
+                load(&p.outbox_rows),
+            ),
+            (
+                "ioc_outbox_bytes",
+                "gauge",
+                "Bytes waiting in the durable outbox.",
+                load(&p.outbox_bytes),
+            ),
+            (
+                "ioc_outbox_dropped_total",
+                "counter",
+                "Outbox entries dropped by the bound policy.",
+                load(&p.outbox_dropped),
+            ),
+            (
+                "ioc_alerts_published_total",
+                "counter",
+                "Alerts the broker acknowledged.",
+                load(&p.published),
+            ),
+            (
+                "ioc_alerts_dropped_total",
+                "counter",
+                "Alerts lost (outbox full or not storable).",
+                load(&p.dropped),
+            ),
+            (
+                "ioc_mqtt_reconnects_total",
+                "counter",
+                "MQTT connections opened after the first.",
+                load(&p.reconnects),
+            ),
+        ],
+    );
+}
+
+/// The evidence store's disk use and package counters.
+fn evidence_store(o: &mut Out, ev: &Evidence) {
+    let (all, held) = ev.store().evidence_bytes().unwrap_or((0, 0));
+    let c = &ev.counters;
+    scalars(
+        o,
+        &[
             (
                 "ioc_evidence_bytes",
                 "gauge",
@@ -280,30 +342,26 @@ pub fn render(status: &StatusBoard, evidence: Option<&Evidence>) -> String {
                 "ioc_evidence_sealed_total",
                 "counter",
                 "Evidence folders sealed.",
-                g(&c.sealed),
+                load(&c.sealed),
             ),
             (
                 "ioc_evidence_failed_total",
                 "counter",
                 "Evidence packages that could not be written (e.g. disk full).",
-                g(&c.failed),
+                load(&c.failed),
             ),
             (
                 "ioc_evidence_removed_total",
                 "counter",
                 "Evidence folders removed by retention.",
-                g(&c.removed),
+                load(&c.removed),
             ),
             (
                 "ioc_evidence_clips_missing_total",
                 "counter",
                 "Packages sealed without a clip (no video in the ring).",
-                g(&c.clips_missing),
+                load(&c.clips_missing),
             ),
-        ] {
-            o.head(name, kind, help);
-            o.line(name, &[], v);
-        }
-    }
-    o.0
+        ],
+    );
 }

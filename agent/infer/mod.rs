@@ -12,15 +12,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use ort::session::Session;
-use ort::value::TensorRef;
+use ort::session::{Session, SessionOutputs};
+use ort::value::{Shape, TensorRef};
 use tokio::sync::oneshot;
 
 use crate::decode::Frame;
 
 /// The version of ONNX Runtime this build targets.
 pub const ORT_VERSION: &str = "1.31.1";
-use manifest::{Manifest, OutputSpec};
+use manifest::{Activation, Manifest, OutputSpec};
 pub use postprocess::Detection;
 
 #[derive(Debug, thiserror::Error)]
@@ -224,9 +224,27 @@ impl Detector {
 
     /// Runs the model on a region of the frame.
     pub fn run_region(&mut self, frame: &Frame, region: Region) -> Result<Output, InferError> {
+        let t = self.prepare(frame, region);
         let spec = &self.manifest.input;
-        let (mw, mh) = (spec.width(), spec.height());
-        let t = match region {
+        let model = self.manifest.name.as_str();
+        let tensor = TensorRef::from_array_view((spec.shape, self.input.as_slice()))
+            .map_err(|e| run_error(model, e.to_string()))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![spec.name.as_str() => tensor])
+            .map_err(|e| run_error(model, e.to_string()))?;
+        let out = Outputs {
+            outputs: &outputs,
+            model,
+        };
+        decode_outputs(&self.manifest, self.threshold, &out, &t, frame)
+    }
+
+    /// Fills the input tensor from the region; the transform from model
+    /// pixels back to frame pixels.
+    fn prepare(&mut self, frame: &Frame, region: Region) -> preprocess::Transform {
+        let spec = &self.manifest.input;
+        match region {
             Region::Full => preprocess::i420_crop_to_tensor(frame, None, spec, &mut self.input),
             Region::Crop(c) => {
                 preprocess::i420_crop_to_tensor(frame, Some(c), spec, &mut self.input)
@@ -240,140 +258,176 @@ impl Detector {
                     pad_y: 0.0,
                 }
             }
+        }
+    }
+}
+
+fn run_error(model: &str, reason: String) -> InferError {
+    InferError::Run {
+        model: model.to_string(),
+        reason,
+    }
+}
+
+/// A session's outputs, looked up by the manifest's names.
+struct Outputs<'a, 'r> {
+    outputs: &'a SessionOutputs<'r>,
+    model: &'a str,
+}
+
+impl<'a> Outputs<'a, '_> {
+    fn err(&self, reason: String) -> InferError {
+        run_error(self.model, reason)
+    }
+
+    fn tensor(&self, n: &str) -> Result<(&'a Shape, &'a [f32]), InferError> {
+        let v = self.outputs.get(n).ok_or_else(|| {
+            self.err(format!(
+                "the model has no output '{n}'; fix the manifest's output names"
+            ))
+        })?;
+        v.try_extract_tensor::<f32>()
+            .map_err(|e| self.err(e.to_string()))
+    }
+
+    fn f32s(&self, n: &str) -> Result<&'a [f32], InferError> {
+        Ok(self.tensor(n)?.1)
+    }
+}
+
+/// Turns the outputs into what the manifest's output decoder says: scores,
+/// text, boxes with corners, or boxes (after NMS, in frame pixels).
+fn decode_outputs(
+    manifest: &Manifest,
+    threshold: f32,
+    out: &Outputs,
+    t: &preprocess::Transform,
+    frame: &Frame,
+) -> Result<Output, InferError> {
+    let ncls = manifest.labels.len();
+    let (mw, mh) = (manifest.input.width(), manifest.input.height());
+    let candidates = match &manifest.output {
+        OutputSpec::Classifier { name, activation } => {
+            return classifier_scores(out, name, *activation, ncls);
+        }
+        OutputSpec::Ctc { name } => return ctc_text(out, name, &manifest.labels),
+        OutputSpec::Yolov5Corners { name, nms_iou, .. } => {
+            let cands = postprocess::decode_yolov5_corners(out.f32s(name)?, ncls, threshold)
+                .map_err(|e| out.err(e))?;
+            return Ok(boxes_with_corners(&cands, *nms_iou, t, frame));
+        }
+        OutputSpec::Yolox { name, strides, .. } => {
+            postprocess::decode_yolox(out.f32s(name)?, ncls, strides, mw, mh, threshold)
+                .map_err(|e| out.err(e))?
+        }
+        OutputSpec::Nanodet {
+            cls,
+            reg,
+            strides,
+            reg_max,
+            ..
+        } => {
+            let mut cands = Vec::new();
+            for ((c, r), s) in cls.iter().zip(reg).zip(strides) {
+                postprocess::decode_nanodet_level(
+                    out.f32s(c)?,
+                    out.f32s(r)?,
+                    ncls,
+                    *reg_max,
+                    *s,
+                    mw,
+                    threshold,
+                    &mut cands,
+                )
+                .map_err(|e| out.err(e))?;
+            }
+            cands
+        }
+    };
+    let kept = postprocess::nms(candidates, manifest.output.nms_iou());
+    Ok(Output {
+        detections: postprocess::to_frame(kept, t, frame.width, frame.height),
+        scores: Vec::new(),
+        text: None,
+        corners: Vec::new(),
+    })
+}
+
+/// Classifier: one activated score per label.
+fn classifier_scores(
+    out: &Outputs,
+    name: &str,
+    activation: Activation,
+    ncls: usize,
+) -> Result<Output, InferError> {
+    let raw = out.f32s(name)?;
+    if raw.len() != ncls {
+        return Err(out.err(format!(
+            "classifier output has {} scores but the manifest has {ncls} labels",
+            raw.len()
+        )));
+    }
+    Ok(Output {
+        detections: Vec::new(),
+        scores: postprocess::activate(raw, activation),
+        text: None,
+        corners: Vec::new(),
+    })
+}
+
+/// Text recogniser: greedy CTC over `[1, steps, labels + blank + space]`.
+fn ctc_text(out: &Outputs, name: &str, labels: &[String]) -> Result<Output, InferError> {
+    let ncls = labels.len();
+    let (shape, data) = out.tensor(name)?;
+    if shape.len() != 3 || shape[2] as usize != ncls + 2 {
+        return Err(out.err(format!(
+            "CTC output shape {shape:?} does not fit {ncls} labels + blank + space"
+        )));
+    }
+    let text = postprocess::ctc_greedy(data, shape[1] as usize, shape[2] as usize, labels);
+    Ok(Output {
+        detections: Vec::new(),
+        scores: Vec::new(),
+        text: Some(text),
+        corners: Vec::new(),
+    })
+}
+
+/// Corner detector: the boxes NMS keeps, each with its 4 corners, both in
+/// frame pixels.
+fn boxes_with_corners(
+    cands: &[(Detection, [f32; 8])],
+    nms_iou: f32,
+    t: &preprocess::Transform,
+    frame: &Frame,
+) -> Output {
+    let kept = postprocess::nms(cands.iter().map(|c| c.0).collect(), nms_iou);
+    let mut corners = Vec::new();
+    let mut dets = Vec::new();
+    for d in kept {
+        let Some((_, q)) = cands
+            .iter()
+            .find(|(c, _)| c.bbox == d.bbox && c.score == d.score)
+        else {
+            continue;
         };
-        let name = self.manifest.name.clone();
-        let run_err = |e: String| InferError::Run {
-            model: name.clone(),
-            reason: e,
-        };
-        let tensor = TensorRef::from_array_view((spec.shape, self.input.as_slice()))
-            .map_err(|e| run_err(e.to_string()))?;
-        let outputs = self
-            .session
-            .run(ort::inputs![spec.name.as_str() => tensor])
-            .map_err(|e| run_err(e.to_string()))?;
-        let ncls = self.manifest.labels.len();
-        let get = |n: &str| -> Result<&[f32], InferError> {
-            let v = outputs.get(n).ok_or_else(|| {
-                run_err(format!(
-                    "the model has no output '{n}'; fix the manifest's output names"
-                ))
-            })?;
-            let (_, data) = v
-                .try_extract_tensor::<f32>()
-                .map_err(|e| run_err(e.to_string()))?;
-            Ok(data)
-        };
-        let candidates = match &self.manifest.output {
-            OutputSpec::Classifier { name, activation } => {
-                let raw = get(name)?;
-                if raw.len() != ncls {
-                    return Err(run_err(format!(
-                        "classifier output has {} scores but the manifest has {ncls} labels",
-                        raw.len()
-                    )));
-                }
-                return Ok(Output {
-                    detections: Vec::new(),
-                    scores: postprocess::activate(raw, *activation),
-                    text: None,
-                    corners: Vec::new(),
-                });
-            }
-            OutputSpec::Ctc { name } => {
-                let v = outputs.get(name).ok_or_else(|| {
-                    run_err(format!(
-                        "the model has no output '{name}'; fix the manifest's output names"
-                    ))
-                })?;
-                let (shape, data) = v
-                    .try_extract_tensor::<f32>()
-                    .map_err(|e| run_err(e.to_string()))?;
-                if shape.len() != 3 || shape[2] as usize != ncls + 2 {
-                    return Err(run_err(format!(
-                        "CTC output shape {shape:?} does not fit {ncls} labels + blank + space"
-                    )));
-                }
-                let text = postprocess::ctc_greedy(
-                    data,
-                    shape[1] as usize,
-                    shape[2] as usize,
-                    &self.manifest.labels,
-                );
-                return Ok(Output {
-                    detections: Vec::new(),
-                    scores: Vec::new(),
-                    text: Some(text),
-                    corners: Vec::new(),
-                });
-            }
-            OutputSpec::Yolov5Corners { name, nms_iou, .. } => {
-                let cands = postprocess::decode_yolov5_corners(get(name)?, ncls, self.threshold)
-                    .map_err(run_err)?;
-                let kept = postprocess::nms(cands.iter().map(|c| c.0).collect(), *nms_iou);
-                let mut corners = Vec::new();
-                let mut dets = Vec::new();
-                for d in kept {
-                    let Some((_, q)) = cands
-                        .iter()
-                        .find(|(c, _)| c.bbox == d.bbox && c.score == d.score)
-                    else {
-                        continue;
-                    };
-                    let mut fq = [0f32; 8];
-                    for i in 0..4 {
-                        let (x, y) = t.to_frame(q[2 * i], q[2 * i + 1]);
-                        fq[2 * i] = x.clamp(0.0, frame.width as f32);
-                        fq[2 * i + 1] = y.clamp(0.0, frame.height as f32);
-                    }
-                    let one = postprocess::to_frame(vec![d], &t, frame.width, frame.height);
-                    if let Some(d) = one.into_iter().next() {
-                        dets.push(d);
-                        corners.push(fq);
-                    }
-                }
-                return Ok(Output {
-                    detections: dets,
-                    scores: Vec::new(),
-                    text: None,
-                    corners,
-                });
-            }
-            OutputSpec::Yolox { name, strides, .. } => {
-                postprocess::decode_yolox(get(name)?, ncls, strides, mw, mh, self.threshold)
-                    .map_err(run_err)?
-            }
-            OutputSpec::Nanodet {
-                cls,
-                reg,
-                strides,
-                reg_max,
-                ..
-            } => {
-                let mut out = Vec::new();
-                for ((c, r), s) in cls.iter().zip(reg).zip(strides) {
-                    postprocess::decode_nanodet_level(
-                        get(c)?,
-                        get(r)?,
-                        ncls,
-                        *reg_max,
-                        *s,
-                        mw,
-                        self.threshold,
-                        &mut out,
-                    )
-                    .map_err(run_err)?;
-                }
-                out
-            }
-        };
-        let kept = postprocess::nms(candidates, self.manifest.output.nms_iou());
-        Ok(Output {
-            detections: postprocess::to_frame(kept, &t, frame.width, frame.height),
-            scores: Vec::new(),
-            text: None,
-            corners: Vec::new(),
-        })
+        let mut fq = [0f32; 8];
+        for i in 0..4 {
+            let (x, y) = t.to_frame(q[2 * i], q[2 * i + 1]);
+            fq[2 * i] = x.clamp(0.0, frame.width as f32);
+            fq[2 * i + 1] = y.clamp(0.0, frame.height as f32);
+        }
+        let one = postprocess::to_frame(vec![d], t, frame.width, frame.height);
+        if let Some(d) = one.into_iter().next() {
+            dets.push(d);
+            corners.push(fq);
+        }
+    }
+    Output {
+        detections: dets,
+        scores: Vec::new(),
+        text: None,
+        corners,
     }
 }
 

@@ -1,0 +1,269 @@
+//! Building a package: waiting for the clip's post-roll, writing every file
+//! into `.tmp-<event_id>`, sealing and renaming it, indexing it in the store
+//! and telling the back office.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use tracing::{info, warn};
+
+use crate::publish::payload::{
+    Alert, ClipSummary, EventUpdate, EvidenceFile, EvidenceSummary, UPDATE_SCHEMA, rfc3339,
+};
+use crate::store::evidence::{EvidenceRow, PlateRow};
+
+use super::{Evidence, Package, clip, lock_ring, ring, safe_name, sign};
+
+impl Evidence {
+    /// Waits for the clip, seals the package, indexes it, tells the back
+    /// office and applies retention.
+    pub(super) async fn build(&self, pkg: Package) -> Result<(), String> {
+        let _permit = self.busy.acquire().await.map_err(|e| e.to_string())?;
+        let (span, event_pts) = self.wait_for_span(&pkg).await;
+        if span.is_none() {
+            self.counters.clips_missing.fetch_add(1, Ordering::Relaxed);
+            warn!(event_id = %pkg.alert.id, "no video in the ring for this event; package has no clip");
+        }
+        let dir = self.dir.clone();
+        let key = self.key.clone();
+        let agent_id = self.agent_id.clone();
+        let alert = pkg.alert.clone();
+        let (overview, closeup, plate_crop) = (pkg.overview, pkg.closeup, pkg.plate_crop);
+        let sealed = tokio::task::spawn_blocking(move || {
+            seal_package(
+                &dir,
+                &key,
+                &agent_id,
+                &alert,
+                span.as_ref(),
+                event_pts,
+                overview,
+                closeup,
+                plate_crop,
+            )
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        self.counters.sealed.fetch_add(1, Ordering::Relaxed);
+        let a = &pkg.alert;
+        let row = index_row(a, &sealed);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.evidence_insert(&row))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        info!(event_id = %a.id, bytes = sealed.bytes, clip_frames = sealed.clip.as_ref().map(|c| c.frames).unwrap_or(0), "evidence sealed");
+        let update = self.sealed_update(a, &sealed);
+        self.publisher.send_update(&update, a.severity).await;
+        let ev = self.clone_for_retention();
+        if let Ok(n) = tokio::task::spawn_blocking(move || ev.run()).await {
+            self.counters.removed.fetch_add(n, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Waits for the post-roll (bounded: a stalled camera still gets a
+    /// package); the clip's span (none when the camera's session changed or
+    /// the ring has nothing) and the event time on the ring's clock.
+    async fn wait_for_span(&self, pkg: &Package) -> (Option<ring::Span>, u64) {
+        let pre = (self.cfg.pre_secs * 1e9) as u64;
+        let post = (self.cfg.post_secs * 1e9) as u64;
+        let deadline = Instant::now() + Duration::from_secs_f64(self.cfg.post_secs + 10.0);
+        let mut event_pts = pkg.event_pts_ns;
+        let span = loop {
+            let ready = {
+                let r = lock_ring(&pkg.ring);
+                if r.wall_clock {
+                    event_pts = r.pts_at_wall(pkg.event_wall).unwrap_or(0);
+                }
+                let want_end = event_pts + post;
+                let same = r.session == pkg.session;
+                let done = same && r.latest_pts().is_some_and(|p| p >= want_end);
+                if !same {
+                    Some(None)
+                } else if done || Instant::now() > deadline {
+                    let mut span = r.span(event_pts.saturating_sub(pre), want_end);
+                    tracing::debug!(
+                        event_pts,
+                        ring_first = r.first_pts().unwrap_or(0),
+                        ring_last = r.latest_pts().unwrap_or(0),
+                        keyframes = r.keyframe_pts().len(),
+                        first_keys = ?r.keyframe_pts().iter().take(8).collect::<Vec<_>>(),
+                        "evidence span"
+                    );
+                    // The session began less than pre_secs before the event.
+                    if let Some(s) = span.as_mut() {
+                        s.pre_truncated |= event_pts < pre;
+                    }
+                    Some(span)
+                } else {
+                    None
+                }
+            };
+            match ready {
+                Some(span) => break span,
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        (span, event_pts)
+    }
+
+    /// The `evidence` update for a sealed package.
+    fn sealed_update(&self, a: &Alert, sealed: &Sealed) -> EventUpdate {
+        EventUpdate {
+            schema: UPDATE_SCHEMA.into(),
+            id: ulid::Ulid::new().to_string(),
+            event_id: a.id.clone(),
+            kind: "evidence".into(),
+            agent_id: self.agent_id.clone(),
+            camera: a.camera.clone(),
+            event_type: a.kind.clone(),
+            time: rfc3339(SystemTime::now()),
+            evidence: Some(EvidenceSummary {
+                files: sealed
+                    .manifest
+                    .files
+                    .iter()
+                    .map(|f| EvidenceFile {
+                        name: f.name.clone(),
+                        bytes: f.bytes,
+                        sha256: f.sha256.clone(),
+                    })
+                    .collect(),
+                manifest_sha256: sealed.manifest_sha256.clone(),
+                public_key: sealed.manifest.public_key.clone(),
+                clip: sealed.clip.clone(),
+                plate: a.plate.clone(),
+                url_path: format!("/evidence/{}/", a.id),
+            }),
+            review: None,
+        }
+    }
+}
+
+/// The store's index row of a sealed package.
+fn index_row(a: &Alert, sealed: &Sealed) -> EvidenceRow {
+    EvidenceRow {
+        event_id: a.id.clone(),
+        camera: a.camera.clone(),
+        kind: a.kind.clone(),
+        rule: a.rule.clone(),
+        time: a.time.clone(),
+        severity: a.severity.as_str().into(),
+        bytes: sealed.bytes,
+        held: false,
+        plate: a.plate.as_ref().map(|p| PlateRow {
+            text: p.text.clone(),
+            confidence: p.confidence,
+            valid: p.valid,
+        }),
+        review: None,
+        files: sealed
+            .manifest
+            .files
+            .iter()
+            .map(|f| f.name.clone())
+            .collect(),
+        objects: serde_json::to_value(&a.objects).unwrap_or_default(),
+    }
+}
+
+/// What sealing produced.
+pub struct Sealed {
+    pub manifest: sign::Manifest,
+    pub manifest_sha256: String,
+    pub bytes: u64,
+    pub clip: Option<ClipSummary>,
+}
+
+/// Writes every file into `.tmp-<id>`, seals it and renames it to `<id>`.
+#[allow(clippy::too_many_arguments)]
+pub fn seal_package(
+    dir: &Path,
+    key: &ed25519_dalek::SigningKey,
+    agent_id: &str,
+    alert: &Alert,
+    span: Option<&ring::Span>,
+    event_pts_ns: u64,
+    overview: Option<Vec<u8>>,
+    closeup: Option<Vec<u8>>,
+    plate_crop: Option<Vec<u8>>,
+) -> Result<Sealed, String> {
+    if !safe_name(&alert.id) {
+        return Err(format!("event id '{}' is not a safe folder name", alert.id));
+    }
+    let tmp = dir.join(format!(".tmp-{}", alert.id));
+    let fin = dir.join(&alert.id);
+    let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| io("create folder", e))?;
+    let result = (|| {
+        let mut files: Vec<&str> = Vec::new();
+        let mut clip_summary = None;
+        if let Some(span) = span {
+            match clip::write_mp4(span, &tmp.join("clip.mp4")) {
+                Ok(info) => {
+                    files.push("clip.mp4");
+                    clip_summary = Some(ClipSummary {
+                        frames: info.frames,
+                        duration_secs: info.duration_ns as f64 / 1e9,
+                        pre_secs: event_pts_ns.saturating_sub(info.start_pts_ns) as f64 / 1e9,
+                        pre_truncated: span.pre_truncated,
+                    });
+                }
+                Err(e) => warn!(event_id = %alert.id, error = %e, "clip not written"),
+            }
+        }
+        for (name, bytes) in [
+            ("overview.jpg", overview),
+            ("closeup.jpg", closeup),
+            ("plate.jpg", plate_crop),
+        ] {
+            if let Some(b) = bytes {
+                sign::write_atomic(&tmp.join(name), &b).map_err(|e| io(name, e))?;
+                files.push(name);
+            }
+        }
+        let json = serde_json::to_vec_pretty(alert).map_err(|e| e.to_string())?;
+        sign::write_atomic(&tmp.join("event.json"), &json).map_err(|e| io("event.json", e))?;
+        files.push("event.json");
+        let manifest = sign::seal(
+            &tmp,
+            &files,
+            sign::Manifest {
+                schema: sign::MANIFEST_SCHEMA.into(),
+                event_id: alert.id.clone(),
+                agent_id: agent_id.to_string(),
+                camera: alert.camera.clone(),
+                time: alert.time.clone(),
+                time_source: alert.time_source.clone(),
+                sealed_at: rfc3339(SystemTime::now()),
+                files: Vec::new(),
+                public_key: String::new(),
+            },
+            key,
+        )
+        .map_err(|e| e.to_string())?;
+        let (mbytes, msha) =
+            sign::hash_file(&tmp.join(sign::MANIFEST)).map_err(|e| io("manifest", e))?;
+        let bytes = manifest.files.iter().map(|f| f.bytes).sum::<u64>() + mbytes + 128;
+        if let Ok(d) = std::fs::File::open(&tmp) {
+            let _ = d.sync_all();
+        }
+        std::fs::rename(&tmp, &fin).map_err(|e| io("rename folder", e))?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(Sealed {
+            manifest,
+            manifest_sha256: msha,
+            bytes,
+            clip: clip_summary,
+        })
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
