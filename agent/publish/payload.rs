@@ -33,8 +33,8 @@ pub struct Alert {
     /// ULID: unique and sortable by time; the IOC de-duplicates by it
     /// (delivery is at-least-once).
     pub id: String,
-    /// `object.zone_enter`, `object.line_cross`, `traffic.*` or `order.*`
-    /// (see README, Rules).
+    /// `object.zone_enter`, `object.zone_exit`, `object.line_cross`,
+    /// `traffic.*` or `order.*` (see README, Rules).
     #[serde(rename = "type")]
     pub kind: String,
     /// Display name of the type for operators, English (e.g. `Running a red light`).

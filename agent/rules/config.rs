@@ -68,6 +68,8 @@ pub enum RuleKind {
     FireSmoke,
     /// A fight: a `model` on the whole frame (or a zone) finds one of `labels`.
     Fight,
+    /// An object of the given classes that was in a zone leaves it.
+    ZoneExit,
 }
 
 /// Which part of a tracked object's box a cascade model sees.
@@ -187,8 +189,8 @@ pub struct RuleConfig {
     #[serde(default)]
     pub name: Option<String>,
     pub kind: Spanned<RuleKind>,
-    /// Zone name (for zone rules: zone_enter, illegal_stop, illegal_parking,
-    /// sidewalk, crowd, loitering, intrusion).
+    /// Zone name (for zone rules: zone_enter, zone_exit, illegal_stop,
+    /// illegal_parking, sidewalk, crowd, loitering, intrusion).
     #[serde(default)]
     pub zone: Option<Spanned<String>>,
     /// Line name (for line rules: line_cross, lane_line, red_light, stop_line).

@@ -20,6 +20,7 @@ mod speeding;
 mod stop_line;
 mod wrong_way;
 mod zone_enter;
+mod zone_exit;
 
 use std::fmt;
 
@@ -346,6 +347,20 @@ pub const KINDS: &[KindInfo] = &[
         classes: &[],
         cascade: Some(CropRegion::Box),
         judge: frame_cascade::judge,
+    },
+    KindInfo {
+        kind: RuleKind::ZoneExit,
+        name: "zone_exit",
+        event_type: "object.zone_exit",
+        en: "Object left zone",
+        vi: "Đối tượng rời khu vực",
+        severity: Severity::Normal,
+        needs: Needs::Zone,
+        min_secs: 0.0,
+        dwell_secs: 0.0,
+        classes: &[],
+        cascade: None,
+        judge: zone_exit::judge,
     },
 ];
 
