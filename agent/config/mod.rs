@@ -318,6 +318,21 @@ pub struct CameraConfig {
     pub rules: Vec<RuleConfig>,
 }
 
+impl CameraConfig {
+    /// The camera's source settings as plain values.
+    pub fn source_settings(&self) -> crate::source::SourceSettings {
+        let secs = |s: f64| std::time::Duration::from_secs_f64(s.max(0.0));
+        crate::source::SourceSettings {
+            url: self.url.get_ref().clone(),
+            detect_url: self.detect_url.as_ref().map(|u| u.get_ref().clone()),
+            connect_timeout: secs(self.connect_timeout_secs),
+            inactivity_timeout: secs(self.inactivity_timeout_secs),
+            backoff_min: secs(self.backoff_min_secs),
+            backoff_max: secs(self.backoff_max_secs),
+        }
+    }
+}
+
 pub use crate::rules::config::{
     CalibrationConfig, CropRegion, Direction, LaneConfig, LineConfig, Needs, RuleConfig, RuleKind,
     RuleSetup, ScheduleConfig, SignalConfig, SignalSource, ZoneConfig,

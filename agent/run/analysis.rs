@@ -45,11 +45,11 @@ impl Analysis {
     pub fn new(camera: &Camera) -> Result<Analysis, crate::rules::RuleError> {
         let labels: Arc<[String]> = camera.detector.manifest.labels.clone().into();
         Ok(Analysis {
-            rules: RuleEngine::new(&camera.cam.rule_setup(), &labels)?,
+            rules: RuleEngine::new(&camera.cam.config.rule_setup(), &labels)?,
             labels,
             tracker: Tracker::new(TrackerConfig::default()),
             evidence: CameraEvidence::new(camera.sh.plates.clone()),
-            signal: SignalReader::new(camera.cam.signal.as_ref(), camera.sh.signals.clone()),
+            signal: SignalReader::new(camera.cam.config.signal.as_ref(), camera.sh.signals.clone()),
             open_frame: None,
             last_seq: 0,
             stats: Stats::default(),

@@ -18,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::analysis::Analysis;
-use crate::base::backoff::Backoff;
 use crate::config::{CameraConfig, EvidenceConfig};
 use crate::decode::{self, DecodeError, DecodePipeline, Frame, FrameCounters};
 use crate::evidence::camera::PlateSetup;
@@ -28,7 +27,7 @@ use crate::infer::{DetectorHandle, InferError};
 use crate::publish::payload::{CameraState, SkipCounts};
 use crate::publish::signals::SignalBoard;
 use crate::publish::{PublisherHandle, StatusBoard};
-use crate::source::{Opener, SourceError, redact};
+use crate::source::{Opener, SourceError, SourceSettings, redact};
 
 /// Errors that end one camera session (the supervisor retries). Only the
 /// source, the decoder and the camera's own detector can end a session;
@@ -65,10 +64,42 @@ pub(super) struct Shared {
     pub opener: Arc<dyn Opener>,
 }
 
-/// One camera: its config, its detector and its per-camera state.
+/// A camera's settings as the running task uses them: plain values, built
+/// once from its `[[cameras]]` table (rules compile their own part).
+#[derive(Debug)]
+pub(super) struct CameraSettings {
+    pub id: String,
+    pub source: SourceSettings,
+    pub detect_fps: f64,
+    pub priority: f64,
+    pub decoder: Option<String>,
+    pub decoders: Vec<String>,
+    pub decoder_threads: u32,
+    pub thumbnail_max_side: u32,
+    /// The camera's rules and signal, compiled by the rules stage per session.
+    pub config: CameraConfig,
+}
+
+impl CameraSettings {
+    pub fn new(cam: &CameraConfig) -> CameraSettings {
+        CameraSettings {
+            id: cam.id.get_ref().clone(),
+            source: cam.source_settings(),
+            detect_fps: *cam.detect_fps.get_ref(),
+            priority: cam.priority,
+            decoder: cam.decoder.clone(),
+            decoders: cam.decoders.clone(),
+            decoder_threads: cam.decoder_threads,
+            thumbnail_max_side: cam.thumbnail_max_side,
+            config: cam.clone(),
+        }
+    }
+}
+
+/// One camera: its settings, its detector and its per-camera state.
 #[derive(Clone)]
 pub(super) struct Camera {
-    pub cam: Arc<CameraConfig>,
+    pub cam: Arc<CameraSettings>,
     pub sh: Arc<Shared>,
     pub detector: DetectorHandle,
     pub counters: Arc<FrameCounters>,
@@ -94,7 +125,7 @@ impl Camera {
             return None;
         };
         Some(Camera {
-            cam: Arc::new(cam.clone()),
+            cam: Arc::new(CameraSettings::new(cam)),
             sh: sh.clone(),
             detector,
             counters: Arc::new(FrameCounters::default()),
@@ -107,7 +138,7 @@ impl Camera {
     }
 
     pub fn id(&self) -> &str {
-        self.cam.id.get_ref()
+        &self.cam.id
     }
 
     pub fn status(&self, f: impl FnOnce(&mut crate::publish::payload::CameraStatus)) {
@@ -137,8 +168,8 @@ impl Camera {
 
     /// Removes the camera's passwords and URLs from a message.
     pub fn scrub(&self, msg: &str) -> String {
-        let detect = self.cam.detect_url.as_ref().map(|u| u.get_ref().as_str());
-        scrub(msg, &[self.cam.url.get_ref(), detect.unwrap_or("")])
+        let s = &self.cam.source;
+        scrub(msg, &[&s.url, s.detect_url.as_deref().unwrap_or("")])
     }
 
     /// One RTSP session: source → decode → infer → track → rules → evidence
@@ -146,13 +177,13 @@ impl Camera {
     /// or the camera is stopped; events still open are then ended.
     async fn session(&self, failed_decoders: &mut Vec<String>) -> Result<(), SessionError> {
         let cam = &self.cam;
-        let url = cam.detect_url.as_ref().unwrap_or(&cam.url).get_ref();
+        let s = &cam.source;
         let mut src = tokio::select! {
             _ = self.cancel.cancelled() => return Ok(()),
             r = self.sh.opener.open(
-                url,
-                Duration::from_secs_f64(cam.connect_timeout_secs),
-                Duration::from_secs_f64(cam.inactivity_timeout_secs),
+                s.analysed_url(),
+                s.connect_timeout,
+                s.inactivity_timeout,
             ) => r?,
         };
         let info = src.info();
@@ -173,7 +204,7 @@ impl Camera {
         });
         // With `detect_url`, clips come from the main stream (`url`), recorded
         // by its own session; otherwise from the stream being analysed.
-        let separate_record = cam.detect_url.is_some() && self.sh.evidence.is_some();
+        let separate_record = s.detect_url.is_some() && self.sh.evidence.is_some();
         if !separate_record {
             let mut r = evidence::lock_ring(&self.ring);
             r.restart(info.codec);
@@ -186,7 +217,7 @@ impl Camera {
         let pipe = DecodePipeline::start(
             info.codec,
             &decoder,
-            *cam.detect_fps.get_ref(),
+            cam.detect_fps,
             threads,
             self.counters.clone(),
             move |f| {
@@ -245,7 +276,7 @@ fn mark_failed(failed: &mut Vec<String>, decoder: &str) {
 /// once, the ranking starts over.
 fn choose_decoder(
     codec: decode::Codec,
-    cam: &CameraConfig,
+    cam: &CameraSettings,
     failed: &mut Vec<String>,
 ) -> Result<String, DecodeError> {
     let choose =
@@ -263,10 +294,7 @@ fn choose_decoder(
 /// a panicking session is caught and the camera restarted.
 pub(super) async fn supervise(camera: Camera) {
     let cam = camera.cam.clone();
-    let mut backoff = Backoff::new(
-        Duration::from_secs_f64(cam.backoff_min_secs),
-        Duration::from_secs_f64(cam.backoff_max_secs),
-    );
+    let mut backoff = cam.source.backoff();
     let mut failed_decoders: Vec<String> = Vec::new();
     loop {
         camera.status(|s| s.state = CameraState::Connecting);

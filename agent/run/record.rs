@@ -3,30 +3,22 @@
 //! here and never stop detection.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tracing::{info, warn};
 
 use super::camera::Camera;
-use crate::base::backoff::Backoff;
 use crate::evidence::{self, ring::RingFrame};
 
 /// Feeds the evidence ring from the main stream until the session ends.
 pub(super) async fn record_main_stream(camera: &Camera) {
-    let cam = &camera.cam;
-    let mut backoff = Backoff::new(
-        Duration::from_secs_f64(cam.backoff_min_secs),
-        Duration::from_secs_f64(cam.backoff_max_secs),
-    );
+    let s = &camera.cam.source;
+    let mut backoff = s.backoff();
     loop {
         match camera
             .sh
             .opener
-            .open(
-                cam.url.get_ref(),
-                Duration::from_secs_f64(cam.connect_timeout_secs),
-                Duration::from_secs_f64(cam.inactivity_timeout_secs),
-            )
+            .open(&s.url, s.connect_timeout, s.inactivity_timeout)
             .await
         {
             Ok(mut src) => {

@@ -100,6 +100,31 @@ pub fn redact(s: &str) -> String {
     }
 }
 
+/// Where and how a camera is read, as plain values (the config layer builds
+/// it from `[[cameras]]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceSettings {
+    /// Main stream (recorded for clips when `detect_url` is set).
+    pub url: String,
+    /// Lower-resolution stream analysed instead of `url`.
+    pub detect_url: Option<String>,
+    pub connect_timeout: Duration,
+    pub inactivity_timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl SourceSettings {
+    /// The stream the camera analyses.
+    pub fn analysed_url(&self) -> &str {
+        self.detect_url.as_deref().unwrap_or(&self.url)
+    }
+
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.backoff_min, self.backoff_max)
+    }
+}
+
 /// What a session knows about the stream it opened.
 #[derive(Debug, Clone)]
 pub struct StreamInfo {
