@@ -55,7 +55,7 @@ done
 
 echo "demo: camera rtsp://127.0.0.1:$RTSP_PORT/traffic, broker mqtt://127.0.0.1:$MQTT_PORT"
 echo "demo: review page http://127.0.0.1:$HTTP_PORT/review (token: demo-review-token-not-secret)"
-echo "demo: evidence folders in data/evidence; check one with: $BIN verify data/evidence/<event id>"
+echo "demo: evidence folders in data/evidence; check one with: $BIN verify --config $DEMO/demo.toml data/evidence/<event id>"
 echo "demo: agent log in $DEMO/agent.log; alerts below (Ctrl-C to stop)"
 "$BIN" watch --url "mqtt://127.0.0.1:$MQTT_PORT" & pids+=($!)
 sleep 0.5

@@ -166,10 +166,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub enum Problem {
     MissingManifest,
     BadSignature,
-    WrongKey { found: String },
-    Changed { file: String },
-    Missing { file: String },
-    Unlisted { file: String },
+    WrongKey {
+        found: String,
+    },
+    Changed {
+        file: String,
+    },
+    Missing {
+        file: String,
+    },
+    Unlisted {
+        file: String,
+    },
+    /// A manifest entry that is not a plain file name of the folder
+    /// (`../x`, `a/b`, the manifest itself).
+    BadName {
+        file: String,
+    },
 }
 
 impl std::fmt::Display for Problem {
@@ -186,6 +199,10 @@ impl std::fmt::Display for Problem {
                 f,
                 "{MANIFEST}: signed by key {found}, not by the expected agent key"
             ),
+            Problem::BadName { file } => write!(
+                f,
+                "{MANIFEST} names '{file}', which is not a file of this folder (forged or damaged manifest)"
+            ),
             Problem::Changed { file } => write!(
                 f,
                 "{file}: changed since it was sealed (sha256 or size differs)"
@@ -201,7 +218,47 @@ impl std::fmt::Display for Problem {
 
 /// Verifies an evidence folder; `expected_key` (hex) pins the signer.
 /// Returns the manifest when everything matches, else every problem found.
-pub fn verify(dir: &Path, expected_key: Option<&str>) -> Result<Manifest, Vec<Problem>> {
+/// A hex Ed25519 public key (as `ioc-agent key show` prints it).
+pub fn parse_public_key(hex_key: &str) -> Result<VerifyingKey, String> {
+    hex::decode(hex_key.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+        .ok_or_else(|| {
+            format!(
+                "'{}' is not an Ed25519 public key; give the 64 hex digits `ioc-agent key show` prints",
+                hex_key.trim()
+            )
+        })
+}
+
+/// The public key of an existing agent key file (never creates one).
+pub fn public_key_of(path: &Path) -> Result<VerifyingKey, SignError> {
+    if !path.exists() {
+        return Err(SignError::BadKey {
+            path: path.to_path_buf(),
+            message: "no such key file (this agent has not signed anything yet)".into(),
+        });
+    }
+    load_or_create_key(path).map(|k| k.verifying_key())
+}
+
+/// Whether a manifest entry names a plain file of the folder itself.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+        && name != MANIFEST
+        && name != SIGNATURE
+}
+
+/// Checks an evidence folder against `trusted`, the signer's key pinned by
+/// the one who verifies (the agent's key from `key show`, registered at the
+/// IOC). The key written inside the manifest proves nothing on its own: a
+/// forger can re-hash and re-sign with a fresh key; only the pinned key
+/// decides. Names in the manifest must be plain files of the folder.
+pub fn verify(dir: &Path, trusted: &VerifyingKey) -> Result<Manifest, Vec<Problem>> {
     let (Ok(body), Ok(sig_hex)) = (
         std::fs::read(dir.join(MANIFEST)),
         std::fs::read_to_string(dir.join(SIGNATURE)),
@@ -211,27 +268,28 @@ pub fn verify(dir: &Path, expected_key: Option<&str>) -> Result<Manifest, Vec<Pr
     let Ok(manifest) = serde_json::from_slice::<Manifest>(&body) else {
         return Err(vec![Problem::BadSignature]);
     };
-    let key = hex::decode(&manifest.public_key)
-        .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-        .and_then(|b| VerifyingKey::from_bytes(&b).ok());
     let sig = hex::decode(sig_hex.trim())
         .ok()
         .and_then(|b| <[u8; 64]>::try_from(b.as_slice()).ok())
         .map(|b| Signature::from_bytes(&b));
     let mut problems = Vec::new();
-    match (key, sig) {
-        (Some(k), Some(s)) if k.verify(&body, &s).is_ok() => {}
+    match sig {
+        Some(s) if trusted.verify(&body, &s).is_ok() => {}
         _ => problems.push(Problem::BadSignature),
     }
-    if let Some(want) = expected_key
-        && !want.eq_ignore_ascii_case(&manifest.public_key)
-    {
+    let pinned = hex::encode(trusted.as_bytes());
+    if !pinned.eq_ignore_ascii_case(&manifest.public_key) {
         problems.push(Problem::WrongKey {
             found: manifest.public_key.clone(),
         });
     }
     for f in &manifest.files {
+        if !plain_name(&f.name) {
+            problems.push(Problem::BadName {
+                file: f.name.clone(),
+            });
+            continue;
+        }
         match hash_file(&dir.join(&f.name)) {
             Ok((bytes, sha)) if bytes == f.bytes && sha == f.sha256 => {}
             Ok(_) => problems.push(Problem::Changed {
@@ -308,20 +366,73 @@ mod tests {
     }
 
     #[test]
+    fn a_folder_resigned_with_another_key_is_refused() {
+        let (d, key) = sealed();
+        let ev = d.path().join("ev");
+        // A forger edits the clip, re-hashes and re-signs with a fresh key:
+        // the manifest then names the forger's key, and must not pass.
+        std::fs::write(ev.join("clip.mp4"), vec![8u8; 5000]).unwrap();
+        let forger = SigningKey::from_bytes(&[42u8; 32]);
+        let mut m: Manifest =
+            serde_json::from_slice(&std::fs::read(ev.join(MANIFEST)).unwrap()).unwrap();
+        m.files.clear();
+        seal(&ev, &["clip.mp4", "overview.jpg"], m, &forger).unwrap();
+        let problems = verify(&ev, &key.verifying_key()).unwrap_err();
+        assert!(
+            problems.contains(&Problem::BadSignature),
+            "forged folder passed: {problems:?}"
+        );
+        // The forger's own key does verify it: the anchor is what decides.
+        assert!(verify(&ev, &forger.verifying_key()).is_ok());
+    }
+
+    #[test]
+    fn a_manifest_naming_a_path_outside_the_folder_is_refused() {
+        let (d, key) = sealed();
+        let ev = d.path().join("ev");
+        std::fs::write(d.path().join("outside.txt"), b"x").unwrap();
+        let mut m: Manifest =
+            serde_json::from_slice(&std::fs::read(ev.join(MANIFEST)).unwrap()).unwrap();
+        let (bytes, sha256) = hash_file(&d.path().join("outside.txt")).unwrap();
+        m.files.push(FileEntry {
+            name: "../outside.txt".into(),
+            bytes,
+            sha256,
+        });
+        let body = serde_json::to_vec_pretty(&m).unwrap();
+        std::fs::write(ev.join(MANIFEST), &body).unwrap();
+        let sig = key.sign(&body);
+        std::fs::write(ev.join(SIGNATURE), hex::encode(sig.to_bytes())).unwrap();
+        let problems = verify(&ev, &key.verifying_key()).unwrap_err();
+        assert_eq!(
+            problems,
+            vec![Problem::BadName {
+                file: "../outside.txt".into()
+            }]
+        );
+    }
+
+    #[test]
     fn untouched_folder_verifies_and_a_changed_byte_is_named() {
         let (d, key) = sealed();
         let ev = d.path().join("ev");
         let pk = hex::encode(key.verifying_key().as_bytes());
-        assert!(verify(&ev, Some(&pk)).is_ok());
-        assert!(matches!(
-            &verify(&ev, Some(&"00".repeat(32))).unwrap_err()[0],
-            Problem::WrongKey { .. }
-        ));
+        let trusted = parse_public_key(&pk).unwrap();
+        assert!(verify(&ev, &trusted).is_ok());
+        let other = SigningKey::from_bytes(&[1u8; 32]).verifying_key();
+        let problems = verify(&ev, &other).unwrap_err();
+        assert!(problems.contains(&Problem::BadSignature), "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| matches!(p, Problem::WrongKey { .. })),
+            "{problems:?}"
+        );
         let mut b = std::fs::read(ev.join("overview.jpg")).unwrap();
         b[100] ^= 1;
         std::fs::write(ev.join("overview.jpg"), b).unwrap();
         assert_eq!(
-            verify(&ev, None).unwrap_err(),
+            verify(&ev, &trusted).unwrap_err(),
             vec![Problem::Changed {
                 file: "overview.jpg".into()
             }]
@@ -330,11 +441,12 @@ mod tests {
 
     #[test]
     fn edited_manifest_or_added_file_fails() {
-        let (d, _) = sealed();
+        let (d, key) = sealed();
+        let trusted = key.verifying_key();
         let ev = d.path().join("ev");
         std::fs::write(ev.join("extra.jpg"), b"x").unwrap();
         assert_eq!(
-            verify(&ev, None).unwrap_err(),
+            verify(&ev, &trusted).unwrap_err(),
             vec![Problem::Unlisted {
                 file: "extra.jpg".into()
             }]
@@ -346,7 +458,10 @@ mod tests {
             m.replace("\"camera\": \"c\"", "\"camera\": \"d\""),
         )
         .unwrap();
-        assert_eq!(verify(&ev, None).unwrap_err(), vec![Problem::BadSignature]);
+        assert_eq!(
+            verify(&ev, &trusted).unwrap_err(),
+            vec![Problem::BadSignature]
+        );
     }
 
     proptest::proptest! {
@@ -354,13 +469,13 @@ mod tests {
         /// Any single flipped byte in any sealed file is caught and named.
         #[test]
         fn any_flipped_byte_is_caught(file in 0usize..2, pos in 0usize..3000, bit in 0u8..8) {
-            let (d, _) = sealed();
+            let (d, key) = sealed();
             let ev = d.path().join("ev");
             let name = ["clip.mp4", "overview.jpg"][file];
             let mut b = std::fs::read(ev.join(name)).unwrap();
             b[pos] ^= 1 << bit;
             std::fs::write(ev.join(name), b).unwrap();
-            proptest::prop_assert_eq!(verify(&ev, None).unwrap_err(), vec![Problem::Changed { file: name.into() }]);
+            proptest::prop_assert_eq!(verify(&ev, &key.verifying_key()).unwrap_err(), vec![Problem::Changed { file: name.into() }]);
         }
     }
 }

@@ -407,3 +407,58 @@ fn throughput_settings_are_checked() {
     ));
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// A folder sealed by the agent's key, then edited and re-signed by a forger
+/// with a fresh key: `verify` without a pinned key refuses to judge it, with
+/// the agent's key it fails, and only the forger's own key accepts it.
+#[test]
+fn verify_needs_a_pinned_key_and_refuses_a_resigned_folder() {
+    use ioc_agent::evidence::sign::{self, Manifest};
+    let d = tempfile::tempdir().unwrap();
+    let agent_key = sign::load_or_create_key(&d.path().join("agent.key")).unwrap();
+    let ev = d.path().join("E1");
+    std::fs::create_dir(&ev).unwrap();
+    std::fs::write(ev.join("clip.mp4"), vec![7u8; 4000]).unwrap();
+    let manifest = || Manifest {
+        schema: sign::MANIFEST_SCHEMA.into(),
+        event_id: "E1".into(),
+        agent_id: "ward-1".into(),
+        camera: "cam".into(),
+        time: "2026-12-01T10:00:00Z".into(),
+        time_source: "agent_clock".into(),
+        sealed_at: "2026-12-01T10:00:01Z".into(),
+        files: vec![],
+        public_key: String::new(),
+    };
+    sign::seal(&ev, &["clip.mp4"], manifest(), &agent_key).unwrap();
+    let pinned = hex::encode(agent_key.verifying_key().as_bytes());
+    let dir = ev.to_str().unwrap();
+    let ok = run(&["verify", dir, "--key", &pinned]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+
+    // The forgery: a changed clip, re-hashed and re-signed with a fresh key.
+    std::fs::write(ev.join("clip.mp4"), vec![8u8; 4000]).unwrap();
+    let forger = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
+    sign::seal(&ev, &["clip.mp4"], manifest(), &forger).unwrap();
+
+    let no_key = run(&["verify", dir]);
+    no_panic(&no_key);
+    assert_eq!(no_key.status.code(), Some(2));
+    assert!(stderr(&no_key).contains("--key"), "{}", stderr(&no_key));
+    assert!(!String::from_utf8_lossy(&no_key.stdout).contains("OK"));
+
+    let with_agent_key = run(&["verify", dir, "--key", &pinned]);
+    assert_eq!(with_agent_key.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&with_agent_key.stdout);
+    assert!(out.contains("signature does not match"), "{out}");
+    assert!(out.contains("not by the expected agent key"), "{out}");
+
+    let key_file = d.path().join("ward-1.pub");
+    std::fs::write(&key_file, &pinned).unwrap();
+    let from_file = run(&["verify", dir, "--key-file", key_file.to_str().unwrap()]);
+    assert_eq!(from_file.status.code(), Some(1));
+
+    let bad = run(&["verify", dir, "--key", "nothex"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("64 hex digits"), "{}", stderr(&bad));
+}

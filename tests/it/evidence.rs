@@ -126,10 +126,20 @@ fn check_clip(clip: &Path, source: &Path, h265: bool, pre: f64, post: f64) -> (u
     (got.len(), duration, gop)
 }
 
+/// `ioc-agent verify` pinned to the public key of the agent that made the
+/// folder (its key is `<data_dir>/agent.key`, above the evidence folder).
 fn verify(dir: &Path) -> (bool, String) {
+    let key = dir
+        .ancestors()
+        .map(|d| d.join("agent.key"))
+        .find(|p| p.exists())
+        .expect("agent.key above the evidence folder");
+    let public = ioc_agent::evidence::sign::public_key_of(&key).unwrap();
     let out = std::process::Command::new(BIN)
         .arg("verify")
         .arg(dir)
+        .arg("--key")
+        .arg(hex::encode(public.as_bytes()))
         .output()
         .unwrap();
     (
