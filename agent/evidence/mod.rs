@@ -129,7 +129,7 @@ impl Evidence {
             key_path,
             agent_id,
         } = place;
-        std::fs::create_dir_all(&dir).map_err(|e| EvidenceError::Dir {
+        package::private_dir(&dir).map_err(|e| EvidenceError::Dir {
             path: dir.clone(),
             message: e.to_string(),
         })?;

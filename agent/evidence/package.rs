@@ -197,7 +197,7 @@ pub fn seal_package(
     let fin = dir.join(&alert.id);
     let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| io("create folder", e))?;
+    private_dir(&tmp).map_err(|e| io("create folder", e))?;
     let result = (|| {
         let mut files: Vec<&str> = Vec::new();
         let mut clip_summary = None;
@@ -248,6 +248,7 @@ pub fn seal_package(
         let (mbytes, msha) =
             sign::hash_file(&tmp.join(sign::MANIFEST)).map_err(|e| io("manifest", e))?;
         let bytes = manifest.files.iter().map(|f| f.bytes).sum::<u64>() + mbytes + 128;
+        restrict_files(&tmp).map_err(|e| io("set permissions", e))?;
         if let Ok(d) = std::fs::File::open(&tmp) {
             let _ = d.sync_all();
         }
@@ -266,4 +267,33 @@ pub fn seal_package(
         let _ = std::fs::remove_dir_all(&tmp);
     }
     result
+}
+
+/// Creates `dir` readable by the agent's user only (0700): evidence holds
+/// plates and faces (personal data, Decree 13/2023).
+pub(super) fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Every file of a sealed folder 0600 (the muxer writes with the umask).
+fn restrict_files(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    for e in std::fs::read_dir(dir)?.flatten() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
 }

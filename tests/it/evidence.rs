@@ -254,6 +254,14 @@ fn run_clip_test(name: &str, encoder: &[&str], parser: &str, h265: bool) -> Runn
     assert_eq!(alert["evidence_pending"], true);
     let (ok, out) = verify(&folder);
     assert!(ok, "verify failed on an untouched folder: {out}");
+    // Plates and faces: the agent's user only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&folder), 0o700, "evidence folder mode");
+    assert_eq!(mode(folder.parent().unwrap()), 0o700, "evidence root mode");
+    for e in std::fs::read_dir(&folder).unwrap().flatten() {
+        assert_eq!(mode(&e.path()), 0o600, "{}", e.path().display());
+    }
     tamper_is_named(&folder, "clip.mp4");
     tamper_is_named(&folder, "overview.jpg");
     sub.shutdown();
