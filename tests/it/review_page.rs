@@ -57,6 +57,30 @@ classes = ["car", "truck", "bus"]
         agent.log_text()
     );
 
+    // The page is served with a strict CSP (its own inline script and style
+    // by hash, never framed) and no MIME sniffing; everything below runs
+    // in the browser under that policy.
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "GET /review HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = String::new();
+        s.read_to_string(&mut head).unwrap();
+        let head = head.to_ascii_lowercase();
+        for want in [
+            "content-security-policy: default-src 'self'; script-src 'sha256-",
+            "frame-ancestors 'none'",
+            "x-content-type-options: nosniff",
+            "x-frame-options: deny",
+        ] {
+            assert!(head.contains(want), "/review lacks {want}");
+        }
+        assert!(!head.contains("unsafe-inline"), "CSP allows inline code");
+    }
     let profile = tempfile::tempdir().unwrap();
     let d = Driver::start(profile.path());
     d.goto(&format!("http://127.0.0.1:{port}/review"));
