@@ -8,6 +8,7 @@
 //! fixed list of file names, so no path outside the evidence folder can be
 //! named at all.
 
+pub mod limit;
 pub mod metrics;
 pub mod setup;
 
@@ -57,6 +58,8 @@ pub struct HttpState {
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     /// The setup page's state (config path, running config, snapshots).
     pub setup: Option<Arc<setup::SetupState>>,
+    /// Failed logins per client address.
+    pub logins: Arc<limit::LoginLimiter>,
 }
 
 impl HttpState {
@@ -87,6 +90,7 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     let app = router(state);
     let task = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { cancel.cancelled().await })
             .await;
@@ -361,8 +365,23 @@ struct Login {
     token: String,
 }
 
-async fn login(State(s): State<HttpState>, Json(l): Json<Login>) -> Response {
+async fn login(
+    State(s): State<HttpState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    Json(l): Json<Login>,
+) -> Response {
+    let now = std::time::Instant::now();
+    if let Err(wait) = s.logins.check(peer.ip(), now) {
+        let secs = wait.as_secs().max(1).to_string();
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, secs.clone())],
+            Json(json!({"error": format!("too many wrong tokens from this address; try again in {secs} s")})),
+        )
+            .into_response();
+    }
     if !token_ok(&l.token, &s.token) {
+        s.logins.failed(peer.ip(), now);
         return unauthorised();
     }
     let cookie = format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", l.token);

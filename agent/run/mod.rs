@@ -286,6 +286,7 @@ pub async fn run_with_reload(
         status: status.clone(),
         ready: ready.clone(),
         setup: Some(setup),
+        logins: Default::default(),
     };
     let http_task = start_http(&cfg, http_state, http_cancel.clone()).await?;
     let sh = Arc::new(Shared {

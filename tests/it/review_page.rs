@@ -166,5 +166,29 @@ classes = ["car", "truck", "bus"]
         serde_json::from_slice(&update.expect("review update on MQTT").payload).unwrap();
     assert_eq!(update["review"]["status"], "confirmed");
     println!("confirmed {id} in the browser; clip {duration:.2} s played");
+
+    // Guessing the token: after a few wrong ones this address gets 429 with
+    // Retry-After, even for the right token, until a try is back.
+    let login = |token: &str| {
+        use std::io::{Read, Write};
+        let body = format!("{{\"token\": \"{token}\"}}");
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "POST /api/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let code: u16 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (code, out.to_ascii_lowercase())
+    };
+    let codes: Vec<u16> = (0..8).map(|i| login(&format!("wrong-{i}")).0).collect();
+    assert_eq!(&codes[..5], &[401; 5], "{codes:?}");
+    assert!(codes[5..].iter().all(|c| *c == 429), "{codes:?}");
+    let (code, text) = login(TOKEN);
+    assert_eq!(code, 429, "the right token while limited");
+    assert!(text.contains("retry-after:"), "{text}");
     sub.shutdown();
 }
