@@ -15,6 +15,7 @@ fn systemd_unit_verifies() {
         "WatchdogSec=",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "User=ioc-agent",
+        "LimitNOFILE=65536",
     ] {
         assert!(unit.contains(want), "unit lacks {want}");
     }
