@@ -674,7 +674,17 @@ fn check_params(r: &RuleConfig, s: &RuleSetup, models: &CameraModels, c: &mut Co
     }
 }
 
+/// Most corners of one zone, lane or calibration (a zone is a few corners;
+/// a bound keeps a pasted trace or a hostile setup save out of the config).
+pub const MAX_POINTS: usize = 64;
+
 fn check_points(points: &[[f64; 2]]) -> Option<String> {
+    if points.len() > MAX_POINTS {
+        return Some(format!(
+            "{} points; at most {MAX_POINTS} — draw the outline with fewer corners",
+            points.len()
+        ));
+    }
     for (i, p) in points.iter().enumerate() {
         if !(0.0..=1.0).contains(&p[0]) || !(0.0..=1.0).contains(&p[1]) {
             return Some(format!(

@@ -108,6 +108,21 @@ fn bad_polygons_are_located() {
         e.contains(&format!("{p}:16:11:")) && e.contains("outside the frame") && e.contains("0..1"),
         "{e}"
     );
+
+    // A huge polygon (a setup save once grew the config to 1.7 MB this way).
+    let many: Vec<String> = (0..100_000)
+        .map(|i| format!("[{:.5}, 0.5]", i as f64 / 100_000.0))
+        .collect();
+    let (o, p) = check(&GOOD.replace(
+        "[[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]]",
+        &format!("[{}]", many.join(", ")),
+    ));
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("{p}:16:11:")) && e.contains("100000 points; at most 64"),
+        "{e}"
+    );
 }
 
 #[test]
