@@ -1,5 +1,5 @@
 //! `ioc-agent verify`: an evidence folder against its signed manifest and
-//! the signer's pinned key.
+//! the signer's pinned keys.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,16 +13,20 @@ pub struct Args {
     dir: PathBuf,
     /// The signer's public key (hex, as `ioc-agent key show` prints it on
     /// the agent that made the folder; the IOC keeps one per agent).
-    #[arg(long, conflicts_with_all = ["key_file", "config"])]
+    #[arg(long, conflicts_with_all = ["trust", "config"])]
     key: Option<String>,
-    /// A file holding that public key (hex).
-    #[arg(long = "key-file", conflicts_with = "config")]
-    key_file: Option<PathBuf>,
-    /// This box's agent config: verify against this agent's own key.
+    /// A trust file: the agent's current and retired public keys, one per
+    /// line (`ioc-agent key trust` prints it; a file holding one hex key
+    /// works too).
+    #[arg(long, visible_alias = "key-file", conflicts_with = "config")]
+    trust: Option<PathBuf>,
+    /// This box's agent config: verify against this agent's own keys
+    /// (current and retired).
     #[arg(long, short)]
     config: Option<PathBuf>,
 }
 
+/// Exit codes: 0 verified, 1 failed, 2 unverified (no trust anchor given).
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if !a.dir.is_dir() {
         anyhow::bail!(
@@ -30,28 +34,45 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             a.dir.display()
         );
     }
-    let trusted = match (&a.key, &a.key_file, &a.config) {
-        (Some(k), _, _) => sign::parse_public_key(k).map_err(anyhow::Error::msg)?,
+    let trust = match (&a.key, &a.trust, &a.config) {
+        (Some(k), _, _) => sign::Trust::one(sign::parse_public_key(k).map_err(anyhow::Error::msg)?),
         (_, Some(f), _) => {
             let text = std::fs::read_to_string(f)
-                .map_err(|e| anyhow::anyhow!("cannot read --key-file {}: {e}", f.display()))?;
-            sign::parse_public_key(&text)
-                .map_err(|e| anyhow::anyhow!("--key-file {}: {e}", f.display()))?
+                .map_err(|e| anyhow::anyhow!("cannot read --trust {}: {e}", f.display()))?;
+            sign::Trust::parse(&text)
+                .map_err(|e| anyhow::anyhow!("--trust {}: {e}", f.display()))?
         }
-        (_, _, Some(c)) => sign::public_key_of(&Config::load(c)?.key_path())?,
-        _ => anyhow::bail!(
-            "verify needs the signer's key: --key <hex> (from `ioc-agent key show` on the agent that \
-             made the folder), --key-file FILE, or --config FILE for this agent's own key. The key \
-             written in the manifest proves nothing: anyone can re-sign a changed folder with a fresh key"
-        ),
-    };
-    match sign::verify(&a.dir, &trusted) {
-        Ok(m) => {
+        (_, _, Some(c)) => {
+            let cfg = Config::load(c)?;
+            sign::agent_trust(&cfg.key_path(), &cfg.retired_keys_path())?
+        }
+        _ => {
             println!(
-                "OK: {} — {} file(s) match the manifest signed by {}",
+                "UNVERIFIED: {} — no trusted key given. Pass --key <hex> (from `ioc-agent key show` \
+                 on the agent that made the folder), --trust FILE (from `ioc-agent key trust`), or \
+                 --config FILE for this agent's own keys. The key written in the manifest proves \
+                 nothing: anyone can re-sign a changed folder with a fresh key.",
+                a.dir.display()
+            );
+            return Ok(ExitCode::from(2));
+        }
+    };
+    match sign::verify(&a.dir, &trust) {
+        Ok(m) => {
+            let label = match trust.label(&m.key_id) {
+                Some("") | None => String::new(),
+                Some(l) => format!(" ({l})"),
+            };
+            println!(
+                "OK: {} — event {}, {} file(s) match the manifest signed by key {}{label}",
                 a.dir.display(),
+                m.event_id,
                 m.files.len(),
-                m.public_key
+                if m.key_id.is_empty() {
+                    &m.public_key
+                } else {
+                    &m.key_id
+                },
             );
             Ok(ExitCode::SUCCESS)
         }

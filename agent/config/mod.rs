@@ -496,19 +496,22 @@ impl Config {
         }
     }
 
-    /// The agent's Ed25519 evidence key.
-    /// The evidence stage's settings with its folder and key resolved.
+    /// The evidence stage's settings with its folder resolved.
     pub fn evidence_place(&self) -> crate::evidence::EvidencePlace {
         crate::evidence::EvidencePlace {
             cfg: self.evidence.clone(),
             dir: self.evidence_dir(),
-            key_path: self.key_path(),
             agent_id: self.agent_id.get_ref().clone(),
         }
     }
 
     pub fn key_path(&self) -> PathBuf {
         self.data_dir().join("agent.key")
+    }
+
+    /// The public keys this agent signed with before a `key rotate`.
+    pub fn retired_keys_path(&self) -> PathBuf {
+        self.data_dir().join("retired-keys.trust")
     }
 
     /// The HTTP bearer token from `token`, `token_file` or `token_env`.

@@ -105,13 +105,11 @@ pub fn lock_ring(r: &Mutex<GopRing>) -> std::sync::MutexGuard<'_, GopRing> {
     }
 }
 
-/// Where the evidence stage keeps its packages and key, resolved by the
-/// config layer.
+/// Where the evidence stage keeps its packages, resolved by the config layer.
 #[derive(Debug, Clone)]
 pub struct EvidencePlace {
     pub cfg: EvidenceConfig,
     pub dir: std::path::PathBuf,
-    pub key_path: std::path::PathBuf,
     pub agent_id: String,
 }
 
@@ -120,20 +118,15 @@ impl Evidence {
     /// left half-built, and applies retention once.
     pub fn open(
         place: EvidencePlace,
+        key: ed25519_dalek::SigningKey,
         store: Arc<Store>,
         publisher: PublisherHandle,
     ) -> Result<Arc<Evidence>, EvidenceError> {
-        let EvidencePlace {
-            cfg,
-            dir,
-            key_path,
-            agent_id,
-        } = place;
+        let EvidencePlace { cfg, dir, agent_id } = place;
         package::private_dir(&dir).map_err(|e| EvidenceError::Dir {
             path: dir.clone(),
             message: e.to_string(),
         })?;
-        let key = sign::load_or_create_key(&key_path)?;
         let removed = retention::clean_partial(&dir);
         if removed > 0 {
             warn!(

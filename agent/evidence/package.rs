@@ -241,6 +241,7 @@ pub fn seal_package(
                 sealed_at: rfc3339(SystemTime::now()),
                 files: Vec::new(),
                 public_key: String::new(),
+                key_id: String::new(),
             },
             key,
         )

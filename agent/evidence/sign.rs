@@ -47,8 +47,103 @@ pub struct Manifest {
     /// When the folder was sealed, RFC 3339 UTC.
     pub sealed_at: String,
     pub files: Vec<FileEntry>,
-    /// Hex Ed25519 public key that signed this manifest.
+    /// Hex Ed25519 public key that signed this manifest. Informative only:
+    /// `verify` trusts the keys it is given, never this one.
     pub public_key: String,
+    /// The signer's key id (`key_id`: 16 hex digits of the key's sha256), so
+    /// a verifier holding several keys of an agent (rotation) picks the one.
+    /// Empty in manifests written before key ids.
+    #[serde(default)]
+    pub key_id: String,
+}
+
+/// A key's id: the first 16 hex digits of the sha256 of its 32 bytes.
+pub fn key_id(key: &VerifyingKey) -> String {
+    let d = Sha256::digest(key.as_bytes());
+    hex::encode(&d[..8])
+}
+
+/// The keys a verifier trusts: one pinned key, or a trust file of an agent's
+/// current and retired keys (`ioc-agent key trust` prints one).
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    keys: Vec<(VerifyingKey, String)>,
+}
+
+impl Trust {
+    pub fn one(key: VerifyingKey) -> Trust {
+        Trust {
+            keys: vec![(key, String::new())],
+        }
+    }
+
+    /// Adds a key with a label (`retired 2026-11-30`, `current`, …).
+    pub fn add(&mut self, key: VerifyingKey, label: &str) {
+        if !self.keys.iter().any(|(k, _)| *k == key) {
+            self.keys.push((key, label.to_string()));
+        }
+    }
+
+    /// A trust file: one key per line as 64 hex digits, then an optional
+    /// label; `#` starts a comment line. Errors name the line.
+    pub fn parse(text: &str) -> Result<Trust, String> {
+        let mut t = Trust::default();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (hex_key, label) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+            let key = parse_public_key(hex_key).map_err(|e| format!("line {}: {e}", i + 1))?;
+            t.add(key, label.trim());
+        }
+        if t.keys.is_empty() {
+            return Err(
+                "no key in it; each line is a 64-hex-digit public key (`ioc-agent key trust` prints them)"
+                    .into(),
+            );
+        }
+        Ok(t)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The label of the trusted key with this id.
+    pub fn label(&self, id: &str) -> Option<&str> {
+        self.keys
+            .iter()
+            .find(|(k, _)| key_id(k) == id)
+            .map(|(_, l)| l.as_str())
+    }
+
+    /// The trust file's text: one line per key.
+    pub fn to_text(&self) -> String {
+        self.keys
+            .iter()
+            .map(|(k, l)| match l.as_str() {
+                "" => format!("{}\n", hex::encode(k.as_bytes())),
+                l => format!("{} {l}\n", hex::encode(k.as_bytes())),
+            })
+            .collect()
+    }
+
+    /// The trusted key a manifest names (by key id, or by its public key in
+    /// manifests older than key ids).
+    fn signer(&self, m: &Manifest) -> Option<&VerifyingKey> {
+        self.keys.iter().map(|(k, _)| k).find(|k| {
+            if m.key_id.is_empty() {
+                hex::encode(k.as_bytes()).eq_ignore_ascii_case(&m.public_key)
+            } else {
+                key_id(k) == m.key_id
+            }
+        })
+    }
 }
 
 /// Loads the agent's signing key from `path`, creating it (0600) on first use.
@@ -139,6 +234,7 @@ pub fn seal(
         });
     }
     manifest.public_key = hex::encode(key.verifying_key().as_bytes());
+    manifest.key_id = key_id(&key.verifying_key());
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| SignError::Io {
         path: dir.join(MANIFEST),
         message: e.to_string(),
@@ -166,8 +262,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub enum Problem {
     MissingManifest,
     BadSignature,
-    WrongKey {
-        found: String,
+    /// Signed by a key the verifier does not trust.
+    Untrusted {
+        key_id: String,
+        public_key: String,
+    },
+    /// The folder's name is not the manifest's event id (a genuine folder
+    /// copied under another event).
+    WrongFolder {
+        folder: String,
+        event_id: String,
     },
     Changed {
         file: String,
@@ -195,9 +299,15 @@ impl std::fmt::Display for Problem {
                 f,
                 "{MANIFEST}: the signature does not match (the manifest was changed)"
             ),
-            Problem::WrongKey { found } => write!(
+            Problem::Untrusted { key_id, public_key } => write!(
                 f,
-                "{MANIFEST}: signed by key {found}, not by the expected agent key"
+                "{MANIFEST}: signed by key {key_id} ({public_key}), which is not among the trusted keys \
+                 (not this agent's key, a forgery, or a retired key missing from the trust file)"
+            ),
+            Problem::WrongFolder { folder, event_id } => write!(
+                f,
+                "{MANIFEST}: the folder is named '{folder}' but the manifest is for event '{event_id}' \
+                 (evidence copied under another event)"
             ),
             Problem::BadName { file } => write!(
                 f,
@@ -216,8 +326,6 @@ impl std::fmt::Display for Problem {
     }
 }
 
-/// Verifies an evidence folder; `expected_key` (hex) pins the signer.
-/// Returns the manifest when everything matches, else every problem found.
 /// A hex Ed25519 public key (as `ioc-agent key show` prints it).
 pub fn parse_public_key(hex_key: &str) -> Result<VerifyingKey, String> {
     hex::decode(hex_key.trim())
@@ -237,10 +345,72 @@ pub fn public_key_of(path: &Path) -> Result<VerifyingKey, SignError> {
     if !path.exists() {
         return Err(SignError::BadKey {
             path: path.to_path_buf(),
-            message: "no such key file (this agent has not signed anything yet)".into(),
+            message: "no such key file: the agent creates its key, as its service user, on first start (start it once, then run this as that user: sudo -u ioc-agent …)".into(),
         });
     }
     load_or_create_key(path).map(|k| k.verifying_key())
+}
+
+/// The keys this agent has signed with: the current key (when it exists)
+/// and the retired ones kept in `retired` (a trust file written by
+/// [`rotate`]). Never creates a key.
+pub fn agent_trust(key_path: &Path, retired: &Path) -> Result<Trust, SignError> {
+    let mut t = Trust::default();
+    if key_path.exists() {
+        t.add(public_key_of(key_path)?, "current");
+    }
+    match std::fs::read_to_string(retired) {
+        Ok(text) => {
+            let old = Trust::parse(&text).map_err(|m| SignError::BadKey {
+                path: retired.to_path_buf(),
+                message: m,
+            })?;
+            for (k, l) in old.keys {
+                t.add(k, &l);
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(SignError::Io {
+                path: retired.to_path_buf(),
+                message: e.to_string(),
+            });
+        }
+    }
+    if t.is_empty() {
+        return Err(SignError::BadKey {
+            path: key_path.to_path_buf(),
+            message: "no such key file (this agent has not signed anything yet; it creates its key on first start)".into(),
+        });
+    }
+    Ok(t)
+}
+
+/// Retires the key at `key_path` (its public key is appended to `retired`,
+/// so evidence it signed still verifies) and writes a new one in its place.
+/// Returns the new key. The running agent signs with the old key until it
+/// restarts.
+pub fn rotate(key_path: &Path, retired: &Path, now: &str) -> Result<SigningKey, SignError> {
+    let old = public_key_of(key_path)?;
+    let io = |p: &Path, e: std::io::Error| SignError::Io {
+        path: p.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(retired)
+        .map_err(|e| io(retired, e))?;
+    writeln!(f, "{} retired {now}", hex::encode(old.as_bytes()))
+        .and_then(|_| f.sync_all())
+        .map_err(|e| io(retired, e))?;
+    let mut part = key_path.as_os_str().to_owned();
+    part.push(".new");
+    let part = PathBuf::from(part);
+    let _ = std::fs::remove_file(&part);
+    let key = load_or_create_key(&part)?;
+    std::fs::rename(&part, key_path).map_err(|e| io(key_path, e))?;
+    Ok(key)
 }
 
 /// Whether a manifest entry names a plain file of the folder itself.
@@ -253,12 +423,14 @@ fn plain_name(name: &str) -> bool {
         && name != SIGNATURE
 }
 
-/// Checks an evidence folder against `trusted`, the signer's key pinned by
-/// the one who verifies (the agent's key from `key show`, registered at the
+/// Checks an evidence folder against `trust`, the signer keys pinned by the
+/// one who verifies (the agent's keys from `key trust`, registered at the
 /// IOC). The key written inside the manifest proves nothing on its own: a
-/// forger can re-hash and re-sign with a fresh key; only the pinned key
-/// decides. Names in the manifest must be plain files of the folder.
-pub fn verify(dir: &Path, trusted: &VerifyingKey) -> Result<Manifest, Vec<Problem>> {
+/// forger can re-hash and re-sign with a fresh key; only the pinned keys
+/// decide. Names in the manifest must be plain files of the folder, and the
+/// folder must be named by the manifest's event id. Returns the manifest
+/// when everything matches, else every problem found.
+pub fn verify(dir: &Path, trust: &Trust) -> Result<Manifest, Vec<Problem>> {
     let (Ok(body), Ok(sig_hex)) = (
         std::fs::read(dir.join(MANIFEST)),
         std::fs::read_to_string(dir.join(SIGNATURE)),
@@ -273,14 +445,25 @@ pub fn verify(dir: &Path, trusted: &VerifyingKey) -> Result<Manifest, Vec<Proble
         .and_then(|b| <[u8; 64]>::try_from(b.as_slice()).ok())
         .map(|b| Signature::from_bytes(&b));
     let mut problems = Vec::new();
-    match sig {
-        Some(s) if trusted.verify(&body, &s).is_ok() => {}
-        _ => problems.push(Problem::BadSignature),
+    match trust.signer(&manifest) {
+        None => problems.push(Problem::Untrusted {
+            key_id: manifest.key_id.clone(),
+            public_key: manifest.public_key.clone(),
+        }),
+        Some(k) => match sig {
+            Some(s) if k.verify(&body, &s).is_ok() => {}
+            _ => problems.push(Problem::BadSignature),
+        },
     }
-    let pinned = hex::encode(trusted.as_bytes());
-    if !pinned.eq_ignore_ascii_case(&manifest.public_key) {
-        problems.push(Problem::WrongKey {
-            found: manifest.public_key.clone(),
+    let folder = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().to_string()))
+        .unwrap_or_default();
+    if folder != manifest.event_id {
+        problems.push(Problem::WrongFolder {
+            folder,
+            event_id: manifest.event_id.clone(),
         });
     }
     for f in &manifest.files {
@@ -325,7 +508,7 @@ mod tests {
     fn sealed() -> (tempfile::TempDir, SigningKey) {
         let d = tempfile::tempdir().unwrap();
         let key = load_or_create_key(&d.path().join("keys/agent.key")).unwrap();
-        let ev = d.path().join("ev");
+        let ev = d.path().join("E1");
         std::fs::create_dir(&ev).unwrap();
         std::fs::write(ev.join("clip.mp4"), vec![7u8; 5000]).unwrap();
         std::fs::write(ev.join("overview.jpg"), vec![9u8; 3000]).unwrap();
@@ -339,6 +522,7 @@ mod tests {
             sealed_at: "2026-11-22T00:00:01Z".into(),
             files: vec![],
             public_key: String::new(),
+            key_id: String::new(),
         };
         seal(&ev, &["clip.mp4", "overview.jpg"], m, &key).unwrap();
         (d, key)
@@ -368,7 +552,7 @@ mod tests {
     #[test]
     fn a_folder_resigned_with_another_key_is_refused() {
         let (d, key) = sealed();
-        let ev = d.path().join("ev");
+        let ev = d.path().join("E1");
         // A forger edits the clip, re-hashes and re-signs with a fresh key:
         // the manifest then names the forger's key, and must not pass.
         std::fs::write(ev.join("clip.mp4"), vec![8u8; 5000]).unwrap();
@@ -377,19 +561,19 @@ mod tests {
             serde_json::from_slice(&std::fs::read(ev.join(MANIFEST)).unwrap()).unwrap();
         m.files.clear();
         seal(&ev, &["clip.mp4", "overview.jpg"], m, &forger).unwrap();
-        let problems = verify(&ev, &key.verifying_key()).unwrap_err();
+        let problems = verify(&ev, &Trust::one(key.verifying_key())).unwrap_err();
         assert!(
-            problems.contains(&Problem::BadSignature),
+            matches!(&problems[..], [Problem::Untrusted { key_id: k, .. }] if *k == key_id(&forger.verifying_key())),
             "forged folder passed: {problems:?}"
         );
         // The forger's own key does verify it: the anchor is what decides.
-        assert!(verify(&ev, &forger.verifying_key()).is_ok());
+        assert!(verify(&ev, &Trust::one(forger.verifying_key())).is_ok());
     }
 
     #[test]
     fn a_manifest_naming_a_path_outside_the_folder_is_refused() {
         let (d, key) = sealed();
-        let ev = d.path().join("ev");
+        let ev = d.path().join("E1");
         std::fs::write(d.path().join("outside.txt"), b"x").unwrap();
         let mut m: Manifest =
             serde_json::from_slice(&std::fs::read(ev.join(MANIFEST)).unwrap()).unwrap();
@@ -403,7 +587,7 @@ mod tests {
         std::fs::write(ev.join(MANIFEST), &body).unwrap();
         let sig = key.sign(&body);
         std::fs::write(ev.join(SIGNATURE), hex::encode(sig.to_bytes())).unwrap();
-        let problems = verify(&ev, &key.verifying_key()).unwrap_err();
+        let problems = verify(&ev, &Trust::one(key.verifying_key())).unwrap_err();
         assert_eq!(
             problems,
             vec![Problem::BadName {
@@ -415,17 +599,16 @@ mod tests {
     #[test]
     fn untouched_folder_verifies_and_a_changed_byte_is_named() {
         let (d, key) = sealed();
-        let ev = d.path().join("ev");
+        let ev = d.path().join("E1");
         let pk = hex::encode(key.verifying_key().as_bytes());
-        let trusted = parse_public_key(&pk).unwrap();
+        let trusted = Trust::one(parse_public_key(&pk).unwrap());
         assert!(verify(&ev, &trusted).is_ok());
         let other = SigningKey::from_bytes(&[1u8; 32]).verifying_key();
-        let problems = verify(&ev, &other).unwrap_err();
-        assert!(problems.contains(&Problem::BadSignature), "{problems:?}");
+        let problems = verify(&ev, &Trust::one(other)).unwrap_err();
         assert!(
             problems
                 .iter()
-                .any(|p| matches!(p, Problem::WrongKey { .. })),
+                .any(|p| matches!(p, Problem::Untrusted { .. })),
             "{problems:?}"
         );
         let mut b = std::fs::read(ev.join("overview.jpg")).unwrap();
@@ -442,8 +625,8 @@ mod tests {
     #[test]
     fn edited_manifest_or_added_file_fails() {
         let (d, key) = sealed();
-        let trusted = key.verifying_key();
-        let ev = d.path().join("ev");
+        let trusted = Trust::one(key.verifying_key());
+        let ev = d.path().join("E1");
         std::fs::write(ev.join("extra.jpg"), b"x").unwrap();
         assert_eq!(
             verify(&ev, &trusted).unwrap_err(),
@@ -464,18 +647,127 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_manifest_names_its_key_id() {
+        let (d, key) = sealed();
+        let m: Manifest =
+            serde_json::from_slice(&std::fs::read(d.path().join("E1").join(MANIFEST)).unwrap())
+                .unwrap();
+        assert_eq!(m.key_id, key_id(&key.verifying_key()));
+        assert_eq!(m.key_id.len(), 16);
+        assert_ne!(
+            key_id(&key.verifying_key()),
+            key_id(&SigningKey::from_bytes(&[3u8; 32]).verifying_key())
+        );
+    }
+
+    #[test]
+    fn a_folder_under_another_event_id_is_refused() {
+        // A genuine folder copied under another event's id must not pass as
+        // the evidence of that event.
+        let (d, key) = sealed();
+        let other = d.path().join("E2");
+        std::fs::rename(d.path().join("E1"), &other).unwrap();
+        assert_eq!(
+            verify(&other, &Trust::one(key.verifying_key())).unwrap_err(),
+            vec![Problem::WrongFolder {
+                folder: "E2".into(),
+                event_id: "E1".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_trust_file_keeps_retired_keys_for_old_evidence() {
+        let (d, old) = sealed();
+        let new = SigningKey::from_bytes(&[5u8; 32]);
+        let text = format!(
+            "# ward-07\n{} retired 2026-11-30\n\n{}  current\n",
+            hex::encode(old.verifying_key().as_bytes()),
+            hex::encode(new.verifying_key().as_bytes())
+        );
+        let trust = Trust::parse(&text).unwrap();
+        assert_eq!(trust.len(), 2);
+        let m = verify(&d.path().join("E1"), &trust).unwrap();
+        assert_eq!(trust.label(&m.key_id), Some("retired 2026-11-30"));
+        // Only the new key: the old folder is not anchored.
+        let only_new = Trust::parse(&format!(
+            "{}\n",
+            hex::encode(new.verifying_key().as_bytes())
+        ))
+        .unwrap();
+        let problems = verify(&d.path().join("E1"), &only_new).unwrap_err();
+        assert!(
+            matches!(&problems[..], [Problem::Untrusted { key_id, .. }] if *key_id == m.key_id),
+            "{problems:?}"
+        );
+        let bad = Trust::parse("# x\nnot-a-key\n").unwrap_err();
+        assert!(bad.contains("line 2"), "{bad}");
+        assert!(Trust::parse("# nothing\n").unwrap_err().contains("no key"));
+    }
+
+    #[test]
+    fn a_manifest_claiming_a_trusted_key_id_but_signed_by_another_fails() {
+        let (d, key) = sealed();
+        let ev = d.path().join("E1");
+        let forger = SigningKey::from_bytes(&[42u8; 32]);
+        let mut m: Manifest =
+            serde_json::from_slice(&std::fs::read(ev.join(MANIFEST)).unwrap()).unwrap();
+        std::fs::write(ev.join("clip.mp4"), vec![8u8; 5000]).unwrap();
+        let (bytes, sha256) = hash_file(&ev.join("clip.mp4")).unwrap();
+        m.files[0] = FileEntry {
+            name: "clip.mp4".into(),
+            bytes,
+            sha256,
+        };
+        // keeps the genuine key_id and public_key, signs with its own key
+        let body = serde_json::to_vec_pretty(&m).unwrap();
+        std::fs::write(ev.join(MANIFEST), &body).unwrap();
+        std::fs::write(
+            ev.join(SIGNATURE),
+            hex::encode(forger.sign(&body).to_bytes()),
+        )
+        .unwrap();
+        assert_eq!(
+            verify(&ev, &Trust::one(key.verifying_key())).unwrap_err(),
+            vec![Problem::BadSignature]
+        );
+    }
+
+    #[test]
+    fn rotation_keeps_old_evidence_verifiable() {
+        let (d, old) = sealed();
+        let kp = d.path().join("keys/agent.key");
+        let retired = d.path().join("keys/retired.trust");
+        let new = rotate(&kp, &retired, "2026-12-01T00:00:00Z").unwrap();
+        assert_ne!(new.verifying_key(), old.verifying_key());
+        assert_eq!(
+            load_or_create_key(&kp).unwrap().verifying_key(),
+            new.verifying_key()
+        );
+        let trust = agent_trust(&kp, &retired).unwrap();
+        assert_eq!(trust.len(), 2);
+        let m = verify(&d.path().join("E1"), &trust).unwrap();
+        assert_eq!(trust.label(&m.key_id), Some("retired 2026-12-01T00:00:00Z"));
+        // The printed trust file reads back the same keys.
+        assert_eq!(Trust::parse(&trust.to_text()).unwrap().len(), 2);
+        // Without the retired file the old folder is no longer anchored.
+        std::fs::remove_file(&retired).unwrap();
+        assert!(verify(&d.path().join("E1"), &agent_trust(&kp, &retired).unwrap()).is_err());
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
         /// Any single flipped byte in any sealed file is caught and named.
         #[test]
         fn any_flipped_byte_is_caught(file in 0usize..2, pos in 0usize..3000, bit in 0u8..8) {
             let (d, key) = sealed();
-            let ev = d.path().join("ev");
+            let ev = d.path().join("E1");
             let name = ["clip.mp4", "overview.jpg"][file];
             let mut b = std::fs::read(ev.join(name)).unwrap();
             b[pos] ^= 1 << bit;
             std::fs::write(ev.join(name), b).unwrap();
-            proptest::prop_assert_eq!(verify(&ev, &key.verifying_key()).unwrap_err(), vec![Problem::Changed { file: name.into() }]);
+            proptest::prop_assert_eq!(verify(&ev, &Trust::one(key.verifying_key())).unwrap_err(), vec![Problem::Changed { file: name.into() }]);
         }
     }
 }

@@ -401,6 +401,19 @@ pub struct Status {
     /// Alerts dropped since start (outbox full or not storable).
     pub alerts_dropped: u64,
     pub outbox: OutboxState,
+    /// The key this agent signs evidence with (when evidence is on), so the
+    /// IOC can pin it: `verify --key <public_key>`. Retained with the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<SigningKeyInfo>,
+}
+
+/// The agent's evidence signing key.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct SigningKeyInfo {
+    /// Hex Ed25519 public key (64 digits), as `ioc-agent key show` prints it.
+    pub public_key: String,
+    /// The key id manifests carry (`key_id`): 16 hex digits of the key's sha256.
+    pub key_id: String,
 }
 
 /// Per-camera rates over the last stats interval.
@@ -436,6 +449,7 @@ pub struct StatusBoard {
     cameras: Mutex<BTreeMap<String, CameraStatus>>,
     last_stats: Mutex<(std::time::Instant, BTreeMap<String, CameraStatus>, u64)>,
     pub counters: std::sync::Arc<super::PublishCounters>,
+    signing_key: Mutex<Option<SigningKeyInfo>>,
 }
 
 impl StatusBoard {
@@ -446,6 +460,22 @@ impl StatusBoard {
             cameras: Mutex::new(BTreeMap::new()),
             last_stats: Mutex::new((std::time::Instant::now(), BTreeMap::new(), 0)),
             counters: Default::default(),
+            signing_key: Mutex::new(None),
+        }
+    }
+
+    /// Names the evidence signing key in every status from now on.
+    pub fn set_signing_key(&self, info: SigningKeyInfo) {
+        match self.signing_key.lock() {
+            Ok(mut k) => *k = Some(info),
+            Err(p) => *p.into_inner() = Some(info),
+        }
+    }
+
+    fn signing_key(&self) -> Option<SigningKeyInfo> {
+        match self.signing_key.lock() {
+            Ok(k) => k.clone(),
+            Err(p) => p.into_inner().clone(),
         }
     }
 
@@ -504,6 +534,7 @@ impl StatusBoard {
             alerts_published: self.counters.published.load(Ordering::Relaxed),
             alerts_dropped: self.counters.dropped.load(Ordering::Relaxed),
             outbox: self.outbox(),
+            signing_key: self.signing_key(),
         };
         serde_json::to_vec(&msg).unwrap_or_default()
     }

@@ -245,6 +245,19 @@ pub async fn run_with_reload(
             max_bytes: cfg.mqtt.outbox_max_bytes,
         },
     )?);
+    // The signing key before the first status goes out, so the retained
+    // status names it from the start.
+    let key = if cfg.evidence.enabled {
+        let key = crate::evidence::sign::load_or_create_key(&cfg.key_path())
+            .map_err(crate::evidence::EvidenceError::from)?;
+        status.set_signing_key(crate::publish::payload::SigningKeyInfo {
+            public_key: hex::encode(key.verifying_key().as_bytes()),
+            key_id: crate::evidence::sign::key_id(&key.verifying_key()),
+        });
+        Some(key)
+    } else {
+        None
+    };
     let tracker = TaskTracker::new();
     let pub_cancel = CancellationToken::new();
     let mqtt = cfg.mqtt_settings().map_err(RunError::Mqtt)?;
@@ -253,9 +266,10 @@ pub async fn run_with_reload(
     let (publisher, pub_task) =
         publish::start(&mqtt, status.clone(), store.clone(), pub_cancel.clone())
             .map_err(RunError::Mqtt)?;
-    let evidence = if cfg.evidence.enabled {
+    let evidence = if let Some(key) = key {
         let ev = crate::evidence::Evidence::open(
             cfg.evidence_place(),
+            key,
             store.clone(),
             publisher.clone(),
         )?;

@@ -444,6 +444,7 @@ fn verify_needs_a_pinned_key_and_refuses_a_resigned_folder() {
         sealed_at: "2026-12-01T10:00:01Z".into(),
         files: vec![],
         public_key: String::new(),
+        key_id: String::new(),
     };
     sign::seal(&ev, &["clip.mp4"], manifest(), &agent_key).unwrap();
     let pinned = hex::encode(agent_key.verifying_key().as_bytes());
@@ -459,21 +460,114 @@ fn verify_needs_a_pinned_key_and_refuses_a_resigned_folder() {
     let no_key = run(&["verify", dir]);
     no_panic(&no_key);
     assert_eq!(no_key.status.code(), Some(2));
-    assert!(stderr(&no_key).contains("--key"), "{}", stderr(&no_key));
-    assert!(!String::from_utf8_lossy(&no_key.stdout).contains("OK"));
+    let out = String::from_utf8_lossy(&no_key.stdout);
+    assert!(
+        out.starts_with("UNVERIFIED:") && out.contains("--key") && out.contains("--trust"),
+        "{out}"
+    );
+    assert!(!out.contains("OK"));
 
     let with_agent_key = run(&["verify", dir, "--key", &pinned]);
     assert_eq!(with_agent_key.status.code(), Some(1));
     let out = String::from_utf8_lossy(&with_agent_key.stdout);
-    assert!(out.contains("signature does not match"), "{out}");
-    assert!(out.contains("not by the expected agent key"), "{out}");
+    assert!(out.contains("not among the trusted keys"), "{out}");
 
     let key_file = d.path().join("ward-1.pub");
     std::fs::write(&key_file, &pinned).unwrap();
     let from_file = run(&["verify", dir, "--key-file", key_file.to_str().unwrap()]);
     assert_eq!(from_file.status.code(), Some(1));
+    let from_trust = run(&["verify", dir, "--trust", key_file.to_str().unwrap()]);
+    assert_eq!(from_trust.status.code(), Some(1));
 
     let bad = run(&["verify", dir, "--key", "nothex"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("64 hex digits"), "{}", stderr(&bad));
+}
+
+/// `key show` never creates a key (the service user does, on first start);
+/// `key rotate` retires the key and old evidence still verifies with the
+/// agent's own keys (`--config`) and with the trust file `key trust` prints,
+/// but not with the new key alone.
+#[test]
+fn key_rotation_keeps_old_evidence_verifiable() {
+    use ioc_agent::evidence::sign::{self, Manifest};
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "agent_id = \"ward-9\"\ndata_dir = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n",
+            d.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let show = run(&["key", "show", "-c", c]);
+    assert!(!show.status.success());
+    assert!(stderr(&show).contains("first start"), "{}", stderr(&show));
+    assert!(
+        !d.path().join("data/agent.key").exists(),
+        "key show created a key"
+    );
+
+    let key = sign::load_or_create_key(&d.path().join("data/agent.key")).unwrap();
+    let ev = d.path().join("E7");
+    std::fs::create_dir(&ev).unwrap();
+    std::fs::write(ev.join("clip.mp4"), vec![1u8; 100]).unwrap();
+    let m = Manifest {
+        schema: sign::MANIFEST_SCHEMA.into(),
+        event_id: "E7".into(),
+        agent_id: "ward-9".into(),
+        camera: "cam".into(),
+        time: "2026-12-01T10:00:00Z".into(),
+        time_source: "agent_clock".into(),
+        sealed_at: "2026-12-01T10:00:01Z".into(),
+        files: vec![],
+        public_key: String::new(),
+        key_id: String::new(),
+    };
+    sign::seal(&ev, &["clip.mp4"], m, &key).unwrap();
+    let show = run(&["key", "show", "-c", c]);
+    assert!(show.status.success(), "{}", stderr(&show));
+    let old_hex = String::from_utf8_lossy(&show.stdout).trim().to_string();
+    assert!(stderr(&show).contains(&sign::key_id(&key.verifying_key())));
+
+    let rot = run(&["key", "rotate", "-c", c]);
+    assert!(rot.status.success(), "{}", stderr(&rot));
+    let new_hex = String::from_utf8_lossy(&rot.stdout).trim().to_string();
+    assert_ne!(new_hex, old_hex);
+    assert!(
+        stderr(&rot).contains("Restart the agent"),
+        "{}",
+        stderr(&rot)
+    );
+
+    let dir = ev.to_str().unwrap();
+    let mine = run(&["verify", dir, "-c", c]);
+    let out = String::from_utf8_lossy(&mine.stdout);
+    assert!(
+        mine.status.success() && out.contains("(retired "),
+        "{out}{}",
+        stderr(&mine)
+    );
+    let trust = run(&["key", "trust", "-c", c]);
+    assert!(trust.status.success(), "{}", stderr(&trust));
+    let text = String::from_utf8_lossy(&trust.stdout).to_string();
+    assert!(text.contains(&old_hex) && text.contains(&new_hex), "{text}");
+    let tf = d.path().join("ward-9.trust");
+    std::fs::write(&tf, &text).unwrap();
+    assert!(
+        run(&["verify", dir, "--trust", tf.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let only_new = run(&["verify", dir, "--key", &new_hex]);
+    assert_eq!(only_new.status.code(), Some(1));
+
+    // A genuine folder copied under another event's id is refused.
+    let copy = d.path().join("E8");
+    std::fs::rename(&ev, &copy).unwrap();
+    let moved = run(&["verify", copy.to_str().unwrap(), "-c", c]);
+    assert_eq!(moved.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&moved.stdout).contains("named 'E8'"));
 }

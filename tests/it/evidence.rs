@@ -254,6 +254,20 @@ fn run_clip_test(name: &str, encoder: &[&str], parser: &str, h265: bool) -> Runn
     assert_eq!(alert["evidence_pending"], true);
     let (ok, out) = verify(&folder);
     assert!(ok, "verify failed on an untouched folder: {out}");
+    // The retained status names the key that signed it, so the IOC can pin
+    // it; the manifest carries that key's id.
+    let status = sub
+        .wait_for(Duration::from_secs(10), |m| m.topic.ends_with("/status"))
+        .expect("status message");
+    let status: Value = serde_json::from_slice(&status.payload).unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(folder.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        status["signing_key"]["key_id"], manifest["key_id"],
+        "{status}"
+    );
+    assert_eq!(status["signing_key"]["public_key"], manifest["public_key"]);
+    assert_eq!(manifest["key_id"].as_str().map(str::len), Some(16));
     // Plates and faces: the agent's user only.
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
