@@ -22,6 +22,7 @@ mod plates;
 mod probe;
 mod reload;
 mod review_page;
+mod review_xss;
 mod rules_footage;
 mod scenarios;
 mod setup_page;

@@ -164,6 +164,31 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// A Chrome DevTools Protocol command through chromedriver (e.g.
+    /// `Page.addScriptToEvaluateOnNewDocument`, `Page.setBypassCSP`).
+    pub fn cdp(&self, cmd: &str, params: Value) -> Value {
+        call(
+            "POST",
+            &self.url("/goog/cdp/execute"),
+            Some(json!({"cmd": cmd, "params": params})),
+        )["value"]
+            .clone()
+    }
+
+    /// The text of the open alert, confirm or prompt dialog, if one is open.
+    pub fn dialog_text(&self) -> Option<String> {
+        match ureq::get(&self.url("/alert/text")).call() {
+            Ok(r) => {
+                let v: Value = serde_json::from_str(&r.into_string().unwrap()).unwrap();
+                Some(v["value"].as_str().unwrap_or_default().to_string())
+            }
+            Err(ureq::Error::Status(404, _)) => None,
+            Err(e) => panic!("GET alert/text: {e}"),
+        }
+    }
+}
+
 impl Drop for Driver {
     fn drop(&mut self) {
         let _ = ureq::delete(&format!("{}/session/{}", self.base, self.session)).call();
