@@ -57,8 +57,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    match sign::verify(&a.dir, &trust) {
-        Ok(m) => {
+    match crate::evidence::verify_folder(&a.dir, &trust) {
+        Ok((m, reviews)) => {
             let label = match trust.label(&m.key_id) {
                 Some("") | None => String::new(),
                 Some(l) => format!(" ({l})"),
@@ -74,6 +74,12 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                     &m.key_id
                 },
             );
+            for r in &reviews {
+                println!(
+                    "  review {}: {} by {} ({}) at {}, signed",
+                    r.seq, r.status, r.reviewer, r.role, r.at
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(problems) => {

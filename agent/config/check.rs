@@ -91,6 +91,13 @@ impl Config {
                 "evidence.pre_secs and evidence.post_secs must be between 0 and 120",
             );
         }
+        if !(ev.max_held_share.is_finite() && (0.0..=1.0).contains(&ev.max_held_share)) {
+            c.at_key(
+                "evidence",
+                "max_held_share",
+                "evidence.max_held_share must be a share between 0 and 1 (e.g. 0.5: held evidence may use half of max_bytes)",
+            );
+        }
         if ev.ring_bytes < (1 << 20) {
             c.at_key(
                 "evidence",
@@ -109,23 +116,96 @@ impl Config {
                     ),
                 );
             }
-            let n = [
+            let ways = |a: bool, b: bool, c: bool| [a, b, c].iter().filter(|x| **x).count();
+            let n = ways(
                 h.token.is_some(),
                 h.token_file.is_some(),
                 h.token_env.is_some(),
-            ]
-            .iter()
-            .filter(|b| **b)
-            .count();
-            if n != 1 {
+            );
+            if n > 1 {
                 c.at_key(
                     "http",
                     "token",
-                    "http needs a bearer token, given one way only: token, token_file or token_env",
+                    "http: give the token one way only: token, token_file or token_env",
                 );
             }
+            if n == 0 && h.users.is_empty() {
+                c.at_key(
+                    "http",
+                    "listen",
+                    "http needs someone to log in: add [[http.users]] (name, role, token_file), or a single token for every role",
+                );
+            }
+            let short =
+                "is too short; use at least 16 random characters (e.g. `openssl rand -hex 16`)";
             if h.token.as_ref().is_some_and(|t| t.len() < 16) {
-                c.at_key("http", "token",  "http.token is too short; use at least 16 random characters (e.g. `openssl rand -hex 16`)");
+                c.at_key("http", "token", format!("http.token {short}"));
+            }
+            let mut names = std::collections::BTreeSet::new();
+            for u in &h.users {
+                let ok_name = !u.name.is_empty()
+                    && u.name.len() <= 64
+                    && u.name != "admin"
+                    && u.name
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '-' | '_'));
+                if !ok_name {
+                    c.at_key("http", "users", format!(
+                        "http.users name '{}' is not allowed; use 1–64 letters, digits, '.', '-' or '_' (and not 'admin', which is the single token's user)",
+                        u.name
+                    ));
+                }
+                if !names.insert(u.name.as_str()) {
+                    c.at_key("http", "users", format!("http.users name '{}' is used twice; names must be unique (reviews record them)", u.name));
+                }
+                if ways(
+                    u.token.is_some(),
+                    u.token_file.is_some(),
+                    u.token_env.is_some(),
+                ) != 1
+                {
+                    c.at_key("http", "users", format!(
+                        "http.users '{}' needs a token, given one way only: token, token_file or token_env",
+                        u.name
+                    ));
+                }
+                if u.token.as_ref().is_some_and(|t| t.len() < 16) {
+                    c.at_key(
+                        "http",
+                        "users",
+                        format!("http.users '{}': token {short}", u.name),
+                    );
+                }
+            }
+            if h.tls_cert_file.is_some() != h.tls_key_file.is_some() {
+                c.at_key(
+                    "http",
+                    "tls_cert_file",
+                    "http: HTTPS needs both tls_cert_file and tls_key_file",
+                );
+            }
+            if !(1..=10_000).contains(&h.max_connections) {
+                c.at_key(
+                    "http",
+                    "max_connections",
+                    "http.max_connections must be between 1 and 10000",
+                );
+            }
+            if !(h.header_timeout_secs.is_finite()
+                && (1.0..=300.0).contains(&h.header_timeout_secs))
+            {
+                c.at_key(
+                    "http",
+                    "header_timeout_secs",
+                    "http.header_timeout_secs must be a number of seconds between 1 and 300",
+                );
+            }
+            if !(h.session_hours.is_finite() && (0.1..=168.0).contains(&h.session_hours)) {
+                c.at_key(
+                    "http",
+                    "session_hours",
+                    "http.session_hours must be a number of hours between 0.1 and 168",
+                );
             }
         }
         if let Some(p) = &ev.plates {

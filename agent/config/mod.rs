@@ -153,14 +153,97 @@ pub struct HttpConfig {
     /// reach it from the ward network.
     #[serde(default = "default_http_listen")]
     pub listen: String,
-    /// Bearer token for every page and file. Give it one way: `token`,
-    /// `token_file` or `token_env`. Never logged.
+    /// One token for every role (viewer, reviewer, installer, scraper), as
+    /// user `admin`. Fine for a lab; on a ward give each person and each
+    /// scraper their own `[[http.users]]` instead. Give it one way at most:
+    /// `token`, `token_file` or `token_env`. Never logged.
     #[serde(default)]
     pub token: Option<String>,
     #[serde(default)]
     pub token_file: Option<PathBuf>,
     #[serde(default)]
     pub token_env: Option<String>,
+    /// The people and programs that may log in, each with a role and their
+    /// own token.
+    #[serde(default)]
+    pub users: Vec<HttpUser>,
+    /// PEM certificate chain: with `tls_key_file`, serve HTTPS (the session
+    /// cookie is then `Secure`).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file` (0640 root:ioc-agent).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// Connections served at once (1–10000, default 512). At the cap a new
+    /// connection closes the oldest one that has not sent a request yet.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client has to send its request headers, or finish its TLS
+    /// handshake, and to send the next request on a kept-alive connection
+    /// (1–300, default 10).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: f64,
+    /// Hours a login session lasts (0.1–168, default 12).
+    #[serde(default = "default_session_hours")]
+    pub session_hours: f64,
+}
+
+/// Who may use the HTTP server.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpUser {
+    /// The user's name, recorded on every review they make
+    /// (letters, digits, `.`, `-`, `_`; up to 64).
+    pub name: String,
+    /// `viewer` (events and evidence), `reviewer` (viewer + confirm, reject,
+    /// hold), `installer` (the setup page) or `scraper` (`/metrics`).
+    pub role: HttpRole,
+    /// The user's token (at least 16 characters), one way: `token`,
+    /// `token_file` or `token_env`.
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+impl std::fmt::Debug for HttpUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpUser")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("token_file", &self.token_file)
+            .field("token_env", &self.token_env)
+            .finish()
+    }
+}
+
+/// What an HTTP user may do.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpRole {
+    Viewer,
+    Reviewer,
+    Installer,
+    Scraper,
+    /// Every role: the single `[http] token`.
+    Admin,
+}
+
+impl HttpRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpRole::Viewer => "viewer",
+            HttpRole::Reviewer => "reviewer",
+            HttpRole::Installer => "installer",
+            HttpRole::Scraper => "scraper",
+            HttpRole::Admin => "admin",
+        }
+    }
 }
 
 impl std::fmt::Debug for HttpConfig {
@@ -170,8 +253,26 @@ impl std::fmt::Debug for HttpConfig {
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("token_file", &self.token_file)
             .field("token_env", &self.token_env)
+            .field("users", &self.users)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("max_connections", &self.max_connections)
+            .field("header_timeout_secs", &self.header_timeout_secs)
+            .field("session_hours", &self.session_hours)
             .finish()
     }
+}
+
+fn default_max_connections() -> usize {
+    512
+}
+
+fn default_header_timeout() -> f64 {
+    10.0
+}
+
+fn default_session_hours() -> f64 {
+    12.0
 }
 
 fn default_http_listen() -> String {
@@ -514,28 +615,64 @@ impl Config {
         self.data_dir().join("retired-keys.trust")
     }
 
-    /// The HTTP bearer token from `token`, `token_file` or `token_env`.
-    pub fn http_token(&self) -> Result<Option<Secret>, String> {
-        let Some(h) = &self.http else {
-            return Ok(None);
-        };
-        if let Some(t) = &h.token {
+    /// A secret given inline, in a file (its first line) or in an
+    /// environment variable; `what` names the keys in errors.
+    fn secret(
+        &self,
+        what: &str,
+        inline: &Option<String>,
+        file: &Option<PathBuf>,
+        env: &Option<String>,
+    ) -> Result<Option<Secret>, String> {
+        if let Some(t) = inline {
             return Ok(Some(Secret(t.clone())));
         }
-        if let Some(f) = &h.token_file {
+        if let Some(f) = file {
             let path = self.resolve(f);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read http.token_file {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                format!(
+                    "cannot read {what}_file {}: {e} — the service user must be able to read it (e.g. chmod 0640, chown root:ioc-agent)",
+                    path.display()
+                )
+            })?;
             return Ok(Some(Secret(
                 text.lines().next().unwrap_or("").trim().to_string(),
             )));
         }
-        if let Some(v) = &h.token_env {
+        if let Some(v) = env {
             return std::env::var(v)
                 .map(|p| Some(Secret(p)))
-                .map_err(|_| format!("http.token_env names ${v}, which is not set"));
+                .map_err(|_| format!("{what}_env names ${v}, which is not set"));
         }
         Ok(None)
+    }
+
+    /// The single `[http]` token (user `admin`, every role).
+    pub fn http_token(&self) -> Result<Option<Secret>, String> {
+        let Some(h) = &self.http else {
+            return Ok(None);
+        };
+        self.secret("http.token", &h.token, &h.token_file, &h.token_env)
+    }
+
+    /// Every HTTP user with its token: `[[http.users]]`, and `admin` for the
+    /// single `[http] token`.
+    pub fn http_users(&self) -> Result<Vec<(String, HttpRole, Secret)>, String> {
+        let Some(h) = &self.http else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        if let Some(t) = self.http_token()? {
+            out.push(("admin".to_string(), HttpRole::Admin, t));
+        }
+        for u in &h.users {
+            let what = format!("http.users '{}': token", u.name);
+            let t = self
+                .secret(&what, &u.token, &u.token_file, &u.token_env)?
+                .ok_or_else(|| format!("{what}: none given; set token, token_file or token_env"))?;
+            out.push((u.name.clone(), u.role, t));
+        }
+        Ok(out)
     }
 
     pub fn model_dir(&self) -> PathBuf {
@@ -602,21 +739,12 @@ impl Config {
     /// The MQTT password from `password`, `password_file` or `password_env`.
     pub fn mqtt_password(&self) -> Result<Option<Secret>, String> {
         let m = &self.mqtt;
-        if let Some(p) = &m.password {
-            return Ok(Some(Secret(p.clone())));
-        }
-        if let Some(f) = &m.password_file {
-            let path = self.resolve(f);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read mqtt.password_file {}: {e}", path.display()))?;
-            return Ok(Some(Secret(text.lines().next().unwrap_or("").to_string())));
-        }
-        if let Some(v) = &m.password_env {
-            return std::env::var(v)
-                .map(|p| Some(Secret(p)))
-                .map_err(|_| format!("mqtt.password_env names ${v}, which is not set"));
-        }
-        Ok(None)
+        self.secret(
+            "mqtt.password",
+            &m.password,
+            &m.password_file,
+            &m.password_env,
+        )
     }
 
     /// The camera's detector: its `model`, else the first of `[[models]]`.

@@ -31,6 +31,11 @@ pub struct EvidenceConfig {
     /// held go first. Default 20 GiB.
     #[serde(default = "default_evidence_bytes")]
     pub max_bytes: u64,
+    /// Share of `max_bytes` that held evidence (confirmed or held on the
+    /// review page) may take, 0–1. Past it a hold is refused, so retention
+    /// always has room for new events. Default 0.5.
+    #[serde(default = "default_held_share")]
+    pub max_held_share: f64,
     /// Keep at least this many bytes free on the evidence disk. Default 1 GiB.
     #[serde(default = "default_free_floor")]
     pub min_free_bytes: u64,
@@ -42,6 +47,10 @@ pub struct EvidenceConfig {
     pub plates: Option<PlatesConfig>,
 }
 
+fn default_held_share() -> f64 {
+    0.5
+}
+
 impl Default for EvidenceConfig {
     fn default() -> Self {
         EvidenceConfig {
@@ -51,6 +60,7 @@ impl Default for EvidenceConfig {
             post_secs: default_post(),
             ring_bytes: default_ring(),
             max_bytes: default_evidence_bytes(),
+            max_held_share: default_held_share(),
             min_free_bytes: default_free_floor(),
             overview_max_side: default_overview(),
             plates: None,

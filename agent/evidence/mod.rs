@@ -6,7 +6,9 @@
 //! - `closeup.jpg`: the object at the best-quality frame of its track;
 //! - `event.json`: the alert, with the plate reading (`plates`, `plate`);
 //! - `manifest.json` + `manifest.sig`: sizes and sha256 of every file, signed
-//!   with the agent's Ed25519 key (`sign`).
+//!   with the agent's Ed25519 key (`sign`);
+//! - `review-NNN.json` + `.sig`: each officer's decision, signed, attributed
+//!   and chained, never overwritten (`review`).
 //!
 //! A folder is built as `.tmp-<event_id>` and renamed when sealed, so a crash
 //! never leaves a partial package (or a partial clip) under a final name.
@@ -28,6 +30,7 @@ mod picture;
 pub mod plate;
 pub mod plates;
 mod retention;
+pub mod review;
 pub mod ring;
 pub mod sign;
 
@@ -179,6 +182,153 @@ impl Evidence {
 
     pub fn agent_id(&self) -> &str {
         &self.agent_id
+    }
+
+    /// Whether event `id` may be held within `max_held_share` of the budget.
+    /// `Err` says by how much it would go over.
+    pub fn may_hold(&self, id: &str) -> Result<(), String> {
+        let row = self
+            .store
+            .evidence_get(id)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no evidence for event {id}"))?;
+        if row.held {
+            return Ok(());
+        }
+        let (_, held) = self.store.evidence_bytes().map_err(|e| e.to_string())?;
+        let limit = (self.cfg.max_held_share * self.cfg.max_bytes as f64) as u64;
+        if held + row.bytes > limit {
+            return Err(format!(
+                "holding event {id} ({} bytes) would make held evidence {} bytes, over the {limit} bytes allowed \
+                 (evidence.max_held_share {} of max_bytes); release holds no longer needed, or raise the share",
+                row.bytes,
+                held + row.bytes,
+                self.cfg.max_held_share
+            ));
+        }
+        Ok(())
+    }
+
+    /// Holds or releases event `id`; a hold past `max_held_share` is refused.
+    /// Returns false for an unknown event.
+    pub fn hold(&self, id: &str, held: bool, by: &str) -> Result<bool, HoldError> {
+        if held {
+            self.may_hold(id).map_err(HoldError::OverBudget)?;
+        }
+        let ok = self
+            .store
+            .evidence_hold(id, held)
+            .map_err(|e| HoldError::Store(e.to_string()))?;
+        if ok {
+            tracing::info!(event_id = %id, held, by, "evidence hold changed");
+        }
+        Ok(ok)
+    }
+
+    /// Records a review of event `id`: a signed record appended to its folder
+    /// (never overwriting an earlier one), then the index's latest review. A
+    /// confirmed event is held, unless that would pass `max_held_share` (the
+    /// review is kept either way; `held` says which).
+    pub fn review(
+        &self,
+        id: &str,
+        status: &str,
+        note: &str,
+        reviewer: &str,
+        role: &str,
+    ) -> Result<Option<(review::ReviewRecord, bool)>, String> {
+        let Some(dir) = self.folder(id).filter(|d| d.join(sign::MANIFEST).is_file()) else {
+            return Ok(None);
+        };
+        if self
+            .store
+            .evidence_get(id)
+            .map_err(|e| e.to_string())?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let at = crate::publish::payload::rfc3339(SystemTime::now());
+        let rec = review::append(&dir, &self.key, id, status, note, reviewer, role, &at)?;
+        let held = match status {
+            "confirmed" => match self.may_hold(id) {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(event_id = %id, "confirmed but not held: {e}");
+                    false
+                }
+            },
+            _ => false,
+        };
+        let latest = crate::store::evidence::Review {
+            status: status.into(),
+            note: note.into(),
+            at,
+            reviewer: reviewer.into(),
+        };
+        self.store
+            .evidence_review(id, &latest, held)
+            .map_err(|e| e.to_string())?;
+        Ok(Some((rec, held)))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HoldError {
+    #[error("{0}")]
+    OverBudget(String),
+    #[error("cannot update the evidence index: {0}")]
+    Store(String),
+}
+
+/// A problem [`verify_folder`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FolderProblem {
+    Manifest(sign::Problem),
+    Review(review::ReviewProblem),
+}
+
+impl std::fmt::Display for FolderProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FolderProblem::Manifest(p) => p.fmt(f),
+            FolderProblem::Review(p) => p.fmt(f),
+        }
+    }
+}
+
+/// Checks an evidence folder: the signed manifest and every file it lists,
+/// then every signed review record. Returns the manifest and the reviews.
+pub fn verify_folder(
+    dir: &std::path::Path,
+    trust: &sign::Trust,
+) -> Result<(sign::Manifest, Vec<review::ReviewRecord>), Vec<FolderProblem>> {
+    let manifest = sign::verify(dir, trust);
+    let event_id = match &manifest {
+        Ok(m) => m.event_id.clone(),
+        Err(_) => dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default(),
+    };
+    let reviews = review::verify(dir, trust, &event_id);
+    match (manifest, reviews) {
+        (Ok(m), Ok(r)) => Ok((m, r)),
+        (m, r) => {
+            let mut out: Vec<FolderProblem> = m
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(FolderProblem::Manifest)
+                .collect();
+            out.extend(
+                r.err()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(FolderProblem::Review),
+            );
+            Err(out)
+        }
     }
 }
 

@@ -160,8 +160,9 @@ mod tests {
             status: "confirmed".into(),
             note: String::new(),
             at: "2026-11-22T08:00:00Z".into(),
+            reviewer: "officer".into(),
         };
-        assert!(store.evidence_review("E2", &r).unwrap());
+        assert!(store.evidence_review("E2", &r, true).unwrap());
         let ret = Retention {
             dir: dir.clone(),
             store: store.clone(),

@@ -114,6 +114,11 @@ impl Trust {
         self.keys.is_empty()
     }
 
+    /// The trusted key with this id.
+    pub fn key(&self, id: &str) -> Option<&VerifyingKey> {
+        self.keys.iter().map(|(k, _)| k).find(|k| key_id(k) == id)
+    }
+
     /// The label of the trusted key with this id.
     pub fn label(&self, id: &str) -> Option<&str> {
         self.keys
@@ -488,7 +493,10 @@ pub fn verify(dir: &Path, trust: &Trust) -> Result<Manifest, Vec<Problem>> {
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().to_string())
             .filter(|n| {
-                n != MANIFEST && n != SIGNATURE && !manifest.files.iter().any(|f| &f.name == n)
+                n != MANIFEST
+                    && n != SIGNATURE
+                    && !super::review::is_review_file(n)
+                    && !manifest.files.iter().any(|f| &f.name == n)
             })
             .collect();
         extra.sort();

@@ -41,7 +41,11 @@ impl Out {
 type Cameras = BTreeMap<String, CameraStatus>;
 
 /// Renders every metric.
-pub fn render(status: &StatusBoard, evidence: Option<&Evidence>) -> String {
+pub fn render(
+    status: &StatusBoard,
+    evidence: Option<&Evidence>,
+    conns: Option<&super::serve::ConnCounters>,
+) -> String {
     let cams = status.snapshot();
     let mut o = Out(String::new());
     agent_identity(&mut o, status);
@@ -54,7 +58,49 @@ pub fn render(status: &StatusBoard, evidence: Option<&Evidence>) -> String {
     if let Some(ev) = evidence {
         evidence_store(&mut o, ev);
     }
+    if let Some(c) = conns {
+        http_connections(&mut o, c);
+    }
     o.0
+}
+
+/// The HTTP server's connections: open, and closed at the cap.
+fn http_connections(o: &mut Out, c: &super::serve::ConnCounters) {
+    scalars(
+        o,
+        &[
+            (
+                "ioc_http_connections_open",
+                "gauge",
+                "HTTP connections open now.",
+                load(&c.open),
+            ),
+            (
+                "ioc_http_connections_accepted_total",
+                "counter",
+                "HTTP connections accepted.",
+                load(&c.accepted),
+            ),
+            (
+                "ioc_http_connections_evicted_total",
+                "counter",
+                "Idle HTTP connections (no request yet) closed to make room at http.max_connections.",
+                load(&c.evicted),
+            ),
+            (
+                "ioc_http_connections_refused_total",
+                "counter",
+                "HTTP connections closed at once: every slot was serving a request.",
+                load(&c.refused),
+            ),
+            (
+                "ioc_http_tls_handshakes_failed_total",
+                "counter",
+                "TLS handshakes that failed or timed out.",
+                load(&c.tls_failed),
+            ),
+        ],
+    );
 }
 
 fn load(a: &AtomicU64) -> u64 {

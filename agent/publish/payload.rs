@@ -189,6 +189,13 @@ pub struct ReviewInfo {
     pub note: String,
     /// RFC 3339 UTC.
     pub at: String,
+    /// Who decided: the reviewer's user name on the agent.
+    #[serde(default)]
+    pub reviewer: String,
+    /// The signed record in the evidence folder: `review-<seq>.json`
+    /// (1, 2, …; a later decision is a new record, the earlier ones stay).
+    #[serde(default)]
+    pub seq: u32,
 }
 
 /// A traffic-signal state and where it came from.

@@ -209,20 +209,42 @@ async fn forward_reloads(
 /// Starts the HTTP server when `[http]` is configured.
 async fn start_http(
     cfg: &Config,
-    state: impl FnOnce(crate::config::Secret) -> crate::http::HttpState,
+    state: impl FnOnce(crate::http::auth::Users, bool) -> crate::http::HttpState,
     cancel: CancellationToken,
 ) -> Result<Option<JoinHandle<()>>, RunError> {
     let Some(h) = &cfg.http else {
         return Ok(None);
     };
-    let token = cfg
-        .http_token()
-        .map_err(RunError::Http)?
-        .ok_or_else(|| RunError::Http("http needs a token".into()))?;
-    let (addr, task) = crate::http::serve(&h.listen, state(token), cancel)
+    let users = cfg.http_users().map_err(RunError::Http)?;
+    if users.is_empty() {
+        return Err(RunError::Http(
+            "http needs someone to log in: add [[http.users]] or a token".into(),
+        ));
+    }
+    if users.iter().any(|u| u.1 == crate::config::HttpRole::Admin) {
+        tracing::warn!(
+            "http: the single [http] token can do everything (review, setup, metrics); on a ward give each person and scraper their own [[http.users]] with a role"
+        );
+    }
+    let tls = match (&h.tls_cert_file, &h.tls_key_file) {
+        (Some(c), Some(k)) => Some(
+            crate::http::serve::tls_config(&cfg.resolve(c), &cfg.resolve(k))
+                .map_err(RunError::Http)?,
+        ),
+        _ => None,
+    };
+    let opts = crate::http::serve::ServeOptions {
+        max_connections: h.max_connections,
+        header_timeout: Duration::from_secs_f64(h.header_timeout_secs),
+        tls: tls.clone(),
+    };
+    let ttl = Duration::from_secs_f64(h.session_hours * 3600.0);
+    let users = crate::http::auth::Users::new(users, ttl);
+    let (addr, task) = crate::http::serve(&h.listen, state(users, tls.is_some()), opts, cancel)
         .await
         .map_err(|e| RunError::Http(e.to_string()))?;
-    info!(%addr, "HTTP server listening (review page at /review)");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(%addr, "HTTP server listening ({scheme}; review page at /review)");
     Ok(Some(task))
 }
 
@@ -294,9 +316,11 @@ pub async fn run_with_reload(
         reload: reload_tx.clone(),
         lock: tokio::sync::Mutex::new(()),
     });
-    let http_state = |token| crate::http::HttpState {
+    let http_state = |users, tls| crate::http::HttpState {
         evidence: evidence.clone(),
-        token: Arc::new(token),
+        users: Arc::new(users),
+        tls,
+        conns: Default::default(),
         status: status.clone(),
         ready: ready.clone(),
         setup: Some(setup),

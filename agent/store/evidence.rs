@@ -23,7 +23,8 @@ pub(super) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS evidence (
     review_note TEXT,
     review_at TEXT,
     files TEXT NOT NULL,
-    objects TEXT NOT NULL
+    objects TEXT NOT NULL,
+    review_by TEXT
 );
 CREATE INDEX IF NOT EXISTS evidence_time ON evidence (time);";
 
@@ -53,11 +54,29 @@ pub struct PlateRow {
     pub valid: bool,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// The latest review of an event (the whole signed history is in the
+/// folder's `review-NNN.json` records).
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
 pub struct Review {
     pub status: String,
     pub note: String,
     pub at: String,
+    /// Who decided (`[[http.users]] name`); empty for reviews made before
+    /// reviews were attributed.
+    pub reviewer: String,
+}
+
+/// Adds the columns newer versions keep to an index made by an older one.
+pub(super) fn migrate(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let has: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('evidence') WHERE name = 'review_by'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has == 0 {
+        conn.execute("ALTER TABLE evidence ADD COLUMN review_by TEXT", [])?;
+    }
+    Ok(())
 }
 
 /// Filters of the review list.
@@ -97,6 +116,7 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<EvidenceRow> {
                 status,
                 note: r.get::<_, Option<String>>(12)?.unwrap_or_default(),
                 at: r.get::<_, Option<String>>(13)?.unwrap_or_default(),
+                reviewer: r.get::<_, Option<String>>(16)?.unwrap_or_default(),
             }),
             None => None,
         },
@@ -105,14 +125,14 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<EvidenceRow> {
     })
 }
 
-const COLUMNS: &str = "event_id, camera, kind, rule, time, severity, bytes, held, plate_text, plate_confidence, plate_valid, review_status, review_note, review_at, files, objects";
+const COLUMNS: &str = "event_id, camera, kind, rule, time, severity, bytes, held, plate_text, plate_confidence, plate_valid, review_status, review_note, review_at, files, objects, review_by";
 
 impl Store {
     /// Adds (or replaces) a sealed folder in the index.
     pub fn evidence_insert(&self, e: &EvidenceRow) -> Result<(), StoreError> {
         let g = self.lock();
         g.conn.execute(
-            &format!("INSERT OR REPLACE INTO evidence ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
+            &format!("INSERT OR REPLACE INTO evidence ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
             params![
                 e.event_id, e.camera, e.kind, e.rule, e.time, e.severity, e.bytes as i64, e.held as i64,
                 e.plate.as_ref().map(|p| p.text.clone()),
@@ -123,6 +143,7 @@ impl Store {
                 e.review.as_ref().map(|r| r.at.clone()),
                 serde_json::to_string(&e.files).unwrap_or_else(|_| "[]".into()),
                 e.objects.to_string(),
+                e.review.as_ref().map(|r| r.reviewer.clone()),
             ],
         )?;
         Ok(())
@@ -158,13 +179,18 @@ impl Store {
         Ok(rows)
     }
 
-    /// Records an officer's decision. A confirmed event is held (kept by
-    /// retention); a rejected one is released. False if the event is unknown.
-    pub fn evidence_review(&self, id: &str, review: &Review) -> Result<bool, StoreError> {
+    /// Records an officer's latest decision and whether the event is now
+    /// held (kept by retention). False if the event is unknown.
+    pub fn evidence_review(
+        &self,
+        id: &str,
+        review: &Review,
+        held: bool,
+    ) -> Result<bool, StoreError> {
         let g = self.lock();
         let n = g.conn.execute(
-            "UPDATE evidence SET review_status = ?2, review_note = ?3, review_at = ?4, held = ?5 WHERE event_id = ?1",
-            params![id, review.status, review.note, review.at, (review.status == "confirmed") as i64],
+            "UPDATE evidence SET review_status = ?2, review_note = ?3, review_at = ?4, held = ?5, review_by = ?6 WHERE event_id = ?1",
+            params![id, review.status, review.note, review.at, held as i64, review.reviewer],
         )?;
         Ok(n > 0)
     }

@@ -160,6 +160,7 @@ impl Store {
             CREATE INDEX IF NOT EXISTS outbox_drop ON outbox (severity, id);",
         )?;
         conn.execute_batch(evidence::SCHEMA)?;
+        evidence::migrate(&conn)?;
         let (rows, bytes): (i64, i64) = conn.query_row(
             "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM outbox",
             [],

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use serde_json::Value;
 
 #[test]
@@ -64,50 +63,6 @@ fn assert_valid(v: &jsonschema::Validator, payload: &[u8], what: &str) {
         errors.is_empty(),
         "{what} does not match its schema: {errors:?}\n{inst}"
     );
-}
-
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    /// A CA, a server certificate for 127.0.0.1/localhost and a client certificate.
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let write = |n: &str, s: String| std::fs::write(dir.path().join(n), s).unwrap();
-        let ca = Self::ca("ioc test CA");
-        write("ca.pem", ca.pem());
-        let other = Self::ca("some other CA");
-        write("other-ca.pem", other.pem());
-        for (name, sans) in [
-            (
-                "server",
-                vec!["127.0.0.1".to_string(), "localhost".to_string()],
-            ),
-            ("client", vec!["ward-tls".to_string()]),
-        ] {
-            let key = KeyPair::generate().unwrap();
-            let mut p = CertificateParams::new(sans).unwrap();
-            p.distinguished_name.push(DnType::CommonName, name);
-            let cert = p.signed_by(&key, &ca).unwrap();
-            write(&format!("{name}.pem"), cert.pem());
-            write(&format!("{name}.key"), key.serialize_pem());
-        }
-        Pki { dir }
-    }
-
-    fn ca(cn: &str) -> CertifiedIssuer<'static, KeyPair> {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, cn);
-        CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
-    }
-
-    fn path(&self, n: &str) -> String {
-        self.dir.path().join(n).display().to_string()
-    }
 }
 
 fn tls_config(

@@ -14,6 +14,7 @@ mod deploy;
 mod docs;
 mod doctor;
 mod evidence;
+mod http_access;
 mod layering;
 mod metrics;
 mod models;

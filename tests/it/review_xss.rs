@@ -157,6 +157,7 @@ fn seed(data: &Path) {
                 status: "rejected".into(),
                 note: NOTE_SEEDED.into(),
                 at: REVIEWED_AT.into(),
+                reviewer: "officer.seed".into(),
             }),
             files: vec!["event.json".into()],
             objects: json!([{"class": e.class, "track_id": e.track, "score": 0.9}]),
@@ -165,6 +166,21 @@ fn seed(data: &Path) {
         let dir = data.join("evidence").join(e.id);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("event.json"), serde_json::to_vec(&row).unwrap()).unwrap();
+        // Sealed with the key the agent will load, so it can be reviewed.
+        let key = ioc_agent::evidence::sign::load_or_create_key(&data.join("agent.key")).unwrap();
+        let m = ioc_agent::evidence::sign::Manifest {
+            schema: ioc_agent::evidence::sign::MANIFEST_SCHEMA.into(),
+            event_id: e.id.into(),
+            agent_id: "ward-xss".into(),
+            camera: e.camera.into(),
+            time: row.time.clone(),
+            time_source: "agent_clock".into(),
+            sealed_at: row.time.clone(),
+            files: vec![],
+            public_key: String::new(),
+            key_id: String::new(),
+        };
+        ioc_agent::evidence::sign::seal(&dir, &["event.json"], m, &key).unwrap();
     }
 }
 

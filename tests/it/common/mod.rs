@@ -607,3 +607,49 @@ pub fn metric_value(s: &prometheus_parse::Scrape, name: &str, camera: &str) -> O
             _ => None,
         })
 }
+
+/// Test certificates: a CA, a server certificate for 127.0.0.1/localhost
+/// (`server.pem`/`server.key`), a client certificate and another CA.
+pub struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    /// A CA, a server certificate for 127.0.0.1/localhost and a client certificate.
+    pub fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let write = |n: &str, s: String| std::fs::write(dir.path().join(n), s).unwrap();
+        let ca = Self::ca("ioc test CA");
+        write("ca.pem", ca.pem());
+        let other = Self::ca("some other CA");
+        write("other-ca.pem", other.pem());
+        for (name, sans) in [
+            (
+                "server",
+                vec!["127.0.0.1".to_string(), "localhost".to_string()],
+            ),
+            ("client", vec!["ward-tls".to_string()]),
+        ] {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut p = rcgen::CertificateParams::new(sans).unwrap();
+            p.distinguished_name.push(rcgen::DnType::CommonName, name);
+            let cert = p.signed_by(&key, &ca).unwrap();
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}.key"), key.serialize_pem());
+        }
+        Pki { dir }
+    }
+
+    fn ca(cn: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        rcgen::CertifiedIssuer::self_signed(p, rcgen::KeyPair::generate().unwrap()).unwrap()
+    }
+
+    pub fn path(&self, n: &str) -> String {
+        self.dir.path().join(n).display().to_string()
+    }
+}
