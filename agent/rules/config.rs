@@ -335,9 +335,56 @@ pub fn check_camera_rules(s: &RuleSetup, models: &CameraModels, c: &mut Collecto
     }
 }
 
+/// Zones, lines and lanes per camera, at most each.
+pub const MAX_SHAPES: usize = 32;
+/// Characters in a zone, line or lane name, at most.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// A name is free text (Vietnamese, punctuation) but bounded: 1–64
+/// characters, no control characters (newlines, tabs, escapes).
+fn check_name(kind: &str, name: &Spanned<String>, c: &mut Collector) {
+    let n = name.get_ref();
+    let chars = n.chars().count();
+    if chars == 0 {
+        c.at(
+            name.span(),
+            format!("{kind} name is empty; give it a short name"),
+        );
+    } else if chars > MAX_NAME_CHARS {
+        c.at(
+            name.span(),
+            format!("{kind} name has {chars} characters; at most {MAX_NAME_CHARS}"),
+        );
+    } else if n.chars().any(char::is_control) {
+        c.at(
+            name.span(),
+            format!("{kind} name contains a control character (newline, tab, …); use plain text"),
+        );
+    }
+}
+
+/// At most [`MAX_SHAPES`] of a kind; the first one past it is named.
+fn check_count(kind: &str, names: &[&Spanned<String>], c: &mut Collector) {
+    if names.len() > MAX_SHAPES {
+        c.at(
+            names[MAX_SHAPES].span(),
+            format!(
+                "{} {kind}s; at most {MAX_SHAPES} per camera — merge some or split the view across cameras",
+                names.len()
+            ),
+        );
+    }
+}
+
 fn check_zones(zones: &[ZoneConfig], c: &mut Collector) -> HashSet<String> {
     let mut zone_names = HashSet::new();
+    check_count(
+        "zone",
+        &zones.iter().map(|z| &z.name).collect::<Vec<_>>(),
+        c,
+    );
     for z in zones {
+        check_name("zone", &z.name, c);
         if !zone_names.insert(z.name.get_ref().clone()) {
             c.at(
                 z.name.span(),
@@ -374,7 +421,13 @@ fn check_zones(zones: &[ZoneConfig], c: &mut Collector) -> HashSet<String> {
 
 fn check_lines(lines: &[LineConfig], c: &mut Collector) -> HashSet<String> {
     let mut line_names = HashSet::new();
+    check_count(
+        "line",
+        &lines.iter().map(|l| &l.name).collect::<Vec<_>>(),
+        c,
+    );
     for l in lines {
+        check_name("line", &l.name, c);
         if !line_names.insert(l.name.get_ref().clone()) {
             c.at(
                 l.name.span(),
@@ -412,7 +465,13 @@ fn check_lanes(
     c: &mut Collector,
 ) -> HashSet<String> {
     let mut lane_names = HashSet::new();
+    check_count(
+        "lane",
+        &lanes.iter().map(|l| &l.name).collect::<Vec<_>>(),
+        c,
+    );
     for l in lanes {
+        check_name("lane", &l.name, c);
         let ln = l.name.get_ref();
         if !lane_names.insert(ln.clone()) {
             c.at(l.name.span(), format!("lane '{ln}' is defined twice"));

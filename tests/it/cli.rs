@@ -571,3 +571,46 @@ fn key_rotation_keeps_old_evidence_verifiable() {
     assert_eq!(moved.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&moved.stdout).contains("named 'E8'"));
 }
+
+/// Geometry a setup save (or a hand edit) can grow without bound is capped:
+/// zones, lines, lanes per camera, and names (length, control characters).
+/// Free text stays free: Vietnamese and punctuation are fine.
+#[test]
+fn geometry_counts_and_names_are_bounded() {
+    let zones: String = (0..33)
+        .map(|i| format!("[[cameras.zones]]\nname = \"z{i}\"\npolygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]]\n"))
+        .collect();
+    let (o, _) = check(&GOOD.replace(
+        "[[cameras.zones]]\nname = \"z\"\npolygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]]\n",
+        &format!("[[cameras.zones]]\nname = \"z\"\npolygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]]\n{zones}"),
+    ));
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("34 zones; at most 32"), "{e}");
+
+    let long = "x".repeat(65);
+    let (o, _) = check(
+        &GOOD
+            .replace("name = \"z\"", &format!("name = \"{long}\""))
+            .replace("zone = \"z\"", &format!("zone = \"{long}\"")),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("65 characters; at most 64"), "{e}");
+
+    let (o, _) = check(
+        &GOOD
+            .replace("name = \"z\"", "name = \"a\\nb\"")
+            .replace("zone = \"z\"", "zone = \"a\\nb\""),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("control character"), "{}", stderr(&o));
+
+    let (o, _) = check(
+        &GOOD
+            .replace("name = \"z\"", "name = \"Vạch dừng — ngã tư (Hàng Bạc)\"")
+            .replace("zone = \"z\"", "zone = \"Vạch dừng — ngã tư (Hàng Bạc)\""),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    no_panic(&o);
+}
