@@ -35,14 +35,17 @@ pub fn run(cmd: KeyCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         KeyCmd::Show { config } => {
             let cfg = Config::load(&config)?;
-            let key = sign::public_key_of(&cfg.key_path())?;
+            let key = match cfg.current_public_key()? {
+                Some(k) => k,
+                None => sign::public_key_of(&cfg.key_path())?,
+            };
             eprintln!("key id {}", sign::key_id(&key));
             println!("{}", hex::encode(key.as_bytes()));
             Ok(ExitCode::SUCCESS)
         }
         KeyCmd::Trust { config } => {
             let cfg = Config::load(&config)?;
-            let trust = sign::agent_trust(&cfg.key_path(), &cfg.retired_keys_path())?;
+            let trust = sign::agent_trust(cfg.current_public_key()?, &cfg.retired_keys_path())?;
             println!(
                 "# evidence signing keys of agent {}",
                 cfg.agent_id.get_ref()
@@ -52,6 +55,17 @@ pub fn run(cmd: KeyCmd) -> anyhow::Result<ExitCode> {
         }
         KeyCmd::Rotate { config } => {
             let cfg = Config::load(&config)?;
+            if let Some(s) = cfg.signer_socket() {
+                anyhow::bail!(
+                    "this agent signs through the signer at {}; its key is the signer's, not the agent's. \
+                     Rotate it where the signer keeps it: stop ioc-agent-signer, run \
+                     `sudo -u ioc-signer ioc-agent signer --key /var/lib/ioc-signer/agent.key --rotate \
+                     --retired /var/lib/ioc-signer/retired-keys.trust`, append that file's new line to \
+                     {}, and start the signer again",
+                    s.display(),
+                    cfg.retired_keys_path().display()
+                );
+            }
             let now = crate::publish::payload::rfc3339(std::time::SystemTime::now());
             let key = sign::rotate(&cfg.key_path(), &cfg.retired_keys_path(), &now)?;
             let public = key.verifying_key();

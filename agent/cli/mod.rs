@@ -10,6 +10,7 @@ mod probe;
 mod read_plates;
 mod run;
 mod schema;
+mod signer;
 mod simulate;
 mod verify;
 mod watch;
@@ -59,6 +60,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: key::KeyCmd,
     },
+    /// Hold the evidence signing key in its own process (its own user) and
+    /// sign for the agent over a Unix socket (`evidence.signer_socket`).
+    Signer(signer::Args),
     /// Check an evidence folder: every file against the signed manifest.
     /// Exit 0 when untouched; 1 naming each changed, missing or added file.
     Verify(verify::Args),
@@ -98,6 +102,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Bench(a) => bench::run(a),
         Cmd::Key { cmd } => key::run(cmd),
         Cmd::Verify(a) => verify::run(a),
+        Cmd::Signer(a) => signer::run(a),
         Cmd::ReadPlates(a) => read_plates::run(a),
         Cmd::Models { cmd } => models::run(cmd),
     }
@@ -108,7 +113,7 @@ pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
 }
 
-fn init_tracing(default: &str) {
+pub(crate) fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(default))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -44,7 +44,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         (_, _, Some(c)) => {
             let cfg = Config::load(c)?;
-            sign::agent_trust(&cfg.key_path(), &cfg.retired_keys_path())?
+            sign::agent_trust(cfg.current_public_key()?, &cfg.retired_keys_path())?
         }
         _ => {
             println!(

@@ -610,6 +610,33 @@ impl Config {
         self.data_dir().join("agent.key")
     }
 
+    /// The signer's socket (`evidence.signer_socket`), resolved.
+    pub fn signer_socket(&self) -> Option<PathBuf> {
+        self.evidence
+            .signer_socket
+            .as_ref()
+            .map(|p| self.resolve(p))
+    }
+
+    /// The key this agent signs with now: asked of the signer process when
+    /// `evidence.signer_socket` is set, else read from `agent.key` (never
+    /// created here). None when there is no key yet.
+    pub fn current_public_key(
+        &self,
+    ) -> Result<Option<ed25519_dalek::VerifyingKey>, crate::evidence::sign::SignError> {
+        use crate::evidence::sign::Sign;
+        match self.signer_socket() {
+            Some(s) => {
+                crate::evidence::signer::Remote::connect(&s, std::time::Duration::from_secs(2))
+                    .map(|r| Some(r.public()))
+            }
+            None if self.key_path().exists() => {
+                crate::evidence::sign::public_key_of(&self.key_path()).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The public keys this agent signed with before a `key rotate`.
     pub fn retired_keys_path(&self) -> PathBuf {
         self.data_dir().join("retired-keys.trust")

@@ -42,6 +42,12 @@ pub struct EvidenceConfig {
     /// Longest side of the overview picture, pixels. Default 1920.
     #[serde(default = "default_overview")]
     pub overview_max_side: u32,
+    /// Sign through the signer process at this Unix socket (`ioc-agent
+    /// signer`, the `ioc-agent-signer` unit) instead of holding the key in
+    /// the agent: the process that parses camera video then never reads the
+    /// key. Default: the agent's own key, `<data_dir>/agent.key`.
+    #[serde(default)]
+    pub signer_socket: Option<PathBuf>,
     /// Plate reading on vehicle tracks (both models must be in `[[models]]`).
     #[serde(default)]
     pub plates: Option<PlatesConfig>,
@@ -63,6 +69,7 @@ impl Default for EvidenceConfig {
             max_held_share: default_held_share(),
             min_free_bytes: default_free_floor(),
             overview_max_side: default_overview(),
+            signer_socket: None,
             plates: None,
         }
     }

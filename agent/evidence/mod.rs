@@ -33,6 +33,7 @@ mod retention;
 pub mod review;
 pub mod ring;
 pub mod sign;
+pub mod signer;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,7 +95,7 @@ pub struct Evidence {
     pub dir: PathBuf,
     cfg: EvidenceConfig,
     store: Arc<Store>,
-    key: ed25519_dalek::SigningKey,
+    signer: signer::Signer,
     agent_id: String,
     publisher: PublisherHandle,
     pub counters: EvidenceCounters,
@@ -121,7 +122,7 @@ impl Evidence {
     /// left half-built, and applies retention once.
     pub fn open(
         place: EvidencePlace,
-        key: ed25519_dalek::SigningKey,
+        signer: signer::Signer,
         store: Arc<Store>,
         publisher: PublisherHandle,
     ) -> Result<Arc<Evidence>, EvidenceError> {
@@ -141,7 +142,7 @@ impl Evidence {
             dir,
             cfg,
             store,
-            key,
+            signer,
             agent_id,
             publisher,
             counters: EvidenceCounters::default(),
@@ -152,7 +153,7 @@ impl Evidence {
     }
 
     pub fn public_key_hex(&self) -> String {
-        hex::encode(self.key.verifying_key().as_bytes())
+        hex::encode(sign::Sign::public(&self.signer).as_bytes())
     }
 
     /// Builds and seals the package in the background; never blocks the caller.
@@ -249,7 +250,7 @@ impl Evidence {
             return Ok(None);
         }
         let at = crate::publish::payload::rfc3339(SystemTime::now());
-        let rec = review::append(&dir, &self.key, id, status, note, reviewer, role, &at)?;
+        let rec = review::append(&dir, &self.signer, id, status, note, reviewer, role, &at)?;
         let held = match status {
             "confirmed" => match self.may_hold(id) {
                 Ok(()) => true,

@@ -26,7 +26,7 @@ impl Evidence {
             warn!(event_id = %pkg.alert.id, "no video in the ring for this event; package has no clip");
         }
         let dir = self.dir.clone();
-        let key = self.key.clone();
+        let key = self.signer.clone();
         let agent_id = self.agent_id.clone();
         let alert = pkg.alert.clone();
         let (overview, closeup, plate_crop) = (pkg.overview, pkg.closeup, pkg.plate_crop);
@@ -181,7 +181,7 @@ pub struct Sealed {
 #[allow(clippy::too_many_arguments)]
 pub fn seal_package(
     dir: &Path,
-    key: &ed25519_dalek::SigningKey,
+    key: &super::signer::Signer,
     agent_id: &str,
     alert: &Alert,
     span: Option<&ring::Span>,

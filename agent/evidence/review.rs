@@ -8,11 +8,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
+use ed25519_dalek::{Signature, Verifier};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::sign::{self, MANIFEST, Trust};
+use super::sign::{self, MANIFEST, Sign, Trust};
 
 pub const REVIEW_SCHEMA: &str = "ioc.evidence_review/v1";
 /// Records kept per event at most.
@@ -94,7 +94,7 @@ fn count(dir: &Path) -> u32 {
 #[allow(clippy::too_many_arguments)]
 pub fn append(
     dir: &Path,
-    key: &SigningKey,
+    key: &dyn Sign,
     event_id: &str,
     status: &str,
     note: &str,
@@ -128,7 +128,7 @@ pub fn append(
             at: at.into(),
             manifest_sha256: manifest_sha256.clone(),
             previous_sha256,
-            key_id: sign::key_id(&key.verifying_key()),
+            key_id: sign::key_id(&key.public()),
         };
         let body = serde_json::to_vec_pretty(&rec).map_err(|e| e.to_string())?;
         let (json, sig) = names(seq);
@@ -137,7 +137,7 @@ pub fn append(
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(format!("cannot write {json}: {e}")),
         }
-        let s = key.sign(&body);
+        let s = key.sign_bytes(&body).map_err(|e| e.to_string())?;
         write_new(&dir.join(&sig), hex::encode(s.to_bytes()).as_bytes())
             .map_err(|e| format!("cannot write {sig}: {e}"))?;
         return Ok(rec);
@@ -259,6 +259,7 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ed25519_dalek::SigningKey;
 
     fn folder() -> (tempfile::TempDir, PathBuf, SigningKey) {
         let d = tempfile::tempdir().unwrap();

@@ -57,6 +57,22 @@ pub struct Manifest {
     pub key_id: String,
 }
 
+/// What signs evidence: the agent's own key, or the signer process
+/// ([`super::signer`]).
+pub trait Sign {
+    fn public(&self) -> VerifyingKey;
+    fn sign_bytes(&self, body: &[u8]) -> Result<Signature, SignError>;
+}
+
+impl Sign for SigningKey {
+    fn public(&self) -> VerifyingKey {
+        self.verifying_key()
+    }
+    fn sign_bytes(&self, body: &[u8]) -> Result<Signature, SignError> {
+        Ok(self.sign(body))
+    }
+}
+
 /// A key's id: the first 16 hex digits of the sha256 of its 32 bytes.
 pub fn key_id(key: &VerifyingKey) -> String {
     let d = Sha256::digest(key.as_bytes());
@@ -218,11 +234,11 @@ pub fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
 
 /// Hashes `files` (names inside `dir`), writes the manifest and its signature
 /// (each via a temporary name, then renamed). Returns the manifest.
-pub fn seal(
+pub fn seal<K: Sign + ?Sized>(
     dir: &Path,
     files: &[&str],
     mut manifest: Manifest,
-    key: &SigningKey,
+    key: &K,
 ) -> Result<Manifest, SignError> {
     let io = |p: &Path, e: std::io::Error| SignError::Io {
         path: p.to_path_buf(),
@@ -238,13 +254,14 @@ pub fn seal(
             sha256,
         });
     }
-    manifest.public_key = hex::encode(key.verifying_key().as_bytes());
-    manifest.key_id = key_id(&key.verifying_key());
+    let public = key.public();
+    manifest.public_key = hex::encode(public.as_bytes());
+    manifest.key_id = key_id(&public);
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| SignError::Io {
         path: dir.join(MANIFEST),
         message: e.to_string(),
     })?;
-    let sig = key.sign(&body);
+    let sig = key.sign_bytes(&body)?;
     write_atomic(&dir.join(MANIFEST), &body).map_err(|e| io(&dir.join(MANIFEST), e))?;
     write_atomic(&dir.join(SIGNATURE), hex::encode(sig.to_bytes()).as_bytes())
         .map_err(|e| io(&dir.join(SIGNATURE), e))?;
@@ -359,10 +376,10 @@ pub fn public_key_of(path: &Path) -> Result<VerifyingKey, SignError> {
 /// The keys this agent has signed with: the current key (when it exists)
 /// and the retired ones kept in `retired` (a trust file written by
 /// [`rotate`]). Never creates a key.
-pub fn agent_trust(key_path: &Path, retired: &Path) -> Result<Trust, SignError> {
+pub fn agent_trust(current: Option<VerifyingKey>, retired: &Path) -> Result<Trust, SignError> {
     let mut t = Trust::default();
-    if key_path.exists() {
-        t.add(public_key_of(key_path)?, "current");
+    if let Some(k) = current {
+        t.add(k, "current");
     }
     match std::fs::read_to_string(retired) {
         Ok(text) => {
@@ -384,8 +401,8 @@ pub fn agent_trust(key_path: &Path, retired: &Path) -> Result<Trust, SignError> 
     }
     if t.is_empty() {
         return Err(SignError::BadKey {
-            path: key_path.to_path_buf(),
-            message: "no such key file (this agent has not signed anything yet; it creates its key on first start)".into(),
+            path: retired.to_path_buf(),
+            message: "this agent has no key yet (it creates its key, as its service user, on first start)".into(),
         });
     }
     Ok(t)
@@ -753,7 +770,7 @@ mod tests {
             load_or_create_key(&kp).unwrap().verifying_key(),
             new.verifying_key()
         );
-        let trust = agent_trust(&kp, &retired).unwrap();
+        let trust = agent_trust(Some(new.verifying_key()), &retired).unwrap();
         assert_eq!(trust.len(), 2);
         let m = verify(&d.path().join("E1"), &trust).unwrap();
         assert_eq!(trust.label(&m.key_id), Some("retired 2026-12-01T00:00:00Z"));
@@ -761,7 +778,13 @@ mod tests {
         assert_eq!(Trust::parse(&trust.to_text()).unwrap().len(), 2);
         // Without the retired file the old folder is no longer anchored.
         std::fs::remove_file(&retired).unwrap();
-        assert!(verify(&d.path().join("E1"), &agent_trust(&kp, &retired).unwrap()).is_err());
+        assert!(
+            verify(
+                &d.path().join("E1"),
+                &agent_trust(Some(new.verifying_key()), &retired).unwrap()
+            )
+            .is_err()
+        );
     }
 
     proptest::proptest! {

@@ -269,14 +269,25 @@ pub async fn run_with_reload(
     )?);
     // The signing key before the first status goes out, so the retained
     // status names it from the start.
-    let key = if cfg.evidence.enabled {
-        let key = crate::evidence::sign::load_or_create_key(&cfg.key_path())
-            .map_err(crate::evidence::EvidenceError::from)?;
+    let signer = if cfg.evidence.enabled {
+        use crate::evidence::sign::Sign;
+        use crate::evidence::signer::{Remote, Signer};
+        let signer = match cfg.signer_socket() {
+            Some(sock) => Signer::Remote(
+                Remote::connect(&sock, Duration::from_secs(10))
+                    .map_err(crate::evidence::EvidenceError::from)?,
+            ),
+            None => Signer::Local(
+                crate::evidence::sign::load_or_create_key(&cfg.key_path())
+                    .map_err(crate::evidence::EvidenceError::from)?,
+            ),
+        };
+        let public = signer.public();
         status.set_signing_key(crate::publish::payload::SigningKeyInfo {
-            public_key: hex::encode(key.verifying_key().as_bytes()),
-            key_id: crate::evidence::sign::key_id(&key.verifying_key()),
+            public_key: hex::encode(public.as_bytes()),
+            key_id: crate::evidence::sign::key_id(&public),
         });
-        Some(key)
+        Some(signer)
     } else {
         None
     };
@@ -288,10 +299,10 @@ pub async fn run_with_reload(
     let (publisher, pub_task) =
         publish::start(&mqtt, status.clone(), store.clone(), pub_cancel.clone())
             .map_err(RunError::Mqtt)?;
-    let evidence = if let Some(key) = key {
+    let evidence = if let Some(signer) = signer {
         let ev = crate::evidence::Evidence::open(
             cfg.evidence_place(),
-            key,
+            signer,
             store.clone(),
             publisher.clone(),
         )?;

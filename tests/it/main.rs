@@ -27,4 +27,5 @@ mod review_xss;
 mod rules_footage;
 mod scenarios;
 mod setup_page;
+mod signer;
 mod throughput;
