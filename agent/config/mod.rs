@@ -581,19 +581,15 @@ impl Config {
         })
     }
 
-    /// The MQTT topics of the enabled cameras' signal states, sorted, once each.
-    pub fn signal_topics(&self) -> Vec<String> {
-        let mut topics: Vec<String> = self
-            .cameras
+    /// The MQTT topics of the enabled cameras' signal states, once each.
+    pub fn signal_topics(&self) -> crate::publish::signals::Topics {
+        self.cameras
             .iter()
             .filter(|c| c.enabled)
             .filter_map(|c| c.signal.as_ref())
             .filter(|s| *s.source.get_ref() == SignalSource::Mqtt)
             .filter_map(|s| s.topic.as_ref().map(|t| t.get_ref().clone()))
-            .collect();
-        topics.sort();
-        topics.dedup();
-        topics
+            .collect()
     }
 
     /// The MQTT password from `password`, `password_file` or `password_env`.

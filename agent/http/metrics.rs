@@ -10,6 +10,7 @@ use crate::evidence::Evidence;
 use crate::publish::payload::{
     CameraState, CameraStatus, LATENCY_BUCKETS_MS, LATENCY_SLO_BUCKETS_MS, StatusBoard,
 };
+use crate::rules::signal::SignalBoard;
 
 /// Label value escaping (backslash, quote, newline).
 fn esc(s: &str) -> String {
@@ -41,7 +42,11 @@ impl Out {
 type Cameras = BTreeMap<String, CameraStatus>;
 
 /// Renders every metric.
-pub fn render(status: &StatusBoard, evidence: Option<&Evidence>) -> String {
+pub fn render(
+    status: &StatusBoard,
+    evidence: Option<&Evidence>,
+    signals: Option<&SignalBoard>,
+) -> String {
     let cams = status.snapshot();
     let mut o = Out(String::new());
     agent_identity(&mut o, status);
@@ -53,6 +58,9 @@ pub fn render(status: &StatusBoard, evidence: Option<&Evidence>) -> String {
     publisher(&mut o, status);
     if let Some(ev) = evidence {
         evidence_store(&mut o, ev);
+    }
+    if let Some(s) = signals {
+        signal_messages(&mut o, s);
     }
     o.0
 }
@@ -363,5 +371,37 @@ fn evidence_store(o: &mut Out, ev: &Evidence) {
                 load(&c.clips_missing),
             ),
         ],
+    );
+}
+
+/// The traffic-controller subscriber: topics, messages taken and refused.
+fn signal_messages(o: &mut Out, s: &SignalBoard) {
+    let c = &s.counters;
+    scalars(
+        o,
+        &[
+            (
+                "ioc_signal_topics",
+                "gauge",
+                "Traffic-controller signal topics subscribed.",
+                load(&c.topics),
+            ),
+            (
+                "ioc_signal_messages_accepted_total",
+                "counter",
+                "Controller messages whose signal state was taken.",
+                load(&c.accepted),
+            ),
+        ],
+    );
+    o.head(
+        "ioc_signal_messages_refused_total",
+        "counter",
+        "Controller messages refused, by reason (malformed: not a signal state).",
+    );
+    o.line(
+        "ioc_signal_messages_refused_total",
+        &[("reason", "malformed")],
+        load(&c.malformed),
     );
 }

@@ -60,6 +60,8 @@ pub struct HttpState {
     pub setup: Option<Arc<setup::SetupState>>,
     /// Failed logins per client address.
     pub logins: Arc<limit::LoginLimiter>,
+    /// Traffic-controller signal states and their counters (`/metrics`).
+    pub signals: Option<Arc<crate::rules::signal::SignalBoard>>,
 }
 
 impl HttpState {
@@ -252,8 +254,10 @@ async fn metrics_route(State(s): State<HttpState>, headers: HeaderMap) -> Respon
         return unauthorised();
     }
     let st = s.clone();
-    match tokio::task::spawn_blocking(move || metrics::render(&st.status, st.evidence.as_deref()))
-        .await
+    match tokio::task::spawn_blocking(move || {
+        metrics::render(&st.status, st.evidence.as_deref(), st.signals.as_deref())
+    })
+    .await
     {
         Ok(text) => (
             [(

@@ -3,6 +3,7 @@
 //! traffic controller over MQTT.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -123,28 +124,45 @@ impl ImageSignal {
     }
 }
 
-/// Latest signal state per topic.
+/// What the controller subscriber did with the messages it received.
+#[derive(Debug, Default)]
+pub struct SignalCounters {
+    /// Messages whose state was taken.
+    pub accepted: AtomicU64,
+    /// Messages that are not a signal state (`malformed`).
+    pub malformed: AtomicU64,
+    /// Topics currently subscribed.
+    pub topics: AtomicU64,
+}
+
+/// Latest signal state per topic, and what the subscriber counted.
 #[derive(Default)]
 pub struct SignalBoard {
     map: Mutex<HashMap<String, (Light, Instant)>>,
+    pub counters: SignalCounters,
 }
 
 impl SignalBoard {
-    pub fn set(&self, topic: &str, light: Light) {
-        let mut m = match self.map.lock() {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Light, Instant)>> {
+        match self.map.lock() {
             Ok(m) => m,
             Err(p) => p.into_inner(),
-        };
-        m.insert(topic.to_string(), (light, Instant::now()));
+        }
+    }
+
+    pub fn set(&self, topic: &str, light: Light) {
+        self.map()
+            .insert(topic.to_string(), (light, Instant::now()));
+    }
+
+    /// Forgets a topic no camera reads any more.
+    pub fn forget(&self, topic: &str) {
+        self.map().remove(topic);
     }
 
     /// The state on `topic`, `Unknown` when never seen or older than `max_age`.
     pub fn get(&self, topic: &str, max_age: Duration) -> Light {
-        let m = match self.map.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
-        match m.get(topic) {
+        match self.map().get(topic) {
             Some((l, at)) if at.elapsed() <= max_age => *l,
             _ => Light::Unknown,
         }

@@ -72,6 +72,8 @@ struct Cameras {
     running: BTreeMap<String, Running>,
     tracker: TaskTracker,
     cancel: CancellationToken,
+    /// The signal topics the subscriber follows (updated by each reload).
+    signal_topics: tokio::sync::watch::Sender<publish::signals::Topics>,
 }
 
 impl Cameras {
@@ -126,6 +128,13 @@ impl Cameras {
                 "config reload: settings outside [[cameras]] changed (mqtt, models, evidence, http, …); they take effect after a restart"
             );
         }
+        // Subscribe the new signal topics before the cameras that read them start.
+        let topics = new.signal_topics();
+        self.signal_topics.send_if_modified(|t| {
+            let changed = *t != topics;
+            *t = topics;
+            changed
+        });
         let wanted = reload::enabled_cameras(&new);
         let running: BTreeMap<String, CameraConfig> = self
             .running
@@ -248,8 +257,12 @@ pub async fn run_with_reload(
     let tracker = TaskTracker::new();
     let pub_cancel = CancellationToken::new();
     let mqtt = cfg.mqtt_settings().map_err(RunError::Mqtt)?;
-    let signals = publish::signals::spawn(&mqtt, cfg.signal_topics(), cancel.clone())
-        .map_err(RunError::Mqtt)?;
+    let signals = Arc::new(publish::signals::SignalBoard::default());
+    let (signal_topics, topics_rx) = tokio::sync::watch::channel(cfg.signal_topics());
+    let subscriber =
+        publish::signals::subscriber(&mqtt, topics_rx, signals.clone(), cancel.clone())
+            .map_err(RunError::Mqtt)?;
+    tracker.spawn(subscriber);
     let (publisher, pub_task) =
         publish::start(&mqtt, status.clone(), store.clone(), pub_cancel.clone())
             .map_err(RunError::Mqtt)?;
@@ -287,6 +300,7 @@ pub async fn run_with_reload(
         ready: ready.clone(),
         setup: Some(setup),
         logins: Default::default(),
+        signals: Some(signals.clone()),
     };
     let http_task = start_http(&cfg, http_state, http_cancel.clone()).await?;
     let sh = Arc::new(Shared {
@@ -296,7 +310,7 @@ pub async fn run_with_reload(
         default_model: cfg.models.first().map(|m| m.name.get_ref().clone()),
         publisher,
         status: status.clone(),
-        signals,
+        signals: Some(signals.clone()),
         evidence,
         evidence_cfg: cfg.evidence.clone(),
         snapshots,
@@ -308,6 +322,7 @@ pub async fn run_with_reload(
         running: BTreeMap::new(),
         tracker: tracker.clone(),
         cancel: cancel.child_token(),
+        signal_topics,
     };
     for cam in cfg.cameras.iter().filter(|c| c.enabled) {
         cameras.start(cam);

