@@ -10,6 +10,7 @@ use crate::evidence::Evidence;
 use crate::publish::payload::{
     CameraState, CameraStatus, LATENCY_BUCKETS_MS, LATENCY_SLO_BUCKETS_MS, StatusBoard,
 };
+use crate::rules::controller::Refusal;
 use crate::rules::signal::SignalBoard;
 
 /// Label value escaping (backslash, quote, newline).
@@ -397,11 +398,13 @@ fn signal_messages(o: &mut Out, s: &SignalBoard) {
     o.head(
         "ioc_signal_messages_refused_total",
         "counter",
-        "Controller messages refused, by reason (malformed: not a signal state).",
+        "Controller messages refused, by reason (malformed, unsigned, bad_signature, stale, future, replayed).",
     );
-    o.line(
-        "ioc_signal_messages_refused_total",
-        &[("reason", "malformed")],
-        load(&c.malformed),
-    );
+    for r in Refusal::ALL {
+        o.line(
+            "ioc_signal_messages_refused_total",
+            &[("reason", r.as_str())],
+            load(&c.refused[r.index()]),
+        );
+    }
 }

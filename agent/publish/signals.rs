@@ -7,7 +7,7 @@
 //! added topics and unsubscribes the removed ones on its open connection.
 //! It connects only while some camera takes its signal over MQTT.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -21,12 +21,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::base::backoff::Backoff;
-use crate::rules::Light;
+use crate::rules::controller::{Gate, Refusal, SignalTopics};
 
 pub use crate::rules::signal::SignalBoard;
 
-/// The signal topics the cameras of the running config read.
-pub type Topics = BTreeSet<String>;
+/// The signal topics the cameras of the running config read, and what each trusts.
+pub type Topics = SignalTopics;
 
 /// Requests (subscribe, unsubscribe) the client may queue; a reload that
 /// needs more reconnects instead, subscribing the new set at once.
@@ -84,8 +84,10 @@ struct Session<'a> {
     el: EventLoop,
     board: &'a SignalBoard,
     connected: bool,
-    /// Topics subscribed on this connection.
+    /// Topics subscribed on this connection, and what each trusts.
     subscribed: Topics,
+    /// Which signed messages to take (newer than the last, per topic).
+    gate: Gate,
     /// Subscribe requests queued, oldest first, not yet sent.
     queued: VecDeque<Vec<String>>,
     /// Subscribe requests sent, by packet id, until their SUBACK.
@@ -101,6 +103,7 @@ impl<'a> Session<'a> {
             board,
             connected: false,
             subscribed: Topics::new(),
+            gate: Gate::default(),
             queued: VecDeque::new(),
             sent: HashMap::new(),
         }
@@ -174,13 +177,23 @@ impl<'a> Session<'a> {
     /// Subscribes the topics of `wanted` not yet subscribed and unsubscribes
     /// the others; false when the requests could not be queued.
     fn follow(&mut self, wanted: &Topics) -> bool {
-        let add: Vec<String> = wanted.difference(&self.subscribed).cloned().collect();
-        let remove: Vec<String> = self.subscribed.difference(wanted).cloned().collect();
+        let add: Vec<String> = wanted
+            .keys()
+            .filter(|t| !self.subscribed.contains_key(*t))
+            .cloned()
+            .collect();
+        let remove: Vec<String> = self
+            .subscribed
+            .keys()
+            .filter(|t| !wanted.contains_key(*t))
+            .cloned()
+            .collect();
         for t in &remove {
             if self.client.try_unsubscribe(t.clone()).is_err() {
                 return false;
             }
             self.board.forget(t);
+            self.gate.forget(t);
         }
         if !add.is_empty() {
             let filters = add
@@ -190,6 +203,16 @@ impl<'a> Session<'a> {
                 return false;
             }
             self.queued.push_back(add.clone());
+        }
+        // A topic whose controller key changed starts afresh.
+        for (t, trust) in wanted {
+            if self
+                .subscribed
+                .get(t)
+                .is_some_and(|old| old.key != trust.key)
+            {
+                self.gate.forget(t);
+            }
         }
         if !add.is_empty() || !remove.is_empty() {
             info!(subscribed = ?add, unsubscribed = ?remove, "signal subscriptions updated");
@@ -203,22 +226,25 @@ impl<'a> Session<'a> {
     }
 
     /// A message on a subscribed topic.
-    fn message(&self, topic: &str, payload: &[u8]) {
-        if !self.subscribed.contains(topic) {
+    fn message(&mut self, topic: &str, payload: &[u8]) {
+        let Some(trust) = self.subscribed.get(topic) else {
             return; // in flight when its topic was unsubscribed
-        }
-        match Light::parse(payload) {
-            Some(l) => {
-                self.board.set(topic, l);
-                self.board.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        };
+        let c = &self.board.counters;
+        match self.gate.check(topic, payload, trust, chrono::Utc::now()) {
+            Ok(t) => {
+                self.board.set_aged(topic, t.light, t.age);
+                c.accepted.fetch_add(1, Ordering::Relaxed);
             }
-            None => {
-                self.board
-                    .counters
-                    .malformed
-                    .fetch_add(1, Ordering::Relaxed);
-                warn!(%topic, "signal message is not red/yellow/green; ignored")
+            Err(r) => {
+                c.refused[r.index()].fetch_add(1, Ordering::Relaxed);
+                refused(topic, r);
             }
         }
     }
+}
+
+/// Logs a refused message.
+fn refused(topic: &str, r: Refusal) {
+    warn!(%topic, reason = r.as_str(), "signal message refused: {}", r.why());
 }

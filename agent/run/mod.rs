@@ -48,6 +48,8 @@ pub enum RunError {
     Evidence(#[from] crate::evidence::EvidenceError),
     #[error("HTTP server: {0}")]
     Http(String),
+    #[error("config: {0}")]
+    Config(String),
 }
 
 /// How long stopping cameras may take before their tasks are aborted.
@@ -129,7 +131,22 @@ impl Cameras {
             );
         }
         // Subscribe the new signal topics before the cameras that read them start.
-        let topics = new.signal_topics();
+        let topics = match new.signal_topics() {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "config reload refused: the running config stays");
+                return current;
+            }
+        };
+        let before = current.untrusted_signal_topics();
+        let open: Vec<String> = new
+            .untrusted_signal_topics()
+            .into_iter()
+            .filter(|t| !before.contains(t))
+            .collect();
+        if !open.is_empty() {
+            warn!("{}", crate::config::untrusted_signal_warning(&open));
+        }
         self.signal_topics.send_if_modified(|t| {
             let changed = *t != topics;
             *t = topics;
@@ -258,7 +275,11 @@ pub async fn run_with_reload(
     let pub_cancel = CancellationToken::new();
     let mqtt = cfg.mqtt_settings().map_err(RunError::Mqtt)?;
     let signals = Arc::new(publish::signals::SignalBoard::default());
-    let (signal_topics, topics_rx) = tokio::sync::watch::channel(cfg.signal_topics());
+    let (signal_topics, topics_rx) =
+        tokio::sync::watch::channel(cfg.signal_topics().map_err(RunError::Config)?);
+    for w in cfg.warnings() {
+        warn!("{w}");
+    }
     let subscriber =
         publish::signals::subscriber(&mqtt, topics_rx, signals.clone(), cancel.clone())
             .map_err(RunError::Mqtt)?;

@@ -477,3 +477,82 @@ fn verify_needs_a_pinned_key_and_refuses_a_resigned_folder() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("64 hex digits"), "{}", stderr(&bad));
 }
+
+/// `controller_key` is checked where it is written; topics without one are
+/// accepted with a warning that names the fix.
+#[test]
+fn signal_keys_are_checked_and_open_topics_warned() {
+    let public = hex::encode(
+        ed25519_dalek::SigningKey::from_bytes(&[7; 32])
+            .verifying_key()
+            .as_bytes(),
+    );
+    let other = hex::encode(
+        ed25519_dalek::SigningKey::from_bytes(&[9; 32])
+            .verifying_key()
+            .as_bytes(),
+    );
+    let cam = |id: &str, signal: &str| {
+        format!(
+            "\n[[cameras]]\nid = \"{id}\"\nurl = \"rtsp://10.0.0.3/s\"\n[cameras.signal]\n{signal}\n"
+        )
+    };
+    let mqtt = |key: &str| format!("source = \"mqtt\"\ntopic = \"controllers/j1/signal\"\n{key}");
+
+    let (o, _) = check(&(GOOD.to_string() + &cam("s1", &mqtt(""))));
+    let e = stderr(&o);
+    println!("{e}");
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains("warning: signal states on controllers/j1/signal are trusted from any client")
+            && e.contains("controller_key")
+            && e.contains("broker ACL"),
+        "{e}"
+    );
+
+    let with_key = mqtt(&format!("controller_key = \"{public}\""));
+    let (o, _) = check(&(GOOD.to_string() + &cam("s1", &with_key)));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+
+    let (o, p) = check(&(GOOD.to_string() + &cam("s1", &mqtt("controller_key = \"00zz\""))));
+    assert!(
+        stderr(&o).contains(&format!("{p}:29:18: controller_key is not hex")),
+        "{}",
+        stderr(&o)
+    );
+
+    // A key file: relative to the config, hex on the first line.
+    let d = tempfile::tempdir().unwrap();
+    let text = GOOD.to_string() + &cam("s1", &mqtt("controller_key_file = \"j1.pub\""));
+    let p = write_cfg(d.path(), &text);
+    let o = run(&["check-config", &p]);
+    assert!(
+        stderr(&o).contains("cannot read controller_key_file") && stderr(&o).contains("j1.pub"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(d.path().join("j1.pub"), format!("{public}\n")).unwrap();
+    let o = run(&["check-config", &p]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Cameras on one topic must trust the same controller.
+    let text = GOOD.to_string()
+        + &cam("s1", &with_key)
+        + &cam("s2", &mqtt(&format!("controller_key = \"{other}\"")));
+    let (o, _) = check(&text);
+    assert!(
+        stderr(&o).contains("cameras 's1' and 's2' read signal topic 'controllers/j1/signal' but trust different controller keys"),
+        "{}",
+        stderr(&o)
+    );
+    let image = format!(
+        "source = \"image\"\nred_lamp = [[0.1, 0.1], [0.2, 0.2]]\ngreen_lamp = [[0.1, 0.3], [0.2, 0.4]]\ncontroller_key = \"{public}\""
+    );
+    let (o, _) = check(&(GOOD.to_string() + &cam("s1", &image)));
+    assert!(
+        stderr(&o).contains("controller_key applies to source = \"mqtt\" only"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -57,7 +57,6 @@ impl Controller {
         }
     }
 
-    #[allow(dead_code)] // used by the signed-message test
     fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
         let (c, t, p) = (self.client.clone(), topic.to_string(), payload.into());
         self.rt.block_on(async move {
@@ -261,5 +260,126 @@ fn reload_subscribes_added_signal_topics_and_drops_removed_ones() {
     assert_eq!(a0, a1, "messages on the removed topic still accepted");
     wait_signal(&sub, &agent, "unknown", Duration::from_secs(10));
     ctl.stop(north_loop);
+    sub.shutdown();
+}
+
+/// With `controller_key`, only messages the controller signed change the
+/// state: unsigned, wrong-key, other-topic, stale, future and replayed ones
+/// are refused, counted by reason, and logged once each (not per message).
+#[test]
+fn only_signed_controller_messages_change_the_signal() {
+    use ed25519_dalek::SigningKey;
+    use ioc_agent::rules::Light;
+    use ioc_agent::rules::controller::sign;
+
+    let broker = Broker::start();
+    let sim = Sim::start(&[("a", &traffic_clip())]);
+    let sub = Subscriber::start(&broker, "ioc/v1/ward-sigsign/status");
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let topic = "controllers/j2/north/signal";
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let forger = SigningKey::from_bytes(&[9; 32]);
+    let public = hex::encode(key.verifying_key().as_bytes());
+    let cfg = config(
+        "ward-sigsign",
+        &broker,
+        data.path(),
+        port,
+        &sim.url("a"),
+        &mqtt_signal(topic, &format!("controller_key = \"{public}\"")),
+    );
+    let agent = Agent::start(&cfg);
+    wait_streaming(&agent, port);
+
+    // The genuine controller: green, signed, every 200 ms.
+    let mut ctl = Controller::start(broker.port, "test-controller-j2");
+    let k = key.clone();
+    let green = ctl.every(topic, move || {
+        sign(&k, topic, "j2", Light::Green, chrono::Utc::now()).unwrap()
+    });
+    let took = wait_signal(&sub, &agent, "green", Duration::from_secs(20));
+    println!(
+        "signed green taken {:.2} s after the controller started",
+        took.as_secs_f64()
+    );
+
+    // Forgers on the same topic, 20 of each, all claiming red.
+    let now = chrono::Utc::now;
+    let secs = chrono::Duration::seconds;
+    type Make<'a> = Box<dyn Fn() -> String + 'a>;
+    let forgeries: Vec<(&str, Make)> = vec![
+        ("unsigned", Box::new(|| "red".into())),
+        ("unsigned", Box::new(|| r#"{"state": "red"}"#.into())),
+        (
+            "bad_signature",
+            Box::new(|| sign(&forger, topic, "j2", Light::Red, now()).unwrap()),
+        ),
+        (
+            "bad_signature",
+            Box::new(|| sign(&key, "controllers/j2/east/signal", "j2", Light::Red, now()).unwrap()),
+        ),
+        (
+            "stale",
+            Box::new(|| sign(&key, topic, "j2", Light::Red, now() - secs(60)).unwrap()),
+        ),
+        (
+            "future",
+            Box::new(|| sign(&key, topic, "j2", Light::Red, now() + secs(60)).unwrap()),
+        ),
+        (
+            "malformed",
+            Box::new(|| r#"{"state": "red", "sig": "#.into()),
+        ),
+    ];
+    let mut expected = std::collections::BTreeMap::<&str, f64>::new();
+    for (reason, make) in &forgeries {
+        for _ in 0..20 {
+            ctl.publish(topic, make());
+        }
+        *expected.entry(reason).or_default() += 20.0;
+    }
+    // A replay: a genuine red signed a second ago, after greens signed since.
+    let old_red = sign(&key, topic, "j2", Light::Red, now() - secs(1)).unwrap();
+    for _ in 0..20 {
+        ctl.publish(topic, old_red.clone());
+    }
+    expected.insert("replayed", 20.0);
+
+    // The status keeps saying green through all of it.
+    let start = Instant::now();
+    let mut seen = 0;
+    while start.elapsed() < Duration::from_secs(4) {
+        let s = status_signal(&sub);
+        assert_eq!(
+            s,
+            Some(("green".into(), "mqtt".into())),
+            "a forged message changed the signal; log:\n{}",
+            agent.log_text()
+        );
+        seen += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut refused = std::collections::BTreeMap::new();
+    for reason in expected.keys() {
+        refused.insert(
+            *reason,
+            metric(
+                port,
+                "ioc_signal_messages_refused_total",
+                ("reason", reason),
+            ),
+        );
+    }
+    println!("refused by reason: {refused:?} (sent {expected:?}); status green in {seen} samples");
+    assert_eq!(refused, expected);
+    // The controller itself turns the light red: taken.
+    ctl.stop(green);
+    std::thread::sleep(Duration::from_millis(300));
+    let k = key.clone();
+    ctl.every(topic, move || {
+        sign(&k, topic, "j2", Light::Red, chrono::Utc::now()).unwrap()
+    });
+    wait_signal(&sub, &agent, "red", Duration::from_secs(10));
     sub.shutdown();
 }
