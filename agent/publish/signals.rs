@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter,
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::base::backoff::Backoff;
+use crate::base::throttle::Throttle;
 use crate::rules::controller::{Gate, Refusal, SignalTopics};
 
 pub use crate::rules::signal::SignalBoard;
@@ -52,6 +53,7 @@ async fn run(
     board: Arc<SignalBoard>,
     cancel: CancellationToken,
 ) {
+    let mut log = RefusalLog::new();
     loop {
         // No connection while no camera takes its signal over MQTT.
         while topics.borrow_and_update().is_empty() {
@@ -61,7 +63,7 @@ async fn run(
                 r = topics.changed() => if r.is_err() { return },
             }
         }
-        let mut s = Session::new(&opts, &board);
+        let mut s = Session::new(&opts, &board, &mut log);
         match s.run(&mut topics, &cancel).await {
             End::Stop => return,
             End::Again => {}
@@ -83,6 +85,7 @@ struct Session<'a> {
     client: AsyncClient,
     el: EventLoop,
     board: &'a SignalBoard,
+    log: &'a mut RefusalLog,
     connected: bool,
     /// Topics subscribed on this connection, and what each trusts.
     subscribed: Topics,
@@ -95,12 +98,13 @@ struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    fn new(opts: &MqttOptions, board: &'a SignalBoard) -> Session<'a> {
+    fn new(opts: &MqttOptions, board: &'a SignalBoard, log: &'a mut RefusalLog) -> Session<'a> {
         let (client, el) = AsyncClient::new(opts.clone(), REQUESTS);
         Session {
             client,
             el,
             board,
+            log,
             connected: false,
             subscribed: Topics::new(),
             gate: Gate::default(),
@@ -115,9 +119,15 @@ impl<'a> Session<'a> {
         cancel: &CancellationToken,
     ) -> End {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut summaries = tokio::time::interval(Duration::from_secs(1));
+        summaries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let ev = tokio::select! {
                 _ = cancel.cancelled() => return End::Stop,
+                _ = summaries.tick() => {
+                    self.log.summaries();
+                    continue;
+                }
                 r = topics.changed() => {
                     if r.is_err() {
                         return End::Stop;
@@ -227,24 +237,76 @@ impl<'a> Session<'a> {
 
     /// A message on a subscribed topic.
     fn message(&mut self, topic: &str, payload: &[u8]) {
-        let Some(trust) = self.subscribed.get(topic) else {
+        let Session {
+            subscribed,
+            gate,
+            board,
+            log,
+            ..
+        } = self;
+        let Some(trust) = subscribed.get(topic) else {
             return; // in flight when its topic was unsubscribed
         };
-        let c = &self.board.counters;
-        match self.gate.check(topic, payload, trust, chrono::Utc::now()) {
+        let c = &board.counters;
+        match gate.check(topic, payload, trust, chrono::Utc::now()) {
             Ok(t) => {
-                self.board.set_aged(topic, t.light, t.age);
+                board.set_aged(topic, t.light, t.age);
                 c.accepted.fetch_add(1, Ordering::Relaxed);
             }
             Err(r) => {
                 c.refused[r.index()].fetch_add(1, Ordering::Relaxed);
-                refused(topic, r);
+                log.refused(topic, r);
             }
         }
     }
 }
 
-/// Logs a refused message.
-fn refused(topic: &str, r: Refusal) {
-    warn!(%topic, reason = r.as_str(), "signal message refused: {}", r.why());
+/// How often a refusal reason is summed up in the log while messages keep
+/// being refused for it (the first is logged at once).
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Refused messages in the log: the first per reason in full, then one
+/// summary with a count per [`REFUSAL_LOG_EVERY`].
+struct RefusalLog {
+    /// Per reason: its throttle and the topic of the last refusal.
+    by_reason: Vec<(Throttle, String)>,
+}
+
+impl RefusalLog {
+    fn new() -> RefusalLog {
+        RefusalLog {
+            by_reason: Refusal::ALL
+                .iter()
+                .map(|_| (Throttle::new(REFUSAL_LOG_EVERY), String::new()))
+                .collect(),
+        }
+    }
+
+    fn refused(&mut self, topic: &str, r: Refusal) {
+        let Some((t, last)) = self.by_reason.get_mut(r.index()) else {
+            return;
+        };
+        if t.note(Instant::now()) {
+            warn!(%topic, reason = %r.as_str(), "signal message refused: {} (more are summed up every {} s)", r.why(), REFUSAL_LOG_EVERY.as_secs());
+        } else if last != topic {
+            *last = topic.to_string();
+        }
+    }
+
+    /// Logs the summaries that are due.
+    fn summaries(&mut self) {
+        let now = Instant::now();
+        for (r, (t, last)) in Refusal::ALL.iter().zip(self.by_reason.iter_mut()) {
+            if let Some(n) = t.due(now) {
+                warn!(
+                    reason = %r.as_str(),
+                    count = n,
+                    last_topic = %last,
+                    "{n} more signal messages refused in the last {} s: {}",
+                    t.every().as_secs(),
+                    r.why()
+                );
+            }
+        }
+    }
 }
