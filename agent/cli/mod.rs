@@ -10,6 +10,7 @@ mod probe;
 mod read_plates;
 mod run;
 mod schema;
+mod signal;
 mod simulate;
 mod verify;
 mod watch;
@@ -70,6 +71,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: models::ModelsCmd,
     },
+    /// Signed traffic-controller messages: make a controller key pair, sign
+    /// a state (for installers, controller gateways and tests).
+    Signal {
+        #[command(subcommand)]
+        cmd: signal::SignalCmd,
+    },
 }
 
 /// Parses the command line and runs the subcommand; errors print as
@@ -100,6 +107,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Verify(a) => verify::run(a),
         Cmd::ReadPlates(a) => read_plates::run(a),
         Cmd::Models { cmd } => models::run(cmd),
+        Cmd::Signal { cmd } => signal::run(cmd),
     }
 }
 

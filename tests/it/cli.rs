@@ -556,3 +556,68 @@ fn signal_keys_are_checked_and_open_topics_warned() {
         stderr(&o)
     );
 }
+
+/// `signal keygen` and `signal sign` make what the agent takes: the signed
+/// message passes the agent's own check with the printed public key, on its
+/// topic only.
+#[test]
+fn signal_keygen_and_sign_make_messages_the_agent_takes() {
+    use ioc_agent::rules::controller::{Gate, Refusal, TopicTrust, parse_key};
+    let d = tempfile::tempdir().unwrap();
+    let key = d.path().join("j1.key");
+    let k = key.to_str().unwrap();
+    let o = run(&["signal", "keygen", "--out", k]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let public = String::from_utf8(o.stdout).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let again = run(&["signal", "keygen", "--out", k]);
+    assert!(!again.status.success() && stderr(&again).contains("never overwritten"));
+
+    let topic = "controllers/j1/north/signal";
+    let o = run(&[
+        "signal",
+        "sign",
+        "--key",
+        k,
+        "--topic",
+        topic,
+        "--controller",
+        "j1",
+        "red",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let msg = String::from_utf8(o.stdout).unwrap();
+    println!("{msg}");
+    let trust = TopicTrust {
+        key: Some(parse_key(&public).unwrap()),
+        max_age: std::time::Duration::from_secs(10),
+    };
+    let now = chrono::Utc::now();
+    let got = Gate::default()
+        .check(topic, msg.trim().as_bytes(), &trust, now)
+        .unwrap();
+    assert_eq!(got.light, ioc_agent::rules::Light::Red);
+    assert_eq!(
+        Gate::default().check(
+            "controllers/j1/east/signal",
+            msg.trim().as_bytes(),
+            &trust,
+            now
+        ),
+        Err(Refusal::BadSignature)
+    );
+    let bad = run(&[
+        "signal",
+        "sign",
+        "--key",
+        k,
+        "--topic",
+        topic,
+        "--controller",
+        "j1",
+        "purple",
+    ]);
+    assert!(stderr(&bad).contains("not one of red, yellow, green, unknown"));
+}
