@@ -156,7 +156,8 @@ pub struct SignalConfig {
     /// `image`: frames a new colour must persist before the state changes. Default 3.
     #[serde(default = "default_hold")]
     pub hold_frames: u32,
-    /// `mqtt`: seconds after which a state not refreshed counts as unknown. Default 10.
+    /// `mqtt`: seconds after which a state not refreshed counts as unknown
+    /// (a signed one: after its `ts`; older signed messages are refused). Default 10.
     #[serde(default = "default_signal_age")]
     pub max_age_secs: f64,
 }

@@ -438,6 +438,24 @@ mod tests {
         assert_eq!(g.check(TOPIC, b"purple", &tr, now), Err(Refusal::Malformed));
     }
 
+    /// The example in docs/src/reference/traffic-signal.md (a test vector
+    /// for controller gateways): private key 0707…07, public key below.
+    #[test]
+    fn the_documented_example_is_what_sign_makes() {
+        let k = key();
+        assert_eq!(
+            hex::encode(k.verifying_key().as_bytes()),
+            "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c"
+        );
+        let m = sign(&k, TOPIC, "junction-12", Light::Red, t(NOW)).unwrap();
+        assert_eq!(
+            m,
+            r#"{"state":"red","ts":"2026-03-01T08:00:00.000Z","controller":"junction-12","sig":"8252893b74d99be214daee934798e9db160a365e8508dde3efed01cfa4a79035c8d51f073ed7ee5cf0f0eacb5550ce507ab25e3eb5c58ebc13e1aa143bfc5f0f"}"#
+        );
+        let docs = include_str!("../../docs/src/reference/traffic-signal.md");
+        assert!(docs.contains(&m), "the docs' example is not this message");
+    }
+
     #[test]
     fn keys_parse_from_hex_and_bad_ones_say_why() {
         let public = hex::encode(key().verifying_key().as_bytes());

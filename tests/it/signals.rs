@@ -25,6 +25,11 @@ struct Controller {
 
 impl Controller {
     fn start(port: u16, id: &str) -> Controller {
+        Controller::login(port, id, None)
+    }
+
+    /// A client logged in as `user` (name, password).
+    fn login(port: u16, id: &str, user: Option<(&str, &str)>) -> Controller {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -32,6 +37,9 @@ impl Controller {
             .unwrap();
         let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
         opts.set_clean_session(true);
+        if let Some((u, p)) = user {
+            opts.set_credentials(u, p);
+        }
         let (client, mut ev) = rumqttc::AsyncClient::new(opts, 100);
         let (tx, rx) = std::sync::mpsc::channel();
         rt.spawn(async move {
@@ -418,5 +426,105 @@ fn only_signed_controller_messages_change_the_signal() {
         sign(&k, topic, "j2", Light::Red, chrono::Utc::now()).unwrap()
     });
     wait_signal(&sub, &agent, "red", Duration::from_secs(10));
+    sub.shutdown();
+}
+
+/// The broker ACL of docs/src/reference/traffic-signal.md, as written there,
+/// on a real mosquitto: the agent's user reads the controller's topic, and
+/// another broker user publishing on it reaches nobody.
+#[test]
+fn the_documented_broker_acl_keeps_other_clients_off_the_signal_topic() {
+    let doc = std::fs::read_to_string(root().join("docs/src/reference/traffic-signal.md")).unwrap();
+    let after = doc
+        .split("and in `/etc/mosquitto/acl`:")
+        .nth(1)
+        .expect("the ACL example in the docs");
+    let acl = after
+        .split("```text\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the ACL block");
+    let auth = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(auth.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Before any `user` line: what anonymous clients may do (the test's
+    // status recorder only).
+    let acl_path = auth.path().join("acl");
+    std::fs::write(&acl_path, format!("topic read ioc/v1/#\n\n{acl}")).unwrap();
+    let passwd = auth.path().join("passwd");
+    std::fs::write(&passwd, "").unwrap();
+    for (u, p) in [
+        ("junction-12", "controller-pw"),
+        ("ioc-agent-ward-1", "agent-pw"),
+        ("intruder", "intruder-pw"),
+    ] {
+        let st = std::process::Command::new("mosquitto_passwd")
+            .args(["-b", passwd.to_str().unwrap(), u, p])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    for f in [&acl_path, &passwd] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let broker = Broker::start_with(&format!(
+        "password_file {}\nacl_file {}",
+        passwd.display(),
+        acl_path.display()
+    ));
+    let sim = Sim::start(&[("a", &traffic_clip())]);
+    let sub = Subscriber::start(&broker, "ioc/v1/ward-1/status");
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let topic = "controllers/junction-12/north/signal";
+    let cfg = config(
+        "ward-1",
+        &broker,
+        data.path(),
+        port,
+        &sim.url("a"),
+        &mqtt_signal(topic, 2, ""),
+    )
+    .replacen(
+        "stats_interval_secs = 1\n",
+        "stats_interval_secs = 1\nusername = \"ioc-agent-ward-1\"\npassword = \"agent-pw\"\n",
+        1,
+    );
+    let agent = Agent::start(&cfg);
+    wait_streaming(&agent, port);
+
+    let mut controller = Controller::login(
+        broker.port,
+        "junction-12-gw",
+        Some(("junction-12", "controller-pw")),
+    );
+    controller.every(topic, || "red".into());
+    wait_signal(&sub, &agent, "red", Duration::from_secs(20));
+    let from = sub.all().len();
+    let mut intruder =
+        Controller::login(broker.port, "intruder-1", Some(("intruder", "intruder-pw")));
+    intruder.every(topic, || "green".into());
+    let anonymous = Controller::start(broker.port, "anonymous-1");
+    for _ in 0..20 {
+        anonymous.publish(topic, "green");
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    let states: Vec<String> = sub.all()[from..]
+        .iter()
+        .filter(|m| m.topic.ends_with("/status"))
+        .filter_map(|m| {
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).ok()?;
+            Some(v["cameras"]["a"]["signal"]["state"].as_str()?.to_string())
+        })
+        .collect();
+    println!(
+        "with the documented ACL, while an intruder and an anonymous client published green: {states:?}"
+    );
+    assert!(states.len() >= 3, "{states:?}");
+    assert!(
+        states.iter().all(|s| s == "red"),
+        "{states:?}; log:\n{}",
+        agent.log_text()
+    );
     sub.shutdown();
 }
