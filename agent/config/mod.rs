@@ -774,6 +774,45 @@ mod tests {
     }
 
     #[test]
+    fn signal_topics_carry_their_key_and_longest_max_age() {
+        let public = hex::encode(
+            ed25519_dalek::SigningKey::from_bytes(&[7; 32])
+                .verifying_key()
+                .as_bytes(),
+        );
+        let cam = |id: &str, topic: &str, age: u32, extra: &str| {
+            format!(
+                "[[cameras]]\nid = \"{id}\"\nurl = \"rtsp://h/{id}\"\n{extra}\n[cameras.signal]\nsource = \"mqtt\"\ntopic = \"{topic}\"\nmax_age_secs = {age}\n"
+            )
+        };
+        let key = format!("controller_key = \"{public}\"");
+        let text = format!(
+            "agent_id = \"a\"\n[mqtt]\nurl = \"mqtt://b\"\n{}{}{}{}",
+            cam("n1", "j/north", 5, ""),
+            cam("n2", "j/north", 20, ""),
+            cam("e1", "j/east", 10, "")
+                .replace("max_age_secs = 10", &format!("max_age_secs = 10\n{key}")),
+            cam("off", "j/west", 10, "enabled = false"),
+        );
+        let cfg = Config::parse(&text, Path::new("a.toml"), Path::new(".")).unwrap();
+        let t = cfg.signal_topics().unwrap();
+        assert_eq!(t.keys().collect::<Vec<_>>(), ["j/east", "j/north"]);
+        assert_eq!(t["j/north"].max_age, std::time::Duration::from_secs(20));
+        assert_eq!(t["j/north"].key, None);
+        assert_eq!(
+            t["j/east"].key.map(|k| hex::encode(k.as_bytes())),
+            Some(public)
+        );
+        assert_eq!(cfg.untrusted_signal_topics(), ["j/north"]);
+        let w = cfg.warnings();
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("j/north") && !w[0].contains("j/east"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
     fn line_col_counts_from_one() {
         assert_eq!(line_col("ab\ncd", 0), (1, 1));
         assert_eq!(line_col("ab\ncd", 4), (2, 2));

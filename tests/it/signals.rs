@@ -270,6 +270,14 @@ fn reload_subscribes_added_signal_topics_and_drops_removed_ones() {
     assert_eq!(a0, a1, "messages on the removed topic still accepted");
     wait_signal(&sub, &agent, "unknown", Duration::from_secs(10));
     ctl.stop(north_loop);
+    // When the subscriptions changed, against the SIGHUPs (log timestamps).
+    for l in agent
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("SIGHUP") || l.contains("signal subscriptions updated"))
+    {
+        println!("{l}");
+    }
     sub.shutdown();
 }
 
