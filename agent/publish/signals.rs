@@ -54,6 +54,7 @@ async fn run(
     cancel: CancellationToken,
 ) {
     let mut log = RefusalLog::new();
+    let mut gate = Gate::default();
     loop {
         // No connection while no camera takes its signal over MQTT.
         while topics.borrow_and_update().is_empty() {
@@ -63,7 +64,7 @@ async fn run(
                 r = topics.changed() => if r.is_err() { return },
             }
         }
-        let mut s = Session::new(&opts, &board, &mut log);
+        let mut s = Session::new(&opts, &board, &mut gate, &mut log);
         match s.run(&mut topics, &cancel).await {
             End::Stop => return,
             End::Again => {}
@@ -89,8 +90,9 @@ struct Session<'a> {
     connected: bool,
     /// Topics subscribed on this connection, and what each trusts.
     subscribed: Topics,
-    /// Which signed messages to take (newer than the last, per topic).
-    gate: Gate,
+    /// Which signed messages to take (newer than the last, per topic; kept
+    /// across connections, so a reconnect does not reopen old messages).
+    gate: &'a mut Gate,
     /// Subscribe requests queued, oldest first, not yet sent.
     queued: VecDeque<Vec<String>>,
     /// Subscribe requests sent, by packet id, until their SUBACK.
@@ -98,7 +100,12 @@ struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    fn new(opts: &MqttOptions, board: &'a SignalBoard, log: &'a mut RefusalLog) -> Session<'a> {
+    fn new(
+        opts: &MqttOptions,
+        board: &'a SignalBoard,
+        gate: &'a mut Gate,
+        log: &'a mut RefusalLog,
+    ) -> Session<'a> {
         let (client, el) = AsyncClient::new(opts.clone(), REQUESTS);
         Session {
             client,
@@ -107,7 +114,7 @@ impl<'a> Session<'a> {
             log,
             connected: false,
             subscribed: Topics::new(),
-            gate: Gate::default(),
+            gate,
             queued: VecDeque::new(),
             sent: HashMap::new(),
         }
@@ -214,7 +221,8 @@ impl<'a> Session<'a> {
             }
             self.queued.push_back(add.clone());
         }
-        // A topic whose controller key changed starts afresh.
+        // A topic whose controller key changed starts afresh: a state taken
+        // under the old key (or none) is not kept under the new one.
         for (t, trust) in wanted {
             if self
                 .subscribed
@@ -222,6 +230,7 @@ impl<'a> Session<'a> {
                 .is_some_and(|old| old.key != trust.key)
             {
                 self.gate.forget(t);
+                self.board.forget(t);
             }
         }
         if !add.is_empty() || !remove.is_empty() {

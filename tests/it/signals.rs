@@ -270,6 +270,60 @@ fn reload_subscribes_added_signal_topics_and_drops_removed_ones() {
     assert_eq!(a0, a1, "messages on the removed topic still accepted");
     wait_signal(&sub, &agent, "unknown", Duration::from_secs(10));
     ctl.stop(north_loop);
+
+    // 3. The reload gives `east` a controller_key: the unsigned red someone
+    // publishes there stops counting at once; the controller's signed green does.
+    let forged = ctl.every(east, || "red".into());
+    wait_signal(&sub, &agent, "red", Duration::from_secs(10));
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let public = hex::encode(key.verifying_key().as_bytes());
+    let keyed = mqtt_signal(east, 2, &format!("controller_key = \"{public}\""));
+    std::fs::write(&path, cfg(&keyed)).unwrap();
+    hup(&agent);
+    let t = Instant::now();
+    while metric(
+        port,
+        "ioc_signal_messages_refused_total",
+        ("reason", "unsigned"),
+    ) < 5.0
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "unsigned messages still taken after the key was added:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let since = sub.all().len();
+    wait_signal(&sub, &agent, "unknown", Duration::from_secs(10));
+    ctl.every(east, move || {
+        ioc_agent::rules::controller::sign(
+            &key,
+            east,
+            "j1",
+            ioc_agent::rules::Light::Green,
+            chrono::Utc::now(),
+        )
+        .unwrap()
+    });
+    let signed = wait_signal(&sub, &agent, "green", Duration::from_secs(10));
+    let reds_after_key = sub.all()[since..]
+        .iter()
+        .filter(|m| {
+            m.topic.ends_with("/status")
+                && String::from_utf8_lossy(&m.payload).contains("\"state\":\"red\"")
+        })
+        .count();
+    println!(
+        "reload adding controller_key: {} unsigned refused so far, signed green taken {:.2} s after the signer started, {reds_after_key} red status after the refusals began",
+        metric(
+            port,
+            "ioc_signal_messages_refused_total",
+            ("reason", "unsigned")
+        ),
+        signed.as_secs_f64()
+    );
+    ctl.stop(forged);
     // When the subscriptions changed, against the SIGHUPs (log timestamps).
     for l in agent
         .log_text()
