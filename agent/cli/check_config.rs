@@ -13,6 +13,9 @@ pub struct Args {
 pub fn run(Args { file }: Args) -> anyhow::Result<ExitCode> {
     match Config::load(&file) {
         Ok(cfg) => {
+            for w in cfg.warnings() {
+                eprintln!("warning: {w}");
+            }
             println!(
                 "{}: OK ({} camera(s), {} model(s))",
                 file.display(),

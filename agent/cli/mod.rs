@@ -10,6 +10,7 @@ mod probe;
 mod read_plates;
 mod run;
 mod schema;
+mod signal;
 mod signer;
 mod simulate;
 mod verify;
@@ -74,6 +75,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: models::ModelsCmd,
     },
+    /// Signed traffic-controller messages: make a controller key pair, sign
+    /// a state (for installers, controller gateways and tests).
+    Signal {
+        #[command(subcommand)]
+        cmd: signal::SignalCmd,
+    },
 }
 
 /// Parses the command line and runs the subcommand; errors print as
@@ -105,6 +112,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Signer(a) => signer::run(a),
         Cmd::ReadPlates(a) => read_plates::run(a),
         Cmd::Models { cmd } => models::run(cmd),
+        Cmd::Signal { cmd } => signal::run(cmd),
     }
 }
 

@@ -3,10 +3,11 @@
 //! part of the file has its own check; the rules' checks live with the rules
 //! (`rules::config::check_camera_rules`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use super::{CameraConfig, Collector, Config, Manifest, model_labels};
+use super::{CameraConfig, Collector, Config, Manifest, SignalSource, model_labels};
 use crate::rules::config::{CameraModels, ModelLabels};
+use crate::rules::controller::VerifyingKey;
 
 /// Model names with their manifests (None when the manifest did not load).
 type Manifests = Vec<(String, Option<Manifest>)>;
@@ -24,6 +25,45 @@ impl Config {
         let mut ids = HashSet::new();
         for cam in &self.cameras {
             self.check_camera(cam, &manifests, &all_models, &mut ids, c);
+        }
+        self.check_signal_keys(c);
+    }
+
+    /// Key files must hold a key, and cameras sharing a signal topic must
+    /// trust the same controller (the topic has one subscription).
+    fn check_signal_keys(&self, c: &mut Collector) {
+        let mut by_topic: HashMap<&str, (&str, Option<VerifyingKey>)> = HashMap::new();
+        for cam in &self.cameras {
+            let Some(sig) = cam.signal.as_ref() else {
+                continue;
+            };
+            if *sig.source.get_ref() != SignalSource::Mqtt {
+                continue;
+            }
+            let key = match self.signal_key(sig) {
+                Ok(k) => k,
+                Err(msg) => {
+                    if let (None, Some(f)) = (&sig.controller_key, &sig.controller_key_file) {
+                        c.at(f.span(), msg);
+                    }
+                    continue;
+                }
+            };
+            let Some(topic) = &sig.topic else { continue };
+            let cid = cam.id.get_ref();
+            match by_topic.get(topic.get_ref().as_str()) {
+                None => {
+                    by_topic.insert(topic.get_ref(), (cid, key));
+                }
+                Some((other, k)) if *k != key => c.at(
+                    topic.span(),
+                    format!(
+                        "cameras '{other}' and '{cid}' read signal topic '{}' but trust different controller keys (or one has none) — give them the same controller_key",
+                        topic.get_ref()
+                    ),
+                ),
+                Some(_) => {}
+            }
         }
     }
 

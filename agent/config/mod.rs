@@ -748,19 +748,80 @@ impl Config {
         })
     }
 
-    /// The MQTT topics of the enabled cameras' signal states, sorted, once each.
-    pub fn signal_topics(&self) -> Vec<String> {
-        let mut topics: Vec<String> = self
-            .cameras
+    /// A signal's traffic-controller key, from `controller_key` or
+    /// `controller_key_file`; `None` when it has neither.
+    pub fn signal_key(
+        &self,
+        sig: &SignalConfig,
+    ) -> Result<Option<crate::rules::controller::VerifyingKey>, String> {
+        use crate::rules::controller::parse_key;
+        if let Some(k) = &sig.controller_key {
+            return parse_key(k.get_ref()).map(Some);
+        }
+        let Some(f) = &sig.controller_key_file else {
+            return Ok(None);
+        };
+        let path = self.resolve(f.get_ref());
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "cannot read controller_key_file {}: {e} — check the path and its permissions",
+                path.display()
+            )
+        })?;
+        parse_key(text.lines().next().unwrap_or(""))
+            .map(Some)
+            .map_err(|m| format!("controller_key_file {}: {m}", path.display()))
+    }
+
+    /// The enabled cameras' MQTT signals, as `(camera, signal, topic)`.
+    fn mqtt_signals(&self) -> impl Iterator<Item = (&CameraConfig, &SignalConfig, &str)> {
+        self.cameras
             .iter()
             .filter(|c| c.enabled)
-            .filter_map(|c| c.signal.as_ref())
-            .filter(|s| *s.source.get_ref() == SignalSource::Mqtt)
-            .filter_map(|s| s.topic.as_ref().map(|t| t.get_ref().clone()))
+            .filter_map(|c| Some((c, c.signal.as_ref()?)))
+            .filter(|(_, s)| *s.source.get_ref() == SignalSource::Mqtt)
+            .filter_map(|(c, s)| Some((c, s, s.topic.as_ref()?.get_ref().as_str())))
+    }
+
+    /// The MQTT topics of the enabled cameras' signal states, once each,
+    /// with the controller key each trusts and the longest `max_age_secs`
+    /// of the cameras reading it.
+    pub fn signal_topics(&self) -> Result<crate::rules::controller::SignalTopics, String> {
+        use crate::rules::controller::TopicTrust;
+        let mut out = crate::rules::controller::SignalTopics::new();
+        for (_, sig, topic) in self.mqtt_signals() {
+            let key = self.signal_key(sig)?;
+            let max_age = std::time::Duration::from_secs_f64(sig.max_age_secs.max(0.1));
+            let t = out
+                .entry(topic.to_string())
+                .or_insert(TopicTrust { key, max_age });
+            t.max_age = t.max_age.max(max_age);
+        }
+        Ok(out)
+    }
+
+    /// Signal topics whose states are taken from any client the broker
+    /// lets publish there (no `controller_key`), once each.
+    pub fn untrusted_signal_topics(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .mqtt_signals()
+            .filter(|(_, s, _)| s.controller_key.is_none() && s.controller_key_file.is_none())
+            .map(|(_, _, t)| t.to_string())
             .collect();
-        topics.sort();
-        topics.dedup();
-        topics
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Things that are allowed but worth knowing (check-config prints them,
+    /// `run` logs them once at start).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let open = self.untrusted_signal_topics();
+        if !open.is_empty() {
+            out.push(untrusted_signal_warning(&open));
+        }
+        out
     }
 
     /// The MQTT password from `password`, `password_file` or `password_env`.
@@ -797,6 +858,14 @@ impl Config {
             .clone()
             .unwrap_or_else(|| format!("ioc-agent-{}", self.agent_id.get_ref()))
     }
+}
+
+/// The warning for signal topics without `controller_key`.
+pub fn untrusted_signal_warning(topics: &[String]) -> String {
+    format!(
+        "signal states on {} are trusted from any client the broker lets publish there, so a broker user could fake a red light — set controller_key in [cameras.signal] (signed controller messages) and restrict publishing with the broker ACL (docs: Traffic signal, \"Trusting the controller\")",
+        topics.join(", ")
+    )
 }
 
 /// `$ORT_DYLIB_PATH`, else the library's soname (found by the dynamic loader).
@@ -860,6 +929,45 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("one way only"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn signal_topics_carry_their_key_and_longest_max_age() {
+        let public = hex::encode(
+            ed25519_dalek::SigningKey::from_bytes(&[7; 32])
+                .verifying_key()
+                .as_bytes(),
+        );
+        let cam = |id: &str, topic: &str, age: u32, extra: &str| {
+            format!(
+                "[[cameras]]\nid = \"{id}\"\nurl = \"rtsp://h/{id}\"\n{extra}\n[cameras.signal]\nsource = \"mqtt\"\ntopic = \"{topic}\"\nmax_age_secs = {age}\n"
+            )
+        };
+        let key = format!("controller_key = \"{public}\"");
+        let text = format!(
+            "agent_id = \"a\"\n[mqtt]\nurl = \"mqtt://b\"\n{}{}{}{}",
+            cam("n1", "j/north", 5, ""),
+            cam("n2", "j/north", 20, ""),
+            cam("e1", "j/east", 10, "")
+                .replace("max_age_secs = 10", &format!("max_age_secs = 10\n{key}")),
+            cam("off", "j/west", 10, "enabled = false"),
+        );
+        let cfg = Config::parse(&text, Path::new("a.toml"), Path::new(".")).unwrap();
+        let t = cfg.signal_topics().unwrap();
+        assert_eq!(t.keys().collect::<Vec<_>>(), ["j/east", "j/north"]);
+        assert_eq!(t["j/north"].max_age, std::time::Duration::from_secs(20));
+        assert_eq!(t["j/north"].key, None);
+        assert_eq!(
+            t["j/east"].key.map(|k| hex::encode(k.as_bytes())),
+            Some(public)
+        );
+        assert_eq!(cfg.untrusted_signal_topics(), ["j/north"]);
+        let w = cfg.warnings();
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("j/north") && !w[0].contains("j/east"),
+            "{w:?}"
+        );
     }
 
     #[test]

@@ -10,6 +10,8 @@ use crate::evidence::Evidence;
 use crate::publish::payload::{
     CameraState, CameraStatus, LATENCY_BUCKETS_MS, LATENCY_SLO_BUCKETS_MS, StatusBoard,
 };
+use crate::rules::controller::Refusal;
+use crate::rules::signal::SignalBoard;
 
 /// Label value escaping (backslash, quote, newline).
 fn esc(s: &str) -> String {
@@ -45,6 +47,7 @@ pub fn render(
     status: &StatusBoard,
     evidence: Option<&Evidence>,
     conns: Option<&super::serve::ConnCounters>,
+    signals: Option<&SignalBoard>,
 ) -> String {
     let cams = status.snapshot();
     let mut o = Out(String::new());
@@ -60,6 +63,9 @@ pub fn render(
     }
     if let Some(c) = conns {
         http_connections(&mut o, c);
+    }
+    if let Some(s) = signals {
+        signal_messages(&mut o, s);
     }
     o.0
 }
@@ -410,4 +416,38 @@ fn evidence_store(o: &mut Out, ev: &Evidence) {
             ),
         ],
     );
+}
+
+/// The traffic-controller subscriber: topics, messages taken and refused.
+fn signal_messages(o: &mut Out, s: &SignalBoard) {
+    let c = &s.counters;
+    scalars(
+        o,
+        &[
+            (
+                "ioc_signal_topics",
+                "gauge",
+                "Traffic-controller signal topics subscribed.",
+                load(&c.topics),
+            ),
+            (
+                "ioc_signal_messages_accepted_total",
+                "counter",
+                "Controller messages whose signal state was taken.",
+                load(&c.accepted),
+            ),
+        ],
+    );
+    o.head(
+        "ioc_signal_messages_refused_total",
+        "counter",
+        "Controller messages refused, by reason (malformed, unsigned, bad_signature, stale, future, replayed).",
+    );
+    for r in Refusal::ALL {
+        o.line(
+            "ioc_signal_messages_refused_total",
+            &[("reason", r.as_str())],
+            load(&c.refused[r.index()]),
+        );
+    }
 }

@@ -65,6 +65,8 @@ pub struct HttpState {
     pub setup: Option<Arc<setup::SetupState>>,
     /// Failed logins per client address.
     pub logins: Arc<limit::LoginLimiter>,
+    /// Traffic-controller signal states and their counters (`/metrics`).
+    pub signals: Option<Arc<crate::rules::signal::SignalBoard>>,
 }
 
 impl HttpState {
@@ -241,7 +243,12 @@ async fn metrics_route(State(s): State<HttpState>, headers: HeaderMap) -> Respon
     }
     let st = s.clone();
     match tokio::task::spawn_blocking(move || {
-        metrics::render(&st.status, st.evidence.as_deref(), Some(&st.conns))
+        metrics::render(
+            &st.status,
+            st.evidence.as_deref(),
+            Some(&st.conns),
+            st.signals.as_deref(),
+        )
     })
     .await
     {

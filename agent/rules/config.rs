@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 use serde_spanned::Spanned;
@@ -138,13 +139,25 @@ pub struct SignalConfig {
     /// `image`: box around the green lamp.
     #[serde(default)]
     pub green_lamp: Option<Spanned<Vec<[f64; 2]>>>,
-    /// `mqtt`: topic carrying `red`, `yellow` or `green` (plain or JSON `{"state": "red"}`).
+    /// `mqtt`: topic carrying `red`, `yellow` or `green` (plain or JSON
+    /// `{"state": "red"}`; signed JSON with `controller_key`).
     #[serde(default)]
     pub topic: Option<Spanned<String>>,
+    /// `mqtt`: the traffic controller's Ed25519 public key, 64 hex digits.
+    /// With it, only messages that key signed for this topic, recent and
+    /// newer than the last, change the state (see Traffic signal); without
+    /// it, any client the broker lets publish on `topic` is believed.
+    #[serde(default)]
+    pub controller_key: Option<Spanned<String>>,
+    /// `mqtt`: file holding `controller_key` (hex, first line), instead of
+    /// `controller_key`; relative to the config file.
+    #[serde(default)]
+    pub controller_key_file: Option<Spanned<PathBuf>>,
     /// `image`: frames a new colour must persist before the state changes. Default 3.
     #[serde(default = "default_hold")]
     pub hold_frames: u32,
-    /// `mqtt`: seconds after which a state not refreshed counts as unknown. Default 10.
+    /// `mqtt`: seconds after which a state not refreshed counts as unknown
+    /// (a signed one: after its `ts`; older signed messages are refused). Default 10.
     #[serde(default = "default_signal_age")]
     pub max_age_secs: f64,
 }
@@ -543,6 +556,13 @@ fn check_calibration(cal: &CalibrationConfig, c: &mut Collector) {
 fn check_signal(sig: &SignalConfig, c: &mut Collector) {
     match sig.source.get_ref() {
         SignalSource::Image => {
+            let key = sig.controller_key.as_ref().map(|k| k.span());
+            if let Some(span) = key.or(sig.controller_key_file.as_ref().map(|f| f.span())) {
+                c.at(
+                    span,
+                    "controller_key applies to source = \"mqtt\" only (the picture has no signature); remove it",
+                );
+            }
             if sig.hold_frames == 0 {
                 c.at(sig.source.span(), "signal hold_frames must be at least 1");
             }
@@ -557,6 +577,17 @@ fn check_signal(sig: &SignalConfig, c: &mut Collector) {
             }
         }
         SignalSource::Mqtt => {
+            if let Some(k) = &sig.controller_key
+                && let Err(msg) = super::controller::parse_key(k.get_ref())
+            {
+                c.at(k.span(), msg);
+            }
+            if let (Some(_), Some(f)) = (&sig.controller_key, &sig.controller_key_file) {
+                c.at(
+                    f.span(),
+                    "give controller_key or controller_key_file, not both",
+                );
+            }
             if sig.max_age_secs.is_nan() || sig.max_age_secs <= 0.0 {
                 c.at(sig.source.span(), "signal max_age_secs must be above 0");
             }

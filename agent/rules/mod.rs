@@ -8,12 +8,14 @@
 //!   with its state and judgement;
 //! - `common`, `geometry`: what the kinds share;
 //! - `cascade`: running the cascade models the rules ask for;
-//! - `signal`: the traffic-signal state (lamp pixels or the controller board).
+//! - `signal`: the traffic-signal state (lamp pixels or the controller board);
+//! - `controller`: signed controller messages and which ones to take.
 
 pub mod cascade;
 mod common;
 mod compile;
 pub mod config;
+pub mod controller;
 mod geometry;
 mod kinds;
 pub mod signal;

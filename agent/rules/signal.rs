@@ -3,12 +3,14 @@
 //! traffic controller over MQTT.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::config::{SignalConfig, SignalSource};
+use super::controller::Refusal;
 use crate::decode::Frame;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -24,18 +26,32 @@ impl Light {
     /// `red`, `yellow`/`amber`, `green`, plain or as JSON `{"state": "red"}`.
     pub fn parse(payload: &[u8]) -> Option<Light> {
         let text = std::str::from_utf8(payload).ok()?.trim();
-        let word = if text.starts_with('{') {
+        if text.starts_with('{') {
             let v: serde_json::Value = serde_json::from_str(text).ok()?;
-            v.get("state")?.as_str()?.to_ascii_lowercase()
+            Light::from_word(v.get("state")?.as_str()?)
         } else {
-            text.trim_matches('"').to_ascii_lowercase()
-        };
-        match word.as_str() {
+            Light::from_word(text.trim_matches('"'))
+        }
+    }
+
+    /// One state word, case-insensitive: `red`, `yellow`/`amber`, `green`,
+    /// `off`/`unknown`/`flashing`.
+    pub fn from_word(word: &str) -> Option<Light> {
+        match word.to_ascii_lowercase().as_str() {
             "red" => Some(Light::Red),
             "yellow" | "amber" => Some(Light::Yellow),
             "green" => Some(Light::Green),
             "off" | "unknown" | "flashing" => Some(Light::Unknown),
             _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Light::Red => "red",
+            Light::Yellow => "yellow",
+            Light::Green => "green",
+            Light::Unknown => "unknown",
         }
     }
 }
@@ -123,28 +139,52 @@ impl ImageSignal {
     }
 }
 
-/// Latest signal state per topic.
+/// What the controller subscriber did with the messages it received.
+#[derive(Debug, Default)]
+pub struct SignalCounters {
+    /// Messages whose state was taken.
+    pub accepted: AtomicU64,
+    /// Messages refused, by [`Refusal::index`].
+    pub refused: [AtomicU64; Refusal::ALL.len()],
+    /// Topics currently subscribed.
+    pub topics: AtomicU64,
+}
+
+/// Latest signal state per topic, and what the subscriber counted.
 #[derive(Default)]
 pub struct SignalBoard {
     map: Mutex<HashMap<String, (Light, Instant)>>,
+    pub counters: SignalCounters,
 }
 
 impl SignalBoard {
-    pub fn set(&self, topic: &str, light: Light) {
-        let mut m = match self.map.lock() {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Light, Instant)>> {
+        match self.map.lock() {
             Ok(m) => m,
             Err(p) => p.into_inner(),
-        };
-        m.insert(topic.to_string(), (light, Instant::now()));
+        }
+    }
+
+    /// A state received now.
+    pub fn set(&self, topic: &str, light: Light) {
+        self.set_aged(topic, light, Duration::ZERO);
+    }
+
+    /// A state the controller stated `age` ago (it expires that much sooner).
+    pub fn set_aged(&self, topic: &str, light: Light, age: Duration) {
+        let now = Instant::now();
+        let at = now.checked_sub(age).unwrap_or(now);
+        self.map().insert(topic.to_string(), (light, at));
+    }
+
+    /// Forgets a topic no camera reads any more.
+    pub fn forget(&self, topic: &str) {
+        self.map().remove(topic);
     }
 
     /// The state on `topic`, `Unknown` when never seen or older than `max_age`.
     pub fn get(&self, topic: &str, max_age: Duration) -> Light {
-        let m = match self.map.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
-        match m.get(topic) {
+        match self.map().get(topic) {
             Some((l, at)) if at.elapsed() <= max_age => *l,
             _ => Light::Unknown,
         }

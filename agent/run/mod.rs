@@ -48,6 +48,8 @@ pub enum RunError {
     Evidence(#[from] crate::evidence::EvidenceError),
     #[error("HTTP server: {0}")]
     Http(String),
+    #[error("config: {0}")]
+    Config(String),
 }
 
 /// How long stopping cameras may take before their tasks are aborted.
@@ -72,6 +74,8 @@ struct Cameras {
     running: BTreeMap<String, Running>,
     tracker: TaskTracker,
     cancel: CancellationToken,
+    /// The signal topics the subscriber follows (updated by each reload).
+    signal_topics: tokio::sync::watch::Sender<publish::signals::Topics>,
 }
 
 impl Cameras {
@@ -126,6 +130,28 @@ impl Cameras {
                 "config reload: settings outside [[cameras]] changed (mqtt, models, evidence, http, …); they take effect after a restart"
             );
         }
+        // Subscribe the new signal topics before the cameras that read them start.
+        let topics = match new.signal_topics() {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "config reload refused: the running config stays");
+                return current;
+            }
+        };
+        let before = current.untrusted_signal_topics();
+        let open: Vec<String> = new
+            .untrusted_signal_topics()
+            .into_iter()
+            .filter(|t| !before.contains(t))
+            .collect();
+        if !open.is_empty() {
+            warn!("{}", crate::config::untrusted_signal_warning(&open));
+        }
+        self.signal_topics.send_if_modified(|t| {
+            let changed = *t != topics;
+            *t = topics;
+            changed
+        });
         let wanted = reload::enabled_cameras(&new);
         let running: BTreeMap<String, CameraConfig> = self
             .running
@@ -294,8 +320,16 @@ pub async fn run_with_reload(
     let tracker = TaskTracker::new();
     let pub_cancel = CancellationToken::new();
     let mqtt = cfg.mqtt_settings().map_err(RunError::Mqtt)?;
-    let signals = publish::signals::spawn(&mqtt, cfg.signal_topics(), cancel.clone())
-        .map_err(RunError::Mqtt)?;
+    let signals = Arc::new(publish::signals::SignalBoard::default());
+    let (signal_topics, topics_rx) =
+        tokio::sync::watch::channel(cfg.signal_topics().map_err(RunError::Config)?);
+    for w in cfg.warnings() {
+        warn!("{w}");
+    }
+    let subscriber =
+        publish::signals::subscriber(&mqtt, topics_rx, signals.clone(), cancel.clone())
+            .map_err(RunError::Mqtt)?;
+    tracker.spawn(subscriber);
     let (publisher, pub_task) =
         publish::start(&mqtt, status.clone(), store.clone(), pub_cancel.clone())
             .map_err(RunError::Mqtt)?;
@@ -336,6 +370,7 @@ pub async fn run_with_reload(
         ready: ready.clone(),
         setup: Some(setup),
         logins: Default::default(),
+        signals: Some(signals.clone()),
     };
     let http_task = start_http(&cfg, http_state, http_cancel.clone()).await?;
     let sh = Arc::new(Shared {
@@ -345,7 +380,7 @@ pub async fn run_with_reload(
         default_model: cfg.models.first().map(|m| m.name.get_ref().clone()),
         publisher,
         status: status.clone(),
-        signals,
+        signals: Some(signals.clone()),
         evidence,
         evidence_cfg: cfg.evidence.clone(),
         snapshots,
@@ -357,6 +392,7 @@ pub async fn run_with_reload(
         running: BTreeMap::new(),
         tracker: tracker.clone(),
         cancel: cancel.child_token(),
+        signal_topics,
     };
     for cam in cfg.cameras.iter().filter(|c| c.enabled) {
         cameras.start(cam);

@@ -614,3 +614,147 @@ fn geometry_counts_and_names_are_bounded() {
     assert!(o.status.success(), "{}", stderr(&o));
     no_panic(&o);
 }
+
+/// `controller_key` is checked where it is written; topics without one are
+/// accepted with a warning that names the fix.
+#[test]
+fn signal_keys_are_checked_and_open_topics_warned() {
+    let public = hex::encode(
+        ed25519_dalek::SigningKey::from_bytes(&[7; 32])
+            .verifying_key()
+            .as_bytes(),
+    );
+    let other = hex::encode(
+        ed25519_dalek::SigningKey::from_bytes(&[9; 32])
+            .verifying_key()
+            .as_bytes(),
+    );
+    let cam = |id: &str, signal: &str| {
+        format!(
+            "\n[[cameras]]\nid = \"{id}\"\nurl = \"rtsp://10.0.0.3/s\"\n[cameras.signal]\n{signal}\n"
+        )
+    };
+    let mqtt = |key: &str| format!("source = \"mqtt\"\ntopic = \"controllers/j1/signal\"\n{key}");
+
+    let (o, _) = check(&(GOOD.to_string() + &cam("s1", &mqtt(""))));
+    let e = stderr(&o);
+    println!("{e}");
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains("warning: signal states on controllers/j1/signal are trusted from any client")
+            && e.contains("controller_key")
+            && e.contains("broker ACL"),
+        "{e}"
+    );
+
+    let with_key = mqtt(&format!("controller_key = \"{public}\""));
+    let (o, _) = check(&(GOOD.to_string() + &cam("s1", &with_key)));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+
+    let (o, p) = check(&(GOOD.to_string() + &cam("s1", &mqtt("controller_key = \"00zz\""))));
+    assert!(
+        stderr(&o).contains(&format!("{p}:29:18: controller_key is not hex")),
+        "{}",
+        stderr(&o)
+    );
+
+    // A key file: relative to the config, hex on the first line.
+    let d = tempfile::tempdir().unwrap();
+    let text = GOOD.to_string() + &cam("s1", &mqtt("controller_key_file = \"j1.pub\""));
+    let p = write_cfg(d.path(), &text);
+    let o = run(&["check-config", &p]);
+    assert!(
+        stderr(&o).contains("cannot read controller_key_file") && stderr(&o).contains("j1.pub"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(d.path().join("j1.pub"), format!("{public}\n")).unwrap();
+    let o = run(&["check-config", &p]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Cameras on one topic must trust the same controller.
+    let text = GOOD.to_string()
+        + &cam("s1", &with_key)
+        + &cam("s2", &mqtt(&format!("controller_key = \"{other}\"")));
+    let (o, _) = check(&text);
+    assert!(
+        stderr(&o).contains("cameras 's1' and 's2' read signal topic 'controllers/j1/signal' but trust different controller keys"),
+        "{}",
+        stderr(&o)
+    );
+    let image = format!(
+        "source = \"image\"\nred_lamp = [[0.1, 0.1], [0.2, 0.2]]\ngreen_lamp = [[0.1, 0.3], [0.2, 0.4]]\ncontroller_key = \"{public}\""
+    );
+    let (o, _) = check(&(GOOD.to_string() + &cam("s1", &image)));
+    assert!(
+        stderr(&o).contains("controller_key applies to source = \"mqtt\" only"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// `signal keygen` and `signal sign` make what the agent takes: the signed
+/// message passes the agent's own check with the printed public key, on its
+/// topic only.
+#[test]
+fn signal_keygen_and_sign_make_messages_the_agent_takes() {
+    use ioc_agent::rules::controller::{Gate, Refusal, TopicTrust, parse_key};
+    let d = tempfile::tempdir().unwrap();
+    let key = d.path().join("j1.key");
+    let k = key.to_str().unwrap();
+    let o = run(&["signal", "keygen", "--out", k]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let public = String::from_utf8(o.stdout).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let again = run(&["signal", "keygen", "--out", k]);
+    assert!(!again.status.success() && stderr(&again).contains("never overwritten"));
+
+    let topic = "controllers/j1/north/signal";
+    let o = run(&[
+        "signal",
+        "sign",
+        "--key",
+        k,
+        "--topic",
+        topic,
+        "--controller",
+        "j1",
+        "red",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let msg = String::from_utf8(o.stdout).unwrap();
+    println!("{msg}");
+    let trust = TopicTrust {
+        key: Some(parse_key(&public).unwrap()),
+        max_age: std::time::Duration::from_secs(10),
+    };
+    let now = chrono::Utc::now();
+    let got = Gate::default()
+        .check(topic, msg.trim().as_bytes(), &trust, now)
+        .unwrap();
+    assert_eq!(got.light, ioc_agent::rules::Light::Red);
+    assert_eq!(
+        Gate::default().check(
+            "controllers/j1/east/signal",
+            msg.trim().as_bytes(),
+            &trust,
+            now
+        ),
+        Err(Refusal::BadSignature)
+    );
+    let bad = run(&[
+        "signal",
+        "sign",
+        "--key",
+        k,
+        "--topic",
+        topic,
+        "--controller",
+        "j1",
+        "purple",
+    ]);
+    assert!(stderr(&bad).contains("not one of red, yellow, green, unknown"));
+}

@@ -27,5 +27,6 @@ mod review_xss;
 mod rules_footage;
 mod scenarios;
 mod setup_page;
+mod signals;
 mod signer;
 mod throughput;
