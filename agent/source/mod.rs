@@ -344,10 +344,13 @@ impl RtspSource {
         })
     }
 
-    /// The next video frame, or an error after the inactivity timeout.
+    /// The next video frame, or an error after the inactivity timeout. The
+    /// deadline is for a video frame: RTCP or other items do not extend it
+    /// (a camera whose video stopped while its RTCP goes on is not live).
     pub async fn next_frame(&mut self) -> Result<EncodedFrame, SourceError> {
+        let deadline = tokio::time::Instant::now() + self.inactivity;
         loop {
-            let item = tokio::time::timeout(self.inactivity, self.demuxed.next())
+            let item = tokio::time::timeout_at(deadline, self.demuxed.next())
                 .await
                 .map_err(|_| SourceError::Inactive {
                     url: self.url.clone(),

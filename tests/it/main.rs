@@ -16,6 +16,7 @@ mod doctor;
 mod evidence;
 mod http_access;
 mod layering;
+mod liveness;
 mod metrics;
 mod models;
 mod pipeline;
