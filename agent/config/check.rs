@@ -105,6 +105,29 @@ impl Config {
                 "mqtt.outbox_max_rows must be at least 1 and mqtt.outbox_max_bytes at least 65536",
             );
         }
+        for (key, v, lo, hi) in [
+            (
+                "status_interval_secs",
+                self.mqtt.status_interval_secs,
+                1,
+                86_400,
+            ),
+            (
+                "stats_interval_secs",
+                self.mqtt.stats_interval_secs,
+                1,
+                86_400,
+            ),
+            ("keep_alive_secs", self.mqtt.keep_alive_secs, 5, 3_600),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                c.at_key(
+                    "mqtt",
+                    key,
+                    format!("mqtt.{key} must be between {lo} and {hi} seconds, got {v}"),
+                );
+            }
+        }
         if self.mqtt.cert_file.is_some() != self.mqtt.key_file.is_some() {
             c.at(
                 self.mqtt.url.span(),
@@ -361,16 +384,43 @@ impl Config {
                 ),
             );
         }
-        if cam.connect_timeout_secs <= 0.0 || cam.inactivity_timeout_secs <= 0.0 {
+        // Every number finite and bounded: a NaN or infinite duration once
+        // passed here and then panicked the camera task.
+        for (key, v, lo, hi) in [
+            ("connect_timeout_secs", cam.connect_timeout_secs, 0.5, 300.0),
+            (
+                "inactivity_timeout_secs",
+                cam.inactivity_timeout_secs,
+                1.0,
+                600.0,
+            ),
+            ("backoff_min_secs", cam.backoff_min_secs, 0.1, 600.0),
+            ("backoff_max_secs", cam.backoff_max_secs, 0.1, 3_600.0),
+        ] {
+            if !(v.is_finite() && (lo..=hi).contains(&v)) {
+                c.at(
+                    cam.id.span(),
+                    format!("camera '{}': {key} must be a number of seconds between {lo} and {hi}, got {v}", cam.id.get_ref()),
+                );
+            }
+        }
+        if cam.backoff_max_secs < cam.backoff_min_secs {
             c.at(
                 cam.id.span(),
-                "connect_timeout_secs and inactivity_timeout_secs must be positive",
+                format!(
+                    "camera '{}': backoff_min_secs must not be above backoff_max_secs",
+                    cam.id.get_ref()
+                ),
             );
         }
-        if cam.backoff_min_secs <= 0.0 || cam.backoff_max_secs < cam.backoff_min_secs {
+        if !(64..=4096).contains(&cam.thumbnail_max_side) {
             c.at(
                 cam.id.span(),
-                "backoff_min_secs must be positive and not above backoff_max_secs",
+                format!(
+                    "camera '{}': thumbnail_max_side must be between 64 and 4096 pixels, got {}",
+                    cam.id.get_ref(),
+                    cam.thumbnail_max_side
+                ),
             );
         }
         // Which model does this camera use?

@@ -422,7 +422,7 @@ pub struct CameraConfig {
 impl CameraConfig {
     /// The camera's source settings as plain values.
     pub fn source_settings(&self) -> crate::source::SourceSettings {
-        let secs = |s: f64| std::time::Duration::from_secs_f64(s.max(0.0));
+        let secs = crate::base::secs;
         crate::source::SourceSettings {
             url: self.url.get_ref().clone(),
             detect_url: self.detect_url.as_ref().map(|u| u.get_ref().clone()),
@@ -791,7 +791,7 @@ impl Config {
         let mut out = crate::rules::controller::SignalTopics::new();
         for (_, sig, topic) in self.mqtt_signals() {
             let key = self.signal_key(sig)?;
-            let max_age = std::time::Duration::from_secs_f64(sig.max_age_secs.max(0.1));
+            let max_age = crate::base::secs(sig.max_age_secs.max(0.1));
             let t = out
                 .entry(topic.to_string())
                 .or_insert(TopicTrust { key, max_age });
@@ -878,6 +878,46 @@ pub fn default_onnxruntime_path() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn number() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just("nan".to_string()),
+            Just("inf".to_string()),
+            Just("-inf".to_string()),
+            Just("1e19".to_string()),
+            Just("-1.0".to_string()),
+            Just("0.0".to_string()),
+            (-1e6f64..1e6).prop_map(|v| format!("{v:.3}")),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+        /// No number in a camera's or the signal's settings panics the
+        /// checker, and whatever it accepts converts to settings without a
+        /// panic (the camera task's start).
+        #[test]
+        fn no_number_panics_the_checker_or_the_start(
+            key in proptest::sample::select(vec![
+                "connect_timeout_secs", "inactivity_timeout_secs", "backoff_min_secs",
+                "backoff_max_secs", "detect_fps", "priority",
+            ]),
+            v in number(),
+            age in number(),
+        ) {
+            let text = format!(
+                "agent_id = \"a\"\n[mqtt]\nurl = \"mqtt://b\"\n[[cameras]]\nid = \"c\"\nurl = \"rtsp://10.0.0.1/s\"\n{key} = {v}\n\
+                 [cameras.signal]\nsource = \"mqtt\"\ntopic = \"t/s\"\nmax_age_secs = {age}\n"
+            );
+            if let Ok(cfg) = Config::parse(&text, Path::new("a.toml"), Path::new(".")) {
+                for cam in &cfg.cameras {
+                    let _ = cam.source_settings();
+                }
+                let _ = cfg.signal_topics();
+            }
+        }
+    }
 
     #[test]
     fn evidence_and_http_problems_point_at_their_keys() {

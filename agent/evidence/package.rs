@@ -69,7 +69,7 @@ impl Evidence {
     async fn wait_for_span(&self, pkg: &Package) -> (Option<ring::Span>, u64) {
         let pre = (self.cfg.pre_secs * 1e9) as u64;
         let post = (self.cfg.post_secs * 1e9) as u64;
-        let deadline = Instant::now() + Duration::from_secs_f64(self.cfg.post_secs + 10.0);
+        let deadline = Instant::now() + crate::base::secs(self.cfg.post_secs + 10.0);
         let mut event_pts = pkg.event_pts_ns;
         let span = loop {
             let ready = {

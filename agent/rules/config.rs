@@ -588,8 +588,14 @@ fn check_signal(sig: &SignalConfig, c: &mut Collector) {
                     "give controller_key or controller_key_file, not both",
                 );
             }
-            if sig.max_age_secs.is_nan() || sig.max_age_secs <= 0.0 {
-                c.at(sig.source.span(), "signal max_age_secs must be above 0");
+            if !(sig.max_age_secs.is_finite()
+                && sig.max_age_secs > 0.0
+                && sig.max_age_secs <= 3_600.0)
+            {
+                c.at(
+                    sig.source.span(),
+                    format!("signal max_age_secs must be a number of seconds above 0 and at most 3600, got {}", sig.max_age_secs),
+                );
             }
             if sig
                 .topic

@@ -220,7 +220,7 @@ impl SignalReader {
                 (Some(b), Some(t)) => SignalReader::Mqtt(
                     b,
                     t.get_ref().clone(),
-                    Duration::from_secs_f64(sig.max_age_secs.max(0.1)),
+                    crate::base::secs(sig.max_age_secs.max(0.1)),
                 ),
                 _ => SignalReader::None,
             },

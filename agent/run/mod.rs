@@ -261,10 +261,10 @@ async fn start_http(
     };
     let opts = crate::http::serve::ServeOptions {
         max_connections: h.max_connections,
-        header_timeout: Duration::from_secs_f64(h.header_timeout_secs),
+        header_timeout: crate::base::secs(h.header_timeout_secs),
         tls: tls.clone(),
     };
-    let ttl = Duration::from_secs_f64(h.session_hours * 3600.0);
+    let ttl = crate::base::secs(h.session_hours * 3600.0);
     let users = crate::http::auth::Users::new(users, ttl);
     let (addr, task) = crate::http::serve(&h.listen, state(users, tls.is_some()), opts, cancel)
         .await

@@ -758,3 +758,51 @@ fn signal_keygen_and_sign_make_messages_the_agent_takes() {
     ]);
     assert!(stderr(&bad).contains("not one of red, yellow, green, unknown"));
 }
+
+/// Numbers that are NaN, infinite or huge are refused by `check-config`,
+/// naming the key (they used to pass and then panic the camera task).
+#[test]
+fn non_finite_and_huge_numbers_are_refused() {
+    let cases = [
+        ("connect_timeout_secs = nan", "connect_timeout_secs"),
+        ("inactivity_timeout_secs = inf", "inactivity_timeout_secs"),
+        ("backoff_min_secs = nan", "backoff_min_secs"),
+        ("backoff_max_secs = inf", "backoff_max_secs"),
+        (
+            "backoff_min_secs = 1e19\nbackoff_max_secs = 1e19",
+            "backoff_min_secs",
+        ),
+        ("thumbnail_max_side = 0", "thumbnail_max_side"),
+        ("thumbnail_max_side = 100000", "thumbnail_max_side"),
+        ("detect_fps = nan", "detect_fps"),
+        ("priority = inf", "priority"),
+    ];
+    for (line, key) in cases {
+        let (o, _) = check(&GOOD.replace("id = \"c1\"", &format!("id = \"c1\"\n{line}")));
+        no_panic(&o);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{line} passed: {e}");
+        assert!(
+            e.contains(key),
+            "{line}: the message does not name {key}: {e}"
+        );
+    }
+    let sig = "[cameras.signal]\nsource = \"mqtt\"\ntopic = \"ward/sig\"\nmax_age_secs = inf\n";
+    let (o, _) = check(&GOOD.replace("[[cameras.zones]]", &format!("{sig}\n[[cameras.zones]]")));
+    no_panic(&o);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("max_age_secs"), "{}", stderr(&o));
+    for (sec, line, key) in [
+        ("[mqtt]", "status_interval_secs = 0", "status_interval_secs"),
+        (
+            "[mqtt]",
+            "stats_interval_secs = 100000000000",
+            "stats_interval_secs",
+        ),
+    ] {
+        let (o, _) = check(&GOOD.replace(sec, &format!("{sec}\n{line}")));
+        no_panic(&o);
+        assert_eq!(o.status.code(), Some(1), "{line} passed: {}", stderr(&o));
+        assert!(stderr(&o).contains(key), "{}", stderr(&o));
+    }
+}
