@@ -52,7 +52,7 @@ pub use best::{BestShots, PlateBook, PlateTrack};
 pub use package::{Sealed, seal_package};
 pub use picture::{
     Jpeg, annotate, burn_text, crop_rgb, encode_jpeg, frame_to_rgb, overview, rgb_to_frame,
-    thumbnail,
+    thumbnail, thumbnail_within,
 };
 pub use retention::{Retention, free_bytes};
 

@@ -215,6 +215,30 @@ pub fn thumbnail(
     })
 }
 
+/// [`thumbnail`] no larger than `max_bytes`: the longest side is cut by a
+/// quarter until it fits (down to 64 pixels). `None` when even that does not
+/// fit; the flag says whether it was shrunk.
+pub fn thumbnail_within(
+    frame: &Frame,
+    max_side: u32,
+    geometry: Option<&Geometry>,
+    boxes: &[[f32; 4]],
+    max_bytes: usize,
+) -> Result<Option<(Jpeg, bool)>, image::ImageError> {
+    let full = max_side.min(frame.width.max(frame.height)).max(1);
+    let mut side = full;
+    loop {
+        let j = thumbnail(frame, side, geometry, boxes)?;
+        if j.bytes.len() <= max_bytes {
+            return Ok(Some((j, side != full)));
+        }
+        if side <= 64 {
+            return Ok(None);
+        }
+        side = (side * 3 / 4).max(64);
+    }
+}
+
 /// Draws the rule geometry (yellow) and boxes (red, normalised) on `img`.
 pub fn annotate(img: &mut RgbImage, geometry: Option<&Geometry>, boxes: &[[f32; 4]]) {
     let (w, h) = (img.width() as f32, img.height() as f32);

@@ -146,6 +146,8 @@ pub struct PublishCounters {
     pub queued: AtomicU64,
     /// Alerts whose every packet the broker acknowledged.
     pub published: AtomicU64,
+    /// Event updates (evidence sealed, review) the broker acknowledged.
+    pub updates_published: AtomicU64,
     /// Alerts dropped by the outbox bound policy (or that could not be stored).
     pub dropped: AtomicU64,
     /// PUBACKs received (all packets).
@@ -166,6 +168,16 @@ pub struct PublisherHandle {
     wake: Arc<Notify>,
     pub counters: Arc<PublishCounters>,
     pub topics: Topics,
+    /// The largest packet the client sends (`mqtt.max_packet_bytes`).
+    pub max_packet: usize,
+}
+
+impl PublisherHandle {
+    /// The largest thumbnail that fits one packet on `topic` (the PUBLISH
+    /// header: fixed part, topic, packet id).
+    pub fn thumbnail_budget(&self, topic: &str) -> usize {
+        self.max_packet.saturating_sub(topic.len() + 16)
+    }
 }
 
 impl PublisherHandle {
@@ -252,6 +264,9 @@ impl PublisherHandle {
         ok
     }
 }
+
+/// How an event update's JSON starts its schema name (alerts never carry it).
+const UPDATE_MARK: &[u8] = b"\"ioc.event_update/";
 
 /// Packets in flight per connection (alert + thumbnail = 2 per row).
 const WINDOW_ROWS: usize = 32;
@@ -362,6 +377,7 @@ pub fn start(
         wake: wake.clone(),
         counters: counters.clone(),
         topics: topics.clone(),
+        max_packet: m.max_packet_bytes,
     };
     let p = Publisher {
         opts,
@@ -402,6 +418,8 @@ struct Conn {
     acked: Vec<i64>,
     /// Rows whose thumbnail could not be queued: kept for the next connection.
     incomplete: std::collections::HashSet<i64>,
+    /// Rows in flight that are event updates, not alerts (counted apart).
+    updates: std::collections::HashSet<i64>,
     cursor: i64,
 }
 
@@ -453,6 +471,7 @@ impl Publisher {
                 rows: BTreeMap::new(),
                 acked: Vec::new(),
                 incomplete: Default::default(),
+                updates: Default::default(),
                 cursor: 0,
             };
             self.publish_status(&mut conn, self.status.online_json());
@@ -533,6 +552,10 @@ impl Publisher {
                 return Ok(());
             }
             for r in rows {
+                let is_update = r
+                    .payload
+                    .windows(UPDATE_MARK.len())
+                    .any(|w| w == UPDATE_MARK);
                 // The cursor moves only past rows whose every packet was queued;
                 // if the client's queue is full, the rest waits for the next fill.
                 if conn
@@ -543,6 +566,9 @@ impl Publisher {
                     return Ok(());
                 }
                 conn.cursor = r.id;
+                if is_update {
+                    conn.updates.insert(r.id);
+                }
                 conn.unassigned.push_back(Part::Row(r.id));
                 let mut parts = 1u8;
                 if let (Some(t), Some(b)) = (r.thumb_topic, r.thumb) {
@@ -586,7 +612,13 @@ impl Publisher {
                             return;
                         }
                         conn.acked.push(id);
-                        self.counters.published.fetch_add(1, Ordering::Relaxed);
+                        if conn.updates.remove(&id) {
+                            self.counters
+                                .updates_published
+                                .fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            self.counters.published.fetch_add(1, Ordering::Relaxed);
+                        }
                         if conn.acked.len() >= WINDOW_ROWS / 2 {
                             self.flush(conn).await;
                         }

@@ -14,6 +14,25 @@ use crate::publish::alert::{self, AlertInput};
 use crate::publish::payload::{EvidenceRef, FrameSize, ModelRef};
 use crate::rules::{Firing, Rule};
 
+/// Says (once per process at warn, then at debug) that thumbnails are cut
+/// down to fit the packet limit.
+fn shrunk_note(side: u32, budget: usize) {
+    static TOLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !TOLD.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        warn!(
+            side,
+            budget,
+            "thumbnail shrunk to fit mqtt.max_packet_bytes; raise it (or lower thumbnail_max_side) for full-size thumbnails"
+        );
+    } else {
+        tracing::debug!(
+            side,
+            budget,
+            "thumbnail shrunk to fit mqtt.max_packet_bytes"
+        );
+    }
+}
+
 /// Publishes the alert for `f` and submits its evidence package.
 pub(super) async fn emit(
     camera: &Camera,
@@ -29,13 +48,28 @@ pub(super) async fn emit(
     let boxes: Vec<[f32; 4]> = f.objects.iter().map(|o| o.bbox).collect();
     let max_side = camera.cam.thumbnail_max_side;
     let fr = frame.clone();
+    let topic = camera.sh.publisher.topics.thumbnail(&id);
+    // A thumbnail must fit one MQTT packet: one that does not would break
+    // the connection, and be re-sent first on every reconnect.
+    let budget = camera.sh.publisher.thumbnail_budget(&topic);
     let jpeg = tokio::task::spawn_blocking(move || {
-        evidence::thumbnail(&fr, max_side, Some(&geometry), &boxes)
+        evidence::thumbnail_within(&fr, max_side, Some(&geometry), &boxes, budget)
     })
     .await
     .ok()
-    .and_then(|r| r.map_err(|e| warn!(error = %e, "thumbnail failed")).ok());
-    let topic = camera.sh.publisher.topics.thumbnail(&id);
+    .and_then(|r| r.map_err(|e| warn!(error = %e, "thumbnail failed")).ok())
+    .and_then(|t| match t {
+        Some((j, shrunk)) => {
+            if shrunk {
+                shrunk_note(j.width.max(j.height), budget);
+            }
+            Some(j)
+        }
+        None => {
+            warn!(event_id = %id, budget, "no thumbnail fits the MQTT packet limit; the alert goes without one — raise mqtt.max_packet_bytes");
+            None
+        }
+    });
     let manifest = &camera.detector.manifest;
     let input = AlertInput {
         id: id.clone(),

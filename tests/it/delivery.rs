@@ -400,3 +400,104 @@ fn full_outbox_drops_oldest_low_severity_first() {
     assert_eq!(s["outbox"]["dropped"].as_u64(), Some(drops.len() as u64));
     sub.shutdown();
 }
+
+/// Alerts are counted as alerts (event updates apart), and a thumbnail
+/// larger than the agent's packet limit is shrunk to fit instead of
+/// breaking the connection on every reconnect.
+#[test]
+fn alerts_count_as_alerts_and_oversized_thumbnails_are_shrunk() {
+    let broker = Broker::start();
+    let sim = Sim::start(&[("traffic", &traffic_clip())]);
+    let sub = Subscriber::start(&broker, "ioc/v1/ward-faults/#");
+    let data = tempfile::tempdir().unwrap();
+    let limit = 12_000;
+    let cfg = config(
+        &broker,
+        data.path(),
+        &sim,
+        &format!("max_packet_bytes = {limit}\n"),
+    )
+    .replace(
+        "[evidence]\nenabled = false",
+        "[evidence]\npre_secs = 1.0\npost_secs = 1.0",
+    )
+    .replace(
+        "backoff_min_secs = 0.2",
+        "thumbnail_max_side = 1280\nbackoff_min_secs = 0.2",
+    );
+    let agent = Agent::start(&cfg);
+    // A few alerts with their evidence updates, then the camera goes away
+    // and everything in flight is delivered.
+    let t = Instant::now();
+    while delivered(&sub).0.len() < 3 || sub.updates().is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "no alerts and updates; log:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    drop(sim);
+    let start = Instant::now();
+    let mut last = (0, Instant::now());
+    loop {
+        let n = sub
+            .all()
+            .iter()
+            .filter(|m| !m.topic.ends_with("/status") && !m.topic.ends_with("/stats"))
+            .count();
+        if n != last.0 {
+            last = (n, Instant::now());
+        } else if n > 0 && last.1.elapsed() > Duration::from_secs(8) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(150),
+            "messages never settled"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (alerts, _) = delivered(&sub);
+    let updates = sub.updates().len();
+    assert!(
+        !alerts.is_empty() && updates > 0,
+        "{} alerts, {updates} updates; log:\n{}",
+        alerts.len(),
+        agent.log_text()
+    );
+    let thumbs: Vec<Msg> = sub
+        .all()
+        .into_iter()
+        .filter(|m| m.topic.ends_with("/thumbnail"))
+        .collect();
+    assert_eq!(thumbs.len(), alerts.len(), "every alert has its thumbnail");
+    assert!(
+        thumbs
+            .iter()
+            .all(|t| t.payload.len() + t.topic.len() + 16 <= limit),
+        "a thumbnail over the packet limit went out"
+    );
+    check_thumbnails(&sub, &alerts);
+    let status = sub
+        .all()
+        .into_iter()
+        .rev()
+        .find(|m| m.topic.ends_with("/status"))
+        .expect("status");
+    let status: Value = serde_json::from_slice(&status.payload).unwrap();
+    let published = status["alerts_published"].as_u64().unwrap();
+    println!(
+        "{} alerts and {updates} event updates delivered; status alerts_published = {published}; thumbnails at most {} bytes under a {limit}-byte packet limit",
+        alerts.len(),
+        thumbs.iter().map(|t| t.payload.len()).max().unwrap_or(0)
+    );
+    assert_eq!(
+        published as usize,
+        alerts.len(),
+        "alerts_published counts something else than alerts"
+    );
+    assert!(
+        agent.log_text().contains("thumbnail shrunk"),
+        "the shrink was not logged"
+    );
+}
