@@ -13,13 +13,18 @@
 #    simulated on the host (`ioc-agent simulate`, real footage) and a mosquitto
 #    on the host, `models pull --mirror` as the ioc-agent user, then the unit
 #    exactly as the package installs it (user, ProtectSystem, watchdog…).
-# 3. Checks: `systemctl start` reaches READY; the service runs as ioc-agent
-#    with no capabilities, NoNewPrivs and seccomp; an alert reaches the broker;
-#    `systemctl reload` applies a changed camera and refuses an invalid file
-#    without a restart; the watchdog is pinged; `systemctl stop` ends with
-#    status 0 and the offline status; `systemd-analyze security` exposure.
-#    The setup page's save is tried and its answer recorded (known defect
-#    under ProtectSystem=strict; not a failure here).
+# 3. Checks: `systemctl enable --now` reaches READY; the service runs as
+#    ioc-agent with no capabilities, NoNewPrivs and seccomp, sees /etc and /usr
+#    read-only and /proc and /dev as the unit says; an alert reaches the broker;
+#    `systemctl reload` restarts a changed camera in the same process (moving it
+#    from libavcodec to GStreamer's avdec_h264, alerts again) and refuses an
+#    invalid file; the watchdog is pinged; `systemctl stop` ends with status 0
+#    and the offline status; the journal shows no crash and nothing the sandbox
+#    refused; `systemd-analyze security` exposure; the shipped GPU drop-in
+#    loads and the agent still runs with it. The setup page's save is tried and
+#    its answer printed (known to fail under ProtectSystem=strict, issue #14;
+#    not a failure here). MemoryMax is only printed: the memory controller is
+#    not available in every container (cgroup v1 hosts).
 #
 # Skips (exit 0, "SKIP" on stderr) when not root, when systemd-nspawn or
 # debootstrap is missing (make setup installs them) or cannot start a
@@ -27,11 +32,10 @@
 # turns those skips into failures. KEEP=1 keeps the run's root and logs.
 # Needs network only to build the cache (deb.debian.org).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT_DIR=$PWD
-
 DEB=${1:?usage: scripts/systemd-test.sh PACKAGE.deb}
 DEB=$(readlink -f "$DEB")
+cd "$(dirname "$0")/.."
+ROOT_DIR=$PWD
 CACHE=${IOC_SYSTEMD_TEST_CACHE:-/var/cache/ioc-edge/systemd-test}
 SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -50,9 +54,11 @@ say() { echo "systemd-test: $*"; }
 skip() {
   if [ "${IOC_SYSTEMD_TEST:-}" = require ]; then
     echo "systemd-test: FAIL (IOC_SYSTEMD_TEST=require): $*" >&2
+    SKIPPED=1
     exit 1
   fi
   echo "systemd-test: SKIP: $*" >&2
+  SKIPPED=1
   exit 0
 }
 
@@ -119,7 +125,9 @@ cleanup() {
   rm -rf "/run/systemd/nspawn/propagate/$MACHINE" "/run/systemd/nspawn/propagate/$MACHINE-build" \
     "/run/systemd/nspawn/propagate/$MACHINE-probe" 2>/dev/null || true
   if [ -n "$MERGED" ] && mountpoint -q "$MERGED"; then umount "$MERGED" || umount -l "$MERGED" || true; fi
-  if [ "${KEEP:-}" = 1 ]; then
+  if [ "${SKIPPED:-}" = 1 ] && [ "${KEEP:-}" != 1 ]; then
+    rm -rf "$RUN"
+  elif [ "${KEEP:-}" = 1 ]; then
     say "kept $RUN (overlay upper dir: $RUN/upper, logs: $LOGS)"
   elif [ "${KEEP_LOGS:-}" = 1 ] || [ "$rc" != 0 ]; then
     rm -rf "$RUN/upper" "$RUN/work" "$RUN/merged" "$RUN/bin"
@@ -231,7 +239,14 @@ for _ in $(seq 100); do
   kill -0 "$NSPAWN_PID" 2>/dev/null || break
   sleep 0.1
 done
-[ -n "$LEADER" ] || fail "systemd-nspawn --boot did not start systemd in the container (console: $LOGS/console.txt)"
+# Nothing of the package is in the root yet: a root that does not boot is this
+# host's limitation (cgroups, privileges), reported as a skip with the console.
+boot_skip() {
+  cp "$LOGS/console.txt" "$RUN/console.txt" 2>/dev/null || true
+  skip "systemd-nspawn --boot cannot boot a Debian 12 root here: $1; console (last 15 lines):
+$(tail -n 15 "$RUN/console.txt" 2>/dev/null)"
+}
+[ -n "$LEADER" ] || boot_skip "no systemd came up in the container"
 # The manager's bus appears a moment after PID 1 starts: retry until it answers.
 state=
 for _ in $(seq 300); do
@@ -244,7 +259,7 @@ T_BOOTED=$(now)
 case "$state" in
   running) ;;
   degraded) say "the container booted degraded: $(in_root systemctl --failed --no-legend --plain | tr '\n' ';')" ;;
-  *) fail "the container did not finish booting (is-system-running: $state)" ;;
+  *) boot_skip "is-system-running said '$state'" ;;
 esac
 say "booted in $(secs "$T_BOOT" "$T_BOOTED") s ($(in_root systemctl --version | head -n1))"
 
@@ -262,12 +277,14 @@ in_root getent passwd ioc-agent > /dev/null || fail "the package did not create 
 [ "$(in_root systemctl is-enabled ioc-agent 2>&1)" = disabled ] || fail "ioc-agent.service is not 'disabled' after install: $(in_root systemctl is-enabled ioc-agent 2>&1)"
 UNIT_PATH=$(in_root systemctl show -P FragmentPath ioc-agent)
 cmp -s "$MERGED$UNIT_PATH" deploy/ioc-agent.service || fail "the installed unit $UNIT_PATH differs from deploy/ioc-agent.service"
-in_root systemctl cat ioc-agent 2>/dev/null | grep -q '^# /etc/systemd/system/ioc-agent.service.d' \
+grep -q '^# /etc/systemd/system/ioc-agent.service.d' <<< "$(in_root systemctl cat ioc-agent 2>/dev/null)" \
   && fail "a drop-in changes the unit under test: $(in_root systemctl cat ioc-agent | grep '^# /')"
 
 # The config: the shipped layout, one camera simulated on the host, the host's broker.
 TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-write_config() { # $1 = detect_fps
+write_config() { # $1 = detect_fps, $2 = decoder (empty: automatic)
+  local decoder=
+  [ -z "${2:-}" ] || decoder="decoder = \"$2\""
   cat <<EOF
 # systemd-test: written by scripts/systemd-test.sh
 agent_id = "$AGENT_ID"
@@ -310,6 +327,7 @@ id = "traffic"
 url = "rtsp://127.0.0.1:$RTSP_PORT/traffic"
 detect_fps = $1
 model = "yolox_nano"
+$decoder
 
 [[cameras.zones]]
 name = "near_lanes"
@@ -366,6 +384,16 @@ done
 in_svc_ns sh -c 'touch /var/lib/ioc-agent/.systemd-test && rm /var/lib/ioc-agent/.systemd-test' \
   || fail "/var/lib/ioc-agent is not writable in the service's namespace"
 say "service namespace: /etc, /usr read-only; /var/lib/ioc-agent writable"
+# What the unit asks of /proc and /dev is what the service sees.
+if [ "$(show ProcSubset)" = pid ]; then
+  in_svc_ns test ! -e /proc/cpuinfo || fail "ProcSubset=pid, yet /proc/cpuinfo is visible to the service"
+fi
+if [ "$(show ProtectProc)" = invisible ]; then
+  in_svc_ns runuser -u ioc-agent -- test ! -e /proc/1/status || fail "ProtectProc=invisible, yet the service user sees PID 1 in /proc"
+fi
+if [ "$(show PrivateDevices)" = yes ]; then
+  in_svc_ns test ! -e /dev/console || fail "PrivateDevices=yes, yet the service sees /dev/console"
+fi
 
 # An alert on ioc/v1/<agent>/events.
 T_ALERT=
@@ -380,27 +408,33 @@ ALERT=$(grep -m1 " ioc/v1/$AGENT_ID/events " "$LOGS/mqtt.txt" | cut -d' ' -f3-)
 say "first alert $(secs "$T_READY" "$T_ALERT") s after READY: $(echo "$ALERT" | cut -c1-160)…"
 grep -q " ioc/v1/$AGENT_ID/status .*\"online\"" "$LOGS/mqtt.txt" || fail "no online status on ioc/v1/$AGENT_ID/status (log: $LOGS/mqtt.txt)"
 
-# Reload: a changed camera restarts in the same process.
+# Reload: a changed camera restarts in the same process; the new config moves
+# it from the in-process libavcodec to GStreamer's avdec_h264, so that
+# GStreamer's decode path also runs under the unit's sandbox.
 journal_since() { in_root journalctl -u ioc-agent --no-pager -o cat --since "@$1"; }
 wait_journal() { # $1 since, $2 pattern, $3 seconds
-  for _ in $(seq $(( $3 * 5 ))); do journal_since "$1" | grep -q -- "$2" && return 0; sleep 0.2; done
+  for _ in $(seq $(( $3 * 5 ))); do grep -q -- "$2" <<< "$(journal_since "$1")" && return 0; sleep 0.2; done
   return 1
 }
-write_config 4.0 | put_config
+write_config 4.0 avdec_h264 | put_config
 t=$(date +%s)
 in_root systemctl reload ioc-agent > "$LOGS/reload.txt" 2>&1 || fail "systemctl reload ioc-agent failed: $(cat "$LOGS/reload.txt")"
 wait_journal "$t" "config reloaded" 20 || fail "systemctl reload: no 'config reloaded' in the journal within 20 s"
-journal_since "$t" | grep -q "restarted=1" || fail "systemctl reload: the changed camera was not restarted: $(journal_since "$t" | grep 'config reload' | tr '\n' ';')"
+grep -q "restarted=1" <<< "$(journal_since "$t")" || fail "systemctl reload: the changed camera was not restarted: $(journal_since "$t" | grep 'config reload' | tr '\n' ';')"
 [ "$(show MainPID)" = "$PID" ] || fail "systemctl reload restarted the process (MainPID $PID → $(show MainPID))"
 [ "$(show ActiveState)" = active ] || fail "after reload the unit is $(show ActiveState)"
-say "reload: camera restarted, same process ($PID)"
+wait_journal "$t" 'stream opened.*decoder=avdec_h264' 20 || fail "after reload the camera did not reopen with decoder=avdec_h264 within 20 s"
+n0=$(grep -c " ioc/v1/$AGENT_ID/events " "$LOGS/mqtt.txt" || true)
+for _ in $(seq 150); do [ "$(grep -c " ioc/v1/$AGENT_ID/events " "$LOGS/mqtt.txt" || true)" -gt "$n0" ] && break; sleep 0.2; done
+[ "$(grep -c " ioc/v1/$AGENT_ID/events " "$LOGS/mqtt.txt" || true)" -gt "$n0" ] || fail "no alert within 30 s after the reload to avdec_h264 (log: $LOGS/mqtt.txt)"
+say "reload: camera restarted on avdec_h264 (GStreamer), alerts again, same process ($PID)"
 # An invalid file is refused; the agent keeps running.
-{ write_config 4.0; printf '\n[[cameras.rules]]\nname = "broken"\nkind = "no_such_kind"\n'; } | put_config
+{ write_config 4.0 avdec_h264; printf '\n[[cameras.rules]]\nname = "broken"\nkind = "no_such_kind"\n'; } | put_config
 t=$(date +%s)
 in_root systemctl reload ioc-agent > "$LOGS/reload-invalid.txt" 2>&1 || fail "systemctl reload (invalid file) failed: $(cat "$LOGS/reload-invalid.txt")"
 wait_journal "$t" "config reload refused" 20 || fail "an invalid config was not refused within 20 s (no 'config reload refused' in the journal)"
 [ "$(show MainPID)" = "$PID" ] && [ "$(show ActiveState)" = active ] || fail "after an invalid reload the unit is $(show ActiveState) (MainPID $(show MainPID))"
-write_config 4.0 | put_config
+write_config 4.0 avdec_h264 | put_config
 say "reload: invalid file refused, still running"
 
 # The setup page's save (issue #14: known to fail under ProtectSystem=strict).
@@ -422,11 +456,13 @@ say "watchdog: pinged (WatchdogSec $WD_USEC, last ping $(show WatchdogTimestamp)
 
 # Exposure as systemd sees the installed unit.
 in_root systemd-analyze security ioc-agent.service --no-pager > "$LOGS/security.txt" 2>&1 || true
-EXPOSURE=$(grep -o 'Overall exposure level for ioc-agent.service: .*' "$LOGS/security.txt" | sed 's/Overall exposure level for ioc-agent.service: //')
+EXPOSURE=$(grep -o 'Overall exposure level for ioc-agent.service: .*' "$LOGS/security.txt" | sed 's/Overall exposure level for ioc-agent.service: //' || true)
 say "systemd-analyze security: ${EXPOSURE:-unknown (see $LOGS/security.txt)}"
 
 # Memory and CPU while running, as systemd accounts them (0 / [not set] when the cgroup controllers are not delegated).
 say "MemoryCurrent=$(show MemoryCurrent) MemoryMax=$(show MemoryMax) CPUUsageNSec=$(show CPUUsageNSec) TasksCurrent=$(show TasksCurrent)"
+
+say "agent memory: $(in_root grep -E '^Vm(HWM|RSS):' "/proc/$PID/status" | tr -s ' \t' ' ' | tr '\n' ' ')(1 camera, 3 models)"
 
 # Stop: SIGTERM, offline status, exit 0 within TimeoutStopSec.
 t=$(date +%s); T_STOP=$(now)
@@ -434,8 +470,8 @@ in_root systemctl stop ioc-agent > "$LOGS/stop.txt" 2>&1 || fail "systemctl stop
 T_STOPPED=$(now)
 res="Result=$(show Result) ExecMainCode=$(show ExecMainCode) ExecMainStatus=$(show ExecMainStatus)"
 [ "$res" = "Result=success ExecMainCode=1 ExecMainStatus=0" ] || fail "systemctl stop did not end cleanly: $res (want Result=success ExecMainCode=1 (exited) ExecMainStatus=0)"
-journal_since "$t" | grep -qi "SIGKILL\|timed out" && fail "the stop needed SIGKILL or timed out"
-journal_since "$t" | grep -q "ioc-agent.service: Deactivated successfully" || fail "no 'Deactivated successfully' in the journal after stop"
+grep -qi "SIGKILL\|timed out" <<< "$(journal_since "$t")" && fail "the stop needed SIGKILL or timed out"
+grep -q "ioc-agent.service: Deactivated successfully" <<< "$(journal_since "$t")" || fail "no 'Deactivated successfully' in the journal after stop"
 for _ in $(seq 25); do grep -q " ioc/v1/$AGENT_ID/status .*\"offline\"" "$LOGS/mqtt.txt" && break; sleep 0.2; done
 grep -q " ioc/v1/$AGENT_ID/status .*\"offline\"" "$LOGS/mqtt.txt" || fail "no offline status on ioc/v1/$AGENT_ID/status after stop (log: $LOGS/mqtt.txt)"
 say "stop: $res in $(secs "$T_STOP" "$T_STOPPED") s, offline status published; journal: $(journal_since "$t" | tail -n 2 | tr '\n' ' ')"
@@ -443,6 +479,34 @@ in_root journalctl -u ioc-agent -b --no-pager -o short-monotonic > "$LOGS/journa
 if grep -qi "panicked\|segfault\|core dump\|SIGSYS\|Bad system call" "$LOGS/journal-ioc-agent.txt"; then
   fail "the journal shows a crash: $(grep -i -m3 'panicked\|segfault\|core dump\|SIGSYS\|Bad system call' "$LOGS/journal-ioc-agent.txt")"
 fi
+# What a sandbox too tight for the agent or its libraries leaves in the journal.
+# (GLib's "Failed to set scheduler settings" is not one: it comes from any
+# unprivileged user, the decoders being reniced; see the report in issue #15.)
+SANDBOX_RE='Error in cpuinfo|Read-only file system|Permission denied|Address family not supported|Function not implemented|Operation not permitted'
+refused=$(grep -v 'Failed to set scheduler settings\|agent.toml.saving' "$LOGS/journal-ioc-agent.txt" | grep -E "$SANDBOX_RE" || true)
+[ -z "$refused" ] || fail "the journal shows the sandbox refusing something: $(head -n 3 <<< "$refused")"
+
+# The drop-in for hardware decoding/inference (shipped, documented): the unit
+# still starts with it (no GPU here: only that it loads and runs on the CPU).
+DROPIN=/usr/share/ioc-agent/systemd/gpu.conf
+[ -f "$MERGED$DROPIN" ] || fail "the package lacks $DROPIN"
+in_root install -D -m 0644 "$DROPIN" /etc/systemd/system/ioc-agent.service.d/gpu.conf
+# The drop-in names the group render, which udev's postinst creates on a full
+# Debian 12; this minbase root has no udev.
+in_root getent group render > /dev/null || in_root addgroup --quiet --system render
+in_root systemctl daemon-reload
+t=$(date +%s)
+timeout 60 nsenter --target "$LEADER" --mount --pid --root --wd -- /usr/bin/env -i PATH=/usr/bin:/bin \
+  systemctl start ioc-agent > "$LOGS/start-gpu.txt" 2>&1 \
+  || fail "with the drop-in $DROPIN, systemctl start failed: $(cat "$LOGS/start-gpu.txt")"
+[ "$(show PrivateDevices)/$(show MemoryDenyWriteExecute)" = no/no ] || fail "the drop-in $DROPIN is not in effect"
+wait_journal "$t" "stream opened" 30 || fail "with the drop-in $DROPIN the camera did not open within 30 s"
+in_root systemd-analyze security ioc-agent.service --no-pager > "$LOGS/security-gpu.txt" 2>&1 || true
+in_root systemctl stop ioc-agent
+[ "$(show Result)/$(show ExecMainStatus)" = success/0 ] || fail "with the drop-in $DROPIN the stop was not clean: Result=$(show Result) ExecMainStatus=$(show ExecMainStatus)"
+in_root rm -r /etc/systemd/system/ioc-agent.service.d
+in_root systemctl daemon-reload
+say "drop-in $DROPIN: starts, camera opens, stops cleanly; exposure with it: $(grep -o 'Overall exposure level for ioc-agent.service: .*' "$LOGS/security-gpu.txt" | sed 's/.*: //')"
 
 T_END=$(now)
 say "PASS: boot→system running $(secs "$T_BOOT" "$T_BOOTED") s, install+models $(secs "$T_INSTALL" "$T_INSTALLED") s, start→READY $(secs "$T_START" "$T_READY") s, READY→first alert $(secs "$T_READY" "$T_ALERT") s; boot→first alert $(secs "$T_BOOT" "$T_ALERT") s; cache $(secs "$T_CACHE" "$T_CACHE_END") s; whole test $(secs "$T_SCRIPT" "$T_END") s"
