@@ -25,7 +25,7 @@ test: setup
 	$(CARGO) test --all-targets
 	$(MAKE) docs-build
 	$(MAKE) deb-test
-	$(MAKE) systemd-test
+	scripts/systemd-test.sh $(DEB)    # make systemd-test, on the package deb-test built
 
 MDBOOK_VERSION := 0.5.4
 MDBOOK := $(shell command -v mdbook 2>/dev/null || echo $(HOME)/.cargo/bin/mdbook)
