@@ -2,7 +2,8 @@
 # Brings a Debian 12 box to a state where `ioc-agent` builds, tests and runs.
 # Idempotent: every step checks before it acts.
 #   deploy/bootstrap.sh system   apt packages (GStreamer set, mosquitto, Chromium for the
-#                                review-page test); retried once
+#                                review-page test, debootstrap and systemd-nspawn for the
+#                                booted-package test); retried once
 #   deploy/bootstrap.sh ort      ONNX Runtime shared library into .ort/ (from the PyPI wheel)
 #   deploy/bootstrap.sh all      both
 set -euo pipefail
@@ -19,6 +20,7 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-base-apps libgstrtspserver-1.0-dev libavcodec-dev libavutil-dev
   mosquitto mosquitto-clients python3 python3-pip unzip curl ca-certificates build-essential
   chromium chromium-driver
+  debootstrap systemd-container
 )
 
 sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
