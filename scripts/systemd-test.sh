@@ -312,6 +312,7 @@ pre_secs = 2.0
 post_secs = 2.0
 max_bytes = 1073741824
 min_free_bytes = 1073741824
+signer_socket = "/run/ioc-signer/signer.sock"
 
 [evidence.plates]
 detector = "hyperlpr3_plate"
@@ -361,8 +362,8 @@ say "installed, configured, models pulled in $(secs "$T_INSTALL" "$T_INSTALLED")
 show() { in_root systemctl show -P "$1" ioc-agent; }
 T_START=$(now)
 timeout 120 nsenter --target "$LEADER" --mount --pid --root --wd -- /usr/bin/env -i PATH=/usr/bin:/bin \
-  systemctl enable --now ioc-agent > "$LOGS/systemctl-start.txt" 2>&1 \
-  || fail "systemctl enable --now ioc-agent failed: $(cat "$LOGS/systemctl-start.txt")"
+  systemctl enable --now ioc-agent-signer ioc-agent > "$LOGS/systemctl-start.txt" 2>&1 \
+  || fail "systemctl enable --now ioc-agent-signer ioc-agent failed: $(cat "$LOGS/systemctl-start.txt")"
 T_READY=$(now)
 [ "$(show ActiveState)/$(show SubState)" = active/running ] || fail "after start the unit is $(show ActiveState)/$(show SubState)"
 PID=$(show MainPID)
@@ -407,6 +408,26 @@ done
 ALERT=$(grep -m1 " ioc/v1/$AGENT_ID/events " "$LOGS/mqtt.txt" | cut -d' ' -f3-)
 say "first alert $(secs "$T_READY" "$T_ALERT") s after READY: $(echo "$ALERT" | cut -c1-160)…"
 grep -q " ioc/v1/$AGENT_ID/status .*\"online\"" "$LOGS/mqtt.txt" || fail "no online status on ioc/v1/$AGENT_ID/status (log: $LOGS/mqtt.txt)"
+
+# The signing key: held by the signer as ioc-signer, never by the agent.
+[ "$(in_root systemctl show -P ActiveState ioc-agent-signer)" = active ] || fail "ioc-agent-signer is $(in_root systemctl show -P ActiveState ioc-agent-signer)"
+read -r -a kst <<< "$(in_root stat -c '%U %a' /var/lib/ioc-signer/agent.key 2>/dev/null)"
+[ "${kst[0]:-}" = ioc-signer ] && [ "${kst[1]:-}" = 600 ] || fail "the signer's key is ${kst[*]:-missing}, not ioc-signer 600"
+in_root test ! -e /var/lib/ioc-agent/agent.key || fail "the agent made a key of its own (/var/lib/ioc-agent/agent.key)"
+if in_root runuser -u ioc-agent -- cat /var/lib/ioc-signer/agent.key >/dev/null 2>&1; then fail "the agent's user can read the signer's key"; fi
+EV=
+for _ in $(seq 300); do
+  EV=$(grep -m1 -o '"kind":"evidence"[^ ]*"event_id":"[0-9A-Z]*"' "$LOGS/mqtt.txt" | grep -o '"event_id":"[0-9A-Z]*"' | cut -d'"' -f4 || true)
+  [ -n "$EV" ] && break; sleep 0.2
+done
+if [ -z "$EV" ]; then
+  EV=$(grep -m1 '"kind":"evidence"' "$LOGS/mqtt.txt" | grep -o '"event_id":"[0-9A-Z]*"' | head -1 | cut -d'"' -f4 || true)
+fi
+[ -n "$EV" ] || fail "no evidence sealed through the signer within 60 s (log: $LOGS/mqtt.txt; journalctl -u ioc-agent-signer)"
+in_root runuser -u ioc-agent -- ioc-agent verify -c /etc/ioc-agent/agent.toml "/var/lib/ioc-agent/evidence/$EV" > "$LOGS/verify.txt" 2>&1 \
+  || fail "verify of $EV against the signer's key failed: $(cat "$LOGS/verify.txt")"
+in_root systemd-analyze security ioc-agent-signer.service --no-pager > "$LOGS/security-signer.txt" 2>&1 || true
+say "signer: key ioc-signer 0600, unreadable by ioc-agent; evidence $EV verifies ($(head -1 "$LOGS/verify.txt" | cut -c1-90)…); exposure $(grep -o 'Overall exposure level for ioc-agent-signer.service: .*' "$LOGS/security-signer.txt" | sed 's/.*: //')"
 
 # Reload: a changed camera restarts in the same process; the new config moves
 # it from the in-process libavcodec to GStreamer's avdec_h264, so that

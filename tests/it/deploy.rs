@@ -70,6 +70,51 @@ fn systemd_unit_exposure() {
     );
 }
 
+/// The signer's unit: verifies, runs as its own user with the agent's group
+/// (the socket's), no network at all, and scores at most 1.0.
+#[test]
+fn signer_unit_verifies_and_is_locked_down() {
+    let unit = std::fs::read_to_string(root().join("deploy/ioc-agent-signer.service")).unwrap();
+    for want in [
+        "User=ioc-signer",
+        "Group=ioc-agent",
+        "PrivateNetwork=yes",
+        "RestrictAddressFamilies=AF_UNIX",
+        "StateDirectoryMode=0700",
+        "--socket /run/ioc-signer/signer.sock",
+    ] {
+        assert!(unit.contains(want), "signer unit lacks {want}");
+    }
+    let agent = std::fs::read_to_string(root().join("deploy/ioc-agent.service")).unwrap();
+    assert!(agent.contains("Wants=ioc-agent-signer.service"));
+    let shipped = std::fs::read_to_string(root().join("deploy/agent.toml")).unwrap();
+    assert!(shipped.contains("signer_socket = \"/run/ioc-signer/signer.sock\""));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ioc-agent-signer.service");
+    std::fs::write(&path, unit.replace("/usr/bin/ioc-agent", BIN)).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !err.contains("ioc-agent-signer.service:"),
+        "{err}"
+    );
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--threshold=10", "--no-pager"])
+        .arg(root().join("deploy/ioc-agent-signer.service"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!(
+        "{}",
+        text.lines().find(|l| l.contains("Overall")).unwrap_or("")
+    );
+    assert!(out.status.success(), "signer exposure above 1.0:\n{text}");
+}
+
 #[test]
 fn production_example_config_is_valid() {
     let text = std::fs::read_to_string(root().join("deploy/agent.toml")).unwrap();
