@@ -462,10 +462,24 @@ fn thousands_of_idle_connections_leave_metrics_review_and_camera_working() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
-    // The attack: 3,000 connections that never send a byte.
+    // The attack: 3,000 connections that never send a byte (this process
+    // needs the descriptors: raise its soft limit to the hard one).
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    lim.rlim_cur = lim.rlim_max;
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    let flood = 3000.min(lim.rlim_cur.saturating_sub(256) as usize);
+    assert!(
+        flood >= 2000,
+        "this machine allows only {} descriptors per process",
+        lim.rlim_cur
+    );
     let mut idle = Vec::new();
     let mut refused_at_connect = 0;
-    for _ in 0..3000 {
+    for _ in 0..flood {
         match TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)) {
             Ok(s) => idle.push(s),
             Err(_) => refused_at_connect += 1,
@@ -517,7 +531,7 @@ fn thousands_of_idle_connections_leave_metrics_review_and_camera_working() {
         "an idle connection stayed open {closed_after:.1} s"
     );
     println!(
-        "3000 idle connections ({refused_at_connect} refused at connect) against 1024 fds and a cap of 256: \
+        "{flood} idle connections ({refused_at_connect} refused at connect) against 1024 fds and a cap of 256: \
          20/20 /metrics + /review pairs answered, {per_pair:.3} s per pair; {open} open, {evicted} evicted; \
          frames decoded {before} → {after}; an idle connection closed after {closed_after:.1} s"
     );
