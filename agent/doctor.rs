@@ -108,6 +108,7 @@ pub async fn run(cfg: Option<&Config>) -> Vec<Check> {
         out.push(model_check(cfg, m, env));
     }
     out.push(data_dir_check(cfg));
+    secret_file_checks(&mut out, cfg);
     // Broker: connect (TLS handshake included) and wait for CONNACK.
     out.push(broker_check(cfg).await);
     camera_checks(&mut out, cfg).await;
@@ -239,6 +240,91 @@ fn data_dir_check(cfg: &Config) -> Check {
             "data directory",
             format!("{} writable, {gib:.1} GiB free", data.display()),
         )
+    }
+}
+
+/// Every file holding a secret, key or certificate, as the config names it.
+fn secret_files(cfg: &Config) -> Vec<(String, std::path::PathBuf)> {
+    let mut v: Vec<(String, std::path::PathBuf)> = Vec::new();
+    let m = &cfg.mqtt;
+    for (k, p) in [
+        ("mqtt.password_file", &m.password_file),
+        ("mqtt.ca_file", &m.ca_file),
+        ("mqtt.cert_file", &m.cert_file),
+        ("mqtt.key_file", &m.key_file),
+    ] {
+        if let Some(p) = p {
+            v.push((k.into(), cfg.resolve(p)));
+        }
+    }
+    if let Some(h) = &cfg.http {
+        for (k, p) in [
+            ("http.token_file", &h.token_file),
+            ("http.tls_cert_file", &h.tls_cert_file),
+            ("http.tls_key_file", &h.tls_key_file),
+        ] {
+            if let Some(p) = p {
+                v.push((k.into(), cfg.resolve(p)));
+            }
+        }
+        for u in &h.users {
+            if let Some(p) = &u.token_file {
+                v.push((
+                    format!("http.users '{}' token_file", u.name),
+                    cfg.resolve(p),
+                ));
+            }
+        }
+    }
+    for cam in &cfg.cameras {
+        if let Some(p) = cam
+            .signal
+            .as_ref()
+            .and_then(|s| s.controller_key_file.as_ref())
+        {
+            v.push((
+                format!("camera '{}' signal.controller_key_file", cam.id.get_ref()),
+                cfg.resolve(p.get_ref()),
+            ));
+        }
+    }
+    v
+}
+
+/// Each secret file readable by whoever runs doctor (run it as the service
+/// user: `sudo -u ioc-agent ioc-agent doctor -c …`), and not by every user.
+fn secret_file_checks(out: &mut Vec<Check>, cfg: &Config) {
+    use std::os::unix::fs::PermissionsExt;
+    let user = std::env::var("USER").unwrap_or_else(|_| "this user".into());
+    for (key, path) in secret_files(cfg) {
+        let name = key.clone();
+        let shown = path.display();
+        match std::fs::File::open(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => out.push(fail(
+                name,
+                format!("{key} {shown}: no such file"),
+                format!("create it, or fix {key} in the config"),
+            )),
+            Err(e) => out.push(fail(
+                name,
+                format!("{key} {shown}: cannot read it as {user}: {e}"),
+                format!(
+                    "the service reads it as ioc-agent: chgrp ioc-agent {shown} && chmod 0640 {shown} (and run doctor as that user: sudo -u ioc-agent ioc-agent doctor -c …)"
+                ),
+            )),
+            Ok(f) => {
+                let mode = f.metadata().map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+                if mode & 0o004 != 0 {
+                    out.push(warn(
+                        name,
+                        format!("{key} {shown}: mode {mode:04o}, readable by every local user"),
+                        format!("chmod 0640 {shown} && chgrp ioc-agent {shown}"),
+                    ));
+                } else {
+                    out.push(pass(name, format!("{key} {shown}: readable, mode {mode:04o}")));
+                }
+            }
+        }
     }
 }
 

@@ -74,3 +74,60 @@ fn doctor_names_what_blocks_and_passes_a_good_box() {
         );
     }
 }
+
+/// Secret files (tokens, keys, passwords, certificates) are checked the way
+/// the service reads them: a missing one fails naming the key and the path, a
+/// world-readable one is warned with the mode to use, a good one passes.
+#[test]
+fn doctor_checks_every_secret_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("reviewer.token");
+    std::fs::write(&good, "reviewer-token-0123456789\n").unwrap();
+    std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let open = dir.path().join("scraper.token");
+    std::fs::write(&open, "scraper-token-0123456789\n").unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let missing = dir.path().join("missing.pem");
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "agent_id = \"doc\"\ndata_dir = \"{d}/data\"\nmanifest_dir = \"{m}\"\nmodel_dir = \"{md}\"\nonnxruntime = \"{o}\"\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{p}\"\n[[models]]\nname = \"yolox_nano\"\n\
+             [http]\ntls_cert_file = \"{missing}\"\ntls_key_file = \"{missing}\"\n\
+             [[http.users]]\nname = \"officer\"\nrole = \"reviewer\"\ntoken_file = \"{good}\"\n\
+             [[http.users]]\nname = \"prom\"\nrole = \"scraper\"\ntoken_file = \"{open}\"\n",
+            d = dir.path().display(),
+            m = root().join("models").display(),
+            md = model_dir().display(),
+            o = ort_lib().display(),
+            p = free_port(),
+            missing = missing.display(),
+            good = good.display(),
+            open = open.display(),
+        ),
+    )
+    .unwrap();
+    let (code, text) = doctor(&cfg);
+    assert_eq!(code, 1, "{text}");
+    let line = |needle: &str| {
+        text.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line about {needle}:\n{text}"))
+            .to_string()
+    };
+    let l = line("http.tls_key_file");
+    assert!(l.contains("FAIL") && l.contains("missing.pem"), "{l}");
+    let l = line("scraper.token");
+    assert!(
+        l.starts_with("WARN") && l.contains("every local user"),
+        "{l}"
+    );
+    assert!(
+        text.contains(&format!("chmod 0640 {}", open.display())),
+        "{text}"
+    );
+    let l = line("reviewer.token");
+    assert!(l.starts_with("PASS"), "{l}");
+}
