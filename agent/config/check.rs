@@ -358,9 +358,39 @@ impl Config {
             );
         }
         for u in std::iter::once(&cam.url).chain(cam.detect_url.iter()) {
-            if let Err(msg) = crate::source::parse_rtsp_url(u.get_ref()) {
-                c.at(u.span(), msg);
+            match crate::source::parse_rtsp_url(u.get_ref()) {
+                Err(msg) => c.at(u.span(), msg),
+                Ok((_, Some(_))) if cam.username.is_some() => c.at(
+                    u.span(),
+                    format!(
+                        "camera '{}': credentials are both in the URL and in username/password_file; give them one way (prefer password_file)",
+                        cam.id.get_ref()
+                    ),
+                ),
+                Ok(_) => {}
             }
+        }
+        let pw_ways = [cam.password_file.is_some(), cam.password_env.is_some()]
+            .iter()
+            .filter(|x| **x)
+            .count();
+        if pw_ways > 1 {
+            c.at(
+                cam.id.span(),
+                format!(
+                    "camera '{}': give password_file or password_env, not both",
+                    cam.id.get_ref()
+                ),
+            );
+        }
+        if (pw_ways > 0) != cam.username.is_some() {
+            c.at(
+                cam.id.span(),
+                format!(
+                    "camera '{}': username and a password (password_file or password_env) go together",
+                    cam.id.get_ref()
+                ),
+            );
         }
         let fps = *cam.detect_fps.get_ref();
         if !(fps > 0.0 && fps <= 60.0) {

@@ -362,6 +362,21 @@ pub struct CameraConfig {
     /// stream (`url`) is then recorded for evidence clips.
     #[serde(default)]
     pub detect_url: Option<Spanned<String>>,
+    /// RTSP user name, with `password_file` or `password_env`: credentials
+    /// kept out of the URL (and out of a ConfigMap). Not with credentials
+    /// written in the URL.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A file whose first line is the camera's RTSP password (0640
+    /// root:ioc-agent).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// An environment variable holding the camera's RTSP password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// The password read from `password_file` / `password_env` at load.
+    #[serde(skip)]
+    pub password: Option<Secret>,
     /// Frames per second given to the model. Default 5.
     #[serde(default = "default_detect_fps")]
     pub detect_fps: Spanned<f64>,
@@ -420,12 +435,32 @@ pub struct CameraConfig {
 }
 
 impl CameraConfig {
+    /// `url` with `username` and the password from `password_file` /
+    /// `password_env` put in (the source takes them out again and never logs
+    /// them); unchanged without them or when the URL has its own.
+    fn with_credentials(&self, raw: &str) -> String {
+        let (Some(user), Some(pw)) = (&self.username, &self.password) else {
+            return raw.to_string();
+        };
+        match url::Url::parse(raw) {
+            Ok(mut u) if u.username().is_empty() => {
+                let _ = u.set_username(user);
+                let _ = u.set_password(Some(&pw.0));
+                u.to_string()
+            }
+            _ => raw.to_string(),
+        }
+    }
+
     /// The camera's source settings as plain values.
     pub fn source_settings(&self) -> crate::source::SourceSettings {
         let secs = crate::base::secs;
         crate::source::SourceSettings {
-            url: self.url.get_ref().clone(),
-            detect_url: self.detect_url.as_ref().map(|u| u.get_ref().clone()),
+            url: self.with_credentials(self.url.get_ref()),
+            detect_url: self
+                .detect_url
+                .as_ref()
+                .map(|u| self.with_credentials(u.get_ref())),
             connect_timeout: secs(self.connect_timeout_secs),
             inactivity_timeout: secs(self.inactivity_timeout_secs),
             backoff_min: secs(self.backoff_min_secs),
@@ -565,8 +600,20 @@ impl Config {
             }
         };
         cfg.base_dir = base_dir.to_path_buf();
+        let mut read_errors = Vec::new();
+        for i in 0..cfg.cameras.len() {
+            let cam = &cfg.cameras[i];
+            let what = format!("camera '{}': password", cam.id.get_ref());
+            match cfg.secret(&what, &None, &cam.password_file, &cam.password_env) {
+                Ok(pw) => cfg.cameras[i].password = pw,
+                Err(e) => read_errors.push((cfg.cameras[i].id.span(), e)),
+            }
+        }
         let mut c = Collector::new(text);
         cfg.validate(&mut c);
+        for (span, e) in read_errors {
+            c.at(span, e);
+        }
         let problems = c.into_problems();
         if problems.is_empty() {
             Ok(cfg)
@@ -890,6 +937,51 @@ mod tests {
             Just("0.0".to_string()),
             (-1e6f64..1e6).prop_map(|v| format!("{v:.3}")),
         ]
+    }
+
+    #[test]
+    fn camera_password_comes_from_a_file_and_never_prints() {
+        let dir = std::env::temp_dir().join(format!("ioc-campw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cam.pw"), "p@ss:w/rd\n").unwrap();
+        let text = "agent_id = \"a\"\n[mqtt]\nurl = \"mqtt://b\"\n[[cameras]]\nid = \"c\"\n\
+                    url = \"rtsp://10.0.0.1:554/s\"\ndetect_url = \"rtsp://10.0.0.1:554/sub\"\n\
+                    username = \"ioc\"\npassword_file = \"cam.pw\"\n";
+        let cfg = Config::parse(text, Path::new("a.toml"), &dir).unwrap();
+        let s = cfg.cameras[0].source_settings();
+        let (u, creds) = crate::source::parse_rtsp_url(&s.url).unwrap();
+        let creds = creds.unwrap();
+        assert_eq!(
+            (creds.username.as_str(), creds.password.as_str()),
+            ("ioc", "p@ss:w/rd")
+        );
+        assert_eq!(u.as_str(), "rtsp://10.0.0.1:554/s");
+        assert!(s.detect_url.as_deref().unwrap().contains("ioc:"));
+        assert!(
+            !format!("{:?}", cfg.cameras[0]).contains("p@ss"),
+            "the password is in Debug"
+        );
+        // Missing file: located on the camera, naming the file and the fix.
+        let bad = text.replace("cam.pw", "nope.pw");
+        let e = Config::parse(&bad, Path::new("a.toml"), &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("a.toml:5:") && e.contains("nope.pw") && e.contains("0640"),
+            "{e}"
+        );
+        // Both in the URL and in username: refused.
+        let both = text.replace("rtsp://10.0.0.1:554/s\"", "rtsp://x:y@10.0.0.1:554/s\"");
+        let e = Config::parse(&both, Path::new("a.toml"), &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("one way"), "{e}");
+        // A password without a user name: refused.
+        let nouser = text.replace("username = \"ioc\"\n", "");
+        let e = Config::parse(&nouser, Path::new("a.toml"), &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("go together"), "{e}");
     }
 
     proptest::proptest! {
