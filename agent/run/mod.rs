@@ -232,6 +232,32 @@ async fn forward_reloads(
     }
 }
 
+/// The evidence signer: the signer process when `evidence.signer_socket` is
+/// set, else the agent's own key. Named in the status from the first one on.
+fn open_signer(
+    cfg: &Config,
+    status: &StatusBoard,
+) -> Result<crate::evidence::signer::Signer, RunError> {
+    use crate::evidence::sign::Sign;
+    use crate::evidence::signer::{Remote, Signer};
+    let signer = match cfg.signer_socket() {
+        Some(sock) => Signer::Remote(
+            Remote::connect(&sock, Duration::from_secs(10))
+                .map_err(crate::evidence::EvidenceError::from)?,
+        ),
+        None => Signer::Local(
+            crate::evidence::sign::load_or_create_key(&cfg.key_path())
+                .map_err(crate::evidence::EvidenceError::from)?,
+        ),
+    };
+    let public = signer.public();
+    status.set_signing_key(crate::publish::payload::SigningKeyInfo {
+        public_key: hex::encode(public.as_bytes()),
+        key_id: crate::evidence::sign::key_id(&public),
+    });
+    Ok(signer)
+}
+
 /// Starts the HTTP server when `[http]` is configured.
 async fn start_http(
     cfg: &Config,
@@ -296,24 +322,7 @@ pub async fn run_with_reload(
     // The signing key before the first status goes out, so the retained
     // status names it from the start.
     let signer = if cfg.evidence.enabled {
-        use crate::evidence::sign::Sign;
-        use crate::evidence::signer::{Remote, Signer};
-        let signer = match cfg.signer_socket() {
-            Some(sock) => Signer::Remote(
-                Remote::connect(&sock, Duration::from_secs(10))
-                    .map_err(crate::evidence::EvidenceError::from)?,
-            ),
-            None => Signer::Local(
-                crate::evidence::sign::load_or_create_key(&cfg.key_path())
-                    .map_err(crate::evidence::EvidenceError::from)?,
-            ),
-        };
-        let public = signer.public();
-        status.set_signing_key(crate::publish::payload::SigningKeyInfo {
-            public_key: hex::encode(public.as_bytes()),
-            key_id: crate::evidence::sign::key_id(&public),
-        });
-        Some(signer)
+        Some(open_signer(&cfg, &status)?)
     } else {
         None
     };
