@@ -3,10 +3,14 @@
 //! the config (rules).
 
 use std::ops::Range;
+use std::path::PathBuf;
 
 /// One problem found in a config file, located in the file.
 #[derive(Debug, Clone)]
 pub struct Problem {
+    /// The file the problem is in when it is not the config file itself
+    /// (the setup page's file merged over it).
+    pub file: Option<PathBuf>,
     pub line: usize,
     pub column: usize,
     pub message: String,
@@ -26,9 +30,18 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// A second text whose spans start at `offset` (it was parsed after
+/// `offset` bytes of padding), reported as its own file.
+struct Layer<'a> {
+    text: &'a str,
+    offset: usize,
+    file: PathBuf,
+}
+
 /// Collects the problems of one config text, each located by its span.
 pub struct Collector<'a> {
     text: &'a str,
+    layer: Option<Layer<'a>>,
     problems: Vec<Problem>,
 }
 
@@ -36,6 +49,26 @@ impl<'a> Collector<'a> {
     pub fn new(text: &'a str) -> Collector<'a> {
         Collector {
             text,
+            layer: None,
+            problems: Vec::new(),
+        }
+    }
+
+    /// A collector for a config text and a file merged over it, whose spans
+    /// start at `offset` (see [`pad_for_layer`]).
+    pub fn with_layer(
+        text: &'a str,
+        layer_text: &'a str,
+        offset: usize,
+        file: PathBuf,
+    ) -> Collector<'a> {
+        Collector {
+            text,
+            layer: Some(Layer {
+                text: layer_text,
+                offset,
+                file,
+            }),
             problems: Vec::new(),
         }
     }
@@ -70,11 +103,30 @@ impl<'a> Collector<'a> {
 
     /// Reports at the start of `span` (a byte range of the text).
     pub fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
-        let (line, column) = line_col(self.text, span.start);
+        let (file, (line, column)) = match &self.layer {
+            Some(l) if span.start >= l.offset => (
+                Some(l.file.clone()),
+                line_col(l.text, span.start - l.offset),
+            ),
+            _ => (None, line_col(self.text, span.start)),
+        };
         self.problems.push(Problem {
+            file,
             line,
             column,
             message: message.into(),
         });
     }
+}
+
+/// `layer` preceded by blank padding as long as `base` plus a newline, so
+/// that spans parsed from it never overlap spans of `base`; the padding's
+/// length is the layer's offset.
+pub fn pad_for_layer(base: &str, layer: &str) -> (String, usize) {
+    let offset = base.len() + 1;
+    let mut s = String::with_capacity(offset + layer.len());
+    s.extend(std::iter::repeat_n(' ', base.len()));
+    s.push('\n');
+    s.push_str(layer);
+    (s, offset)
 }

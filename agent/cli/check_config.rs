@@ -16,6 +16,9 @@ pub fn run(Args { file }: Args) -> anyhow::Result<ExitCode> {
             for w in cfg.warnings() {
                 eprintln!("warning: {w}");
             }
+            if let Some(s) = &cfg.setup {
+                println!("{}", s.summary());
+            }
             println!(
                 "{}: OK ({} camera(s), {} model(s))",
                 file.display(),

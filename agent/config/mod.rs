@@ -11,6 +11,9 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 
 mod check;
+mod setup_file;
+
+pub use setup_file::{SETUP_FILE, Setup, SetupLayer};
 
 use crate::infer::manifest::Manifest;
 use crate::rules::config::ModelLabels;
@@ -56,6 +59,10 @@ pub struct Config {
     /// Directory of the config file, used to resolve relative paths (not a TOML key).
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The installer-edited `<data_dir>/setup.toml` merged over this file,
+    /// when there is one (not a TOML key).
+    #[serde(skip)]
+    pub setup: Option<SetupLayer>,
 }
 
 #[derive(Clone, PartialEq, Deserialize)]
@@ -541,6 +548,10 @@ pub use crate::base::diag::{Collector, Problem, line_col};
 pub enum ConfigError {
     #[error("cannot read config file {path}: {err} — check the path and its permissions")]
     Read { path: PathBuf, err: std::io::Error },
+    #[error(
+        "cannot read the setup page's settings {path}: {err} — it is in the agent's data_dir, readable by the service user: run this as that user (sudo -u ioc-agent ioc-agent …) or fix the file's owner (ioc-agent)"
+    )]
+    ReadSetup { path: PathBuf, err: std::io::Error },
     #[error("{}", format_problems(path, problems))]
     Invalid {
         path: PathBuf,
@@ -551,14 +562,18 @@ pub enum ConfigError {
 fn format_problems(path: &Path, problems: &[Problem]) -> String {
     problems
         .iter()
-        .map(|p| format!("{}:{}:{}: {}", path.display(), p.line, p.column, p.message))
+        .map(|p| {
+            let file = p.file.as_deref().unwrap_or(path);
+            format!("{}:{}:{}: {}", file.display(), p.line, p.column, p.message)
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
 
 impl Config {
-    /// Reads, parses and validates a config file. Model manifests are loaded to
-    /// check model names and classes.
+    /// Reads, parses and validates a config file, with the installer-edited
+    /// `<data_dir>/setup.toml` merged over it when there is one. Model
+    /// manifests are loaded to check model names and classes.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
             path: path.to_path_buf(),
@@ -574,32 +589,74 @@ impl Config {
                 }
             })
             .unwrap_or_else(|| PathBuf::from("."));
-        Self::parse(&text, path, &base)
+        Self::parse_with(&text, path, &base, Setup::FromDataDir)
     }
 
-    /// Parses and validates config text; `path` is only used in messages.
+    /// Parses and validates config text alone; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
-        let mut cfg: Config = match toml::from_str(text) {
-            Ok(c) => c,
-            Err(e) => {
-                let (line, column) = line_col(text, e.span().map(|s| s.start).unwrap_or(0));
-                let mut message = e.message().trim().to_string();
-                if message.starts_with("unknown field") {
-                    message.push_str(
-                        " — remove it or fix its spelling (see README, Config reference)",
-                    );
-                }
-                return Err(ConfigError::Invalid {
-                    path: path.to_path_buf(),
-                    problems: vec![Problem {
-                        line,
-                        column,
-                        message,
-                    }],
-                });
+        Self::parse_with(text, path, base_dir, Setup::None)
+    }
+
+    /// Parses config text, merges the setup file `setup` names over it and
+    /// validates the result; each problem names the file it is in.
+    pub fn parse_with(
+        text: &str,
+        path: &Path,
+        base_dir: &Path,
+        setup: Setup<'_>,
+    ) -> Result<Config, ConfigError> {
+        let syntax = |file: &Path, t: &str, offset: usize, e: toml::de::Error| {
+            let at = e
+                .span()
+                .map(|s| s.start)
+                .unwrap_or(0)
+                .saturating_sub(offset);
+            let (line, column) = line_col(t, at);
+            let mut message = e.message().trim().to_string();
+            if message.starts_with("unknown field") {
+                message.push_str(" — remove it or fix its spelling (see README, Config reference)");
+            }
+            ConfigError::Invalid {
+                path: file.to_path_buf(),
+                problems: vec![Problem {
+                    file: None,
+                    line,
+                    column,
+                    message,
+                }],
             }
         };
+        let mut cfg: Config = toml::from_str(text).map_err(|e| syntax(path, text, 0, e))?;
         cfg.base_dir = base_dir.to_path_buf();
+        // The setup file: its text, and where it is.
+        let from_dir;
+        let layer: Option<(&str, PathBuf)> = match setup {
+            Setup::None => None,
+            Setup::Text(t, p) => Some((t, p.to_path_buf())),
+            Setup::FromDataDir => {
+                let p = cfg.data_dir().join(SETUP_FILE);
+                match std::fs::read_to_string(&p) {
+                    Ok(t) => {
+                        from_dir = t;
+                        Some((from_dir.as_str(), p))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(err) => return Err(ConfigError::ReadSetup { path: p, err }),
+                }
+            }
+        };
+        let padded;
+        let mut c = match &layer {
+            Some((ltext, lpath)) => {
+                let (p, offset) = crate::base::diag::pad_for_layer(text, ltext);
+                padded = p;
+                let file: setup_file::SetupFile =
+                    toml::from_str(&padded).map_err(|e| syntax(lpath, ltext, offset, e))?;
+                cfg.setup = Some(file.merge_into(&mut cfg.cameras, lpath, ltext, offset));
+                Collector::with_layer(text, ltext, offset, lpath.clone())
+            }
+            None => Collector::new(text),
+        };
         let mut read_errors = Vec::new();
         for i in 0..cfg.cameras.len() {
             let cam = &cfg.cameras[i];
@@ -609,7 +666,6 @@ impl Config {
                 Err(e) => read_errors.push((cfg.cameras[i].id.span(), e)),
             }
         }
-        let mut c = Collector::new(text);
         cfg.validate(&mut c);
         for (span, e) in read_errors {
             c.at(span, e);
@@ -868,6 +924,9 @@ impl Config {
         if !open.is_empty() {
             out.push(untrusted_signal_warning(&open));
         }
+        if let Some(s) = &self.setup {
+            out.extend(s.ignored.iter().cloned());
+        }
         out
     }
 
@@ -1009,6 +1068,82 @@ mod tests {
                 let _ = cfg.signal_topics();
             }
         }
+    }
+
+    #[test]
+    fn setup_file_replaces_geometry_and_problems_name_their_file() {
+        let text = "agent_id = \"a\"\n[mqtt]\nurl = \"mqtt://h\"\n[[models]]\nname = \"yolox_nano\"\n\n[[cameras]]\nid = \"c\"\nurl = \"rtsp://c/1\"\n[[cameras.zones]]\nname = \"gate\"\npolygon = [[0.1, 0.1], [0.5, 0.1], [0.5, 0.5]]\n[[cameras.rules]]\nname = \"in gate\"\nkind = \"zone_enter\"\nzone = \"gate\"\nclasses = [\"person\"]\n";
+        let setup_path = Path::new("/var/lib/x/setup.toml");
+        let parse = |setup: &str| {
+            Config::parse_with(
+                text,
+                Path::new("agent.toml"),
+                Path::new("."),
+                Setup::Text(setup, setup_path),
+            )
+        };
+        // The zone keeps its name, moves: the setup file wins.
+        let cfg = parse("[[cameras]]\nid = \"c\"\n[[cameras.zones]]\nname = \"gate\"\npolygon = [[0.2, 0.2], [0.9, 0.2], [0.9, 0.9], [0.2, 0.9]]\n").unwrap();
+        assert_eq!(cfg.cameras[0].zones[0].polygon.get_ref().len(), 4);
+        assert_eq!(
+            cfg.cameras[0].rules.len(),
+            1,
+            "rules stay the config file's"
+        );
+        let layer = cfg.setup.as_ref().unwrap();
+        assert_eq!(layer.applied, vec![("c".to_string(), vec!["zones"])]);
+        // A bad polygon in the setup file is reported in the setup file.
+        let e = parse("# note\n[[cameras]]\nid = \"c\"\n[[cameras.zones]]\nname = \"gate\"\npolygon = [[0.2, 0.2], [0.9, 0.2]]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("/var/lib/x/setup.toml:6:11: zone 'gate'"),
+            "{e}"
+        );
+        // A rule whose zone the setup file renamed away: reported at the
+        // rule, in the config file.
+        let e = parse("[[cameras]]\nid = \"c\"\n[[cameras.zones]]\nname = \"other\"\npolygon = [[0.2, 0.2], [0.9, 0.2], [0.9, 0.9]]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("agent.toml:1"), "{e}");
+        assert!(!e.contains("setup.toml"), "{e}");
+        // Syntax and unknown keys: the setup file's line.
+        let e = parse("\n[[cameras]]\nid = \"c\"\nurl = \"rtsp://elsewhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("/var/lib/x/setup.toml:4:1: unknown field `url`"),
+            "{e}"
+        );
+        // A camera the config file no longer has: a warning, not a refusal.
+        let cfg = parse("[[cameras]]\nid = \"gone\"\nzones = []\n").unwrap();
+        let w = cfg.warnings().join("\n");
+        assert!(
+            w.contains("setup.toml:2: camera 'gone' is not in the config file"),
+            "{w}"
+        );
+    }
+
+    #[test]
+    fn load_reads_the_setup_file_from_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_path = dir.path().join("agent.toml");
+        std::fs::write(&cfg_path, "agent_id = \"a\"\ndata_dir = \"state\"\n[mqtt]\nurl = \"mqtt://h\"\n[[cameras]]\nid = \"c\"\nurl = \"rtsp://c/1\"\n").unwrap();
+        let cfg = Config::load(&cfg_path).unwrap();
+        assert!(cfg.setup.is_none(), "no setup file: none merged");
+        std::fs::create_dir_all(dir.path().join("state")).unwrap();
+        std::fs::write(dir.path().join("state/setup.toml"), "[[cameras]]\nid = \"c\"\n[[cameras.lines]]\nname = \"stop\"\npoints = [[0.0, 0.5], [1.0, 0.5]]\n").unwrap();
+        let cfg = Config::load(&cfg_path).unwrap();
+        assert_eq!(cfg.cameras[0].lines[0].name.get_ref(), "stop");
+        assert!(cfg.setup.unwrap().summary().contains("c (lines)"));
+        // Unreadable (a directory in its place): refused, naming the file and the fix.
+        std::fs::remove_file(dir.path().join("state/setup.toml")).unwrap();
+        std::fs::create_dir(dir.path().join("state/setup.toml")).unwrap();
+        let e = Config::load(&cfg_path).unwrap_err().to_string();
+        assert!(
+            e.contains("setup.toml") && e.contains("sudo -u ioc-agent"),
+            "{e}"
+        );
     }
 
     #[test]

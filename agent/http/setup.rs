@@ -1,9 +1,11 @@
 //! The installer's setup page: per camera a live snapshot with its zones,
 //! lines and lanes drawn over it; the installer draws or edits them and saves.
-//! Saving rewrites only that camera's geometry in the config file (comments
-//! and formatting elsewhere kept, with `toml_edit`), validates the result
-//! like `check-config`, writes it atomically and reloads it live: the camera
-//! restarts, the others keep running.
+//! Saving writes that camera's geometry to `<data_dir>/setup.toml` (the
+//! config file holds secrets and stays read-only to the service; see
+//! `config::setup_file`), keeps the rest of that file as it was (comments
+//! too, with `toml_edit`), validates the merged result like `check-config`,
+//! writes it atomically and reloads it live: the camera restarts, the others
+//! keep running.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -164,19 +166,62 @@ fn replace_list(
     }
 }
 
-/// The config text with camera `id`'s zones, lines and lanes replaced.
-pub fn edit_geometry(text: &str, id: &str, g: &Geometry) -> Result<String, String> {
-    let mut doc: toml_edit::DocumentMut = text
+/// The heading of a new `setup.toml`.
+const SETUP_HEADER: &str = "\
+# Installer-edited settings, written by the setup page of ioc-agent.
+# Merged over the config file at load: a camera's zones, lines, lanes or
+# calibration written here replace that camera's in the config file.
+# Edit by hand, then `ioc-agent check-config <config>` and reload the agent.
+";
+
+/// Camera `id`'s zones, lines and lanes replaced in the setup file's text
+/// (`setup`, empty when there is none yet). A camera not yet in it starts
+/// from its entries in the config file (`config`), so keys the page does not
+/// edit (a lane's `classes`) are kept.
+pub fn edit_geometry(config: &str, setup: &str, id: &str, g: &Geometry) -> Result<String, String> {
+    let base: toml_edit::DocumentMut = config
         .parse()
         .map_err(|e| format!("the config file does not parse: {e}"))?;
+    let base_cam = base
+        .get("cameras")
+        .and_then(|c| c.as_array_of_tables())
+        .and_then(|a| {
+            a.iter()
+                .find(|t| t.get("id").and_then(|v| v.as_str()) == Some(id))
+        })
+        .ok_or_else(|| format!("no camera '{id}' in the config file"))?;
+    let text = if setup.trim().is_empty() {
+        SETUP_HEADER
+    } else {
+        setup
+    };
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e| format!("the setup file does not parse: {e} — fix or remove it"))?;
+    if doc.get("cameras").is_none() {
+        doc["cameras"] = toml_edit::Item::ArrayOfTables(toml_edit::ArrayOfTables::new());
+    }
     let cams = doc
         .get_mut("cameras")
         .and_then(|c| c.as_array_of_tables_mut())
-        .ok_or("the config has no [[cameras]]")?;
+        .ok_or("the setup file's `cameras` is not a list of [[cameras]] — fix or remove it")?;
+    if !cams
+        .iter()
+        .any(|t| t.get("id").and_then(|v| v.as_str()) == Some(id))
+    {
+        let mut t = toml_edit::Table::new();
+        t["id"] = toml_edit::value(id);
+        for kind in ["zones", "lines", "lanes"] {
+            if let Some(item) = base_cam.get(kind) {
+                t[kind] = item.clone();
+            }
+        }
+        cams.push(t);
+    }
     let cam = cams
         .iter_mut()
         .find(|t| t.get("id").and_then(|v| v.as_str()) == Some(id))
-        .ok_or_else(|| format!("no camera '{id}' in the config"))?;
+        .ok_or_else(|| format!("no camera '{id}' in the setup file"))?;
     replace_list(
         cam,
         "zones",
@@ -207,7 +252,47 @@ pub fn edit_geometry(text: &str, id: &str, g: &Geometry) -> Result<String, Strin
             })
             .collect(),
     );
+    // An empty list must still be written: leaving the key out would bring
+    // back the config file's geometry.
+    for kind in ["zones", "lines", "lanes"] {
+        if cam.get(kind).is_none() {
+            cam[kind] = toml_edit::value(toml_edit::Array::new());
+        }
+    }
     Ok(doc.to_string())
+}
+
+/// Writes `text` to `path` so that a reader sees the old file or the new one,
+/// never half of one, and the new one survives a power cut: a temporary file
+/// in the same directory, synced, renamed over, the directory synced. The old
+/// file is kept as `<name>.bak`.
+fn write_atomically(path: &std::path::Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let hint = "the agent writes it in its data_dir, which must be writable by the service user (ReadWritePaths in the unit, a writable volume in a container)";
+    let tmp = path.with_extension("toml.saving");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| format!("cannot write {}: {e} — {hint}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e} — {hint}", tmp.display()))?;
+    drop(f);
+    if path.exists() {
+        let _ = std::fs::copy(path, path.with_extension("toml.bak"));
+    }
+    std::fs::rename(&tmp, path)
+        .map_err(|e| format!("cannot replace {}: {e} — {hint}", path.display()))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 /// Validates and writes the new geometry, asks for a reload and waits until
@@ -220,22 +305,29 @@ pub async fn save(state: &SetupState, id: &str, g: &Geometry) -> Result<(), (u16
     ))?;
     let text = std::fs::read_to_string(&path)
         .map_err(|e| (500, format!("cannot read {}: {e}", path.display())))?;
-    let new = edit_geometry(&text, id, g).map_err(|e| (400, e))?;
+    let setup_path = state
+        .running
+        .read()
+        .map_err(|_| (500, "the running config is unavailable".to_string()))?
+        .data_dir()
+        .join(crate::config::SETUP_FILE);
+    let old = match std::fs::read_to_string(&setup_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err((500, format!("cannot read {}: {e}", setup_path.display()))),
+    };
+    let new = edit_geometry(&text, &old, id, g).map_err(|e| (400, e))?;
     let base = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
-    if let Err(e) = Config::parse(&new, &path, &base) {
+    if let Err(e) = Config::parse_with(
+        &text,
+        &path,
+        &base,
+        crate::config::Setup::Text(&new, &setup_path),
+    ) {
         return Err((400, e.to_string()));
     }
-    // Same directory, same permissions, then rename: never a half-written config.
-    let tmp = path.with_extension("toml.saving");
-    std::fs::write(&tmp, &new)
-        .map_err(|e| (500, format!("cannot write {}: {e}", tmp.display())))?;
-    if let Ok(m) = std::fs::metadata(&path) {
-        let _ = std::fs::set_permissions(&tmp, m.permissions());
-    }
-    let _ = std::fs::copy(&path, path.with_extension("toml.bak"));
-    std::fs::rename(&tmp, &path)
-        .map_err(|e| (500, format!("cannot replace {}: {e}", path.display())))?;
-    tracing::info!(camera = %id, path = %path.display(), "setup page saved the camera's geometry");
+    write_atomically(&setup_path, &new).map_err(|e| (500, e))?;
+    tracing::info!(camera = %id, path = %setup_path.display(), "setup page saved the camera's geometry");
     state
         .reload
         .send(())
@@ -334,10 +426,12 @@ url = "rtsp://b/1"
                 direction: Some(vec![[1.0, 0.7], [0.0, 0.7]]),
             }],
         };
-        let out = edit_geometry(TEXT, "a", &g).unwrap();
-        assert!(out.contains("# Ward config — comments stay."));
-        assert!(out.contains("url = \"mqtt://h\"   # the broker"));
-        assert!(out.contains("id = \"b\"   # untouched"));
+        let out = edit_geometry(TEXT, "", "a", &g).unwrap();
+        assert!(out.contains("# Installer-edited settings"), "{out}");
+        assert!(
+            !out.contains("url"),
+            "only geometry goes to the setup file: {out}"
+        );
         assert!(!out.contains("name = \"old\""));
         assert!(out.contains("[0.3, 0.6123]"), "{out}");
         assert!(out.contains("classes = [\"car\"]"), "lane keys kept: {out}");
@@ -346,11 +440,27 @@ url = "rtsp://b/1"
         assert_eq!(cams[0]["zones"][0]["name"].as_str(), Some("drawn"));
         assert_eq!(cams[0]["lines"][0]["points"].as_array().unwrap().len(), 2);
         assert_eq!(cams[0]["lanes"][0]["direction"][0][0].as_float(), Some(1.0));
-        assert!(cams[1].get("zones").is_none());
+        assert_eq!(cams.len(), 1, "only the edited camera: {out}");
         assert!(
-            edit_geometry(TEXT, "nope", &g)
+            edit_geometry(TEXT, "", "nope", &g)
                 .unwrap_err()
                 .contains("no camera 'nope'")
+        );
+        // A second save edits the file it wrote, keeping what the installer
+        // added by hand; camera b gets its own entry, empty lists written.
+        let hand = out.replace("[[cameras]]", "# kept: a note by hand\n[[cameras]]");
+        let again = edit_geometry(TEXT, &hand, "b", &Geometry::default()).unwrap();
+        assert!(again.contains("# kept: a note by hand"), "{again}");
+        let v: toml::Table = again.parse().unwrap();
+        let cams = v["cameras"].as_array().unwrap();
+        assert_eq!(cams.len(), 2);
+        assert_eq!(cams[0]["zones"][0]["name"].as_str(), Some("drawn"));
+        assert_eq!(cams[1]["id"].as_str(), Some("b"));
+        assert_eq!(cams[1]["zones"].as_array().map(|a| a.len()), Some(0));
+        assert!(
+            edit_geometry(TEXT, "cameras = 3", "a", &g)
+                .unwrap_err()
+                .contains("not a list of [[cameras]]")
         );
     }
 }

@@ -1,7 +1,9 @@
 //! The installer's setup page in headless Chromium: draw a zone on camera a's
 //! snapshot with the mouse, save; the agent's running config has the new
-//! polygon, the file keeps its comments, and camera b's frame counter (from
-//! /metrics) never pauses.
+//! polygon, which is written to `<data_dir>/setup.toml` (the config file is
+//! left as it was: it is read-only to the service as shipped), a fresh load
+//! of the config sees it, and camera b's frame counter (from /metrics) never
+//! pauses.
 
 use crate::common;
 
@@ -47,6 +49,8 @@ url = "{b}"
             b = sim.url("b"),
         );
     let agent = Agent::start(&cfg);
+    let config_path = agent.dir.path().join("agent.toml");
+    let config_before = std::fs::read_to_string(&config_path).unwrap();
     let start = Instant::now();
     while frames(port, "a") < 30.0 || frames(port, "b") < 30.0 {
         assert!(
@@ -132,11 +136,35 @@ url = "{b}"
         }
     }
     println!("running config: camera a zone {zone}");
-    // The file: new zone, comments kept.
-    let text = std::fs::read_to_string(agent.dir.path().join("agent.toml")).unwrap();
-    assert!(text.contains("name = \"drawn\""));
-    assert!(text.contains("# Installer's note: this comment must survive"));
-    assert!(text.contains("# main gate"));
+    // The config file is untouched; the zone is in the data_dir's setup.toml.
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    assert_eq!(
+        text, config_before,
+        "the setup page changed the config file"
+    );
+    let setup = std::fs::read_to_string(data.path().join("setup.toml"))
+        .expect("the setup page wrote <data_dir>/setup.toml");
+    assert!(setup.contains("name = \"drawn\""), "{setup}");
+    assert!(
+        !setup.contains("rtsp://"),
+        "only geometry in setup.toml: {setup}"
+    );
+    // What a restart loads: the config file with setup.toml over it.
+    let loaded = ioc_agent::config::Config::load(&config_path).expect("the saved config loads");
+    let a = loaded
+        .cameras
+        .iter()
+        .find(|c| c.id.get_ref() == "a")
+        .unwrap();
+    assert_eq!(a.zones.len(), 1);
+    assert_eq!(a.zones[0].name.get_ref(), "drawn");
+    let layer = loaded.setup.as_ref().expect("setup.toml merged");
+    println!("after the save: {}", layer.summary());
+    assert!(
+        layer.summary().contains("a (zones, lines, lanes)"),
+        "{}",
+        layer.summary()
+    );
     let log = agent.log_text();
     let line = log
         .lines()
