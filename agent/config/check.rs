@@ -161,11 +161,51 @@ impl Config {
                 "evidence.max_held_share must be a share between 0 and 1 (e.g. 0.5: held evidence may use half of max_bytes)",
             );
         }
-        if ev.ring_bytes < (1 << 20) {
+        if !(1 << 20..=1 << 32).contains(&ev.ring_bytes) {
             c.at_key(
                 "evidence",
                 "ring_bytes",
-                "evidence.ring_bytes must be at least 1048576 (1 MiB); a clip needs whole GOPs",
+                "evidence.ring_bytes must be between 1048576 (1 MiB) and 4294967296 (4 GiB); the default 33554432 holds about 50 s of a 4 Mbit/s stream",
+            );
+        }
+        if !(1 << 20..=1 << 36).contains(&ev.ring_total_bytes) {
+            c.at_key(
+                "evidence",
+                "ring_total_bytes",
+                "evidence.ring_total_bytes must be between 1048576 (1 MiB) and 68719476736 (64 GiB); it is shared by all cameras' rings (default 536870912)",
+            );
+        } else {
+            let n = self.cameras.iter().filter(|c| c.enabled).count().max(1) as u64;
+            if ev.ring_total_bytes / n < 1 << 20 {
+                c.at_key(
+                    "evidence",
+                    "ring_total_bytes",
+                    format!(
+                        "evidence.ring_total_bytes gives each of the {n} cameras {} bytes of pre-roll, under 1 MiB; raise it to at least {}",
+                        ev.ring_total_bytes / n,
+                        n << 20
+                    ),
+                );
+            }
+        }
+        if !(1..=4096).contains(&ev.max_pending) {
+            c.at_key(
+                "evidence",
+                "max_pending",
+                "evidence.max_pending must be between 1 and 4096 (default 64)",
+            );
+        }
+        if !(ev.max_clip_secs.is_finite()
+            && ev.max_clip_secs >= ev.pre_secs + ev.post_secs
+            && ev.max_clip_secs <= 600.0)
+        {
+            c.at_key(
+                "evidence",
+                "max_clip_secs",
+                format!(
+                    "evidence.max_clip_secs must be between pre_secs + post_secs ({}) and 600",
+                    ev.pre_secs + ev.post_secs
+                ),
             );
         }
         if let Some(h) = &self.http {
@@ -422,6 +462,12 @@ impl Config {
                 "inactivity_timeout_secs",
                 cam.inactivity_timeout_secs,
                 1.0,
+                600.0,
+            ),
+            (
+                "keyframe_timeout_secs",
+                cam.keyframe_timeout_secs,
+                2.0,
                 600.0,
             ),
             ("backoff_min_secs", cam.backoff_min_secs, 0.1, 600.0),

@@ -404,6 +404,11 @@ pub struct CameraConfig {
     /// Seconds without a frame before the session is dropped and reopened. Default 10.
     #[serde(default = "default_inactivity")]
     pub inactivity_timeout_secs: f64,
+    /// Seconds a session may wait for its first keyframe (IDR) or recovery
+    /// point (intra refresh) before it is dropped and reopened as not live.
+    /// Default 30 (a GOP up to 30 s).
+    #[serde(default = "default_keyframe_timeout")]
+    pub keyframe_timeout_secs: f64,
     /// Reconnect backoff: first delay and ceiling, seconds (jittered ±25%). Default 1 and 30.
     #[serde(default = "default_backoff_min")]
     pub backoff_min_secs: f64,
@@ -470,6 +475,7 @@ impl CameraConfig {
                 .map(|u| self.with_credentials(u.get_ref())),
             connect_timeout: secs(self.connect_timeout_secs),
             inactivity_timeout: secs(self.inactivity_timeout_secs),
+            keyframe_timeout: secs(self.keyframe_timeout_secs),
             backoff_min: secs(self.backoff_min_secs),
             backoff_max: secs(self.backoff_max_secs),
         }
@@ -529,6 +535,9 @@ fn default_connect_timeout() -> f64 {
 }
 fn default_inactivity() -> f64 {
     10.0
+}
+fn default_keyframe_timeout() -> f64 {
+    30.0
 }
 fn default_backoff_min() -> f64 {
     1.0
@@ -1051,7 +1060,7 @@ mod tests {
         #[test]
         fn no_number_panics_the_checker_or_the_start(
             key in proptest::sample::select(vec![
-                "connect_timeout_secs", "inactivity_timeout_secs", "backoff_min_secs",
+                "connect_timeout_secs", "inactivity_timeout_secs", "keyframe_timeout_secs", "backoff_min_secs",
                 "backoff_max_secs", "detect_fps", "priority",
             ]),
             v in number(),

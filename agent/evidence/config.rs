@@ -23,10 +23,30 @@ pub struct EvidenceConfig {
     /// Seconds of video after the event. Default 5.
     #[serde(default = "default_post")]
     pub post_secs: f64,
-    /// Bytes of encoded video kept per camera for pre-roll (whole GOPs).
-    /// Default 32 MiB (about 50 s of a 4 Mbit/s stream).
+    /// Bytes of encoded video kept per camera for pre-roll: a hard cap
+    /// (whole GOPs are evicted; a GOP larger than this, from a camera that
+    /// sends no further keyframe, has its oldest frames cut). Default 32 MiB
+    /// (about 50 s of a 4 Mbit/s stream).
     #[serde(default = "default_ring")]
     pub ring_bytes: u64,
+    /// Bytes of encoded video kept for all cameras together: each enabled
+    /// camera's ring gets `min(ring_bytes, ring_total_bytes / cameras)`.
+    /// Default 512 MiB.
+    #[serde(default = "default_ring_total")]
+    pub ring_total_bytes: u64,
+    /// Longest clip, seconds: a clip reaches back at most `max_clip_secs -
+    /// post_secs` before the event. It starts on the last keyframe at or
+    /// before the pre-roll within that reach; else on the first keyframe
+    /// after the pre-roll; else (no keyframe in reach: a very long GOP, or
+    /// none) at the pre-roll on any frame, marked `starts_on_keyframe:
+    /// false`. Default 30.
+    #[serde(default = "default_max_clip")]
+    pub max_clip_secs: f64,
+    /// Evidence packages that may wait for their post-roll or be built at
+    /// once, all cameras together; past it a package is dropped and counted
+    /// (`ioc_evidence_dropped_total`), its alert still sent. Default 64.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: u32,
     /// Disk budget for all evidence, bytes. The oldest folders that are not
     /// held go first. Default 20 GiB.
     #[serde(default = "default_evidence_bytes")]
@@ -53,6 +73,15 @@ pub struct EvidenceConfig {
     pub plates: Option<PlatesConfig>,
 }
 
+fn default_ring_total() -> u64 {
+    512 << 20
+}
+fn default_max_pending() -> u32 {
+    64
+}
+fn default_max_clip() -> f64 {
+    30.0
+}
 fn default_held_share() -> f64 {
     0.5
 }
@@ -65,6 +94,9 @@ impl Default for EvidenceConfig {
             pre_secs: default_pre(),
             post_secs: default_post(),
             ring_bytes: default_ring(),
+            ring_total_bytes: default_ring_total(),
+            max_clip_secs: default_max_clip(),
+            max_pending: default_max_pending(),
             max_bytes: default_evidence_bytes(),
             max_held_share: default_held_share(),
             min_free_bytes: default_free_floor(),

@@ -73,6 +73,10 @@ pub struct EvidenceCounters {
     pub failed: AtomicU64,
     pub removed: AtomicU64,
     pub clips_missing: AtomicU64,
+    /// Packages waiting for their post-roll or being built now.
+    pub pending: AtomicU64,
+    /// Packages not built because `evidence.max_pending` were waiting.
+    pub dropped: AtomicU64,
 }
 
 /// What the analyze loop hands over for one event.
@@ -156,8 +160,25 @@ impl Evidence {
         hex::encode(sign::Sign::public(&self.signer).as_bytes())
     }
 
-    /// Builds and seals the package in the background; never blocks the caller.
+    /// Builds and seals the package in the background; never blocks the
+    /// caller. At most `evidence.max_pending` packages wait at once (each
+    /// holds its pictures until sealed): past that one is dropped and
+    /// counted, and its alert still goes out.
     pub fn submit(self: &Arc<Self>, pkg: Package) {
+        let c = &self.counters;
+        if c.pending.fetch_add(1, Ordering::AcqRel) >= self.cfg.max_pending as u64 {
+            c.pending.fetch_sub(1, Ordering::AcqRel);
+            let n = c.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n == 1 || n.is_power_of_two() {
+                warn!(
+                    event_id = %pkg.alert.id,
+                    dropped_total = n,
+                    max_pending = self.cfg.max_pending,
+                    "evidence package dropped: too many waiting to be built (events faster than the disk or the post-roll); the alert was still sent"
+                );
+            }
+            return;
+        }
         let ev = self.clone();
         tokio::spawn(async move {
             let id = pkg.alert.id.clone();
@@ -165,6 +186,7 @@ impl Evidence {
                 ev.counters.failed.fetch_add(1, Ordering::Relaxed);
                 warn!(event_id = %id, error = %e, "evidence package failed; the alert was still sent");
             }
+            ev.counters.pending.fetch_sub(1, Ordering::AcqRel);
         });
     }
 

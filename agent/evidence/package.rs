@@ -64,41 +64,51 @@ impl Evidence {
     }
 
     /// Waits for the post-roll (bounded: a stalled camera still gets a
-    /// package); the clip's span (none when the camera's session changed or
-    /// the ring has nothing) and the event time on the ring's clock.
+    /// package, and a session that ended — the camera reconnected — gives
+    /// what it had); the clip's span (none when the ring no longer holds the
+    /// event's session or has nothing) and the event time on the ring's clock.
     async fn wait_for_span(&self, pkg: &Package) -> (Option<ring::Span>, u64) {
         let pre = (self.cfg.pre_secs * 1e9) as u64;
         let post = (self.cfg.post_secs * 1e9) as u64;
+        // The clip's length cap: never further back than this before the event.
+        let reach =
+            ((self.cfg.max_clip_secs - self.cfg.post_secs).max(self.cfg.pre_secs) * 1e9) as u64;
         let deadline = Instant::now() + crate::base::secs(self.cfg.post_secs + 10.0);
         let mut event_pts = pkg.event_pts_ns;
         let span = loop {
             let ready = {
                 let r = lock_ring(&pkg.ring);
-                if r.wall_clock {
-                    event_pts = r.pts_at_wall(pkg.event_wall).unwrap_or(0);
-                }
-                let want_end = event_pts + post;
-                let same = r.session == pkg.session;
-                let done = same && r.latest_pts().is_some_and(|p| p >= want_end);
-                if !same {
-                    Some(None)
-                } else if done || Instant::now() > deadline {
-                    let mut span = r.span(event_pts.saturating_sub(pre), want_end);
-                    tracing::debug!(
-                        event_pts,
-                        ring_first = r.first_pts().unwrap_or(0),
-                        ring_last = r.latest_pts().unwrap_or(0),
-                        keyframes = r.keyframe_pts().len(),
-                        first_keys = ?r.keyframe_pts().iter().take(8).collect::<Vec<_>>(),
-                        "evidence span"
-                    );
-                    // The session began less than pre_secs before the event.
-                    if let Some(s) = span.as_mut() {
-                        s.pre_truncated |= event_pts < pre;
+                match r.segment(pkg.session) {
+                    None => Some(None),
+                    Some(seg) => {
+                        if r.wall_clock {
+                            event_pts = seg.pts_at_wall(pkg.event_wall).unwrap_or(0);
+                        }
+                        let want_end = event_pts + post;
+                        let done = seg.latest_pts().is_some_and(|p| p >= want_end);
+                        if done || seg.ended || Instant::now() > deadline {
+                            let mut span = seg.span(
+                                event_pts.saturating_sub(pre),
+                                want_end,
+                                event_pts.saturating_sub(reach),
+                            );
+                            tracing::debug!(
+                                event_pts,
+                                ring_first = seg.first_pts().unwrap_or(0),
+                                ring_last = seg.latest_pts().unwrap_or(0),
+                                ended = seg.ended,
+                                keyframes = seg.keyframe_pts().len(),
+                                "evidence span"
+                            );
+                            // The session began less than pre_secs before the event.
+                            if let Some(s) = span.as_mut() {
+                                s.pre_truncated |= event_pts < pre;
+                            }
+                            Some(span)
+                        } else {
+                            None
+                        }
                     }
-                    Some(span)
-                } else {
-                    None
                 }
             };
             match ready {
@@ -210,6 +220,7 @@ pub fn seal_package(
                         duration_secs: info.duration_ns as f64 / 1e9,
                         pre_secs: event_pts_ns.saturating_sub(info.start_pts_ns) as f64 / 1e9,
                         pre_truncated: span.pre_truncated,
+                        starts_on_keyframe: span.starts_on_keyframe,
                     });
                 }
                 Err(e) => warn!(event_id = %alert.id, error = %e, "clip not written"),

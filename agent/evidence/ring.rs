@@ -14,30 +14,42 @@ pub struct RingFrame {
     pub data: Vec<u8>,
     /// Presentation time on the session clock (from RTP time), nanoseconds.
     pub pts_ns: u64,
+    /// A keyframe or a recovery point (intra refresh): where a clip can start.
     pub keyframe: bool,
     /// Wall-clock time the frame arrived.
     pub wall: SystemTime,
 }
 
-/// A byte-bounded ring of whole GOPs. The first frame is always a keyframe.
-pub struct GopRing {
+/// One camera session's frames: one clock, one codec.
+struct Segment {
+    session: u64,
+    codec: Codec,
     frames: VecDeque<Arc<RingFrame>>,
     bytes: u64,
-    budget: u64,
-    pub codec: Codec,
-    /// Session number: bumped when the stream restarts, so a clip never mixes
-    /// two sessions' clocks.
-    pub session: u64,
-    /// GOPs evicted to stay within the budget.
-    pub evicted_gops: u64,
-    /// Frames come from a separate record stream (the camera's main stream
-    /// while detection runs on `detect_url`): events are placed on this
-    /// stream's clock by wall-clock arrival time.
-    pub wall_clock: bool,
     /// The latest parameter sets (SPS/PPS, and VPS for H.265) seen, Annex B:
     /// the camera (or retina) sends them with some keyframes only, and a clip
     /// must start with them.
     params: Vec<u8>,
+}
+
+/// A byte-bounded ring of the recent video, by camera session. A reconnect
+/// starts a new segment and keeps the old one (evicted first), so an event
+/// raised just before a drop still gets its pre-roll. Whole GOPs are evicted
+/// while they fit; a single GOP larger than the budget (a camera that sends
+/// no second keyframe, intra refresh) has its oldest frames cut instead, so
+/// the budget is a hard cap.
+pub struct GopRing {
+    segs: VecDeque<Segment>,
+    bytes: u64,
+    budget: u64,
+    /// GOPs evicted to stay within the budget.
+    pub evicted_gops: u64,
+    /// Frames cut from inside a GOP larger than the budget.
+    pub cut_frames: u64,
+    /// Frames come from a separate record stream (the camera's main stream
+    /// while detection runs on `detect_url`): events are placed on this
+    /// stream's clock by wall-clock arrival time.
+    pub wall_clock: bool,
 }
 
 /// The parameter-set NAL units of an Annex B access unit, each with a start code.
@@ -87,6 +99,10 @@ pub struct Span {
     pub codec: Codec,
     /// True when the ring did not reach back to the requested start.
     pub pre_truncated: bool,
+    /// False when no keyframe was close enough before the event (see
+    /// [`SegmentView::span`]): a player shows pictures from the first
+    /// keyframe or recovery point in the clip.
+    pub starts_on_keyframe: bool,
     /// Parameter sets to put before the first frame when it lacks them.
     pub params: Vec<u8>,
 }
@@ -94,53 +110,163 @@ pub struct Span {
 impl GopRing {
     pub fn new(codec: Codec, budget: u64) -> GopRing {
         GopRing {
-            frames: VecDeque::new(),
+            segs: VecDeque::from([Segment::new(0, codec)]),
             bytes: 0,
             budget,
-            codec,
-            session: 0,
             evicted_gops: 0,
+            cut_frames: 0,
             wall_clock: false,
-            params: Vec::new(),
         }
     }
 
-    /// Starts a new stream (after a reconnect): the old frames are dropped.
+    fn current(&mut self) -> &mut Segment {
+        if self.segs.is_empty() {
+            self.segs.push_back(Segment::new(0, Codec::H264));
+        }
+        let n = self.segs.len() - 1;
+        &mut self.segs[n]
+    }
+
+    /// Starts a new stream (after a reconnect): a new segment on its own
+    /// clock; the old one is kept within the budget for events that are
+    /// still waiting for their clip.
     pub fn restart(&mut self, codec: Codec) {
-        self.frames.clear();
-        self.bytes = 0;
-        self.params.clear();
-        self.codec = codec;
-        self.session += 1;
+        let session = self.session() + 1;
+        if self.segs.back().is_some_and(|s| s.frames.is_empty()) {
+            self.segs.pop_back();
+        }
+        self.segs.push_back(Segment::new(session, codec));
+    }
+
+    /// The current session number: bumped when the stream restarts, so a
+    /// clip never mixes two sessions' clocks.
+    pub fn session(&self) -> u64 {
+        self.segs.back().map(|s| s.session).unwrap_or(0)
+    }
+
+    /// The frames of session `session`, while the ring still holds them.
+    pub fn segment(&self, session: u64) -> Option<SegmentView<'_>> {
+        let current = self.session();
+        self.segs
+            .iter()
+            .find(|s| s.session == session)
+            .map(|seg| SegmentView {
+                seg,
+                ended: session != current,
+            })
     }
 
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+    /// A new cap, applied from the next frame on.
+    pub fn set_budget(&mut self, budget: u64) {
+        self.budget = budget;
+    }
     pub fn len(&self) -> usize {
-        self.frames.len()
+        self.segs.iter().map(|s| s.frames.len()).sum()
     }
     pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.len() == 0
     }
-    /// The presentation time on this ring's clock of the moment `wall`, from
-    /// the frame that arrived closest to it.
+    /// The codec of the current session.
+    pub fn codec(&self) -> Codec {
+        self.segs.back().map(|s| s.codec).unwrap_or(Codec::H264)
+    }
+
+    /// Adds a frame to the current session; frames before its first keyframe
+    /// are ignored. Then evicts within the budget: the oldest session first,
+    /// whole GOPs, never the GOP being filled unless it alone is over the
+    /// budget (then its oldest frames).
+    pub fn push(&mut self, f: Arc<RingFrame>) {
+        let seg = self.current();
+        if seg.frames.is_empty() && !f.keyframe {
+            return;
+        }
+        if f.keyframe {
+            let p = parameter_sets(seg.codec, &f.data);
+            if !p.is_empty() {
+                seg.params = p;
+            }
+        }
+        let n = f.data.len() as u64;
+        seg.bytes += n;
+        seg.frames.push_back(f);
+        self.bytes += n;
+        while self.bytes > self.budget {
+            let last = self.segs.len() == 1;
+            let Some(seg) = self.segs.front_mut() else {
+                break;
+            };
+            // The second keyframe is where the oldest GOP ends.
+            let (count, whole) = match seg.frames.iter().skip(1).position(|f| f.keyframe) {
+                Some(end) => (end + 1, true),
+                None if !last => (seg.frames.len(), true),
+                // One GOP, the one being filled, over the budget.
+                None if seg.frames.len() > 1 => (1, false),
+                None => break,
+            };
+            let mut freed = 0;
+            for _ in 0..count {
+                if let Some(old) = seg.frames.pop_front() {
+                    freed += old.data.len() as u64;
+                }
+            }
+            seg.bytes -= freed;
+            self.bytes -= freed;
+            if whole {
+                self.evicted_gops += 1;
+            } else {
+                self.cut_frames += 1;
+            }
+            if seg.frames.is_empty() && !last {
+                self.segs.pop_front();
+            }
+        }
+    }
+}
+
+impl Segment {
+    fn new(session: u64, codec: Codec) -> Segment {
+        Segment {
+            session,
+            codec,
+            frames: VecDeque::new(),
+            bytes: 0,
+            params: Vec::new(),
+        }
+    }
+}
+
+/// One session's frames in the ring.
+pub struct SegmentView<'a> {
+    seg: &'a Segment,
+    /// The session is over (the camera reconnected): no frame will be added.
+    pub ended: bool,
+}
+
+impl SegmentView<'_> {
+    /// The presentation time on this session's clock of the moment `wall`,
+    /// from the frame that arrived closest to it.
     pub fn pts_at_wall(&self, wall: SystemTime) -> Option<u64> {
         let off = |f: &RingFrame| match wall.duration_since(f.wall) {
             Ok(d) => d.as_nanos() as i128,
             Err(e) => -(e.duration().as_nanos() as i128),
         };
-        let f = self.frames.iter().min_by_key(|f| off(f).abs())?;
+        let f = self.seg.frames.iter().min_by_key(|f| off(f).abs())?;
         Some((f.pts_ns as i128 + off(f)).max(0) as u64)
     }
-
     /// Presentation time of the oldest frame.
     pub fn first_pts(&self) -> Option<u64> {
-        self.frames.front().map(|f| f.pts_ns)
+        self.seg.frames.front().map(|f| f.pts_ns)
     }
     /// Presentation times of the keyframes held.
     pub fn keyframe_pts(&self) -> Vec<u64> {
-        self.frames
+        self.seg
+            .frames
             .iter()
             .filter(|f| f.keyframe)
             .map(|f| f.pts_ns)
@@ -148,42 +274,14 @@ impl GopRing {
     }
     /// Presentation time of the newest frame.
     pub fn latest_pts(&self) -> Option<u64> {
-        self.frames.back().map(|f| f.pts_ns)
-    }
-
-    /// Adds a frame; frames before the first keyframe are ignored. Evicts the
-    /// oldest whole GOPs while over budget, but never the GOP being filled.
-    pub fn push(&mut self, f: Arc<RingFrame>) {
-        if self.frames.is_empty() && !f.keyframe {
-            return;
-        }
-        if f.keyframe {
-            let p = parameter_sets(self.codec, &f.data);
-            if !p.is_empty() {
-                self.params = p;
-            }
-        }
-        self.bytes += f.data.len() as u64;
-        self.frames.push_back(f);
-        while self.bytes > self.budget {
-            // The second keyframe is where the oldest GOP ends.
-            let Some(end) = self.frames.iter().skip(1).position(|f| f.keyframe) else {
-                break;
-            };
-            for _ in 0..=end {
-                if let Some(old) = self.frames.pop_front() {
-                    self.bytes -= old.data.len() as u64;
-                }
-            }
-            self.evicted_gops += 1;
-        }
+        self.seg.frames.back().map(|f| f.pts_ns)
     }
 
     /// Whether a clip may start at frame `i`: an H.265 CRA followed by
     /// RASL pictures (open GOP) may not — a player drops them, so the clip
     /// would not hold every frame of the source.
     fn clean_start(&self, i: usize) -> bool {
-        if self.codec == Codec::H264 {
+        if self.seg.codec == Codec::H264 {
             return true;
         }
         let types = |d: &[u8]| -> Vec<u8> {
@@ -193,49 +291,62 @@ impl GopRing {
                 .filter(|t| *t < 32)
                 .collect()
         };
-        let here = types(&self.frames[i].data);
+        let here = types(&self.seg.frames[i].data);
         if here.iter().all(|t| (16..=20).contains(t)) {
             return true;
         }
-        match self.frames.get(i + 1) {
+        match self.seg.frames.get(i + 1) {
             Some(next) => !types(&next.data).iter().any(|t| *t == 8 || *t == 9),
             None => true,
         }
     }
 
-    /// Frames from the last keyframe at or before `from_ns` up to the last
+    /// The clip for an event: frames from a start (below) up to the last
     /// frame (in decode order) whose presentation time is at or before
-    /// `to_ns`. When no keyframe is that old, starts at the oldest keyframe.
-    pub fn span(&self, from_ns: u64, to_ns: u64) -> Option<Span> {
-        let start = self
-            .frames
-            .iter()
-            .enumerate()
-            .filter(|(i, f)| f.keyframe && f.pts_ns <= from_ns && self.clean_start(*i))
-            .map(|(i, _)| i)
-            .next_back();
-        let pre_truncated = start.is_none();
-        let start = start
-            .or_else(|| {
-                (0..self.frames.len()).find(|&i| self.frames[i].keyframe && self.clean_start(i))
-            })
-            .unwrap_or(0);
+    /// `to_ns`. The start, with `from_ns` the wanted pre-roll start and
+    /// `earliest_ns` the oldest a clip may reach back (its length cap):
+    /// 1. the last keyframe in `earliest_ns..=from_ns`;
+    /// 2. else the first keyframe after `from_ns` (up to `to_ns`), the clip
+    ///    then short of its pre-roll;
+    /// 3. else (a GOP longer than the cap, or no keyframe at all) the first
+    ///    frame at or after `max(from_ns, earliest_ns)`, or the oldest held;
+    ///    the clip does not start on a keyframe.
+    pub fn span(&self, from_ns: u64, to_ns: u64, earliest_ns: u64) -> Option<Span> {
+        let frames = &self.seg.frames;
+        let oldest = frames.front()?.pts_ns;
+        let key_at = |i: usize| frames[i].keyframe && self.clean_start(i);
+        let (start, on_key, pre_truncated) = if let Some(i) = (0..frames.len())
+            .rev()
+            .find(|&i| key_at(i) && frames[i].pts_ns <= from_ns && frames[i].pts_ns >= earliest_ns)
+        {
+            (i, true, false)
+        } else if let Some(i) = (0..frames.len())
+            .find(|&i| key_at(i) && frames[i].pts_ns > from_ns && frames[i].pts_ns <= to_ns)
+        {
+            (i, true, true)
+        } else {
+            let want = from_ns.max(earliest_ns);
+            let i = (0..frames.len())
+                .find(|&i| frames[i].pts_ns >= want)
+                .unwrap_or(0);
+            (i, false, oldest > from_ns)
+        };
         // In decode order, the clip ends at the last frame that presents by `to_ns`
         // (B-frames may present before an earlier-decoded P-frame).
-        let end = self
-            .frames
+        let end = frames
             .iter()
             .enumerate()
             .skip(start)
             .filter(|(_, f)| f.pts_ns <= to_ns)
             .map(|(i, _)| i)
             .next_back()?;
-        let frames: Vec<_> = self.frames.range(start..=end).cloned().collect();
-        (!frames.is_empty()).then_some(Span {
-            frames,
-            codec: self.codec,
+        let out: Vec<_> = frames.range(start..=end).cloned().collect();
+        (!out.is_empty()).then_some(Span {
+            frames: out,
+            codec: self.seg.codec,
             pre_truncated,
-            params: self.params.clone(),
+            starts_on_keyframe: on_key,
+            params: self.seg.params.clone(),
         })
     }
 }
@@ -262,8 +373,9 @@ mod tests {
             r.push(frame(i, i % 25 == 0, 200));
         }
         assert!(r.bytes() <= 10_000);
-        assert!(r.frames[0].keyframe);
-        assert_eq!(r.frames[0].pts_ns % (25 * 40_000_000), 0);
+        let first = &r.segs[0].frames[0];
+        assert!(first.keyframe);
+        assert_eq!(first.pts_ns % (25 * 40_000_000), 0);
         // 50 frames fit; two whole GOPs went, never part of one.
         assert_eq!(r.evicted_gops, 2);
         assert_eq!(r.len(), 50);
@@ -288,7 +400,7 @@ mod tests {
             keyframe: true,
             wall: SystemTime::UNIX_EPOCH,
         }));
-        let s = r.span(1, 1).unwrap();
+        let s = r.segment(0).unwrap().span(1, 1, 0).unwrap();
         assert_eq!(
             s.params,
             vec![
@@ -315,8 +427,9 @@ mod tests {
         r.push(f(9, 8, false));
         r.push(f(21, 20, true)); // CRA without leading pictures
         r.push(f(1, 21, false));
-        assert_eq!(r.span(15, 30).unwrap().frames[0].pts_ns, 0);
-        assert_eq!(r.span(25, 30).unwrap().frames[0].pts_ns, 20);
+        let seg = r.segment(0).unwrap();
+        assert_eq!(seg.span(15, 30, 0).unwrap().frames[0].pts_ns, 0);
+        assert_eq!(seg.span(25, 30, 0).unwrap().frames[0].pts_ns, 20);
     }
 
     #[test]
@@ -332,7 +445,9 @@ mod tests {
             }));
         }
         let at = |ms: u64| {
-            r.pts_at_wall(t0 + std::time::Duration::from_millis(ms))
+            r.segment(0)
+                .unwrap()
+                .pts_at_wall(t0 + std::time::Duration::from_millis(ms))
                 .unwrap()
         };
         assert_eq!(at(400), 7_400_000_000);
@@ -341,12 +456,93 @@ mod tests {
     }
 
     #[test]
-    fn the_current_gop_is_never_evicted() {
+    fn a_gop_larger_than_the_budget_is_cut_not_kept_whole() {
+        // A camera that sends one keyframe and never another (intra refresh).
         let mut r = GopRing::new(Codec::H264, 1_000);
+        for i in 0..3000 {
+            r.push(frame(i, i == 0, 200));
+            assert!(
+                r.bytes() <= 1_000,
+                "over the cap at frame {i}: {}",
+                r.bytes()
+            );
+        }
+        assert_eq!(r.len(), 5);
+        assert_eq!(r.cut_frames, 2995);
+        // Its clip: no keyframe in reach, so it starts at the pre-roll.
+        let seg = r.segment(0).unwrap();
+        let s = seg.span(2996 * 40_000_000, 2999 * 40_000_000, 0).unwrap();
+        assert!(!s.starts_on_keyframe);
+        assert_eq!(s.frames.len(), 4);
+        // Within the budget, a GOP being filled is kept whole.
+        let mut r = GopRing::new(Codec::H264, 100_000);
         for i in 0..30 {
             r.push(frame(i, i == 0, 200));
         }
         assert_eq!(r.len(), 30);
+        assert_eq!(r.cut_frames, 0);
+    }
+
+    #[test]
+    fn a_clip_reaches_back_no_further_than_its_cap() {
+        // A 24 s GOP at 25 fps: the keyframe before the pre-roll (24 s) is
+        // older than the cap allows (30 s).
+        let mut r = GopRing::new(Codec::H264, u64::MAX);
+        for i in 0..1400 {
+            r.push(frame(i, i % 600 == 0, 10));
+        }
+        let seg = r.segment(0).unwrap();
+        let ms = 1_000_000;
+        let event = 1000 * 40 * ms; // 40 s; keyframes at 0, 24 s, 48 s
+        let (pre, post, reach) = (5000 * ms, 5000 * ms, 10_000 * ms);
+        let s = seg.span(event - pre, event + post, event - reach).unwrap();
+        assert!(!s.starts_on_keyframe);
+        assert_eq!(s.frames[0].pts_ns, event - pre);
+        // 48 s keyframe after the event's end: not used; a keyframe after
+        // the pre-roll but before the end is.
+        let s = seg
+            .span(event - pre, event + 9000 * ms, event - reach)
+            .unwrap();
+        assert!(s.starts_on_keyframe && s.pre_truncated);
+        assert_eq!(s.frames[0].pts_ns, 48_000 * ms);
+        // With a reach that covers it, the 24 s keyframe.
+        let s = seg.span(event - pre, event + post, 0).unwrap();
+        assert!(s.starts_on_keyframe && !s.pre_truncated);
+        assert_eq!(s.frames[0].pts_ns, 24_000 * ms);
+    }
+
+    #[test]
+    fn a_reconnect_keeps_the_old_session_for_waiting_events() {
+        let mut r = GopRing::new(Codec::H264, 100 * 200);
+        for i in 0..60 {
+            r.push(frame(i, i % 25 == 0, 100));
+        }
+        let before = r.session();
+        r.restart(Codec::H265);
+        assert_eq!(r.session(), before + 1);
+        let old = r.segment(before).expect("old session kept");
+        assert!(old.ended);
+        let s = old.span(40 * 40_000_000, 59 * 40_000_000, 0).unwrap();
+        assert_eq!(s.codec, Codec::H264);
+        assert_eq!(s.frames[0].pts_ns, 25 * 40_000_000);
+        assert_eq!(s.frames.last().unwrap().pts_ns, 59 * 40_000_000);
+        // New frames (a new clock) go to the new session; the old one is
+        // evicted first when the budget is reached, GOP by GOP.
+        r.push(frame(0, false, 100)); // before its first keyframe: ignored
+        assert!(r.segment(before + 1).unwrap().latest_pts().is_none());
+        for i in 0..150 {
+            r.push(frame(i, i % 25 == 0, 100));
+            assert!(r.bytes() <= 100 * 200);
+        }
+        assert_eq!(
+            r.segment(before).unwrap().first_pts(),
+            Some(25 * 40_000_000)
+        );
+        for i in 150..200 {
+            r.push(frame(i, i % 25 == 0, 100));
+        }
+        assert!(r.segment(before).is_none(), "old session evicted");
+        assert!(!r.segment(before + 1).unwrap().ended);
     }
 
     #[test]
@@ -355,14 +551,15 @@ mod tests {
         for i in 0..100 {
             r.push(frame(i, i % 25 == 0, 10));
         }
-        let s = r.span(30 * 40_000_000, 60 * 40_000_000).unwrap();
+        let seg = r.segment(0).unwrap();
+        let s = seg.span(30 * 40_000_000, 60 * 40_000_000, 0).unwrap();
         assert!(!s.pre_truncated);
         assert_eq!(s.frames[0].pts_ns, 25 * 40_000_000);
         assert_eq!(s.frames.last().unwrap().pts_ns, 60 * 40_000_000);
         assert_eq!(s.frames.len(), 36);
-        let s = r.span(25 * 40_000_000, 25 * 40_000_000).unwrap();
+        let s = seg.span(25 * 40_000_000, 25 * 40_000_000, 0).unwrap();
         assert_eq!(s.frames.len(), 1);
         r.restart(Codec::H265);
-        assert!(r.span(0, u64::MAX).is_none());
+        assert!(r.segment(1).unwrap().span(0, u64::MAX, 0).is_none());
     }
 }

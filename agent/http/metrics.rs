@@ -205,7 +205,8 @@ fn frames_skipped(o: &mut Out, cams: &Cameras) {
     }
 }
 
-/// `ioc_camera_up`, `ioc_camera_panics_total`, `ioc_enrichment_failures_total`.
+/// `ioc_camera_up`, `ioc_camera_panics_total`, `ioc_ring_*`,
+/// `ioc_enrichment_failures_total`.
 fn camera_health(o: &mut Out, cams: &Cameras) {
     o.head(
         "ioc_camera_up",
@@ -226,6 +227,50 @@ fn camera_health(o: &mut Out, cams: &Cameras) {
     );
     for (id, c) in cams {
         o.line("ioc_camera_panics_total", &[("camera", id)], c.panics);
+    }
+    o.head(
+        "ioc_camera_stalls_total",
+        "counter",
+        "Sessions ended as not live (pictures not advancing), by reason.",
+    );
+    for (id, c) in cams {
+        for (reason, n) in &c.stalls {
+            o.line(
+                "ioc_camera_stalls_total",
+                &[("camera", id), ("reason", reason)],
+                *n,
+            );
+        }
+    }
+    o.head(
+        "ioc_ring_bytes",
+        "gauge",
+        "Bytes of encoded video in the camera's pre-event ring.",
+    );
+    for (id, c) in cams {
+        if let Some(r) = &c.ring {
+            o.line("ioc_ring_bytes", &[("camera", id)], r.bytes);
+        }
+    }
+    o.head(
+        "ioc_ring_budget_bytes",
+        "gauge",
+        "The ring's hard byte cap.",
+    );
+    for (id, c) in cams {
+        if let Some(r) = &c.ring {
+            o.line("ioc_ring_budget_bytes", &[("camera", id)], r.budget_bytes);
+        }
+    }
+    o.head(
+        "ioc_ring_cut_frames_total",
+        "counter",
+        "Frames cut from inside a GOP larger than the ring's cap (keyframes too rare).",
+    );
+    for (id, c) in cams {
+        if let Some(r) = &c.ring {
+            o.line("ioc_ring_cut_frames_total", &[("camera", id)], r.cut_frames);
+        }
     }
     o.head(
         "ioc_enrichment_failures_total",
@@ -407,6 +452,18 @@ fn evidence_store(o: &mut Out, ev: &Evidence) {
                 "counter",
                 "Evidence folders removed by retention.",
                 load(&c.removed),
+            ),
+            (
+                "ioc_evidence_pending",
+                "gauge",
+                "Evidence packages waiting for their post-roll or being built.",
+                load(&c.pending),
+            ),
+            (
+                "ioc_evidence_dropped_total",
+                "counter",
+                "Evidence packages dropped because evidence.max_pending were waiting (the alert was still sent).",
+                load(&c.dropped),
             ),
             (
                 "ioc_evidence_clips_missing_total",

@@ -178,6 +178,17 @@ pub struct ClipSummary {
     pub pre_secs: f64,
     /// The ring did not reach back to the configured pre-roll.
     pub pre_truncated: bool,
+    /// False when no keyframe lay within `evidence.max_clip_secs` before the
+    /// event (a camera with a very long GOP or none, e.g. intra refresh): the
+    /// clip then starts at the pre-roll on a frame that is not a keyframe,
+    /// and a player shows pictures from the first keyframe or recovery
+    /// point in it.
+    #[serde(default = "yes")]
+    pub starts_on_keyframe: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// An officer's decision on an event.
@@ -251,7 +262,7 @@ pub enum CameraState {
     /// Opening the RTSP session (first start or after a retry).
     #[default]
     Connecting,
-    /// Frames arrive and are analysed.
+    /// Decoded pictures advance and are analysed.
     Streaming,
     /// The session failed (`last_error`); waiting out the backoff.
     Retrying,
@@ -272,6 +283,25 @@ impl CameraState {
             CameraState::Stopped => "stopped",
         }
     }
+}
+
+/// A camera's pre-event ring: its hard byte cap and what staying within it cost.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, JsonSchema, PartialEq)]
+pub struct RingStatus {
+    /// Bytes of encoded video held now.
+    pub bytes: u64,
+    /// The cap: `evidence.ring_bytes` or the camera's share of
+    /// `evidence.ring_total_bytes`.
+    pub budget_bytes: u64,
+    /// Whole GOPs evicted since start (normal).
+    pub evicted_gops: u64,
+    /// Frames cut from inside a GOP larger than the cap since start: the
+    /// camera sends keyframes too rarely (or never, intra refresh) for the
+    /// cap; its clips then start on a frame that is not a keyframe.
+    pub cut_frames: u64,
+    /// Why frames are being cut, when they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Per-camera state in the status message.
@@ -309,6 +339,17 @@ pub struct CameraStatus {
     /// Times the camera task panicked and was restarted since start.
     #[serde(default)]
     pub panics: u64,
+    /// Sessions ended as not live since start, by reason: `no_video` (no
+    /// video packet within `inactivity_timeout_secs`), `no_keyframe` (no
+    /// keyframe or recovery point within `keyframe_timeout_secs`),
+    /// `frozen_timestamps` (RTP time advanced under 10% of wall time over
+    /// 5 s), `decoder_stalled` (no picture out of the decoder within
+    /// `inactivity_timeout_secs` while frames went in).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stalls: BTreeMap<String, u64>,
+    /// The camera's pre-event ring of encoded video (cameras with evidence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring: Option<RingStatus>,
     /// Optional steps (`plate_read`, `cascade`) that failed since start, by
     /// step; the session went on without them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -90,7 +90,21 @@ impl Analysis {
     /// One analysed frame, after the detector.
     async fn frame(&mut self, camera: &Camera, frame: &Arc<Frame>, inf: Inference) {
         camera.counters.inferred.fetch_add(1, Ordering::Relaxed);
-        camera.status(|s| s.observe_inference(inf.millis));
+        // The status follows the pictures' size: a camera whose resolution
+        // changes mid-stream (an installer's edit, a failover encoder)
+        // shows the new one.
+        let size = [frame.width, frame.height];
+        let mut changed = None;
+        camera.status(|s| {
+            s.observe_inference(inf.millis);
+            if s.resolution != Some(size) {
+                changed = Some(s.resolution);
+                s.resolution = Some(size);
+            }
+        });
+        if let Some(Some(old)) = changed {
+            tracing::info!(from = ?old, to = ?size, "camera resolution changed");
+        }
         self.stats.infer_ms += inf.millis;
         self.stats.infer_n += 1;
         if let Some((light, source)) = self.signal.read(frame) {

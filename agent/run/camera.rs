@@ -42,6 +42,9 @@ pub(super) enum SessionError {
     Infer(#[from] InferError),
     #[error(transparent)]
     Rules(#[from] crate::rules::RuleError),
+    /// Frames arrive but pictures do not advance.
+    #[error("not live: {0}")]
+    Stalled(super::ingest::Stall),
 }
 
 /// What every camera task shares.
@@ -132,9 +135,18 @@ impl Camera {
             cancel,
             ring: Arc::new(Mutex::new(GopRing::new(
                 decode::Codec::H264,
-                sh.evidence_cfg.ring_bytes,
+                ring_budget(sh),
             ))),
         })
+    }
+
+    /// Starts a new session in the camera's ring, with the budget for the
+    /// number of cameras now enabled.
+    pub fn restart_ring(&self, codec: decode::Codec, wall_clock: bool) {
+        let mut r = evidence::lock_ring(&self.ring);
+        r.restart(codec);
+        r.set_budget(ring_budget(&self.sh));
+        r.wall_clock = wall_clock;
     }
 
     pub fn id(&self) -> &str {
@@ -153,7 +165,24 @@ impl Camera {
 
     pub fn sync_counters(&self) {
         let c = &self.counters;
+        let ring = self.sh.evidence.is_some().then(|| {
+            let r = evidence::lock_ring(&self.ring);
+            crate::publish::payload::RingStatus {
+                bytes: r.bytes(),
+                budget_bytes: r.budget(),
+                evicted_gops: r.evicted_gops,
+                cut_frames: r.cut_frames,
+                note: (r.cut_frames > 0).then(|| {
+                    format!(
+                        "{} frames cut inside a GOP larger than the ring's {} bytes: the camera sends keyframes too rarely (or never) for it; clips start off a keyframe. Set the camera's keyframe interval (GOP) to 1-2 s, or raise evidence.ring_bytes",
+                        r.cut_frames,
+                        r.budget()
+                    )
+                }),
+            }
+        });
         self.status(|s| {
+            s.ring = ring;
             s.frames_received = c.received.load(Ordering::Relaxed);
             s.frames_decoded = c.decoded.load(Ordering::Relaxed);
             s.frames_inferred = c.inferred.load(Ordering::Relaxed);
@@ -194,21 +223,18 @@ impl Camera {
             decode::cores(),
         );
         info!(url = %info.url, codec = info.codec.as_str(), decoder = %decoder, decoder_threads = threads, resolution = ?info.resolution, "stream opened");
+        // `Streaming` only once decoded pictures advance (ingest sets it).
         self.status(|s| {
-            s.state = CameraState::Streaming;
             s.codec = Some(info.codec.as_str().into());
             s.decoder = Some(decoder.clone());
             s.decoder_kind = Some(decode::DecoderKind::of(&decoder));
             s.resolution = info.resolution.map(|(w, h)| [w, h]);
-            s.last_error = None;
         });
         // With `detect_url`, clips come from the main stream (`url`), recorded
         // by its own session; otherwise from the stream being analysed.
         let separate_record = s.detect_url.is_some() && self.sh.evidence.is_some();
         if !separate_record {
-            let mut r = evidence::lock_ring(&self.ring);
-            r.restart(info.codec);
-            r.wall_clock = false;
+            self.restart_ring(info.codec, false);
         }
         // Decoded frames due at detect_fps; the newest replaces an unread one.
         let (ftx, frx) = watch::channel::<Option<(u64, Arc<Frame>)>>(None);
@@ -266,6 +292,15 @@ impl Camera {
     }
 }
 
+/// A camera ring's byte cap: `evidence.ring_bytes`, or its share of
+/// `evidence.ring_total_bytes` when that is smaller.
+fn ring_budget(sh: &Shared) -> u64 {
+    let n = sh.enabled_cameras.load(Ordering::Relaxed).max(1) as u64;
+    sh.evidence_cfg
+        .ring_bytes
+        .min(sh.evidence_cfg.ring_total_bytes / n)
+}
+
 fn mark_failed(failed: &mut Vec<String>, decoder: &str) {
     if !failed.iter().any(|d| d == decoder) {
         failed.push(decoder.to_string());
@@ -290,6 +325,9 @@ fn choose_decoder(
     }
 }
 
+/// How long a session must deliver pictures to count as healthy.
+const HEALTHY_SESSION: Duration = Duration::from_secs(10);
+
 /// Supervision loop of one camera: sessions until cancelled, with backoff;
 /// a panicking session is caught and the camera restarted.
 pub(super) async fn supervise(camera: Camera) {
@@ -299,6 +337,10 @@ pub(super) async fn supervise(camera: Camera) {
     loop {
         camera.status(|s| s.state = CameraState::Connecting);
         let started = Instant::now();
+        let decoded_before = camera
+            .counters
+            .decoded
+            .load(std::sync::atomic::Ordering::Relaxed);
         // The session watches the cancel token itself, so that a camera
         // stopped with an event open (shutdown, reload) can still end it.
         let res = AssertUnwindSafe(camera.session(&mut failed_decoders))
@@ -307,7 +349,14 @@ pub(super) async fn supervise(camera: Camera) {
         if camera.cancel.is_cancelled() {
             break;
         }
-        if started.elapsed() > Duration::from_secs(60) {
+        // A healthy session (pictures decoded for 10 s or more) starts the
+        // backoff afresh: a camera back after a short outage is retried at
+        // once, not after the delay its earlier failures had built up.
+        let decoded = camera
+            .counters
+            .decoded
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if decoded > decoded_before && started.elapsed() >= HEALTHY_SESSION {
             backoff.reset();
         }
         let delay = backoff.next_delay();

@@ -112,7 +112,7 @@ pub(super) async fn emit(
         })
         .await;
     if let (Some(store), Some(alert)) = (&camera.sh.evidence, for_evidence) {
-        let session = evidence::lock_ring(&camera.ring).session;
+        let session = evidence::lock_ring(&camera.ring).session();
         let pkg = evidence::camera::package(
             evidence::camera::PackageInput {
                 alert,

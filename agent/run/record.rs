@@ -22,22 +22,23 @@ pub(super) async fn record_main_stream(camera: &Camera) {
             .await
         {
             Ok(mut src) => {
-                {
-                    let mut r = evidence::lock_ring(&camera.ring);
-                    r.restart(src.info().codec);
-                    r.wall_clock = true;
-                }
+                let codec = src.info().codec;
+                camera.restart_ring(codec, true);
                 let info = src.info();
                 info!(url = %info.url, codec = info.codec.as_str(), "record stream opened (clips from the main stream)");
                 backoff.reset();
                 loop {
                     match src.next_frame().await {
-                        Ok(f) => evidence::lock_ring(&camera.ring).push(Arc::new(RingFrame {
-                            data: f.data,
-                            pts_ns: f.pts_ns,
-                            keyframe: f.keyframe,
-                            wall: SystemTime::now(),
-                        })),
+                        Ok(f) => {
+                            let keyframe =
+                                f.keyframe || crate::source::has_recovery_point(codec, &f.data);
+                            evidence::lock_ring(&camera.ring).push(Arc::new(RingFrame {
+                                data: f.data,
+                                pts_ns: f.pts_ns,
+                                keyframe,
+                                wall: SystemTime::now(),
+                            }))
+                        }
                         Err(e) => {
                             let msg = camera.scrub(&e.to_string());
                             warn!(error = %msg, "record stream failed; retrying");

@@ -110,6 +110,8 @@ pub struct SourceSettings {
     pub detect_url: Option<String>,
     pub connect_timeout: Duration,
     pub inactivity_timeout: Duration,
+    /// Longest wait for the first keyframe or recovery point of a session.
+    pub keyframe_timeout: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
 }
@@ -193,6 +195,111 @@ pub struct EncodedFrame {
 
 /// Whether an Annex B access unit starts a GOP: H.264 IDR slices, or H.265
 /// IRAP pictures (IDR, CRA, BLA). retina's own flag misses some H.265 IDRs.
+/// The parameter sets of the stream's `extra_data` as Annex B NAL units:
+/// as given when already Annex B (retina's framing here), else from an
+/// `avcC` / `hvcC` record; empty when the record is malformed.
+pub fn config_record_to_annex_b(codec: Codec, rec: &[u8]) -> Vec<u8> {
+    if rec.starts_with(&[0, 0, 0, 1]) || rec.starts_with(&[0, 0, 1]) {
+        return rec.to_vec();
+    }
+    let mut out = Vec::new();
+    let mut nal = |r: &mut &[u8]| -> Option<()> {
+        let n = u16::from_be_bytes([*r.first()?, *r.get(1)?]) as usize;
+        let body = r.get(2..2 + n)?;
+        out.extend_from_slice(&[0, 0, 0, 1]);
+        out.extend_from_slice(body);
+        *r = &r[2 + n..];
+        Some(())
+    };
+    let ok = (|| -> Option<()> {
+        match codec {
+            Codec::H264 => {
+                let mut r = rec.get(5..)?;
+                let sps = (*r.first()? & 0x1f) as usize;
+                r = &r[1..];
+                for _ in 0..sps {
+                    nal(&mut r)?;
+                }
+                let pps = *r.first()? as usize;
+                r = &r[1..];
+                for _ in 0..pps {
+                    nal(&mut r)?;
+                }
+            }
+            Codec::H265 => {
+                let mut r = rec.get(22..)?;
+                let arrays = *r.first()? as usize;
+                r = &r[1..];
+                for _ in 0..arrays {
+                    let count = u16::from_be_bytes([*r.get(1)?, *r.get(2)?]) as usize;
+                    r = r.get(3..)?;
+                    for _ in 0..count {
+                        nal(&mut r)?;
+                    }
+                }
+            }
+        }
+        Some(())
+    })();
+    if ok.is_none() {
+        out.clear();
+    }
+    out
+}
+
+/// Whether an Annex B access unit carries a recovery point SEI (H.264
+/// payload type 6 in an SEI NAL, H.265 in a prefix SEI): where a decoder can
+/// start on a camera that uses intra refresh instead of IDR frames.
+pub fn has_recovery_point(codec: Codec, au: &[u8]) -> bool {
+    let mut i = 0;
+    while i + 4 < au.len() {
+        if au[i] == 0 && au[i + 1] == 0 && au[i + 2] == 1 {
+            let (sei, body) = match codec {
+                Codec::H264 => (au[i + 3] & 0x1f == 6, i + 4),
+                Codec::H265 => ((au[i + 3] >> 1) & 0x3f == 39, i + 5),
+            };
+            if sei && sei_has_payload(&au[body.min(au.len())..], 6) {
+                return true;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+/// Whether an SEI NAL's messages (from after the NAL header) include
+/// payload type `want`. Stops at the NAL's end (the next start code).
+fn sei_has_payload(b: &[u8], want: u32) -> bool {
+    let mut i = 0;
+    let read = |i: &mut usize| -> Option<u32> {
+        let mut v = 0u32;
+        loop {
+            let x = *b.get(*i)?;
+            *i += 1;
+            v = v.checked_add(x as u32)?;
+            if x != 0xFF {
+                return Some(v);
+            }
+        }
+    };
+    for _ in 0..16 {
+        // rbsp_trailing_bits, or the next start code: no more messages.
+        if b.get(i).is_none_or(|&x| x == 0x80 || x == 0) {
+            return false;
+        }
+        let (Some(t), Some(size)) = (read(&mut i), read(&mut i)) else {
+            return false;
+        };
+        if t == want {
+            return true;
+        }
+        i = i.saturating_add(size as usize);
+    }
+    false
+}
+
 pub fn is_random_access(codec: Codec, au: &[u8]) -> bool {
     let mut vcl = 0;
     let mut rap = 0;
@@ -227,6 +334,8 @@ pub fn is_random_access(codec: Codec, au: &[u8]) -> bool {
 /// A playing RTSP session delivering video frames.
 pub struct RtspSource {
     demuxed: Pin<Box<Demuxed>>,
+    /// The video stream's index in the session.
+    idx: usize,
     pub codec: Codec,
     pub url: String,
     pub resolution: Option<(u32, u32)>,
@@ -335,6 +444,7 @@ impl RtspSource {
         let demuxed = playing.demuxed().map_err(rtsp)?;
         Ok(RtspSource {
             demuxed: Box::pin(demuxed),
+            idx,
             codec,
             url: shown,
             resolution,
@@ -342,6 +452,21 @@ impl RtspSource {
             declared_fps,
             inactivity,
         })
+    }
+
+    /// The stream's current parameter sets, Annex B.
+    fn parameter_sets(&self) -> Vec<u8> {
+        match self
+            .demuxed
+            .streams()
+            .get(self.idx)
+            .and_then(|s| s.parameters())
+        {
+            Some(retina::codec::ParametersRef::Video(v)) => {
+                config_record_to_annex_b(self.codec, v.extra_data())
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// The next video frame, or an error after the inactivity timeout. The
@@ -373,10 +498,21 @@ impl RtspSource {
                     let secs = f.timestamp().elapsed_secs().max(0.0);
                     let keyframe =
                         f.is_random_access_point() || is_random_access(self.codec, f.data());
+                    let mut data = f.into_data();
+                    // retina puts the parameter sets before keyframes only; a
+                    // recovery point (intra refresh) needs them as well, to
+                    // start a decoder or a clip there.
+                    if !keyframe && has_recovery_point(self.codec, &data) {
+                        let mut ps = self.parameter_sets();
+                        if !ps.is_empty() {
+                            ps.append(&mut data);
+                            data = ps;
+                        }
+                    }
                     return Ok(EncodedFrame {
                         pts_ns: (secs * 1e9) as u64,
                         keyframe,
-                        data: f.into_data(),
+                        data,
                     });
                 }
                 Some(Ok(_)) => continue,
@@ -423,6 +559,61 @@ mod tests {
         assert!(is_random_access(Codec::H265, &[0, 0, 1, 21 << 1, 1, 7]));
         assert!(!is_random_access(Codec::H265, &[0, 0, 1, 1 << 1, 1, 7]));
         assert!(!is_random_access(Codec::H265, &[0, 0, 1, 32 << 1, 1])); // VPS only
+    }
+
+    #[test]
+    fn config_records_give_annex_b_parameter_sets() {
+        // avcC: version, profile, compat, level, length size, 1 SPS, 1 PPS.
+        let avcc = [
+            1, 0x42, 0xe0, 0x1f, 0xff, 0xe1, 0, 3, 0x67, 1, 2, 1, 0, 2, 0x68, 9,
+        ];
+        assert_eq!(
+            config_record_to_annex_b(Codec::H264, &avcc),
+            vec![0, 0, 0, 1, 0x67, 1, 2, 0, 0, 0, 1, 0x68, 9]
+        );
+        // Already Annex B: as is.
+        let annex_b = [0, 0, 0, 1, 0x67, 1, 0, 0, 0, 1, 0x68, 2];
+        assert_eq!(
+            config_record_to_annex_b(Codec::H264, &annex_b),
+            annex_b.to_vec()
+        );
+        // Truncated: nothing rather than a half set.
+        assert!(config_record_to_annex_b(Codec::H264, &avcc[..10]).is_empty());
+        let mut hvcc = vec![0u8; 22];
+        hvcc.extend_from_slice(&[1, 0x20, 0, 1, 0, 2, 0x40, 1]);
+        assert_eq!(
+            config_record_to_annex_b(Codec::H265, &hvcc),
+            vec![0, 0, 0, 1, 0x40, 1]
+        );
+        assert!(config_record_to_annex_b(Codec::H265, &[1, 2]).is_empty());
+    }
+
+    #[test]
+    fn recovery_points_are_found_in_sei() {
+        // H.264: user data (5) then recovery point (6) in one SEI NAL, a P slice.
+        let au = [
+            0, 0, 0, 1, 0x06, 5, 2, 0xAA, 0xBB, 6, 1, 0x84, 0x80, 0, 0, 1, 0x41, 9,
+        ];
+        assert!(has_recovery_point(Codec::H264, &au));
+        assert!(!has_recovery_point(
+            Codec::H264,
+            &[0, 0, 1, 0x06, 5, 1, 0xAA, 0x80]
+        ));
+        assert!(!has_recovery_point(Codec::H264, &[0, 0, 1, 0x41, 6, 1]));
+        // H.265 prefix SEI (39), two header bytes.
+        assert!(has_recovery_point(
+            Codec::H265,
+            &[0, 0, 1, 39 << 1, 1, 6, 1, 0x84, 0x80]
+        ));
+        // Truncated or hostile sizes never panic.
+        assert!(!has_recovery_point(
+            Codec::H264,
+            &[0, 0, 1, 0x06, 0xFF, 0xFF]
+        ));
+        assert!(!has_recovery_point(
+            Codec::H264,
+            &[0, 0, 1, 0x06, 5, 0xFF, 0xFF, 0xFF]
+        ));
     }
 
     #[test]

@@ -1,117 +1,92 @@
-//! Live means live: a camera is not reported as up while its pictures do not
-//! advance. Here a foreign RTSP server (written in the test, on loopback)
-//! that answers DESCRIBE/SETUP/PLAY and then sends RTCP sender reports but
-//! never a video packet: the agent must time it out and say why, though
-//! RTCP keeps arriving.
+//! Live means live: a camera is `streaming` only while its decoded pictures
+//! advance. Each test points the agent at a camera that misbehaves the way
+//! real ones do (`common::rtsp::FakeCamera`, an RTSP server on loopback
+//! streaming our footage as RTP): only RTCP and no video; intra refresh
+//! joined mid-stream (no IDR ever comes); no keyframe or recovery point at
+//! all; RTP timestamps that never advance. Each prints how long the agent
+//! took to notice.
 
 use crate::common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::rtsp::FakeCamera;
 use common::*;
 use serde_json::Value;
 
-const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=rtcp-only\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
-a=fmtp:96 packetization-mode=1;profile-level-id=42e01f;sprop-parameter-sets=Z0LgH9oBQBbsBEAAAAMAQAAADKPGDKg=,aM4yyA==\r\n\
-a=control:track1\r\n";
-
-/// Reads one RTSP request (headers only; none of ours has a body).
-fn request(rd: &mut BufReader<TcpStream>) -> Option<(String, String)> {
-    let mut first = String::new();
-    if rd.read_line(&mut first).ok()? == 0 {
-        return None;
-    }
-    let mut cseq = String::from("0");
-    loop {
-        let mut l = String::new();
-        rd.read_line(&mut l).ok()?;
-        let l = l.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some(v) = l.strip_prefix("CSeq:") {
-            cseq = v.trim().to_string();
-        }
-    }
-    Some((first.split_whitespace().next()?.to_string(), cseq))
+/// The traffic footage re-encoded with periodic intra refresh: one IDR
+/// first, then recovery-point SEIs every 25 frames and no further IDR.
+fn intra_refresh_aus(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    let mp4 = dir.join("intra-refresh.mp4");
+    transcode(
+        &mp4,
+        &[
+            "x264enc",
+            "speed-preset=ultrafast",
+            "intra-refresh=true",
+            "key-int-max=25",
+            "bitrate=1500",
+        ],
+        "h264parse",
+    );
+    let aus: Vec<Vec<u8>> = access_units(&mp4).into_iter().map(|a| a.data).collect();
+    let idr = aus
+        .iter()
+        .filter(|a| common::rtsp::nal_units(a).iter().any(|n| n[0] & 0x1f == 5))
+        .count();
+    assert_eq!(
+        idr, 1,
+        "the intra-refresh encode has {idr} IDR frames, want 1"
+    );
+    aus
 }
 
-/// A sender report (RFC 3550 §6.4.1) on interleaved channel 1.
-fn rtcp_sr(n: u32) -> Vec<u8> {
-    let mut p = vec![0x80, 200, 0, 6];
-    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
-    p.extend_from_slice(&(0xE000_0000u32 + n).to_be_bytes());
-    p.extend_from_slice(&0u32.to_be_bytes());
-    p.extend_from_slice(&(n * 90_000).to_be_bytes());
-    p.extend_from_slice(&0u32.to_be_bytes());
-    p.extend_from_slice(&0u32.to_be_bytes());
-    let mut f = vec![b'$', 1];
-    f.extend_from_slice(&(p.len() as u16).to_be_bytes());
-    f.extend_from_slice(&p);
-    f
+/// The camera's entry in the newest status that `pred` accepts.
+fn wait_camera(
+    sub: &Subscriber,
+    id: &str,
+    timeout: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Option<Value> {
+    sub.wait_for(timeout, |m| {
+        serde_json::from_slice::<Value>(&m.payload).is_ok_and(|v| pred(&v["cameras"][id]))
+    })
+    .and_then(|m| serde_json::from_slice::<Value>(&m.payload).ok())
+    .map(|v| v["cameras"][id].clone())
 }
 
-/// Serves RTCP-only sessions; counts the reports it sent.
-fn rtcp_only_server(sent: Arc<AtomicUsize>) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in l.incoming().flatten() {
-            let sent = sent.clone();
-            std::thread::spawn(move || {
-                let mut w = conn.try_clone().unwrap();
-                let mut rd = BufReader::new(conn);
-                while let Some((method, cseq)) = request(&mut rd) {
-                    let reply = match method.as_str() {
-                        "OPTIONS" => format!(
-                            "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nPublic: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN\r\n\r\n"
-                        ),
-                        "DESCRIBE" => format!(
-                            "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nContent-Type: application/sdp\r\nContent-Base: rtsp://127.0.0.1:{port}/cam/\r\nContent-Length: {}\r\n\r\n{SDP}",
-                            SDP.len()
-                        ),
-                        "SETUP" => format!(
-                            "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nSession: 42;timeout=60\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"
-                        ),
-                        "PLAY" => format!(
-                            "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nSession: 42\r\nRTP-Info: url=rtsp://127.0.0.1:{port}/cam/track1;seq=1;rtptime=0\r\n\r\n"
-                        ),
-                        _ => format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nSession: 42\r\n\r\n"),
-                    };
-                    if w.write_all(reply.as_bytes()).is_err() {
-                        return;
-                    }
-                    if method == "PLAY" {
-                        // RTCP every 500 ms, never a video packet.
-                        let mut w2 = w.try_clone().unwrap();
-                        let sent = sent.clone();
-                        std::thread::spawn(move || {
-                            for n in 0.. {
-                                if w2.write_all(&rtcp_sr(n)).is_err() {
-                                    return;
-                                }
-                                sent.fetch_add(1, Ordering::Relaxed);
-                                std::thread::sleep(Duration::from_millis(500));
-                            }
-                        });
-                    }
-                }
-                let _ = rd.read(&mut [0u8; 1]);
-            });
-        }
-    });
-    port
+fn agent_for(broker: &Broker, data: &std::path::Path, port: u16, extra: &str) -> Agent {
+    Agent::start(
+        &(config_head("ward-live", broker, data)
+            + &format!(
+                r#"
+[[models]]
+name = "yolox_nano"
+
+[evidence]
+enabled = false
+
+[[cameras]]
+id = "cam"
+url = "rtsp://127.0.0.1:{port}/cam/"
+backoff_min_secs = 0.5
+backoff_max_secs = 2.0
+{extra}
+"#
+            )),
+    )
 }
 
 #[test]
 fn rtcp_without_video_is_not_live() {
-    let sent = Arc::new(AtomicUsize::new(0));
-    let port = rtcp_only_server(sent.clone());
+    let (port, stats) = FakeCamera {
+        rtcp_only: true,
+        fps: 25,
+        ..FakeCamera::default()
+    }
+    .serve();
+    let sent = &stats.rtcp;
     let broker = Broker::start();
     let sub = Subscriber::start(&broker, "ioc/v1/+/status");
     let data = tempfile::tempdir().unwrap();
@@ -153,5 +128,361 @@ inactivity_timeout_secs = 3
         "RTCP-only camera: reported '{}' after {after:.1} s (inactivity_timeout 3 s), {} RTCP reports sent",
         v["cameras"]["frozen"]["last_error"],
         sent.load(Ordering::Relaxed)
+    );
+}
+
+#[test]
+fn intra_refresh_camera_joined_mid_stream_is_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let aus = intra_refresh_aus(dir.path());
+    // Joined after the only IDR: recovery points are all there is.
+    let (port, stats) = FakeCamera {
+        aus,
+        start: 30,
+        loop_from: 1,
+        fps: 24,
+        ..FakeCamera::default()
+    }
+    .serve();
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker, "ioc/v1/+/status");
+    let data = tempfile::tempdir().unwrap();
+    let agent = agent_for(&broker, data.path(), port, "");
+    let t0 = Instant::now();
+    let cam = wait_camera(&sub, "cam", Duration::from_secs(40), |c| {
+        c["state"] == "streaming" && c["frames_decoded"].as_u64().unwrap_or(0) > 0
+    });
+    let cam = cam.unwrap_or_else(|| {
+        panic!(
+            "an intra-refresh camera joined mid-stream ({} frames sent) was never decoded; log:\n{}",
+            stats.frames.load(Ordering::Relaxed),
+            agent.log_text()
+        )
+    });
+    println!(
+        "intra refresh, no IDR: streaming with {} decoded frames {:.1} s after start ({} skipped before a recovery point)",
+        cam["frames_decoded"],
+        t0.elapsed().as_secs_f64(),
+        cam["frames_skipped"]["no_keyframe"]
+    );
+}
+
+#[test]
+fn a_camera_with_no_keyframe_or_recovery_point_is_not_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let aus = intra_refresh_aus(dir.path());
+    let (port, stats) = FakeCamera {
+        aus,
+        start: 30,
+        loop_from: 1,
+        strip_sei: true,
+        fps: 24,
+        ..FakeCamera::default()
+    }
+    .serve();
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker, "ioc/v1/+/status");
+    let data = tempfile::tempdir().unwrap();
+    let agent = agent_for(&broker, data.path(), port, "keyframe_timeout_secs = 3");
+    let t0 = Instant::now();
+    let cam = wait_camera(&sub, "cam", Duration::from_secs(40), |c| {
+        c["stalls"]["no_keyframe"].as_u64().unwrap_or(0) >= 1
+    });
+    let after = t0.elapsed().as_secs_f64();
+    let cam = cam.unwrap_or_else(|| {
+        panic!(
+            "a camera with no keyframe ({} frames sent) was never reported; log:\n{}",
+            stats.frames.load(Ordering::Relaxed),
+            agent.log_text()
+        )
+    });
+    assert_ne!(cam["state"], "streaming", "{cam}");
+    let err = cam["last_error"].as_str().unwrap_or("");
+    assert!(err.contains("no keyframe or recovery point"), "{cam}");
+    assert_eq!(cam["frames_decoded"], 0, "{cam}");
+    assert!(
+        agent.log_text().contains("no keyframe or recovery point"),
+        "the reason is logged"
+    );
+    println!(
+        "no keyframe, no recovery point: reported {after:.1} s after start (keyframe_timeout_secs 3), state {}, sessions opened {}: {err}",
+        cam["state"],
+        stats.sessions.load(Ordering::Relaxed)
+    );
+}
+
+#[test]
+fn frozen_rtp_timestamps_are_not_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let mp4 = dir.path().join("gop.mp4");
+    transcode(
+        &mp4,
+        &[
+            "x264enc",
+            "speed-preset=ultrafast",
+            "key-int-max=25",
+            "bitrate=1500",
+        ],
+        "h264parse",
+    );
+    let aus: Vec<Vec<u8>> = access_units(&mp4).into_iter().map(|a| a.data).collect();
+    let (port, stats) = FakeCamera {
+        aus,
+        freeze_timestamps: true,
+        fps: 24,
+        ..FakeCamera::default()
+    }
+    .serve();
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker, "ioc/v1/+/status");
+    let data = tempfile::tempdir().unwrap();
+    let agent = agent_for(&broker, data.path(), port, "");
+    let t0 = Instant::now();
+    let cam = wait_camera(&sub, "cam", Duration::from_secs(40), |c| {
+        c["stalls"]["frozen_timestamps"].as_u64().unwrap_or(0) >= 1
+    });
+    let after = t0.elapsed().as_secs_f64();
+    let cam = cam.unwrap_or_else(|| {
+        panic!(
+            "a camera whose RTP timestamps never advance ({} frames sent) was never reported; log:\n{}",
+            stats.frames.load(Ordering::Relaxed),
+            agent.log_text()
+        )
+    });
+    assert!(
+        cam["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("RTP timestamps advanced 0 ms")),
+        "{cam}"
+    );
+    println!(
+        "frozen RTP timestamps: reported {after:.1} s after start (window 5 s): {}",
+        cam["last_error"]
+    );
+}
+
+fn evidence_agent(broker: &Broker, data: &std::path::Path, port: u16, evidence: &str) -> Agent {
+    Agent::start(
+        &(config_head("ward-ring", broker, data)
+            + &format!(
+                r#"
+[[models]]
+name = "yolox_nano"
+
+[evidence]
+pre_secs = 3.0
+post_secs = 2.0
+{evidence}
+
+[[cameras]]
+id = "cam"
+url = "rtsp://127.0.0.1:{port}/cam/"
+detect_fps = 5.0
+backoff_min_secs = 0.2
+backoff_max_secs = 0.5
+[[cameras.lines]]
+name = "mid"
+points = [[0.5, 0.3], [0.5, 1.0]]
+[[cameras.rules]]
+name = "crossing"
+kind = "line_cross"
+line = "mid"
+classes = ["car", "truck", "bus"]
+"#
+            )),
+    )
+}
+
+/// Resident memory of a process, bytes.
+fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+/// A camera that drops off the network every 6 s: events raised just
+/// before a drop keep their clip (the ring keeps the old session).
+#[test]
+fn events_before_a_reconnect_keep_their_clips() {
+    let dir = tempfile::tempdir().unwrap();
+    let mp4 = dir.path().join("gop.mp4");
+    transcode(
+        &mp4,
+        &[
+            "x264enc",
+            "speed-preset=ultrafast",
+            "key-int-max=24",
+            "bitrate=1500",
+        ],
+        "h264parse",
+    );
+    let aus: Vec<Vec<u8>> = access_units(&mp4).into_iter().map(|a| a.data).collect();
+    let (port, stats) = FakeCamera {
+        aus,
+        loop_from: 0,
+        drop_after: Some(Duration::from_secs(6)),
+        fps: 24,
+        ..FakeCamera::default()
+    }
+    .serve();
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker, "ioc/v1/#");
+    let data = tempfile::tempdir().unwrap();
+    let agent = evidence_agent(&broker, data.path(), port, "");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(150) {
+        let sealed = sub
+            .updates()
+            .iter()
+            .filter(|u| u["kind"] == "evidence")
+            .count();
+        if sealed >= 12 && stats.sessions.load(Ordering::Relaxed) >= 5 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(8)); // the last packages seal
+    let updates = sub.updates();
+    let sealed: Vec<&Value> = updates.iter().filter(|u| u["kind"] == "evidence").collect();
+    let with_clip = sealed
+        .iter()
+        .filter(|u| !u["evidence"]["clip"].is_null())
+        .count();
+    let sessions = stats.sessions.load(Ordering::Relaxed);
+    println!(
+        "camera dropped every 6 s: {sessions} sessions, {} alerts, {} packages sealed, {with_clip} with a clip",
+        sub.alerts().len(),
+        sealed.len()
+    );
+    assert!(
+        sessions >= 3,
+        "the camera was not reconnected: {sessions} sessions"
+    );
+    assert!(
+        sealed.len() >= 5,
+        "too few events to judge: {}\n{}",
+        sealed.len(),
+        agent.log_text()
+    );
+    assert_eq!(
+        with_clip,
+        sealed.len(),
+        "events lost their clip across a reconnect: {:?}",
+        sealed
+            .iter()
+            .filter(|u| u["evidence"]["clip"].is_null())
+            .map(|u| &u["event_id"])
+            .collect::<Vec<_>>()
+    );
+}
+
+/// A camera that sends one IDR and never another (and no recovery point),
+/// with evidence on: the ring stays within its cap, clips within
+/// `max_clip_secs`, memory flat.
+#[test]
+fn a_camera_without_a_second_keyframe_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let aus = intra_refresh_aus(dir.path());
+    let (port, _stats) = FakeCamera {
+        aus,
+        start: 0,
+        loop_from: 1,
+        strip_sei: true,
+        fps: 24,
+        ..FakeCamera::default()
+    }
+    .serve();
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker, "ioc/v1/#");
+    let data = tempfile::tempdir().unwrap();
+    let max_clip = 8.0;
+    let agent = evidence_agent(
+        &broker,
+        data.path(),
+        port,
+        &format!("ring_bytes = 1048576\nmax_clip_secs = {max_clip}"),
+    );
+    let pid = agent.proc.child.id();
+    let t0 = Instant::now();
+    let mut rss_at_20 = 0;
+    let mut peak = 0;
+    let mut last_ring = Value::Null;
+    while t0.elapsed() < Duration::from_secs(75) {
+        std::thread::sleep(Duration::from_secs(1));
+        let r = rss(pid);
+        peak = peak.max(r);
+        if rss_at_20 == 0 && t0.elapsed() >= Duration::from_secs(20) {
+            rss_at_20 = r;
+        }
+        if let Some(v) = sub.latest_status() {
+            last_ring = v["cameras"]["cam"]["ring"].clone();
+        }
+    }
+    let rss_end = rss(pid);
+    let evidence = dir_bytes(&data.path().join("evidence"));
+    let updates = sub.updates();
+    let clips: Vec<&Value> = updates
+        .iter()
+        .filter(|u| u["kind"] == "evidence" && !u["evidence"]["clip"].is_null())
+        .map(|u| &u["evidence"]["clip"])
+        .collect();
+    let longest = clips
+        .iter()
+        .map(|c| c["duration_secs"].as_f64().unwrap_or(0.0))
+        .fold(0.0, f64::max);
+    let most_frames = clips
+        .iter()
+        .map(|c| c["frames"].as_u64().unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    println!(
+        "no second keyframe, 75 s: ring {last_ring}; {} clips, longest {longest:.1} s / {most_frames} frames (cap {max_clip} s); evidence {:.1} MB; RSS {:.0} MB at 20 s, {:.0} MB at 75 s, peak {:.0} MB",
+        clips.len(),
+        evidence as f64 / 1e6,
+        rss_at_20 as f64 / 1e6,
+        rss_end as f64 / 1e6,
+        peak as f64 / 1e6
+    );
+    assert!(
+        last_ring["bytes"].as_u64().unwrap_or(u64::MAX)
+            <= last_ring["budget_bytes"].as_u64().unwrap_or(0),
+        "the ring is over its cap: {last_ring}"
+    );
+    assert!(
+        last_ring["cut_frames"].as_u64().unwrap_or(0) > 0,
+        "{last_ring}"
+    );
+    assert!(
+        last_ring["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("keyframe")),
+        "{last_ring}"
+    );
+    assert!(!clips.is_empty(), "no clip at all:\n{}", agent.log_text());
+    assert!(
+        longest <= max_clip + 0.5,
+        "a clip is {longest:.1} s, longer than max_clip_secs {max_clip}"
+    );
+    assert!(
+        clips.iter().any(|c| c["starts_on_keyframe"] == false),
+        "a clip without a keyframe in reach must say so: {clips:?}"
     );
 }

@@ -3,6 +3,7 @@
 //! subscriber that records everything it receives.
 #![allow(dead_code)]
 
+pub mod rtsp;
 pub mod webdriver;
 
 use std::io::{BufRead, BufReader};
@@ -273,7 +274,11 @@ impl Agent {
         let cfg = dir.path().join("agent.toml");
         std::fs::write(&cfg, config).unwrap();
         let log = dir.path().join("agent.log");
-        let child = Command::new(BIN)
+        // IOC_AGENT_BIN runs the agent of another build (e.g. a released
+        // package's) against the same tests: how a defect is shown to fail
+        // before its fix.
+        let bin = std::env::var_os("IOC_AGENT_BIN").unwrap_or_else(|| BIN.into());
+        let child = Command::new(bin)
             .args(["run", "--config"])
             .arg(&cfg)
             .env("RUST_LOG", "info,ioc_agent::evidence=debug")
@@ -408,6 +413,15 @@ impl Subscriber {
             std::thread::sleep(Duration::from_millis(100));
         }
         None
+    }
+
+    /// The newest status message, parsed.
+    pub fn latest_status(&self) -> Option<serde_json::Value> {
+        let m = self.msgs.lock().unwrap();
+        m.iter()
+            .rev()
+            .find(|m| m.topic.ends_with("/status"))
+            .and_then(|m| serde_json::from_slice(&m.payload).ok())
     }
 
     /// Alerts received so far, parsed (event updates on the same topic are not alerts).
