@@ -31,3 +31,4 @@ mod setup_page;
 mod signals;
 mod signer;
 mod throughput;
+mod ward_broker;
