@@ -32,3 +32,4 @@ mod signals;
 mod signer;
 mod throughput;
 mod ward_broker;
+mod watch;
