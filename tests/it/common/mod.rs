@@ -736,8 +736,8 @@ impl WardBroker {
         let mut listeners = Vec::new();
         let mut opened = Vec::new();
         let mut secured = Vec::new();
-        let mut conf = format!(
-            "# Debian 12's /etc/mosquitto/mosquitto.conf, before its include_dir\npersistence true\npersistence_location {{dir}}/\n\n"
+        let mut conf = String::from(
+            "# Debian 12's /etc/mosquitto/mosquitto.conf, before its include_dir\npersistence true\npersistence_location {dir}/\n\n",
         );
         let moved = |path: &str| -> PathBuf {
             let name = path
