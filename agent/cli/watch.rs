@@ -1,23 +1,187 @@
 //! `ioc-agent watch`: alerts and status from a broker as readable lines.
+//! It connects as the agent does (the same `[mqtt]` settings, TLS and login
+//! code): from the agent's config, from flags named after its keys, or both.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use crate::base::secret::Secret;
+use crate::config::Config;
+use crate::publish::{BrokerAddress, MqttSettings, TopicLayout};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Broker, mqtt://host:port.
-    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
-    url: String,
-    /// Topic prefix.
-    #[arg(long, default_value = "ioc/v1")]
-    prefix: String,
+    /// Broker, mqtt://host:port or mqtts://host:port (TLS, port default
+    /// 8883). Default: the [mqtt] url of --config, else mqtt://127.0.0.1:1883.
+    #[arg(long)]
+    url: Option<String>,
+    /// Topic prefix. Default: the [mqtt] topic_prefix of --config, else ioc/v1.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Connect as this agent config's [mqtt] section does (url, TLS, login);
+    /// the flags below replace its keys.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// mqtts://: PEM file of the CA(s) that signed the broker's certificate,
+    /// as mqtt.ca_file. Default: the system bundle.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// mqtts:// with mutual TLS: this client's certificate chain (PEM), as
+    /// mqtt.cert_file; with --key-file.
+    #[arg(long, value_name = "FILE")]
+    cert_file: Option<PathBuf>,
+    /// mqtts:// with mutual TLS: the certificate's private key (PEM), as
+    /// mqtt.key_file.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Broker login name, as mqtt.username. With --config, replaces its
+    /// login: the password then comes from --password-file or --password-env.
+    #[arg(long)]
+    username: Option<String>,
+    /// File holding the broker password (its first line), as
+    /// mqtt.password_file.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Environment variable holding the broker password, as mqtt.password_env.
+    #[arg(long, value_name = "VAR", conflicts_with = "password_file")]
+    password_env: Option<String>,
 }
 
-pub fn run(Args { url, prefix }: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (settings, flags) = settings(&args)?;
+    let say = move |msg: String| flags.name(msg);
     super::current_thread()?.block_on(async {
         tokio::select! {
-            r = crate::publish::watch::watch(&url, &prefix) => r.map_err(anyhow::Error::msg),
+            r = crate::publish::watch::watch(&settings, &say) => r.map_err(anyhow::Error::msg),
             _ = super::shutdown_signal() => Ok(()),
         }
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Which settings came from flags, so messages name what the user typed.
+#[derive(Clone, Copy)]
+struct Flags {
+    ca: bool,
+    cert: bool,
+    login: bool,
+}
+
+impl Flags {
+    /// `msg` (worded with the `[mqtt]` keys) with the flags given instead.
+    fn name(self, msg: String) -> String {
+        let mut msg = msg;
+        if self.cert {
+            msg = msg
+                .replace("mqtt.cert_file/key_file", "--cert-file/--key-file")
+                .replace("mqtt.cert_file", "--cert-file")
+                .replace("mqtt.key_file", "--key-file");
+        }
+        if self.ca {
+            msg = msg.replace("mqtt.ca_file", "--ca-file");
+        }
+        if self.login {
+            msg = msg
+                .replace(
+                    "mqtt.username and the password",
+                    "--username and the password (--password-file or --password-env)",
+                )
+                .replace("mqtt.username", "--username");
+        }
+        msg
+    }
+}
+
+/// The connection settings: the config's `[mqtt]` (if any) with the flags
+/// over it; everything that cannot work is refused here, saying why.
+fn settings(a: &Args) -> anyhow::Result<(MqttSettings, Flags)> {
+    let mut m = match &a.config {
+        Some(path) => {
+            let cfg = Config::load(path)?;
+            cfg.mqtt_settings().map_err(anyhow::Error::msg)?
+        }
+        None => MqttSettings {
+            url: "mqtt://127.0.0.1:1883".into(),
+            agent_id: "watch".into(),
+            client_id: String::new(),
+            topic_prefix: "ioc/v1".into(),
+            topic_layout: TopicLayout::default(),
+            keep_alive_secs: 30,
+            status_interval_secs: 30,
+            stats_interval_secs: 60,
+            max_packet_bytes: 16 << 20,
+            clean_session: true,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            username: None,
+            password: None,
+        },
+    };
+    m.client_id = format!("ioc-watch-{}", std::process::id());
+    m.clean_session = true;
+    m.max_packet_bytes = m.max_packet_bytes.max(16 << 20);
+    if let Some(u) = &a.url {
+        m.url = u.clone();
+    }
+    if let Some(p) = &a.prefix {
+        m.topic_prefix = p.clone();
+    }
+    // Without --config every setting is a flag; with it, those given.
+    let cli = a.config.is_none();
+    let flags = Flags {
+        ca: cli || a.ca_file.is_some(),
+        cert: cli || a.cert_file.is_some() || a.key_file.is_some(),
+        login: cli || a.username.is_some(),
+    };
+    if a.cert_file.is_some() != a.key_file.is_some() {
+        bail!(
+            "--cert-file and --key-file go together (mutual TLS: the certificate and its key); give both"
+        );
+    }
+    if a.ca_file.is_some() {
+        m.ca_file = a.ca_file.clone();
+    }
+    if a.cert_file.is_some() {
+        m.cert_file = a.cert_file.clone();
+        m.key_file = a.key_file.clone();
+    }
+    let has_password = a.password_file.is_some() || a.password_env.is_some();
+    if has_password && a.username.is_none() && m.username.is_none() {
+        bail!("--password-file and --password-env need --username (the broker login name)");
+    }
+    let password = if let Some(f) = &a.password_file {
+        let text = std::fs::read_to_string(f).with_context(|| {
+            format!(
+                "cannot read --password-file {} — give a file this user may read (e.g. run as sudo -u ioc-agent)",
+                f.display()
+            )
+        })?;
+        Some(Secret(text.lines().next().unwrap_or("").trim().to_string()))
+    } else if let Some(v) = &a.password_env {
+        let p = std::env::var(v).map_err(|_| {
+            anyhow::anyhow!("--password-env names ${v}, which is not set; export it first")
+        })?;
+        Some(Secret(p))
+    } else {
+        None
+    };
+    if let Some(u) = &a.username {
+        m.username = Some(u.clone());
+        m.password = password;
+    } else if password.is_some() {
+        m.password = password;
+    }
+    let addr = BrokerAddress::parse(&m.url).map_err(anyhow::Error::msg)?;
+    if !addr.tls && (a.ca_file.is_some() || a.cert_file.is_some()) {
+        bail!(
+            "--ca-file, --cert-file and --key-file are for TLS, but {} is plain MQTT — write the broker as mqtts://{}:{}",
+            m.url,
+            addr.host,
+            if addr.port == 1883 { 8883 } else { addr.port }
+        );
+    }
+    Ok((m, flags))
 }

@@ -647,7 +647,7 @@ impl Publisher {
 }
 
 /// A connection error in words an installer can act on.
-fn describe(e: &rumqttc::ConnectionError) -> String {
+pub(crate) fn describe(e: &rumqttc::ConnectionError) -> String {
     use rumqttc::ConnectionError as E;
     match e {
         E::ConnectionRefused(code) => format!(

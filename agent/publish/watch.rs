@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 
-use super::BrokerAddress;
+use super::{BrokerAddress, MqttSettings};
 
 /// One readable line for an alert JSON, or `None` if it is not an alert.
 pub fn alert_line(payload: &[u8]) -> Option<String> {
@@ -132,16 +132,14 @@ pub fn update_line(payload: &[u8]) -> Option<String> {
     }
 }
 
-/// Subscribes and prints until the process is stopped.
-pub async fn watch(url: &str, prefix: &str) -> Result<(), String> {
-    let addr = BrokerAddress::parse(url)?;
-    let mut opts = MqttOptions::new(
-        format!("ioc-watch-{}", std::process::id()),
-        addr.host.clone(),
-        addr.port,
-    );
-    opts.set_keep_alive(Duration::from_secs(30));
-    opts.set_max_packet_size(16 << 20, 16 << 20);
+/// Subscribes and prints until the process is stopped. It connects with
+/// the agent's own connection code (broker address, TLS, login) from `m`;
+/// `say` words its errors for the caller (the `[mqtt]` keys or the flags
+/// that stand for them).
+pub async fn watch(m: &MqttSettings, say: &dyn Fn(String) -> String) -> Result<(), String> {
+    let addr = BrokerAddress::parse(&m.url)?;
+    let prefix = m.topic_prefix.as_str();
+    let opts = super::connection_options(m).map_err(say)?;
     let (client, mut events) = AsyncClient::new(opts, 16);
     let mut backoff =
         crate::base::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
@@ -203,9 +201,11 @@ pub async fn watch(url: &str, prefix: &str) -> Result<(), String> {
             Err(e) => {
                 let d = backoff.next_delay();
                 eprintln!(
-                    "watch: broker {}:{}: {e}; retrying in {:.1} s",
+                    "watch: broker {}://{}:{}: {}; retrying in {:.1} s",
+                    if addr.tls { "mqtts" } else { "mqtt" },
                     addr.host,
                     addr.port,
+                    say(super::describe(&e)),
                     d.as_secs_f64()
                 );
                 tokio::time::sleep(d).await;

@@ -229,39 +229,17 @@ fn mutual_tls_delivery_and_clear_failures() {
     sub.shutdown();
 }
 
-/// The ward bridge config in deploy/ forwards the agent's topics to a central
-/// broker: per ward, camera and type subscriptions work there.
+/// The ward broker in deploy/ (bridge, listeners, logins, ACL) forwards the
+/// agent's topics to a central broker, the agent logging in as its ACL
+/// says: per ward, camera and type subscriptions work there; a controller
+/// on the LAN listener sets the camera's signal, which the agent reads.
 #[test]
 fn ward_bridge_forwards_to_central() {
+    const SIGNAL: &str = "controllers/junction-12/north/signal";
     let central = Broker::start();
-    let text = std::fs::read_to_string(root().join("deploy/mosquitto/ward-bridge.conf")).unwrap();
-    // The shipped file talks TLS to central.ioc.example.vn; here: plain loopback.
-    let local_only = [
-        "bridge_cafile",
-        "bridge_certfile",
-        "bridge_keyfile",
-        "persistence",
-        "autosave_interval",
-        "listener ",
-        "allow_anonymous",
-    ];
-    let conf: String = text
-        .lines()
-        .filter(|l| !local_only.iter().any(|k| l.trim_start().starts_with(k)))
-        .map(|l| {
-            if l.trim_start().starts_with("address ") {
-                format!("address 127.0.0.1:{}", central.port)
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert!(
-        conf.contains("topic ioc/v1/# out 1"),
-        "bridge forwards ioc/v1/# with QoS 1"
-    );
-    let ward = Broker::start_with(&conf);
+    let ward_broker = WardBroker::start(&central);
+    ward_broker.assert_listeners();
+    let ward = &ward_broker.broker;
     let sim = Sim::start(&[("traffic", &traffic_clip())]);
     // With topic_layout = "by_camera": per type, per camera, per ward.
     let per_type = Subscriber::start(&central, "ioc/v1/+/events/+/object.zone_enter");
@@ -269,12 +247,17 @@ fn ward_bridge_forwards_to_central() {
     let other_camera = Subscriber::start(&central, "ioc/v1/+/events/gate/+");
     let per_ward = Subscriber::start(&central, "ioc/v1/ward-bridge/#");
     let data = tempfile::tempdir().unwrap();
-    let cfg = config_head("ward-bridge", &ward, data.path())
-        .replace("[mqtt]\n", "[mqtt]\ntopic_layout = \"by_camera\"\n")
-        + &format!(
-            "\n[[models]]\nname = \"yolox_nano\"\n\n[[cameras]]\nid = \"traffic\"\nurl = \"{}\"\n[[cameras.zones]]\nname = \"road\"\npolygon = [[0.0, 0.4], [1.0, 0.4], [1.0, 1.0], [0.0, 1.0]]\n[[cameras.rules]]\nkind = \"zone_enter\"\nzone = \"road\"\nclasses = [\"car\"]\n",
-            sim.url("traffic")
-        );
+    let cfg = config_head("ward-bridge", ward, data.path()).replace(
+        "[mqtt]\n",
+        &format!(
+            "[mqtt]\ntopic_layout = \"by_camera\"\nusername = \"{}\"\npassword_file = \"{}\"\n",
+            WARD_AGENT.0,
+            ward_broker.password_file(WARD_AGENT.0).display()
+        ),
+    ) + &format!(
+        "\n[[models]]\nname = \"yolox_nano\"\n\n[[cameras]]\nid = \"traffic\"\nurl = \"{}\"\n[[cameras.zones]]\nname = \"road\"\npolygon = [[0.0, 0.4], [1.0, 0.4], [1.0, 1.0], [0.0, 1.0]]\n[[cameras.rules]]\nkind = \"zone_enter\"\nzone = \"road\"\nclasses = [\"car\"]\n[cameras.signal]\nsource = \"mqtt\"\ntopic = \"{SIGNAL}\"\nmax_age_secs = 60\n",
+        sim.url("traffic")
+    );
     let agent = Agent::start(&cfg);
     let got = per_type.wait_for(Duration::from_secs(60), |m| {
         m.topic == "ioc/v1/ward-bridge/events/traffic/object.zone_enter"
@@ -317,6 +300,27 @@ fn ward_bridge_forwards_to_central() {
     assert!(
         other_camera.all().is_empty(),
         "another camera's filter matched"
+    );
+
+    // The junction's controller, on the LAN listener with its own login.
+    let st = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p"])
+        .arg(ward_broker.controllers_port.to_string())
+        .args(["-u", WARD_CONTROLLER.0, "-P", WARD_CONTROLLER.1])
+        .args(["-q", "1", "-r", "-t", SIGNAL, "-m", "red"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "mosquitto_pub as the controller");
+    let red = per_ward.wait_for(Duration::from_secs(10), |m| {
+        m.topic == "ioc/v1/ward-bridge/status"
+            && serde_json::from_slice::<Value>(&m.payload)
+                .is_ok_and(|v| v["cameras"]["traffic"]["signal"]["state"] == "red")
+    });
+    assert!(
+        red.is_some(),
+        "the controller's red did not reach the agent; agent log:\n{}\nward broker:\n{}",
+        agent.log_text(),
+        ward.log()
     );
     per_camera.shutdown();
     other_camera.shutdown();

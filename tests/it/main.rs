@@ -31,3 +31,5 @@ mod setup_page;
 mod signals;
 mod signer;
 mod throughput;
+mod ward_broker;
+mod watch;

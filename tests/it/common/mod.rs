@@ -117,6 +117,8 @@ pub struct Broker {
     proc: Option<Proc>,
     dir: tempfile::TempDir,
     extra: String,
+    /// `extra` is the whole config (its own listeners and security).
+    whole: bool,
 }
 
 impl Broker {
@@ -137,22 +139,42 @@ impl Broker {
             proc: None,
             dir,
             extra,
+            whole: false,
+        }
+        .launched()
+    }
+
+    /// A broker run with `conf` as its whole config (its own listeners and
+    /// security; `{dir}` is the broker's folder); `port` is the listener to
+    /// wait for and the one `url()` names.
+    pub fn start_conf(port: u16, conf: &str) -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let extra = conf.replace("{dir}", &dir.path().display().to_string());
+        Broker {
+            port,
+            proc: None,
+            dir,
+            extra,
+            whole: true,
         }
         .launched()
     }
 
     fn launched(mut self) -> Broker {
         let conf = self.dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
+        let text = if self.whole {
+            self.extra.clone()
+        } else {
             format!(
                 "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\n{}\n",
                 self.port,
                 self.dir.path().display(),
                 self.extra
-            ),
-        )
-        .unwrap();
+            )
+        };
+        std::fs::write(&conf, text).unwrap();
         let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).unwrap();
         let child = Command::new("mosquitto")
             .arg("-c")
@@ -192,6 +214,7 @@ impl Broker {
             proc: None,
             dir: std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()),
             extra: self.extra.clone(),
+            whole: self.whole,
         };
         *self = b.launched();
     }
@@ -351,6 +374,21 @@ impl Subscriber {
     /// A subscriber with a persistent session (`client_id` fixed, clean
     /// session off): the broker keeps its messages while it is away.
     pub fn start_on(port: u16, filter: &str, persistent_id: Option<&str>) -> Subscriber {
+        Subscriber::start_full(port, filter, persistent_id, None)
+    }
+
+    /// A subscriber that logs in as `login` (user, password).
+    pub fn start_login(port: u16, filter: &str, login: (&str, &str)) -> Subscriber {
+        Subscriber::start_full(port, filter, None, Some(login))
+    }
+
+    fn start_full(
+        port: u16,
+        filter: &str,
+        persistent_id: Option<&str>,
+        login: Option<(&str, &str)>,
+    ) -> Subscriber {
+        let login = login.map(|(u, p)| (u.to_string(), p.to_string()));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -368,6 +406,9 @@ impl Subscriber {
             let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
             opts.set_max_packet_size(16 << 20, 16 << 20);
             opts.set_clean_session(persistent_id.is_none());
+            if let Some((u, p)) = login {
+                opts.set_credentials(u, p);
+            }
             let (client, mut ev) = rumqttc::AsyncClient::new(opts, 100);
             client
                 .subscribe(filter, rumqttc::QoS::AtLeastOnce)
@@ -665,5 +706,189 @@ impl Pki {
 
     pub fn path(&self, n: &str) -> String {
         self.dir.path().join(n).display().to_string()
+    }
+}
+
+/// The agent's broker login on the shipped ward broker (the user its ACL file names).
+pub const WARD_AGENT: (&str, &str) = ("ioc-agent", "agent-pw");
+/// A traffic controller's login on the shipped ward broker (junction 12).
+pub const WARD_CONTROLLER: (&str, &str) = ("junction-12", "controller-pw");
+
+/// The ward broker of deploy/mosquitto/ as shipped: `ward-bridge.conf` and
+/// the ACL files it names, run by the real mosquitto. Only what cannot run
+/// here is rewritten: the listeners' ports (free loopback ports), the files'
+/// folder (/etc/mosquitto → a temp dir), and the bridge's `address` (a
+/// loopback `central` broker, without the TLS lines). Debian's main
+/// mosquitto.conf is put in front, as `include_dir` does on the box. The
+/// password files are made with `mosquitto_passwd`: [`WARD_AGENT`] in the
+/// agents' listener's, [`WARD_CONTROLLER`] in the controllers'.
+pub struct WardBroker {
+    /// Its `port` is the agents' listener (shipped: 127.0.0.1:1883).
+    pub broker: Broker,
+    /// The controllers' LAN listener (shipped: port 1884, every address).
+    pub controllers_port: u16,
+    /// The passwords, one per file, for the agent's `password_file`.
+    pub auth: tempfile::TempDir,
+    /// What the shipped file lacks (see [`WardBroker::assert_listeners`]).
+    pub problems: Vec<String>,
+}
+
+/// The shipped ward broker's listeners: the agents' and the controllers'.
+pub const WARD_AGENTS_PORT: u16 = 1883;
+pub const WARD_CONTROLLERS_PORT: u16 = 1884;
+
+impl WardBroker {
+    pub fn start(central: &Broker) -> WardBroker {
+        let deploy = root().join("deploy/mosquitto");
+        let text = std::fs::read_to_string(deploy.join("ward-bridge.conf")).unwrap();
+        let auth = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(auth.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let agents_port = free_port();
+        let controllers_port = free_port();
+        let mut listener: Option<u16> = None;
+        let mut listeners = Vec::new();
+        let mut opened = Vec::new();
+        let mut secured = Vec::new();
+        let mut conf = String::from(
+            "# Debian 12's /etc/mosquitto/mosquitto.conf, before its include_dir\npersistence true\npersistence_location {dir}/\n\n",
+        );
+        let moved = |path: &str| -> PathBuf {
+            let name = path
+                .strip_prefix("/etc/mosquitto/")
+                .unwrap_or_else(|| panic!("{path}: expected under /etc/mosquitto/"));
+            auth.path().join(name)
+        };
+        for line in text.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let out = match words.as_slice() {
+                ["listener", port, rest @ ..] => {
+                    let port: u16 = port.parse().expect("listener port");
+                    listener = Some(port);
+                    listeners.push((port, rest.first().map(|s| s.to_string())));
+                    let local = match port {
+                        WARD_AGENTS_PORT => agents_port,
+                        WARD_CONTROLLERS_PORT => controllers_port,
+                        other => panic!("ward-bridge.conf: unexpected listener port {other}"),
+                    };
+                    opened.push(local);
+                    format!("listener {local} 127.0.0.1")
+                }
+                ["password_file", path] => {
+                    let file = moved(path);
+                    let (user, pw) = match listener {
+                        Some(WARD_AGENTS_PORT) => WARD_AGENT,
+                        Some(WARD_CONTROLLERS_PORT) => WARD_CONTROLLER,
+                        other => panic!("ward-bridge.conf: password_file under listener {other:?}"),
+                    };
+                    std::fs::write(&file, "").unwrap();
+                    let st = Command::new("mosquitto_passwd")
+                        .arg("-b")
+                        .arg(&file)
+                        .args([user, pw])
+                        .status()
+                        .expect("mosquitto_passwd");
+                    assert!(st.success(), "mosquitto_passwd {}", file.display());
+                    std::fs::write(auth.path().join(format!("{user}.password")), pw).unwrap();
+                    secured.push(("password_file", listener));
+                    format!("password_file {}", file.display())
+                }
+                ["acl_file", path] => {
+                    let file = moved(path);
+                    let name = file.file_name().unwrap().to_owned();
+                    let shipped = deploy.join(&name);
+                    std::fs::copy(&shipped, &file).unwrap_or_else(|e| {
+                        panic!(
+                            "ward-bridge.conf names acl_file {path}, but {} is not shipped: {e}",
+                            shipped.display()
+                        )
+                    });
+                    secured.push(("acl_file", listener));
+                    format!("acl_file {}", file.display())
+                }
+                ["address", ..] => format!("address 127.0.0.1:{}", central.port),
+                [k, ..]
+                    if k.starts_with("bridge_cafile")
+                        || k.starts_with("bridge_certfile")
+                        || k.starts_with("bridge_keyfile") =>
+                {
+                    continue;
+                }
+                _ => line.to_string(),
+            };
+            conf.push_str(&out);
+            conf.push('\n');
+        }
+        let mut problems = Vec::new();
+        if !listeners
+            .iter()
+            .any(|(p, a)| *p == WARD_AGENTS_PORT && a.as_deref() == Some("127.0.0.1"))
+        {
+            problems.push(format!(
+                "no listener for the box's agents on 127.0.0.1:{WARD_AGENTS_PORT}: {listeners:?}"
+            ));
+        }
+        if !listeners.iter().any(|(p, a)| {
+            *p == WARD_CONTROLLERS_PORT && !a.as_deref().is_some_and(|a| a.starts_with("127."))
+        }) {
+            problems.push(format!(
+                "no LAN listener for the traffic controllers on port {WARD_CONTROLLERS_PORT}: {listeners:?}"
+            ));
+        }
+        for (port, _) in &listeners {
+            for what in ["password_file", "acl_file"] {
+                if !secured.contains(&(what, Some(*port))) {
+                    problems.push(format!("the listener on port {port} has no {what}"));
+                }
+            }
+        }
+        // mosquitto started as root reads these as its own user: the modes
+        // the docs give (0640 root:mosquitto).
+        for f in std::fs::read_dir(auth.path()).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_some_and(|e| e == "password") {
+                continue;
+            }
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } == 0 {
+                let st = Command::new("chgrp")
+                    .arg("mosquitto")
+                    .arg(&f)
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "chgrp mosquitto {}", f.display());
+            }
+        }
+        let broker = Broker::start_conf(agents_port, &conf);
+        for port in opened {
+            assert!(
+                wait_port(port, Duration::from_secs(10)),
+                "listener {port} did not open: {}",
+                broker.log()
+            );
+        }
+        WardBroker {
+            broker,
+            controllers_port,
+            auth,
+            problems,
+        }
+    }
+
+    /// Panics naming what the shipped file lacks: the agents' loopback
+    /// listener, the controllers' LAN listener, a listener's password_file
+    /// or acl_file.
+    pub fn assert_listeners(&self) {
+        assert!(
+            self.problems.is_empty(),
+            "deploy/mosquitto/ward-bridge.conf: {}",
+            self.problems.join("; ")
+        );
+    }
+
+    /// A file holding `user`'s password (for the agent's `password_file`).
+    pub fn password_file(&self, user: &str) -> PathBuf {
+        self.auth.path().join(format!("{user}.password"))
     }
 }

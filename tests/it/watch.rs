@@ -1,0 +1,321 @@
+//! `ioc-agent watch` against real brokers: over mutual TLS with the agent's
+//! CA, certificate and key (as flags named after the `[mqtt]` keys, or from
+//! the agent's config), with clear, retried failures for a wrong CA or a
+//! missing client certificate; and with a login on the shipped ward broker.
+
+use crate::common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const STATUS: &str =
+    r#"{"agent_id":"ward-watch","state":"online","cameras":{"gate":{"state":"streaming"}}}"#;
+const ALERT: &str = r#"{"schema":"ioc.alert/1","id":"01JWATCH0000000000000000AA","time":"2026-03-01T08:00:00.000Z","agent_id":"ward-watch","camera":"gate","type":"object.zone_enter","zone":"yard","objects":[{"class":"person","score":0.91,"track_id":7}]}"#;
+
+/// `ioc-agent watch ARGS`, its stdout and stderr lines collected as they come.
+struct Watch {
+    proc: Proc,
+    out: Arc<Mutex<Vec<String>>>,
+    err: Arc<Mutex<Vec<String>>>,
+}
+
+impl Watch {
+    fn start(args: &[&str]) -> Watch {
+        let mut child = Command::new(BIN)
+            .arg("watch")
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let err = Arc::new(Mutex::new(Vec::new()));
+        for (stream, lines) in [
+            (
+                Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+                out.clone(),
+            ),
+            (Box::new(child.stderr.take().unwrap()), err.clone()),
+        ] {
+            std::thread::spawn(move || {
+                for l in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(l);
+                }
+            });
+        }
+        Watch {
+            proc: Proc {
+                child,
+                name: "watch",
+            },
+            out,
+            err,
+        }
+    }
+
+    fn wait_out(&self, timeout: Duration, f: impl Fn(&str) -> bool) -> Option<String> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(l) = self.out.lock().unwrap().iter().find(|l| f(l)) {
+                return Some(l.clone());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    fn stdout(&self) -> String {
+        self.out.lock().unwrap().join("\n")
+    }
+
+    fn stderr(&self) -> String {
+        self.err.lock().unwrap().join("\n")
+    }
+
+    fn running(&mut self) -> bool {
+        self.proc.child.try_wait().unwrap().is_none()
+    }
+}
+
+fn publish(port: u16, login: Option<(&str, &str)>, topic: &str, payload: &str, retain: bool) {
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"]);
+    if let Some((u, p)) = login {
+        cmd.args(["-u", u, "-P", p]);
+    }
+    if retain {
+        cmd.arg("-r");
+    }
+    let st = cmd.args(["-t", topic, "-m", payload]).status().unwrap();
+    assert!(st.success(), "mosquitto_pub {topic}");
+}
+
+/// A broker with a plain loopback listener (where the test publishes) and
+/// a TLS one that requires a client certificate from the test CA.
+fn tls_broker(pki: &Pki) -> (Broker, u16) {
+    let tls_port = free_port();
+    let broker = Broker::start_with(&format!(
+        "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+        pki.path("ca.pem"),
+        pki.path("server.pem"),
+        pki.path("server.key")
+    ));
+    (broker, tls_port)
+}
+
+/// Prints the agent's status and a live alert over mutual TLS, from flags
+/// and from the agent's own config; a wrong CA and a missing client
+/// certificate fail with a message naming the fix, are retried, and print
+/// nothing from the broker.
+#[test]
+fn watch_speaks_mutual_tls_like_the_agent() {
+    let pki = Pki::new();
+    let (broker, tls_port) = tls_broker(&pki);
+    publish(broker.port, None, "ioc/v1/ward-watch/status", STATUS, true);
+    let url = format!("mqtts://127.0.0.1:{tls_port}");
+    let (ca, cert, key) = (
+        pki.path("ca.pem"),
+        pki.path("client.pem"),
+        pki.path("client.key"),
+    );
+
+    let good = Watch::start(&[
+        "--url",
+        &url,
+        "--ca-file",
+        &ca,
+        "--cert-file",
+        &cert,
+        "--key-file",
+        &key,
+    ]);
+    let t = Instant::now();
+    let status = good.wait_out(Duration::from_secs(15), |l| {
+        l.starts_with("STATUS ward-watch online gate=streaming")
+    });
+    assert!(
+        status.is_some(),
+        "no status over mutual TLS; stdout:\n{}\nstderr:\n{}\nbroker:\n{}",
+        good.stdout(),
+        good.stderr(),
+        broker.log()
+    );
+    println!("flags: status after {} ms", t.elapsed().as_millis());
+    publish(broker.port, None, "ioc/v1/ward-watch/events", ALERT, false);
+    let alert = good.wait_out(Duration::from_secs(10), |l| {
+        l.starts_with("ALERT") && l.contains("ward-watch/gate") && l.contains("zone yard")
+    });
+    assert!(alert.is_some(), "no alert line:\n{}", good.stdout());
+    println!("{}", alert.unwrap());
+
+    // The agent's config: the same keys, the same connection.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "agent_id = \"ward-watch\"\nmanifest_dir = \"{}\"\n\n[mqtt]\nurl = \"{url}\"\nca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n",
+            root().join("models").display()
+        ),
+    )
+    .unwrap();
+    let from_config = Watch::start(&["--config", cfg.to_str().unwrap()]);
+    assert!(
+        from_config
+            .wait_out(Duration::from_secs(15), |l| l
+                .starts_with("STATUS ward-watch online"))
+            .is_some(),
+        "no status with --config; stderr:\n{}",
+        from_config.stderr()
+    );
+
+    // What the installer got wrong: told by name, retried, nothing printed.
+    let mut wrong_ca = Watch::start(&[
+        "--url",
+        &url,
+        "--ca-file",
+        &pki.path("other-ca.pem"),
+        "--cert-file",
+        &cert,
+        "--key-file",
+        &key,
+    ]);
+    let mut no_cert = Watch::start(&["--url", &url, "--ca-file", &ca]);
+    std::thread::sleep(Duration::from_secs(4));
+    for (w, name, fix) in [
+        (&mut wrong_ca, "wrong CA", "--ca-file"),
+        (&mut no_cert, "no client certificate", "--cert-file"),
+    ] {
+        let err = w.stderr();
+        let retries = err.matches("retrying in").count();
+        println!(
+            "{name}: {retries} attempts; first: {}",
+            err.lines().next().unwrap_or("")
+        );
+        assert!(retries >= 2, "{name}: expected retries:\n{err}");
+        assert!(err.contains("TLS"), "{name}: does not say TLS:\n{err}");
+        assert!(err.contains(fix), "{name}: does not name {fix}:\n{err}");
+        assert!(w.stdout().is_empty(), "{name}: printed:\n{}", w.stdout());
+        assert!(w.running(), "{name}: watch exited:\n{err}");
+    }
+}
+
+/// Options that cannot work are refused before connecting, saying why.
+#[test]
+fn watch_refuses_tls_options_that_cannot_work() {
+    let pki = Pki::new();
+    for (args, want) in [
+        (
+            vec!["--url", "mqtt://127.0.0.1:1883", "--ca-file", "ca.pem"],
+            "mqtts://",
+        ),
+        (
+            vec!["--url", "mqtts://127.0.0.1:8883", "--cert-file", "c.pem"],
+            "--key-file",
+        ),
+        (
+            vec![
+                "--url",
+                "mqtts://127.0.0.1:8883",
+                "--ca-file",
+                "/nonexistent/ca.pem",
+            ],
+            "/nonexistent/ca.pem",
+        ),
+        (
+            vec![
+                "--url",
+                "mqtts://127.0.0.1:8883",
+                "--ca-file",
+                &pki.path("ca.pem"),
+                "--cert-file",
+                &pki.path("client.pem"),
+                "--key-file",
+                "/nonexistent/client.key",
+            ],
+            "--key-file /nonexistent/client.key",
+        ),
+        (
+            vec![
+                "--url",
+                "mqtt://127.0.0.1:1883",
+                "--password-file",
+                "/nonexistent/pw",
+            ],
+            "--username",
+        ),
+        (
+            vec![
+                "--url",
+                "mqtt://127.0.0.1:1883",
+                "--username",
+                "u",
+                "--password-file",
+                "/nonexistent/pw",
+            ],
+            "/nonexistent/pw",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .arg("watch")
+            .args(&args)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        println!("{args:?}: {}", err.lines().next().unwrap_or(""));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: does not say {want}:\n{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+/// On the shipped ward broker, which takes logins only: watch logs in with
+/// the agent's user and password file and prints what the agent publishes.
+#[test]
+fn watch_logs_in_on_the_shipped_ward_broker() {
+    let central = Broker::start();
+    let ward = WardBroker::start(&central);
+    ward.assert_listeners();
+    let port = ward.broker.port;
+    publish(
+        port,
+        Some(WARD_AGENT),
+        "ioc/v1/ward-watch/status",
+        STATUS,
+        true,
+    );
+    let pw = ward.password_file(WARD_AGENT.0);
+    let url = ward.broker.url();
+    let w = Watch::start(&[
+        "--url",
+        &url,
+        "--username",
+        WARD_AGENT.0,
+        "--password-file",
+        pw.to_str().unwrap(),
+    ]);
+    assert!(
+        w.wait_out(Duration::from_secs(15), |l| l
+            .starts_with("STATUS ward-watch online"))
+            .is_some(),
+        "no status with the agent's login; stderr:\n{}",
+        w.stderr()
+    );
+    let mut anonymous = Watch::start(&["--url", &url]);
+    std::thread::sleep(Duration::from_secs(2));
+    let err = anonymous.stderr();
+    println!("anonymous: {}", err.lines().next().unwrap_or(""));
+    assert!(err.contains("--username"), "{err}");
+    assert!(anonymous.stdout().is_empty());
+    assert!(anonymous.running());
+    assert!(
+        !w.stderr().contains(WARD_AGENT.1),
+        "the password was printed"
+    );
+}
