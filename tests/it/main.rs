@@ -30,4 +30,5 @@ mod scenarios;
 mod setup_page;
 mod signals;
 mod signer;
+mod supply_chain;
 mod throughput;
