@@ -1,6 +1,7 @@
 # ioc-agent — the two commands a newcomer needs:
 #   make demo   the real pipeline on real footage over loopback RTSP, alerts printed as they arrive
 #   make test   every test (unit, integration against real RTSP/decoder/model/broker), fmt, clippy,
+#               cargo deny (advisories from the offline snapshot, licences, bans, sources),
 #               and the Debian package built, installed, checked and purged
 # Both install what they need first (idempotent): system packages, ONNX Runtime, models.
 
@@ -13,7 +14,7 @@ MODEL_MIRROR ?= $(CURDIR)/../shared/models
 MODEL_DIR := $(CURDIR)/data/models
 CARGO ?= cargo
 
-.PHONY: demo test setup system ort models build release lint bench clean deb deb-test systemd-test docs mdbook
+.PHONY: demo test setup system ort models build release lint bench clean deb deb-test systemd-test docs mdbook deny cargo-deny
 
 demo: system ort release
 	$(call pull_models,target/release/ioc-agent)
@@ -22,17 +23,32 @@ demo: system ort release
 test: setup
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(MAKE) deny
 	$(CARGO) test --all-targets
 	$(MAKE) docs-build
 	$(MAKE) deb-test
 	scripts/systemd-test.sh $(DEB)    # make systemd-test, on the package deb-test built
 
+# Tools that make installs, each at a pinned version (cargo install --locked: their own
+# Cargo.lock), reinstalled when another version is found.
+CARGO_DENY_VERSION := 0.20.2
+CARGO_DEB_VERSION := 3.8.0
 MDBOOK_VERSION := 0.5.4
 MDBOOK := $(shell command -v mdbook 2>/dev/null || echo $(HOME)/.cargo/bin/mdbook)
 
 mdbook:
-	@$(MDBOOK) --version 2>/dev/null | grep -q "v$(MDBOOK_VERSION)" || \
+	@$(MDBOOK) --version 2>/dev/null | grep -qx "mdbook v$(MDBOOK_VERSION)" || \
 		$(CARGO) install mdbook --locked --version $(MDBOOK_VERSION) --no-default-features --features search
+
+cargo-deny:
+	@$(CARGO) deny --version 2>/dev/null | grep -qx "cargo-deny $(CARGO_DENY_VERSION)" || \
+		$(CARGO) install cargo-deny --locked --version $(CARGO_DENY_VERSION)
+
+# Supply chain (deny.toml): RustSec advisories from the offline snapshot in
+# ../shared/advisory-db (ADVISORY_DB= for another), licences, banned crates,
+# sources. The database is never fetched; the crates come from crates.io.
+deny: cargo-deny
+	scripts/deny.sh
 
 # The book under docs/ (into docs/book): the generated references (CLI from
 # clap, config from the config types' doc comments) are rewritten first.
@@ -47,11 +63,11 @@ docs-build: mdbook
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 # cargo-deb writes under the cargo target directory (CARGO_TARGET_DIR when set).
 DEB := $(or $(CARGO_TARGET_DIR),target)/debian/ioc-agent_$(VERSION)-1_amd64.deb
-CARGO_DEB_VERSION := 3.8.0
 
 # Debian package: binary, ONNX Runtime, manifests, systemd unit, default config.
 deb: ort release
-	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked --version $(CARGO_DEB_VERSION)
+	@$(CARGO) deb --version 2>/dev/null | grep -qx "cargo-deb $(CARGO_DEB_VERSION)" || \
+		$(CARGO) install cargo-deb --locked --version $(CARGO_DEB_VERSION)
 	$(CARGO) deb --no-build --strip --deb-version $(VERSION)-1
 
 # Installs the package here, checks it, purges it (root or sudo).

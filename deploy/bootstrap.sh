@@ -4,7 +4,8 @@
 #   deploy/bootstrap.sh system   apt packages (GStreamer set, mosquitto, Chromium for the
 #                                review-page test, debootstrap and systemd-nspawn for the
 #                                booted-package test); retried once
-#   deploy/bootstrap.sh ort      ONNX Runtime shared library into .ort/ (from the PyPI wheel)
+#   deploy/bootstrap.sh ort      ONNX Runtime shared library into .ort/ (from the PyPI wheel,
+#                                pinned by sha256 in deploy/ort-requirements.txt)
 #   deploy/bootstrap.sh all      both
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,10 @@ cd "$(dirname "$0")/.."
 ORT_VERSION=1.31.1
 ORT_DIR=${ORT_DIR:-$PWD/.ort}
 ORT_LIB="$ORT_DIR/lib/libonnxruntime.so.$ORT_VERSION"
+# The wheel's hashes are in deploy/ort-requirements.txt (pip refuses any other wheel);
+# this is the library inside it, the same in every CPython build of the wheel.
+ORT_LIB_SHA256=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
+ORT_REQUIREMENTS=deploy/ort-requirements.txt
 
 APT_PACKAGES=(
   pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
@@ -48,17 +53,32 @@ system() {
 
 ort() {
   if [ -f "$ORT_LIB" ]; then
-    echo "bootstrap: ONNX Runtime $ORT_VERSION present at $ORT_LIB"
-    return
+    local have; have=$(sha256sum "$ORT_LIB" | cut -d' ' -f1)
+    if [ "$have" = "$ORT_LIB_SHA256" ]; then
+      echo "bootstrap: ONNX Runtime $ORT_VERSION present at $ORT_LIB (sha256 verified)"
+      return
+    fi
+    echo "bootstrap: $ORT_LIB has sha256 $have, expected $ORT_LIB_SHA256: fetching it again"
   fi
-  echo "bootstrap: fetching ONNX Runtime $ORT_VERSION (PyPI wheel onnxruntime==$ORT_VERSION)"
+  echo "bootstrap: fetching ONNX Runtime $ORT_VERSION (PyPI wheel pinned by sha256 in $ORT_REQUIREMENTS)"
   local tmp; tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' RETURN
-  python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$tmp" "onnxruntime==$ORT_VERSION" \
-    || { sleep 3; python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$tmp" "onnxruntime==$ORT_VERSION"; }
+  local pip=(python3 -m pip download --quiet --require-hashes --no-deps --only-binary=:all:
+             --dest "$tmp" -r "$ORT_REQUIREMENTS")
+  "${pip[@]}" || { sleep 3; "${pip[@]}"; } || {
+    echo "bootstrap: could not fetch a wheel matching $ORT_REQUIREMENTS (a hash mismatch above" \
+         "means PyPI served a different file: do not edit the hash without checking why)" >&2
+    exit 1
+  }
   local whl; whl=$(ls "$tmp"/onnxruntime-*.whl | head -n1)
   mkdir -p "$ORT_DIR/lib"
   unzip -q -o -j "$whl" "onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" -d "$tmp/lib"
+  local got; got=$(sha256sum "$tmp/lib/libonnxruntime.so.$ORT_VERSION" | cut -d' ' -f1)
+  if [ "$got" != "$ORT_LIB_SHA256" ]; then
+    echo "bootstrap: libonnxruntime.so.$ORT_VERSION in $(basename "$whl") has sha256 $got," \
+         "expected $ORT_LIB_SHA256 (ORT_LIB_SHA256 in deploy/bootstrap.sh)" >&2
+    exit 1
+  fi
   mv "$tmp/lib/libonnxruntime.so.$ORT_VERSION" "$ORT_LIB.partial"
   mv "$ORT_LIB.partial" "$ORT_LIB"
   echo "bootstrap: ONNX Runtime installed at $ORT_LIB"

@@ -30,6 +30,7 @@ mod scenarios;
 mod setup_page;
 mod signals;
 mod signer;
+mod supply_chain;
 mod throughput;
 mod ward_broker;
 mod watch;
