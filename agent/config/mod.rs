@@ -404,6 +404,10 @@ pub struct CameraConfig {
     /// Seconds without a frame before the session is dropped and reopened. Default 10.
     #[serde(default = "default_inactivity")]
     pub inactivity_timeout_secs: f64,
+    /// How RTP is carried: `auto` (default: TCP interleaved, UDP when the
+    /// camera answers SETUP with 461 Unsupported Transport), `tcp` or `udp`.
+    #[serde(default)]
+    pub transport: crate::source::RtspTransport,
     /// Seconds a session may wait for its first keyframe (IDR) or recovery
     /// point (intra refresh) before it is dropped and reopened as not live.
     /// Default 30 (a GOP up to 30 s).
@@ -476,6 +480,7 @@ impl CameraConfig {
             connect_timeout: secs(self.connect_timeout_secs),
             inactivity_timeout: secs(self.inactivity_timeout_secs),
             keyframe_timeout: secs(self.keyframe_timeout_secs),
+            transport: self.transport,
             backoff_min: secs(self.backoff_min_secs),
             backoff_max: secs(self.backoff_max_secs),
         }

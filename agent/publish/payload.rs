@@ -310,6 +310,10 @@ pub struct CameraStatus {
     pub state: CameraState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codec: Option<String>,
+    /// How RTP arrives: `tcp` (interleaved) or `udp` (the camera refused
+    /// TCP with 461, or the camera's `transport` says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
     /// The decoder element in use (`libavcodec`, `avdec_h264`, `nvh264dec`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decoder: Option<String>,

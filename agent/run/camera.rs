@@ -213,6 +213,7 @@ impl Camera {
                 s.analysed_url(),
                 s.connect_timeout,
                 s.inactivity_timeout,
+                s.transport,
             ) => r?,
         };
         let info = src.info();
@@ -222,9 +223,10 @@ impl Camera {
             self.sh.enabled_cameras.load(Ordering::Relaxed),
             decode::cores(),
         );
-        info!(url = %info.url, codec = info.codec.as_str(), decoder = %decoder, decoder_threads = threads, resolution = ?info.resolution, "stream opened");
+        info!(url = %info.url, codec = info.codec.as_str(), decoder = %decoder, decoder_threads = threads, resolution = ?info.resolution, transport = info.transport, "stream opened");
         // `Streaming` only once decoded pictures advance (ingest sets it).
         self.status(|s| {
+            s.transport = Some(info.transport.into());
             s.codec = Some(info.codec.as_str().into());
             s.decoder = Some(decoder.clone());
             s.decoder_kind = Some(decode::DecoderKind::of(&decoder));

@@ -35,6 +35,7 @@ impl Stream for ClipStream {
             codec: self.codec,
             url: "test://clip".into(),
             resolution: None,
+            transport: "tcp",
         }
     }
     fn next_frame(&mut self) -> BoxFuture<'_, Result<EncodedFrame, SourceError>> {
@@ -72,6 +73,7 @@ impl Opener for ClipOpener {
         _url: &'a str,
         _connect: Duration,
         _inactivity: Duration,
+        _transport: crate::source::RtspTransport,
     ) -> BoxFuture<'a, Result<Box<dyn Stream>, SourceError>> {
         self.opens.fetch_add(1, Ordering::SeqCst);
         let s = ClipStream {

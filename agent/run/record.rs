@@ -18,7 +18,7 @@ pub(super) async fn record_main_stream(camera: &Camera) {
         match camera
             .sh
             .opener
-            .open(&s.url, s.connect_timeout, s.inactivity_timeout)
+            .open(&s.url, s.connect_timeout, s.inactivity_timeout, s.transport)
             .await
         {
             Ok(mut src) => {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use retina::client::{
     Credentials, Demuxed, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions,
-    Transport,
+    Transport, UdpTransportOptions,
 };
 use retina::codec::{CodecItem, FrameFormat};
 use url::Url;
@@ -112,6 +112,8 @@ pub struct SourceSettings {
     pub inactivity_timeout: Duration,
     /// Longest wait for the first keyframe or recovery point of a session.
     pub keyframe_timeout: Duration,
+    /// How RTP is carried.
+    pub transport: RtspTransport,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
 }
@@ -127,6 +129,30 @@ impl SourceSettings {
     }
 }
 
+/// How RTP is carried from the camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    /// Interleaved in the RTSP TCP connection; when the camera answers
+    /// SETUP with 461 Unsupported Transport (VLC's server does), UDP.
+    #[default]
+    Auto,
+    /// Interleaved in the RTSP TCP connection only.
+    Tcp,
+    /// RTP over UDP (loss on the camera network shows as corrupted frames).
+    Udp,
+}
+
+impl RtspTransport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RtspTransport::Auto => "auto",
+            RtspTransport::Tcp => "tcp",
+            RtspTransport::Udp => "udp",
+        }
+    }
+}
+
 /// What a session knows about the stream it opened.
 #[derive(Debug, Clone)]
 pub struct StreamInfo {
@@ -134,6 +160,8 @@ pub struct StreamInfo {
     /// The URL without credentials.
     pub url: String,
     pub resolution: Option<(u32, u32)>,
+    /// The transport in use: `tcp` or `udp`.
+    pub transport: &'static str,
 }
 
 /// A camera's stream of access units, as a camera session reads it.
@@ -151,10 +179,11 @@ pub trait Opener: Send + Sync {
         url: &'a str,
         connect_timeout: Duration,
         inactivity_timeout: Duration,
+        transport: RtspTransport,
     ) -> futures::future::BoxFuture<'a, Result<Box<dyn Stream>, SourceError>>;
 }
 
-/// RTSP over TCP with retina.
+/// RTSP with retina.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RtspOpener;
 
@@ -164,9 +193,11 @@ impl Opener for RtspOpener {
         url: &'a str,
         connect_timeout: Duration,
         inactivity_timeout: Duration,
+        transport: RtspTransport,
     ) -> futures::future::BoxFuture<'a, Result<Box<dyn Stream>, SourceError>> {
         Box::pin(async move {
-            let s = RtspSource::open(url, connect_timeout, inactivity_timeout).await?;
+            let s =
+                RtspSource::open_with(url, connect_timeout, inactivity_timeout, transport).await?;
             Ok(Box::new(s) as Box<dyn Stream>)
         })
     }
@@ -178,6 +209,7 @@ impl Stream for RtspSource {
             codec: self.codec,
             url: self.url.clone(),
             resolution: self.resolution,
+            transport: self.transport,
         }
     }
     fn next_frame(&mut self) -> futures::future::BoxFuture<'_, Result<EncodedFrame, SourceError>> {
@@ -343,15 +375,53 @@ pub struct RtspSource {
     pub rfc6381: Option<String>,
     /// Frame rate the stream's parameters declare, frames per second.
     pub declared_fps: Option<f64>,
+    /// `tcp` or `udp`.
+    pub transport: &'static str,
     inactivity: Duration,
 }
 
 impl RtspSource {
-    /// DESCRIBE, SETUP (TCP), PLAY, each bounded by `timeout`.
+    /// DESCRIBE, SETUP (TCP, or UDP after a 461), PLAY, each bounded by `timeout`.
     pub async fn open(
         raw_url: &str,
         timeout: Duration,
         inactivity: Duration,
+    ) -> Result<RtspSource, SourceError> {
+        Self::open_with(raw_url, timeout, inactivity, RtspTransport::Auto).await
+    }
+
+    /// As [`RtspSource::open`], with the transport chosen.
+    pub async fn open_with(
+        raw_url: &str,
+        timeout: Duration,
+        inactivity: Duration,
+        transport: RtspTransport,
+    ) -> Result<RtspSource, SourceError> {
+        match Self::open_once(
+            raw_url,
+            timeout,
+            inactivity,
+            transport == RtspTransport::Udp,
+        )
+        .await
+        {
+            Err(SourceError::Rtsp {
+                status: Some(461),
+                url,
+                ..
+            }) if transport == RtspTransport::Auto => {
+                tracing::warn!(url = %url, "the camera refused RTP over TCP (461 Unsupported Transport); using UDP — set transport = \"udp\" for this camera to skip the TCP attempt");
+                Self::open_once(raw_url, timeout, inactivity, true).await
+            }
+            r => r,
+        }
+    }
+
+    async fn open_once(
+        raw_url: &str,
+        timeout: Duration,
+        inactivity: Duration,
+        udp: bool,
     ) -> Result<RtspSource, SourceError> {
         let shown = redact(raw_url);
         let (url, creds) = parse_rtsp_url(raw_url).map_err(|message| SourceError::Rtsp {
@@ -422,7 +492,11 @@ impl RtspSource {
             session.setup(
                 idx,
                 SetupOptions::default()
-                    .transport(Transport::Tcp(TcpTransportOptions::default()))
+                    .transport(if udp {
+                        Transport::Udp(UdpTransportOptions::default())
+                    } else {
+                        Transport::Tcp(TcpTransportOptions::default())
+                    })
                     .frame_format(FrameFormat::SIMPLE),
             ),
         )
@@ -450,6 +524,7 @@ impl RtspSource {
             resolution,
             rfc6381,
             declared_fps,
+            transport: if udp { "udp" } else { "tcp" },
             inactivity,
         })
     }

@@ -486,3 +486,67 @@ fn a_camera_without_a_second_keyframe_stays_bounded() {
         "a clip without a keyframe in reach must say so: {clips:?}"
     );
 }
+
+/// A camera that answers SETUP over TCP with 461 (VLC's server does): the
+/// agent falls back to UDP and says so; `transport = "tcp"` does not.
+#[test]
+fn a_camera_that_refuses_tcp_is_read_over_udp() {
+    let dir = tempfile::tempdir().unwrap();
+    let mp4 = dir.path().join("gop.mp4");
+    transcode(
+        &mp4,
+        &[
+            "x264enc",
+            "speed-preset=ultrafast",
+            "key-int-max=24",
+            "bitrate=1500",
+        ],
+        "h264parse",
+    );
+    let aus: Vec<Vec<u8>> = access_units(&mp4).into_iter().map(|a| a.data).collect();
+    let (port, stats) = FakeCamera {
+        aus,
+        refuse_tcp: true,
+        fps: 24,
+        ..FakeCamera::default()
+    }
+    .serve();
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker, "ioc/v1/+/status");
+    let data = tempfile::tempdir().unwrap();
+    let agent = agent_for(&broker, data.path(), port, "");
+    let t0 = Instant::now();
+    let cam = wait_camera(&sub, "cam", Duration::from_secs(40), |c| {
+        c["state"] == "streaming" && c["frames_decoded"].as_u64().unwrap_or(0) > 0
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "a camera refusing TCP ({} SETUPs refused) was never read; log:\n{}",
+            stats.refused_tcp.load(Ordering::Relaxed),
+            agent.log_text()
+        )
+    });
+    assert_eq!(cam["transport"], "udp", "{cam}");
+    assert!(agent.log_text().contains("461"), "the fallback is logged");
+    println!(
+        "461 for TCP: streaming over UDP {:.1} s after start ({} SETUP refused, {} UDP sessions), {} frames decoded",
+        t0.elapsed().as_secs_f64(),
+        stats.refused_tcp.load(Ordering::Relaxed),
+        stats.udp_sessions.load(Ordering::Relaxed),
+        cam["frames_decoded"]
+    );
+    drop(agent);
+    // Forced to TCP: refused, and the status says why.
+    let data = tempfile::tempdir().unwrap();
+    let agent = agent_for(&broker, data.path(), port, "transport = \"tcp\"");
+    let cam = wait_camera(&sub, "cam", Duration::from_secs(30), |c| {
+        c["last_error"].as_str().is_some_and(|e| e.contains("461"))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "transport = tcp: no 461 in the status; log:\n{}",
+            agent.log_text()
+        )
+    });
+    assert_ne!(cam["state"], "streaming", "{cam}");
+}

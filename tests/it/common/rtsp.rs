@@ -4,10 +4,10 @@
 //! IDR to come (intra refresh), RTP timestamps that never advance, SEI
 //! stripped, or only RTCP and no video at all.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// What the camera sends.
@@ -26,6 +26,9 @@ pub struct FakeCamera {
     pub strip_sei: bool,
     /// Send RTCP sender reports only, never a video packet.
     pub rtcp_only: bool,
+    /// Answer a SETUP for RTP over TCP with 461 Unsupported Transport, as
+    /// VLC's server does; RTP over UDP works.
+    pub refuse_tcp: bool,
     /// Cut each session's connection after this long (a camera that drops
     /// off the network now and then); the next session goes on where the
     /// stream was.
@@ -41,15 +44,60 @@ pub struct FakeCameraStats {
     pub rtcp: AtomicUsize,
     /// Where the stream is (access unit index), across sessions.
     pub position: AtomicUsize,
+    /// SETUPs refused with 461, and sessions played over UDP.
+    pub refused_tcp: AtomicUsize,
+    pub udp_sessions: AtomicUsize,
 }
 
-/// Reads one RTSP request (headers only; none of ours has a body).
-pub fn rtsp_request(rd: &mut BufReader<TcpStream>) -> Option<(String, String)> {
+/// Where a session's RTP goes.
+enum Out {
+    Tcp(TcpStream),
+    Udp {
+        rtp: std::net::UdpSocket,
+        rtcp: std::net::UdpSocket,
+        client_port: u16,
+    },
+}
+
+impl Out {
+    fn rtp(&mut self, p: &[u8]) -> std::io::Result<()> {
+        match self {
+            Out::Tcp(w) => w.write_all(&interleaved(0, p)),
+            Out::Udp {
+                rtp, client_port, ..
+            } => rtp.send_to(p, ("127.0.0.1", *client_port)).map(|_| ()),
+        }
+    }
+    fn rtcp(&mut self, p: &[u8]) -> std::io::Result<()> {
+        match self {
+            Out::Tcp(w) => w.write_all(&interleaved(1, p)),
+            Out::Udp {
+                rtcp, client_port, ..
+            } => rtcp.send_to(p, ("127.0.0.1", *client_port + 1)).map(|_| ()),
+        }
+    }
+    fn cut(&self) {
+        if let Out::Tcp(w) = self {
+            let _ = w.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// One RTSP request (headers only; none of ours has a body).
+pub struct Request {
+    pub method: String,
+    pub cseq: String,
+    pub transport: String,
+}
+
+/// Reads one RTSP request.
+pub fn rtsp_request(rd: &mut BufReader<TcpStream>) -> Option<Request> {
     let mut first = String::new();
     if rd.read_line(&mut first).ok()? == 0 {
         return None;
     }
     let mut cseq = String::from("0");
+    let mut transport = String::new();
     loop {
         let mut l = String::new();
         rd.read_line(&mut l).ok()?;
@@ -60,8 +108,15 @@ pub fn rtsp_request(rd: &mut BufReader<TcpStream>) -> Option<(String, String)> {
         if let Some(v) = l.strip_prefix("CSeq:") {
             cseq = v.trim().to_string();
         }
+        if let Some(v) = l.strip_prefix("Transport:") {
+            transport = v.trim().to_string();
+        }
     }
-    Some((first.split_whitespace().next()?.to_string(), cseq))
+    Some(Request {
+        method: first.split_whitespace().next()?.to_string(),
+        cseq,
+        transport,
+    })
 }
 
 /// NAL units of an Annex B buffer, without start codes.
@@ -116,7 +171,21 @@ fn rtcp_sr(n: u32) -> Vec<u8> {
     p.extend_from_slice(&(n * 90_000).to_be_bytes());
     p.extend_from_slice(&0u32.to_be_bytes());
     p.extend_from_slice(&0u32.to_be_bytes());
-    interleaved(1, &p)
+    p
+}
+
+/// Two UDP sockets on consecutive ports, the first even (RTP, RTCP).
+fn udp_pair() -> (std::net::UdpSocket, std::net::UdpSocket) {
+    loop {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = a.local_addr().unwrap().port();
+        if !p.is_multiple_of(2) || p == u16::MAX {
+            continue;
+        }
+        if let Ok(b) = std::net::UdpSocket::bind(("127.0.0.1", p + 1)) {
+            return (a, b);
+        }
+    }
 }
 
 fn interleaved(channel: u8, p: &[u8]) -> Vec<u8> {
@@ -160,7 +229,7 @@ fn packetize(nals: &[&[u8]], seq: &mut u16, ts: u32) -> Vec<Vec<u8>> {
             p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
             p.extend_from_slice(&pl);
             *seq = seq.wrapping_add(1);
-            interleaved(0, &p)
+            p
         })
         .collect()
 }
@@ -218,8 +287,12 @@ a=fmtp:96 packetization-mode=1{sprop}\r\na=control:track1\r\n"
         let Ok(mut w) = conn.try_clone() else { return };
         let mut rd = BufReader::new(conn);
         let sdp = self.sdp();
-        while let Some((method, cseq)) = rtsp_request(&mut rd) {
-            let reply = match method.as_str() {
+        let mut udp: Option<(std::net::UdpSocket, std::net::UdpSocket, u16)> = None;
+        // Plays over UDP stop when the RTSP connection closes.
+        let alive = Arc::new(AtomicBool::new(true));
+        while let Some(req) = rtsp_request(&mut rd) {
+            let cseq = &req.cseq;
+            let reply = match req.method.as_str() {
                 "OPTIONS" => format!(
                     "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nPublic: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN\r\n\r\n"
                 ),
@@ -227,6 +300,28 @@ a=fmtp:96 packetization-mode=1{sprop}\r\na=control:track1\r\n"
                     "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nContent-Type: application/sdp\r\nContent-Base: rtsp://127.0.0.1:{port}/cam/\r\nContent-Length: {}\r\n\r\n{sdp}",
                     sdp.len()
                 ),
+                "SETUP" if req.transport.contains("TCP") && self.refuse_tcp => {
+                    st.refused_tcp.fetch_add(1, Ordering::Relaxed);
+                    format!("RTSP/1.0 461 Unsupported Transport\r\nCSeq: {cseq}\r\n\r\n")
+                }
+                "SETUP" if !req.transport.contains("TCP") => {
+                    let client_port = req
+                        .transport
+                        .split(';')
+                        .find_map(|p| p.strip_prefix("client_port="))
+                        .and_then(|p| p.split('-').next()?.parse::<u16>().ok())
+                        .unwrap_or(0);
+                    let (rtp, rtcp) = udp_pair();
+                    let (a, b) = (
+                        rtp.local_addr().unwrap().port(),
+                        rtcp.local_addr().unwrap().port(),
+                    );
+                    udp = Some((rtp, rtcp, client_port));
+                    format!(
+                        "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nSession: 42;timeout=60\r\nTransport: RTP/AVP;unicast;client_port={client_port}-{};server_port={a}-{b}\r\n\r\n",
+                        client_port + 1
+                    )
+                }
                 "SETUP" => format!(
                     "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nSession: 42;timeout=60\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"
                 ),
@@ -238,17 +333,30 @@ a=fmtp:96 packetization-mode=1{sprop}\r\na=control:track1\r\n"
             if w.write_all(reply.as_bytes()).is_err() {
                 return;
             }
-            if method == "PLAY" {
+            if req.method == "PLAY" {
                 st.sessions.fetch_add(1, Ordering::Relaxed);
-                let (me, st) = (self.clone(), st.clone());
-                let Ok(w2) = w.try_clone() else { return };
-                std::thread::spawn(move || me.play(w2, &st));
+                let out = match udp.take() {
+                    Some((rtp, rtcp, client_port)) => {
+                        st.udp_sessions.fetch_add(1, Ordering::Relaxed);
+                        Out::Udp {
+                            rtp,
+                            rtcp,
+                            client_port,
+                        }
+                    }
+                    None => match w.try_clone() {
+                        Ok(w2) => Out::Tcp(w2),
+                        Err(_) => return,
+                    },
+                };
+                let (me, st, alive) = (self.clone(), st.clone(), alive.clone());
+                std::thread::spawn(move || me.play(out, &st, &alive));
             }
         }
-        let _ = rd.read(&mut [0u8; 1]);
+        alive.store(false, Ordering::Relaxed);
     }
 
-    fn play(&self, mut w: TcpStream, st: &FakeCameraStats) {
+    fn play(&self, mut w: Out, st: &FakeCameraStats, alive: &AtomicBool) {
         let fps = self.fps.max(1);
         let interval = Duration::from_secs(1) / fps;
         let t0 = Instant::now();
@@ -257,13 +365,16 @@ a=fmtp:96 packetization-mode=1{sprop}\r\na=control:track1\r\n"
         let mut i = if resume > 0 { resume } else { self.start };
         let mut rtcp_due = Instant::now();
         for n in 0u64.. {
+            if !alive.load(Ordering::Relaxed) {
+                return;
+            }
             if self.drop_after.is_some_and(|d| t0.elapsed() >= d) {
                 st.position.store(i, Ordering::Relaxed);
-                let _ = w.shutdown(std::net::Shutdown::Both);
+                w.cut();
                 return;
             }
             if rtcp_due <= Instant::now() {
-                if w.write_all(&rtcp_sr(n as u32)).is_err() {
+                if w.rtcp(&rtcp_sr(n as u32)).is_err() {
                     return;
                 }
                 st.rtcp.fetch_add(1, Ordering::Relaxed);
@@ -283,7 +394,7 @@ a=fmtp:96 packetization-mode=1{sprop}\r\na=control:track1\r\n"
                     1000u32.wrapping_add((n * 90_000 / fps as u64) as u32)
                 };
                 for p in packetize(&nals, &mut seq, ts) {
-                    if w.write_all(&p).is_err() {
+                    if w.rtp(&p).is_err() {
                         return;
                     }
                 }
