@@ -389,6 +389,18 @@ fn publisher(o: &mut Out, status: &StatusBoard) {
                 load(&p.outbox_dropped),
             ),
             (
+                "ioc_outbox_quarantined_total",
+                "counter",
+                "Outbox messages quarantined: they cannot be delivered (too large, or refused by the broker).",
+                load(&p.quarantined),
+            ),
+            (
+                "ioc_thumbnails_dropped_total",
+                "counter",
+                "Thumbnails left out because they did not fit one packet.",
+                load(&p.thumbnails_dropped),
+            ),
+            (
                 "ioc_alerts_published_total",
                 "counter",
                 "Alerts the broker acknowledged.",

@@ -158,6 +158,12 @@ pub struct PublishCounters {
     /// Rows and bytes waiting in the outbox (refreshed by the publisher).
     pub outbox_rows: AtomicU64,
     pub outbox_bytes: AtomicU64,
+    /// Rows moved out of the outbox because they cannot be delivered
+    /// (larger than a packet; or the connection lost with them first in
+    /// flight `POISON_LIMIT` times in a row), kept in the store.
+    pub quarantined: AtomicU64,
+    /// Thumbnails left out because they did not fit one packet.
+    pub thumbnails_dropped: AtomicU64,
 }
 
 /// Cheap handle for cameras: commits alerts to the durable outbox and wakes
@@ -389,6 +395,7 @@ pub fn start(
         counters,
         status_every: Duration::from_secs(m.status_interval_secs.max(1)),
         stats_every: Duration::from_secs(m.stats_interval_secs.max(1)),
+        max_packet: m.max_packet_bytes,
     };
     Ok((handle, tokio::spawn(p.run(cancel))))
 }
@@ -403,7 +410,13 @@ struct Publisher {
     counters: Arc<PublishCounters>,
     status_every: Duration,
     stats_every: Duration,
+    /// `mqtt.max_packet_bytes`.
+    max_packet: usize,
 }
+
+/// Connections lost in a row with the same row first in flight before that
+/// row is taken for one the broker refuses and quarantined.
+const POISON_LIMIT: u32 = 3;
 
 /// State of one broker connection. A new connection starts from the oldest
 /// unacknowledged row, so nothing is lost (at-least-once; the IOC de-duplicates by id).
@@ -434,6 +447,9 @@ impl Publisher {
     async fn run(self, cancel: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut ever_connected = false;
+        // The row first in flight when connections were lost, and how many
+        // times in a row.
+        let mut poison: (i64, u32) = (0, 0);
         self.refresh_depth();
         loop {
             let (client, mut el) = AsyncClient::new(self.opts.clone(), 4 * WINDOW_ROWS + 16);
@@ -520,6 +536,23 @@ impl Publisher {
                                 }
             };
             self.flush(&mut conn).await;
+            if let Some(&first) = conn.rows.keys().next() {
+                poison = if poison.0 == first {
+                    (first, poison.1 + 1)
+                } else {
+                    (first, 1)
+                };
+                if poison.1 >= POISON_LIMIT {
+                    self.quarantine(
+                        first,
+                        &format!("the connection to the broker was lost {POISON_LIMIT} times in a row with this message first in flight: the broker refuses it (e.g. larger than its limit)"),
+                    )
+                    .await;
+                    poison = (0, 0);
+                }
+            } else {
+                poison = (0, 0);
+            }
             let d = backoff.next_delay();
             tracing::warn!(broker = %self.broker, error = %describe(&err), in_flight = conn.rows.len(), retry_in_ms = d.as_millis() as u64,
                 "MQTT connection lost; unacknowledged alerts stay in the outbox");
@@ -540,6 +573,28 @@ impl Publisher {
         }
     }
 
+    /// Moves a row that cannot be delivered to the store's quarantine,
+    /// counted and logged; the rows after it flow.
+    async fn quarantine(&self, id: i64, reason: &str) {
+        let store = self.store.clone();
+        let why = reason.to_string();
+        match tokio::task::spawn_blocking(move || store.quarantine(id, &why)).await {
+            Ok(Ok(true)) => {
+                let n = self.counters.quarantined.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::error!(
+                    row = id,
+                    reason,
+                    quarantined_total = n,
+                    "outbox row quarantined: it cannot be delivered; kept in the store's quarantine table, the rest goes on"
+                );
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::error!(row = id, error = %e, "cannot quarantine an outbox row"),
+            Err(_) => {}
+        }
+        self.refresh_depth();
+    }
+
     /// Publishes outbox rows until the window is full.
     async fn fill(&self, conn: &mut Conn) -> Result<(), StoreError> {
         while conn.rows.len() < WINDOW_ROWS {
@@ -551,7 +606,34 @@ impl Publisher {
             if rows.is_empty() {
                 return Ok(());
             }
-            for r in rows {
+            for mut r in rows {
+                // A packet larger than the limit can never go: the client
+                // would refuse it on every connection and hold back the rest.
+                let alert_size = r.payload.len() + r.topic.len() + 16;
+                if alert_size > self.max_packet {
+                    self.quarantine(
+                        r.id,
+                        &format!(
+                            "the message is {alert_size} bytes, over mqtt.max_packet_bytes {}",
+                            self.max_packet
+                        ),
+                    )
+                    .await;
+                    conn.cursor = r.id;
+                    continue;
+                }
+                if let (Some(t), Some(b)) = (&r.thumb_topic, &r.thumb)
+                    && b.len() + t.len() + 16 > self.max_packet
+                {
+                    let n = self
+                        .counters
+                        .thumbnails_dropped
+                        .fetch_add(1, Ordering::Relaxed)
+                        + 1;
+                    tracing::warn!(event_id = %r.event_id, bytes = b.len(), max_packet_bytes = self.max_packet, thumbnails_dropped_total = n,
+                        "thumbnail left out: larger than one packet; the alert goes without it");
+                    r.thumb = None;
+                }
                 let is_update = r
                     .payload
                     .windows(UPDATE_MARK.len())

@@ -429,6 +429,15 @@ pub struct OutboxState {
     pub bytes: u64,
     /// Alerts dropped by the bound policy since start.
     pub dropped: u64,
+    /// Messages moved out of the outbox since start because they cannot be
+    /// delivered (larger than `mqtt.max_packet_bytes`, or refused by the
+    /// broker: the connection lost three times in a row with it first in
+    /// flight); kept in the store's `quarantine` table.
+    #[serde(default)]
+    pub quarantined: u64,
+    /// Thumbnails left out since start because they did not fit one packet.
+    #[serde(default)]
+    pub thumbnails_dropped: u64,
 }
 
 /// Retained on `{prefix}/{agent_id}/status`; the Last Will sets it offline.
@@ -560,6 +569,8 @@ impl StatusBoard {
             rows: self.counters.outbox_rows.load(Ordering::Relaxed),
             bytes: self.counters.outbox_bytes.load(Ordering::Relaxed),
             dropped: self.counters.outbox_dropped.load(Ordering::Relaxed),
+            quarantined: self.counters.quarantined.load(Ordering::Relaxed),
+            thumbnails_dropped: self.counters.thumbnails_dropped.load(Ordering::Relaxed),
         }
     }
 

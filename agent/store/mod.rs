@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+/// Rows kept in the quarantine table (the newest).
+pub const QUARANTINE_ROWS: i64 = 1000;
+
 /// How much an alert matters when the outbox must drop something.
 #[derive(
     Debug,
@@ -157,7 +160,21 @@ impl Store {
                 bytes INTEGER NOT NULL,
                 created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
             );
-            CREATE INDEX IF NOT EXISTS outbox_drop ON outbox (severity, id);",
+            CREATE INDEX IF NOT EXISTS outbox_drop ON outbox (severity, id);
+            CREATE TABLE IF NOT EXISTS quarantine (
+                id INTEGER PRIMARY KEY,
+                camera TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                severity INTEGER NOT NULL,
+                topic TEXT NOT NULL,
+                payload BLOB NOT NULL,
+                thumb_topic TEXT,
+                thumb BLOB,
+                bytes INTEGER NOT NULL,
+                created_at TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                quarantined_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+            );",
         )?;
         conn.execute_batch(evidence::SCHEMA)?;
         evidence::migrate(&conn)?;
@@ -279,6 +296,48 @@ impl Store {
         Ok(())
     }
 
+    /// Moves a row that cannot be delivered out of the outbox into
+    /// `quarantine` (kept for inspection, with the reason), so the rows
+    /// after it flow. The quarantine keeps its newest `QUARANTINE_ROWS`.
+    /// Returns false when the row was no longer in the outbox.
+    pub fn quarantine(&self, id: i64, reason: &str) -> Result<bool, StoreError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.conn.pragma_update(None, "synchronous", "FULL")?;
+        let tx = inner.conn.transaction()?;
+        let moved = tx.execute(
+            "INSERT OR REPLACE INTO quarantine (id, camera, event_id, severity, topic, payload, thumb_topic, thumb, bytes, created_at, reason)
+             SELECT id, camera, event_id, severity, topic, payload, thumb_topic, thumb, bytes, created_at, ?2 FROM outbox WHERE id = ?1",
+            params![id, reason],
+        )?;
+        let bytes: Option<i64> = tx
+            .query_row(
+                "DELETE FROM outbox WHERE id = ?1 RETURNING bytes",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        tx.execute(
+            "DELETE FROM quarantine WHERE id NOT IN (SELECT id FROM quarantine ORDER BY id DESC LIMIT ?1)",
+            [QUARANTINE_ROWS],
+        )?;
+        tx.commit()?;
+        if let Some(b) = bytes {
+            inner.rows = inner.rows.saturating_sub(1);
+            inner.bytes = inner.bytes.saturating_sub(b as u64);
+        }
+        Ok(moved > 0)
+    }
+
+    /// Rows in quarantine.
+    pub fn quarantined(&self) -> Result<u64, StoreError> {
+        let g = self.lock();
+        let n: i64 = g
+            .conn
+            .query_row("SELECT COUNT(*) FROM quarantine", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
     /// (rows, bytes) waiting.
     pub fn depth(&self) -> Result<(u64, u64), StoreError> {
         let g = self.lock();
@@ -289,6 +348,29 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quarantined_row_leaves_the_outbox_and_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let lim = Limits {
+            max_rows: 100,
+            max_bytes: 1 << 30,
+        };
+        let s = Store::open(dir.path(), lim).unwrap();
+        let a = s.enqueue(&row(1, Severity::Normal, 10)).unwrap().0.unwrap();
+        let b = s.enqueue(&row(2, Severity::Normal, 10)).unwrap().0.unwrap();
+        assert!(s.quarantine(a, "too large").unwrap());
+        assert!(!s.quarantine(a, "again").unwrap(), "already gone");
+        let left: Vec<i64> = s.after(0, 10).unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(left, vec![b]);
+        assert_eq!(s.depth().unwrap().0, 1);
+        assert_eq!(s.quarantined().unwrap(), 1);
+        // Survives a reopen.
+        drop(s);
+        let s = Store::open(dir.path(), lim).unwrap();
+        assert_eq!(s.quarantined().unwrap(), 1);
+        assert_eq!(s.depth().unwrap().0, 1);
+    }
 
     fn row(i: usize, sev: Severity, size: usize) -> NewRow {
         NewRow {

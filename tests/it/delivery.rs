@@ -501,3 +501,106 @@ fn alerts_count_as_alerts_and_oversized_thumbnails_are_shrunk() {
         "the shrink was not logged"
     );
 }
+
+/// Outbox rows as they would be left by an earlier run: one message too
+/// large to deliver between ordinary ones.
+fn seed_outbox(data: &Path, big: usize) {
+    use ioc_agent::store::{Limits, NewRow, Severity, Store};
+    let s = Store::open(
+        data,
+        Limits {
+            max_rows: 1000,
+            max_bytes: 1 << 30,
+        },
+    )
+    .unwrap();
+    for (id, size) in [("FIRST", 10), ("BIG", big), ("AFTER1", 10), ("AFTER2", 10)] {
+        let pad = "x".repeat(size);
+        s.enqueue(&NewRow {
+            camera: "cam".into(),
+            event_id: id.into(),
+            severity: Severity::Normal,
+            topic: "ioc/v1/ward-q/events".into(),
+            payload: format!("{{\"id\":\"{id}\",\"pad\":\"{pad}\"}}").into_bytes(),
+            thumb_topic: None,
+            thumb: None,
+        })
+        .unwrap();
+    }
+}
+
+fn delivered_ids(sub: &Subscriber) -> Vec<String> {
+    sub.all()
+        .iter()
+        .filter(|m| m.topic.ends_with("/events"))
+        .filter_map(|m| serde_json::from_slice::<Value>(&m.payload).ok())
+        .filter_map(|v| v["id"].as_str().map(String::from))
+        .collect()
+}
+
+fn wait_quarantined(sub: &Subscriber, agent: &Agent, want: &[&str]) -> (Value, f64) {
+    let t0 = Instant::now();
+    loop {
+        let ids = delivered_ids(sub);
+        let st = sub.latest_status().unwrap_or(Value::Null);
+        if want.iter().all(|w| ids.iter().any(|i| i == w))
+            && st["outbox"]["quarantined"].as_u64() == Some(1)
+            && st["outbox"]["rows"].as_u64() == Some(0)
+        {
+            return (st, t0.elapsed().as_secs_f64());
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "delivered {ids:?}, status outbox {}; log:\n{}",
+            st["outbox"],
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A message larger than the agent's own packet limit (left in the outbox
+/// by a run with a larger `max_packet_bytes`) is quarantined at once and
+/// the messages after it flow; before, it was re-sent first on every
+/// reconnect and held everything back.
+#[test]
+fn a_message_over_the_packet_limit_is_quarantined_and_the_rest_flows() {
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker, "ioc/v1/#");
+    let data = tempfile::tempdir().unwrap();
+    seed_outbox(data.path(), 40_000);
+    let agent =
+        Agent::start(&(config_head("ward-q", &broker, data.path()) + "max_packet_bytes = 20000\n"));
+    let (st, secs) = wait_quarantined(&sub, &agent, &["FIRST", "AFTER1", "AFTER2"]);
+    assert!(!delivered_ids(&sub).contains(&"BIG".to_string()));
+    assert!(agent.log_text().contains("quarantined"));
+    println!(
+        "over the agent's packet limit: FIRST, AFTER1, AFTER2 delivered in {secs:.1} s, BIG quarantined; outbox {}",
+        st["outbox"]
+    );
+}
+
+/// A broker that disconnects a client sending a packet over its own
+/// `max_packet_size` (mosquitto, any protocol version): the agent's limit
+/// is larger, so the message goes out, the connection drops, and it would
+/// be first again on every reconnect. After three such losses in a row it
+/// is quarantined and the rest is delivered.
+#[test]
+fn a_message_the_broker_refuses_is_quarantined_after_three_losses() {
+    let broker = Broker::start_with("max_packet_size 20000\n");
+    let sub = Subscriber::start(&broker, "ioc/v1/#");
+    let data = tempfile::tempdir().unwrap();
+    seed_outbox(data.path(), 40_000);
+    let agent = Agent::start(&config_head("ward-q", &broker, data.path()));
+    let (st, secs) = wait_quarantined(&sub, &agent, &["FIRST", "AFTER1", "AFTER2"]);
+    assert!(!delivered_ids(&sub).contains(&"BIG".to_string()));
+    let log = agent.log_text();
+    assert!(log.contains("lost 3 times in a row"), "{log}");
+    println!(
+        "refused by the broker (max_packet_size 20000): the rest delivered in {secs:.1} s after {} reconnects, BIG quarantined; outbox {}",
+        st["mqtt_reconnects"]
+            .as_u64()
+            .unwrap_or(log.matches("connected to MQTT broker").count() as u64),
+        st["outbox"]
+    );
+}
