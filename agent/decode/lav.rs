@@ -276,6 +276,7 @@ impl LavDecoder {
                             // SAFETY: pure function of the code.
                             Err(r) if unsafe { ioc_lav_is_invalid_data(r) } != 0 => {
                                 bad += 1;
+                                counters.corrupt.fetch_add(1, Ordering::Relaxed);
                                 if bad >= MAX_BAD_UNITS {
                                     return fail(format!(
                                         "{bad} access units in a row could not be decoded: {}",

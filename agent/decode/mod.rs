@@ -368,7 +368,17 @@ pub struct FrameCounters {
     /// Encoded frames discarded while waiting for the first keyframe.
     pub skipped_no_keyframe: AtomicU64,
     pub inferred: AtomicU64,
+    /// Access units the decoder refused as damaged (lost packets, a corrupt
+    /// bitstream); skipped, the session goes on.
+    pub corrupt: AtomicU64,
+    /// Access units dropped for being larger than `MAX_ACCESS_UNIT_BYTES`.
+    pub oversized: AtomicU64,
 }
+
+/// The largest access unit taken from a camera: a 4K keyframe is a few
+/// MB; anything past this is a broken or hostile stream, and is dropped
+/// (counted) before it reaches the ring or the decoder.
+pub const MAX_ACCESS_UNIT_BYTES: usize = 16 << 20;
 
 /// Software decoder threads for one stream. `configured` > 0 wins; 0 shares
 /// the cores among the cameras: a box with fewer cameras than cores gives

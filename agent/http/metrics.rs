@@ -229,6 +229,30 @@ fn camera_health(o: &mut Out, cams: &Cameras) {
         o.line("ioc_camera_panics_total", &[("camera", id)], c.panics);
     }
     o.head(
+        "ioc_frames_corrupt_total",
+        "counter",
+        "Access units the decoder refused as damaged (skipped; the session went on).",
+    );
+    for (id, c) in cams {
+        o.line(
+            "ioc_frames_corrupt_total",
+            &[("camera", id)],
+            c.frames_corrupt,
+        );
+    }
+    o.head(
+        "ioc_frames_oversized_total",
+        "counter",
+        "Access units over 16 MiB dropped (a broken or hostile stream).",
+    );
+    for (id, c) in cams {
+        o.line(
+            "ioc_frames_oversized_total",
+            &[("camera", id)],
+            c.frames_oversized,
+        );
+    }
+    o.head(
         "ioc_camera_stalls_total",
         "counter",
         "Sessions ended as not live (pictures not advancing), by reason.",

@@ -332,6 +332,14 @@ pub struct CameraStatus {
     pub frames_inferred: u64,
     /// Frames not given to the model, by reason.
     pub frames_skipped: SkipCounts,
+    /// Access units the decoder refused as damaged (lost packets, a corrupt
+    /// bitstream) since start; skipped, the session went on.
+    #[serde(default)]
+    pub frames_corrupt: u64,
+    /// Access units over 16 MiB dropped since start (a broken or hostile
+    /// stream); decoding restarted at the next keyframe.
+    #[serde(default)]
+    pub frames_oversized: u64,
     pub alerts: u64,
     /// The camera's traffic-signal state as last read (cameras with `[cameras.signal]`),
     /// so an installer can check the lamp boxes or the controller feed.

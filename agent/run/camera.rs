@@ -183,6 +183,8 @@ impl Camera {
         });
         self.status(|s| {
             s.ring = ring;
+            s.frames_corrupt = c.corrupt.load(Ordering::Relaxed);
+            s.frames_oversized = c.oversized.load(Ordering::Relaxed);
             s.frames_received = c.received.load(Ordering::Relaxed);
             s.frames_decoded = c.decoded.load(Ordering::Relaxed);
             s.frames_inferred = c.inferred.load(Ordering::Relaxed);

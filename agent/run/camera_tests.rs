@@ -104,11 +104,21 @@ backoff_max_secs = 0.2
 
 /// A camera on the injected opener, with the real detector and publisher.
 fn camera(panic_at: Option<usize>, dir: &Path) -> (Camera, Arc<Count>, CancellationToken) {
+    camera_with(panic_at, dir, |_| {})
+}
+
+/// As [`camera`], with the clip's access units edited first.
+fn camera_with(
+    panic_at: Option<usize>,
+    dir: &Path,
+    edit: impl FnOnce(&mut Vec<(Vec<u8>, u64)>),
+) -> (Camera, Arc<Count>, CancellationToken) {
     let text = CONFIG.replace("DATA", &dir.display().to_string());
     let cfg = Config::parse(&text, Path::new("unit.toml"), Path::new(".")).unwrap();
     let clip = crate::simulate::Clip::load(Path::new(CLIP)).unwrap();
     let mut units = Vec::new();
     clip.for_each_unit(|d, pts| units.push((d.to_vec(), pts)));
+    edit(&mut units);
     let opens = Arc::new(Count::new(0));
     let detectors = Arc::new(super::super::load_detectors(&cfg).unwrap());
     let status = Arc::new(StatusBoard::new("unit"));
@@ -201,4 +211,30 @@ async fn a_panicking_session_is_shown_failed_counted_and_restarted() {
     // The supervisor itself survived the panics and stops cleanly.
     task.await.unwrap();
     assert_eq!(status.snapshot()["cam"].state, CameraState::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_access_unit_is_dropped_and_the_session_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cam, opens, cancel) = camera_with(None, dir.path(), |u| {
+        u[30].0 = vec![0x41; crate::decode::MAX_ACCESS_UNIT_BYTES + 1];
+    });
+    let counters = cam.counters.clone();
+    let status = cam.sh.status.clone();
+    let task = tokio::spawn(supervise(cam));
+    wait(
+        "the oversized unit dropped and 10 frames analysed after it",
+        60,
+        || {
+            counters.oversized.load(Ordering::Relaxed) == 1
+                && counters.inferred.load(Ordering::Relaxed) >= 10
+                && counters.received.load(Ordering::Relaxed) > 80
+        },
+    )
+    .await;
+    assert_eq!(opens.load(Ordering::SeqCst), 1, "the session was not ended");
+    let s = status.snapshot()["cam"].clone();
+    assert_eq!(s.state, CameraState::Streaming);
+    cancel.cancel();
+    task.await.unwrap();
 }

@@ -69,7 +69,7 @@ pub(super) async fn run(
     let mut waiting_key = true;
     let mut shedder = GopShedder::default();
     let mut last_status = Instant::now();
-    let started = Instant::now();
+    let mut waiting_since = Instant::now();
     let mut received = 0u64;
     // Timestamps: (wall start, pts at start, frames) of the current window.
     let mut window: Option<(Instant, u64, u64)> = None;
@@ -91,9 +91,25 @@ pub(super) async fn run(
         let now = Instant::now();
         counters.received.fetch_add(1, Ordering::Relaxed);
         received += 1;
+        if f.data.len() > crate::decode::MAX_ACCESS_UNIT_BYTES {
+            let n = counters.oversized.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                warn!(
+                    bytes = f.data.len(),
+                    limit = crate::decode::MAX_ACCESS_UNIT_BYTES,
+                    oversized_total = n,
+                    "access unit larger than any real picture dropped (a broken or hostile stream); decoding restarts at the next keyframe"
+                );
+            }
+            if !waiting_key {
+                waiting_key = true;
+                waiting_since = now;
+            }
+            continue;
+        }
         let stall = watch_timestamps(&mut window, now, f.pts_ns).or_else(|| {
-            (waiting_key && started.elapsed() > keyframe_timeout).then(|| Stall::NoKeyframe {
-                secs: started.elapsed().as_secs_f64(),
+            (waiting_key && waiting_since.elapsed() > keyframe_timeout).then(|| Stall::NoKeyframe {
+                secs: waiting_since.elapsed().as_secs_f64(),
                 frames: received,
             })
         });

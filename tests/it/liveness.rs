@@ -550,3 +550,73 @@ fn a_camera_that_refuses_tcp_is_read_over_udp() {
     });
     assert_ne!(cam["state"], "streaming", "{cam}");
 }
+
+/// A bitstream with damaged pictures (every 10th access unit's slice
+/// headers overwritten): the damage is counted, the camera keeps streaming.
+#[test]
+fn a_corrupted_bitstream_is_counted_and_the_camera_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mp4 = dir.path().join("gop.mp4");
+    transcode(
+        &mp4,
+        &[
+            "x264enc",
+            "speed-preset=ultrafast",
+            "key-int-max=24",
+            "bitrate=1500",
+        ],
+        "h264parse",
+    );
+    let mut aus: Vec<Vec<u8>> = access_units(&mp4).into_iter().map(|a| a.data).collect();
+    let mut damaged = 0;
+    for (i, au) in aus.iter_mut().enumerate() {
+        if i % 10 != 5 {
+            continue;
+        }
+        // Every slice NAL: its header bytes after the NAL header become 0xFF.
+        let mut k = 0;
+        while k + 8 < au.len() {
+            if au[k] == 0
+                && au[k + 1] == 0
+                && au[k + 2] == 1
+                && (1..=5).contains(&(au[k + 3] & 0x1f))
+            {
+                for b in &mut au[k + 4..k + 8] {
+                    *b = 0xFF;
+                }
+                damaged += 1;
+                k += 8;
+            } else {
+                k += 1;
+            }
+        }
+    }
+    assert!(damaged > 10);
+    let (port, stats) = FakeCamera {
+        aus,
+        fps: 24,
+        ..FakeCamera::default()
+    }
+    .serve();
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker, "ioc/v1/+/status");
+    let data = tempfile::tempdir().unwrap();
+    let agent = agent_for(&broker, data.path(), port, "");
+    let cam = wait_camera(&sub, "cam", Duration::from_secs(40), |c| {
+        c["frames_corrupt"].as_u64().unwrap_or(0) >= 5
+            && c["state"] == "streaming"
+            && c["frames_decoded"].as_u64().unwrap_or(0) > 100
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "damaged pictures ({} frames sent) not counted, or the camera stopped; status {:?}; log:\n{}",
+            stats.frames.load(Ordering::Relaxed),
+            sub.latest_status().map(|v| v["cameras"]["cam"].clone()),
+            agent.log_text()
+        )
+    });
+    println!(
+        "corrupted bitstream (1 in 10 access units damaged): {} counted corrupt, {} decoded, {} received, still streaming",
+        cam["frames_corrupt"], cam["frames_decoded"], cam["frames_received"]
+    );
+}
