@@ -14,7 +14,7 @@ MODEL_MIRROR ?= $(CURDIR)/../shared/models
 MODEL_DIR := $(CURDIR)/data/models
 CARGO ?= cargo
 
-.PHONY: demo test setup system ort models build release lint bench clean deb deb-test systemd-test docs mdbook deny cargo-deny
+.PHONY: demo test setup system ort k8s-validate models build release lint bench clean deb deb-test systemd-test docs mdbook deny cargo-deny
 
 demo: system ort release
 	$(call pull_models,target/release/ioc-agent)
@@ -80,7 +80,7 @@ deb-test: deb
 systemd-test: deb
 	scripts/systemd-test.sh $(DEB)
 
-setup: system ort models
+setup: system ort models k8s-validate
 
 system:
 	deploy/bootstrap.sh system
@@ -88,6 +88,10 @@ system:
 
 ort:
 	deploy/bootstrap.sh ort
+
+# The Kubernetes schema validator for tests/it/k8s.rs (a venv in .tools/).
+k8s-validate:
+	deploy/bootstrap.sh k8s
 
 # Verified model files from the mirror (when present) or the manifests' URLs.
 pull_models = $(1) models pull --manifests models --dest $(MODEL_DIR) $(if $(wildcard $(MODEL_MIRROR)),--mirror $(MODEL_MIRROR))
