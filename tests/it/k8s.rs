@@ -85,13 +85,6 @@ fn all_resources() -> Vec<(PathBuf, Value)> {
         .collect()
 }
 
-fn kind_of(doc: &Value) -> (&str, &str) {
-    (
-        doc["apiVersion"].as_str().unwrap_or(""),
-        doc["kind"].as_str().unwrap_or(""),
-    )
-}
-
 fn find<'a>(res: &'a [(PathBuf, Value)], kind: &str) -> Vec<&'a Value> {
     res.iter()
         .filter(|(_, d)| d["kind"] == kind)
@@ -156,10 +149,14 @@ fn k8s_manifests_pass_the_kubernetes_schema() {
 /// image built before this, systemd-journal had 999 and ioc-agent got 997).
 fn image_ids() -> (u64, u64) {
     let text = std::fs::read_to_string(root().join("deploy/Containerfile")).unwrap();
-    let runtime = text
+    let runtime: String = text
         .rsplit_once("FROM ${RUNTIME_IMAGE}")
         .expect("Containerfile has a runtime stage FROM ${RUNTIME_IMAGE}")
-        .1;
+        .1
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
     let flag = |line: &str, f: &str| -> Option<u64> {
         let mut it = line.split_whitespace();
         it.find(|w| *w == f)?;
@@ -202,7 +199,10 @@ fn k8s_daemonset_runs_as_the_image_user_on_a_writable_host_dir() {
         (Some(uid), Some(gid)),
         "the pod must run as the image's ioc-agent user {uid}:{gid} (deploy/Containerfile)"
     );
-    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(
+        sc["runAsNonRoot"], true,
+        "the pod must set runAsNonRoot: true"
+    );
 
     // The data dir is the node's directory; the kubelet creates it root:root
     // 0755 and fsGroup does not apply to hostPath: an init step as root must
@@ -245,7 +245,10 @@ fn k8s_daemonset_runs_as_the_image_user_on_a_writable_host_dir() {
             "root init container adds {c}: it needs only CHOWN, FOWNER, DAC_READ_SEARCH"
         );
     }
-    assert_eq!(first["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(
+        first["securityContext"]["allowPrivilegeEscalation"], false,
+        "the root init container must set allowPrivilegeEscalation: false"
+    );
     for c in inits.iter().skip(1).chain(arr(&pod["containers"])) {
         assert!(
             c["securityContext"]["runAsUser"].is_null(),
@@ -384,7 +387,10 @@ fn k8s_config_and_passwords_come_from_secrets() {
     // Every secret the config reads is a file on a Secret volume.
     let cfg = k8s_config();
     let files = config_files(&cfg);
-    assert!(files.iter().any(|(k, _)| k.ends_with("password_file")));
+    assert!(
+        files.iter().any(|(k, _)| k.ends_with("password_file")),
+        "deploy/k8s/agent.toml reads no password_file: passwords belong in ioc-agent-secrets"
+    );
     for (key, path) in &files {
         let m = mount_of(path).unwrap_or_else(|| panic!("{key} = {path}: no volume mounted there"));
         assert!(
@@ -431,15 +437,24 @@ fn k8s_agent_has_a_startup_probe_before_liveness() {
         "the agent has no startupProbe: it loads its models before HTTP listens (minutes with \
          TensorRT), and the liveness probe would kill it first"
     );
-    assert_eq!(sp["httpGet"]["path"], "/healthz");
+    assert_eq!(
+        sp["httpGet"]["path"], "/healthz",
+        "startupProbe: GET /healthz (200 once HTTP serves)"
+    );
     let budget =
         sp["periodSeconds"].as_u64().unwrap_or(10) * sp["failureThreshold"].as_u64().unwrap_or(3);
     assert!(
         budget >= 600,
         "startupProbe allows {budget} s: give model loading at least 600 s"
     );
-    assert_eq!(agent["livenessProbe"]["httpGet"]["path"], "/healthz");
-    assert_eq!(agent["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(
+        agent["livenessProbe"]["httpGet"]["path"], "/healthz",
+        "livenessProbe: /healthz"
+    );
+    assert_eq!(
+        agent["readinessProbe"]["httpGet"]["path"], "/readyz",
+        "readinessProbe: /readyz"
+    );
     // The probes speak what the config serves.
     let cfg = k8s_config();
     let port: u64 = cfg["http"]["listen"]
@@ -491,9 +506,16 @@ fn k8s_metrics_are_scraped_with_the_scraper_token() {
         "deploy/k8s/ needs a ServiceMonitor for /metrics"
     );
     let ep = &arr(&sm[0]["spec"]["endpoints"])[0];
-    assert_eq!(ep["path"], "/metrics");
+    assert_eq!(
+        ep["path"], "/metrics",
+        "the ServiceMonitor must scrape /metrics"
+    );
     let auth = &ep["authorization"];
-    assert_eq!(auth["type"], "Bearer");
+    assert_eq!(
+        auth["type"], "Bearer",
+        "the ServiceMonitor sends no token (endpoints[0].authorization: type Bearer, credentials \
+         from the Secret the agent's scraper user reads): /metrics answers 401 without one"
+    );
     let (sname, skey) = (
         auth["credentials"]["name"]
             .as_str()
@@ -522,7 +544,11 @@ fn k8s_metrics_are_scraped_with_the_scraper_token() {
     );
     // The Service the ServiceMonitor selects has the agent's port, by name.
     let svc = find(&res, "Service");
-    assert_eq!(svc.len(), 1);
+    assert_eq!(
+        svc.len(),
+        1,
+        "deploy/k8s/ needs one Service for the ServiceMonitor to select"
+    );
     let port_name = ep["port"].as_str().unwrap();
     let sp = by_name(&svc[0]["spec"]["ports"], port_name)
         .unwrap_or_else(|| panic!("Service has no port named {port_name}"));
@@ -534,7 +560,11 @@ fn k8s_metrics_are_scraped_with_the_scraper_token() {
         .unwrap()
         .parse()
         .unwrap();
-    assert_eq!(sp["port"].as_u64(), Some(listen));
+    assert_eq!(
+        sp["port"].as_u64(),
+        Some(listen),
+        "the Service's port must be [http] listen's"
+    );
     for (k, v) in sm[0]["spec"]["selector"]["matchLabels"]
         .as_object()
         .unwrap()
