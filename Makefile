@@ -3,7 +3,8 @@
 #   make test   every test (unit, integration against real RTSP/decoder/model/broker), fmt, clippy,
 #               cargo deny (advisories from the offline snapshot, licences, bans, sources),
 #               and the Debian package built, installed, checked and purged
-# Both install what they need first (idempotent): system packages, ONNX Runtime, models.
+# Both install what they need first (idempotent): system packages, ONNX Runtime, models
+# (and, for make test, the Kubernetes schema validator: deploy/bootstrap.sh k8s).
 
 SHELL := /bin/bash
 ORT_VERSION := 1.31.1
