@@ -3,7 +3,8 @@
 #   make test   every test (unit, integration against real RTSP/decoder/model/broker), fmt, clippy,
 #               cargo deny (advisories from the offline snapshot, licences, bans, sources),
 #               and the Debian package built, installed, checked and purged
-# Both install what they need first (idempotent): system packages, ONNX Runtime, models.
+# Both install what they need first (idempotent): system packages, ONNX Runtime, models
+# (and, for make test, the Kubernetes schema validator: deploy/bootstrap.sh k8s).
 
 SHELL := /bin/bash
 ORT_VERSION := 1.31.1
@@ -14,7 +15,7 @@ MODEL_MIRROR ?= $(CURDIR)/../shared/models
 MODEL_DIR := $(CURDIR)/data/models
 CARGO ?= cargo
 
-.PHONY: demo test setup system ort models build release lint bench clean deb deb-test systemd-test docs mdbook deny cargo-deny
+.PHONY: demo test setup system ort k8s-validate models build release lint bench clean deb deb-test systemd-test docs mdbook deny cargo-deny
 
 demo: system ort release
 	$(call pull_models,target/release/ioc-agent)
@@ -80,7 +81,7 @@ deb-test: deb
 systemd-test: deb
 	scripts/systemd-test.sh $(DEB)
 
-setup: system ort models
+setup: system ort models k8s-validate
 
 system:
 	deploy/bootstrap.sh system
@@ -88,6 +89,10 @@ system:
 
 ort:
 	deploy/bootstrap.sh ort
+
+# The Kubernetes schema validator for tests/it/k8s.rs (a venv in .tools/).
+k8s-validate:
+	deploy/bootstrap.sh k8s
 
 # Verified model files from the mirror (when present) or the manifests' URLs.
 pull_models = $(1) models pull --manifests models --dest $(MODEL_DIR) $(if $(wildcard $(MODEL_MIRROR)),--mirror $(MODEL_MIRROR))

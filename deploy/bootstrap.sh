@@ -6,7 +6,10 @@
 #                                booted-package test); retried once
 #   deploy/bootstrap.sh ort      ONNX Runtime shared library into .ort/ (from the PyPI wheel,
 #                                pinned by sha256 in deploy/ort-requirements.txt)
-#   deploy/bootstrap.sh all      both
+#   deploy/bootstrap.sh k8s      the Kubernetes schema validator (kubernetes-validate, from
+#                                PyPI, pinned by sha256 in deploy/k8s-validate-requirements.txt)
+#                                into a venv in .tools/k8s-validate, for tests/it/k8s.rs
+#   deploy/bootstrap.sh all      all three
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,13 +20,15 @@ ORT_LIB="$ORT_DIR/lib/libonnxruntime.so.$ORT_VERSION"
 # this is the library inside it, the same in every CPython build of the wheel.
 ORT_LIB_SHA256=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
 ORT_REQUIREMENTS=deploy/ort-requirements.txt
+K8S_VENV=${K8S_VENV:-$PWD/.tools/k8s-validate}
+K8S_REQUIREMENTS=deploy/k8s-validate-requirements.txt
 
 APT_PACKAGES=(
   pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   gstreamer1.0-plugins-base-apps libgstrtspserver-1.0-dev libavcodec-dev libavutil-dev
-  mosquitto mosquitto-clients python3 python3-pip unzip curl ca-certificates build-essential
+  mosquitto mosquitto-clients python3 python3-pip python3-venv unzip curl ca-certificates build-essential
   chromium chromium-driver
   debootstrap systemd-container
 )
@@ -84,9 +89,37 @@ ort() {
   echo "bootstrap: ONNX Runtime installed at $ORT_LIB"
 }
 
+# A venv holding exactly deploy/k8s-validate-requirements.txt; made again when
+# that file changes (its sha256 is kept in the venv).
+k8s() {
+  local want; want=$(sha256sum "$K8S_REQUIREMENTS" | cut -d' ' -f1)
+  if [ -x "$K8S_VENV/bin/python" ] && [ "$(cat "$K8S_VENV/.requirements.sha256" 2>/dev/null)" = "$want" ] \
+     && "$K8S_VENV/bin/python" -c 'import kubernetes_validate' 2>/dev/null; then
+    echo "bootstrap: kubernetes-validate present in $K8S_VENV"
+    return
+  fi
+  echo "bootstrap: installing kubernetes-validate into $K8S_VENV (pinned by sha256 in $K8S_REQUIREMENTS)"
+  rm -rf "$K8S_VENV"
+  python3 -m venv "$K8S_VENV" || {
+    echo "bootstrap: python3 -m venv failed: install python3-venv (deploy/bootstrap.sh system)" >&2
+    exit 1
+  }
+  local pip=("$K8S_VENV/bin/python" -m pip install --quiet --disable-pip-version-check
+             --require-hashes --no-deps --only-binary=:all: -r "$K8S_REQUIREMENTS")
+  "${pip[@]}" || { sleep 3; "${pip[@]}"; } || {
+    echo "bootstrap: could not install $K8S_REQUIREMENTS (a hash mismatch above means PyPI" \
+         "served a different file: do not edit the hash without checking why)" >&2
+    rm -rf "$K8S_VENV"
+    exit 1
+  }
+  echo "$want" > "$K8S_VENV/.requirements.sha256"
+  echo "bootstrap: kubernetes-validate installed in $K8S_VENV"
+}
+
 case "${1:-all}" in
   system) system ;;
   ort) ort ;;
-  all) system; ort ;;
-  *) echo "usage: $0 [system|ort|all]" >&2; exit 2 ;;
+  k8s) k8s ;;
+  all) system; ort; k8s ;;
+  *) echo "usage: $0 [system|ort|k8s|all]" >&2; exit 2 ;;
 esac

@@ -15,6 +15,7 @@ mod docs;
 mod doctor;
 mod evidence;
 mod http_access;
+mod k8s;
 mod layering;
 mod liveness;
 mod metrics;
