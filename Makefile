@@ -15,7 +15,7 @@ MODEL_MIRROR ?= $(CURDIR)/../shared/models
 MODEL_DIR := $(CURDIR)/data/models
 CARGO ?= cargo
 
-.PHONY: demo test setup system ort k8s-validate models build release lint bench clean deb deb-test systemd-test docs mdbook deny cargo-deny
+.PHONY: demo test setup system ort k8s-validate models build release lint bench clean deb deb-test systemd-test docs mdbook deny cargo-deny fuzz
 
 demo: system ort release
 	$(call pull_models,target/release/ioc-agent)
@@ -34,6 +34,7 @@ test: setup
 # Cargo.lock), reinstalled when another version is found.
 CARGO_DENY_VERSION := 0.20.2
 CARGO_DEB_VERSION := 3.8.0
+CARGO_FUZZ_VERSION := 0.13.2
 MDBOOK_VERSION := 0.5.4
 MDBOOK := $(shell command -v mdbook 2>/dev/null || echo $(HOME)/.cargo/bin/mdbook)
 
@@ -116,3 +117,16 @@ bench: setup
 clean:
 	$(CARGO) clean
 	rm -rf data .demo
+
+# Fuzz every parser target for FUZZ_SECS seconds each (nightly, cargo-fuzz);
+# crashes land in fuzz/artifacts/<target>/. Not part of make test.
+FUZZ_SECS ?= 60
+FUZZ_TARGETS = config manifest plate_text signal_payload review_record annexb
+fuzz: ort
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t for $(FUZZ_SECS) s"; \
+	  cargo +nightly fuzz run --fuzz-dir fuzz $$t -- -max_total_time=$(FUZZ_SECS) -rss_limit_mb=4096 > fuzz/last-run.log 2>&1 \
+	    || { tail -n 40 fuzz/last-run.log; echo "fuzz: $$t found a crash (input in fuzz/artifacts/$$t/); make it a regression test"; exit 1; }; \
+	  grep -E '^Done [0-9]+ runs' fuzz/last-run.log; \
+	done

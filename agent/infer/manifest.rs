@@ -205,6 +205,12 @@ impl Manifest {
             path: path.to_path_buf(),
             err,
         })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks manifest text; `path` names it in errors and its
+    /// stem must equal the manifest's `name`.
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
         let invalid = |message: String| ManifestError::Invalid {
             path: path.to_path_buf(),
             message,
