@@ -215,8 +215,8 @@ impl Manifest {
             path: path.to_path_buf(),
             message,
         };
-        let m: Manifest = toml::from_str(&text).map_err(|e| {
-            let (l, c) = crate::base::diag::line_col(&text, e.span().map(|s| s.start).unwrap_or(0));
+        let m: Manifest = toml::from_str(text).map_err(|e| {
+            let (l, c) = crate::base::diag::line_col(text, e.span().map(|s| s.start).unwrap_or(0));
             invalid(format!("line {l} column {c}: {}", e.message().trim()))
         })?;
         if path.file_stem().is_some_and(|s| s != m.name.as_str()) {
