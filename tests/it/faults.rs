@@ -809,7 +809,7 @@ fn resolution_change_mid_stream() {
 /// bytes of their slices overwritten (2% past each NAL's first bytes) and
 /// every fifth cut short, as a failing encoder or a bad re-mux sends them;
 /// the camera's loop starts after them. Returns the units, the damaged
-/// range and the bytes overwritten.
+/// range, the bytes overwritten and where the loop starts.
 fn corrupted_footage() -> (Vec<Vec<u8>>, std::ops::Range<usize>, usize, usize) {
     use rand::{Rng, SeedableRng};
     let clean = footage();
@@ -849,8 +849,7 @@ fn corrupted_footage() -> (Vec<Vec<u8>>, std::ops::Range<usize>, usize, usize) {
     (aus, from..to, damaged_bytes, loop_from)
 }
 
-/// An agent on a camera sending [`corrupted_footage`], streaming; waits
-/// until the camera has sent the damaged units' first (the status then is returned).
+/// An agent streaming from a camera that sends [`corrupted_footage`].
 struct CorruptRun {
     stats: Arc<common::rtsp::FakeCameraStats>,
     _broker: Broker,
@@ -1069,7 +1068,8 @@ fn digest_auth_camera_right_and_wrong_password() {
 /// on a mosquitto with persistence, stopped (SIGTERM: it saves its
 /// sessions) for 5 s and started again on the same port while alerts keep
 /// being raised. Every alert arrives, once after de-duplication; the time
-/// is from the broker's return to the outbox drained.
+/// is from the broker's return until the agent has reconnected and its
+/// outbox has drained.
 #[test]
 fn broker_restart_with_persistent_session() {
     let mut broker = Broker::start();
