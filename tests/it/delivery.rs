@@ -14,10 +14,10 @@ use sha2::Digest;
 
 /// An alert the agent logged as raised.
 #[derive(Debug, Clone)]
-struct Produced {
-    id: String,
-    camera: String,
-    severity: String,
+pub(crate) struct Produced {
+    pub id: String,
+    pub camera: String,
+    pub severity: String,
 }
 
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
@@ -27,7 +27,7 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         .next()
 }
 
-fn produced(log: &str) -> Vec<Produced> {
+pub(crate) fn produced(log: &str) -> Vec<Produced> {
     log.lines()
         .filter(|l| l.contains(": alert event_id="))
         .filter_map(|l| {
@@ -53,7 +53,7 @@ fn dropped(log: &str) -> Vec<(String, String)> {
 }
 
 /// Alert ids in order of first arrival, and how many arrived more than once.
-fn delivered(sub: &Subscriber) -> (Vec<Value>, usize) {
+pub(crate) fn delivered(sub: &Subscriber) -> (Vec<Value>, usize) {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     let mut dup = 0;

@@ -14,6 +14,7 @@ mod deploy;
 mod docs;
 mod doctor;
 mod evidence;
+mod faults;
 mod http_access;
 mod k8s;
 mod layering;

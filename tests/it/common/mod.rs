@@ -3,6 +3,7 @@
 //! subscriber that records everything it receives.
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod rtsp;
 pub mod webdriver;
 
@@ -245,9 +246,22 @@ impl Sim {
         Sim::start_args(streams, &[], &["--loops", &loops.to_string()])
     }
 
+    /// Files served on a given port (a server restarted where it was).
+    pub fn start_on(port: u16, streams: &[(&str, &Path)]) -> Sim {
+        Sim::start_args(streams, &[], &["--listen", &format!("127.0.0.1:{port}")])
+    }
+
+    /// The simulator's process id (to stop and continue it).
+    pub fn pid(&self) -> u32 {
+        self._proc.child.id()
+    }
+
     fn start_args(streams: &[(&str, &Path)], patterns: &[(&str, &str)], extra: &[&str]) -> Sim {
         let mut cmd = Command::new(BIN);
-        cmd.args(["simulate", "--listen", "127.0.0.1:0"]);
+        cmd.arg("simulate");
+        if !extra.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
         cmd.args(extra);
         for (name, file) in streams {
             cmd.arg("--stream")

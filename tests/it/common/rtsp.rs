@@ -2,12 +2,13 @@
 //! interleaved, H.264, one track) that streams given access units as RTP in
 //! real time, with the faults a real camera shows: joined mid-stream with no
 //! IDR to come (intra refresh), RTP timestamps that never advance, SEI
-//! stripped, or only RTCP and no video at all.
+//! stripped, or only RTCP and no video at all; one that refuses RTP over
+//! TCP; and one that asks for RTSP Digest authentication.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What the camera sends.
@@ -33,8 +34,17 @@ pub struct FakeCamera {
     /// off the network now and then); the next session goes on where the
     /// stream was.
     pub drop_after: Option<Duration>,
+    /// Require RTSP Digest authentication (RFC 2617: MD5, `qop=auth`, realm
+    /// [`DIGEST_REALM`]) on every request but OPTIONS, with this user and
+    /// password. The test may change them while the camera serves (a
+    /// password changed on the camera): each request is checked against the
+    /// values of the moment.
+    pub digest: Option<Arc<Mutex<(String, String)>>>,
     pub fps: u32,
 }
+
+/// The realm a Digest camera names in its challenge.
+pub const DIGEST_REALM: &str = "IP Camera(fake)";
 
 /// Counters of a running fake camera.
 #[derive(Default)]
@@ -47,6 +57,10 @@ pub struct FakeCameraStats {
     /// SETUPs refused with 461, and sessions played over UDP.
     pub refused_tcp: AtomicUsize,
     pub udp_sessions: AtomicUsize,
+    /// Requests refused with 401 (no or wrong credentials).
+    pub unauthorized: AtomicUsize,
+    /// Requests whose Digest credentials were right.
+    pub authorized: AtomicUsize,
 }
 
 /// Where a session's RTP goes.
@@ -83,11 +97,22 @@ impl Out {
     }
 }
 
-/// One RTSP request (headers only; none of ours has a body).
+/// One RTSP request: its line and headers (none of ours has a body).
 pub struct Request {
     pub method: String,
+    pub uri: String,
     pub cseq: String,
     pub transport: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Reads one RTSP request.
@@ -96,8 +121,10 @@ pub fn rtsp_request(rd: &mut BufReader<TcpStream>) -> Option<Request> {
     if rd.read_line(&mut first).ok()? == 0 {
         return None;
     }
-    let mut cseq = String::from("0");
-    let mut transport = String::new();
+    let mut words = first.split_whitespace();
+    let method = words.next()?.to_string();
+    let uri = words.next().unwrap_or("").to_string();
+    let mut headers = Vec::new();
     loop {
         let mut l = String::new();
         rd.read_line(&mut l).ok()?;
@@ -105,18 +132,89 @@ pub fn rtsp_request(rd: &mut BufReader<TcpStream>) -> Option<Request> {
         if l.is_empty() {
             break;
         }
-        if let Some(v) = l.strip_prefix("CSeq:") {
-            cseq = v.trim().to_string();
-        }
-        if let Some(v) = l.strip_prefix("Transport:") {
-            transport = v.trim().to_string();
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
+    let cseq = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("CSeq"))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| "0".into());
+    let transport = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("Transport"))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     Some(Request {
-        method: first.split_whitespace().next()?.to_string(),
+        method,
+        uri,
         cseq,
         transport,
+        headers,
     })
+}
+
+fn md5_hex(parts: &[&str]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(parts.join(":").as_bytes()))
+}
+
+/// The parameters of a Digest `Authorization` header (`k="v", k=v, ...`).
+fn digest_params(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        let Some(eq) = rest.find('=') else { break };
+        let key = rest[..eq].trim().trim_start_matches(',').trim().to_string();
+        rest = rest[eq + 1..].trim_start();
+        let value;
+        if let Some(r) = rest.strip_prefix('"') {
+            let end = r.find('"').unwrap_or(r.len());
+            value = r[..end].to_string();
+            rest = r.get(end + 1..).unwrap_or("");
+        } else {
+            let end = rest.find(',').unwrap_or(rest.len());
+            value = rest[..end].trim().to_string();
+            rest = &rest[end..];
+        }
+        rest = rest.trim_start().trim_start_matches(',').trim_start();
+        out.push((key, value));
+    }
+    out
+}
+
+/// Whether `auth` (an `Authorization` header) answers `nonce` for `method`
+/// with `user` and `password` (RFC 2617 §3.2.2, MD5, with or without qop).
+pub fn digest_ok(auth: &str, method: &str, nonce: &str, user: &str, password: &str) -> bool {
+    let Some(rest) = auth.strip_prefix("Digest ") else {
+        return false;
+    };
+    let p = digest_params(rest);
+    let get = |k: &str| {
+        p.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.as_str())
+    };
+    let (Some(u), Some(realm), Some(n), Some(uri), Some(resp)) = (
+        get("username"),
+        get("realm"),
+        get("nonce"),
+        get("uri"),
+        get("response"),
+    ) else {
+        return false;
+    };
+    if u != user || realm != DIGEST_REALM || n != nonce {
+        return false;
+    }
+    let ha1 = md5_hex(&[user, DIGEST_REALM, password]);
+    let ha2 = md5_hex(&[method, uri]);
+    let want = match (get("qop"), get("nc"), get("cnonce")) {
+        (Some(qop), Some(nc), Some(cnonce)) => md5_hex(&[&ha1, nonce, nc, cnonce, qop, &ha2]),
+        _ => md5_hex(&[&ha1, nonce, &ha2]),
+    };
+    resp.eq_ignore_ascii_case(&want)
 }
 
 /// NAL units of an Annex B buffer, without start codes.
@@ -290,8 +388,30 @@ a=fmtp:96 packetization-mode=1{sprop}\r\na=control:track1\r\n"
         let mut udp: Option<(std::net::UdpSocket, std::net::UdpSocket, u16)> = None;
         // Plays over UDP stop when the RTSP connection closes.
         let alive = Arc::new(AtomicBool::new(true));
+        // A fresh nonce per connection.
+        let nonce = format!("{:032x}", rand::random::<u128>());
         while let Some(req) = rtsp_request(&mut rd) {
             let cseq = &req.cseq;
+            if let Some(creds) = &self.digest
+                && req.method != "OPTIONS"
+            {
+                let (user, pass) = creds.lock().unwrap().clone();
+                let ok = req
+                    .header("Authorization")
+                    .is_some_and(|a| digest_ok(a, &req.method, &nonce, &user, &pass));
+                if ok {
+                    st.authorized.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    st.unauthorized.fetch_add(1, Ordering::Relaxed);
+                    let reply = format!(
+                        "RTSP/1.0 401 Unauthorized\r\nCSeq: {cseq}\r\nWWW-Authenticate: Digest realm=\"{DIGEST_REALM}\", nonce=\"{nonce}\", qop=\"auth\", algorithm=MD5\r\n\r\n"
+                    );
+                    if w.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
             let reply = match req.method.as_str() {
                 "OPTIONS" => format!(
                     "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nPublic: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN\r\n\r\n"
