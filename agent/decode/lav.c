@@ -28,6 +28,9 @@ typedef struct ioc_lav_frame {
     const uint8_t *data[3];
     int linesize[3];
     int64_t pts;
+    /* 1 when libavcodec concealed damage in this picture (lost or corrupt
+     * data it did not refuse outright). */
+    int corrupt;
 } ioc_lav_frame;
 
 static void put_err(char *err, int len, const char *msg) {
@@ -55,6 +58,10 @@ ioc_lav *ioc_lav_open(int hevc, int threads, char *err, int errlen) {
         goto fail;
     }
     d->ctx->thread_count = threads > 0 ? threads : 1;
+    /* Damage is counted per camera (frames_corrupt) and logged by the agent
+     * with the camera's id; libavcodec's own lines on stderr carry neither
+     * and a damaged stream prints hundreds of them. */
+    av_log_set_level(AV_LOG_FATAL);
     d->ctx->pkt_timebase = (AVRational){1, 1000000000};
     int r = avcodec_open2(d->ctx, codec, NULL);
     if (r < 0) {
@@ -110,6 +117,7 @@ int ioc_lav_receive(ioc_lav *d, ioc_lav_frame *out) {
         out->linesize[i] = f->linesize[i];
     }
     out->pts = f->best_effort_timestamp != AV_NOPTS_VALUE ? f->best_effort_timestamp : f->pts;
+    out->corrupt = (f->flags & AV_FRAME_FLAG_CORRUPT) != 0 || f->decode_error_flags != 0;
     return 1;
 }
 

@@ -35,6 +35,7 @@ struct RawFrame {
     data: [*const u8; 3],
     linesize: [c_int; 3],
     pts: i64,
+    corrupt: c_int,
 }
 
 unsafe extern "C" {
@@ -105,6 +106,7 @@ impl Context {
             data: [std::ptr::null(); 3],
             linesize: [0; 3],
             pts: 0,
+            corrupt: 0,
         };
         // SAFETY: `f` is a valid out-parameter; the views in it stay valid
         // until the next call on this context, which `&mut self` prevents.
@@ -227,9 +229,12 @@ impl LavDecoder {
         });
         let sh = shared.clone();
         let nice = super::decode_nice();
+        // The camera's span, so the thread's warnings name the camera.
+        let span = tracing::Span::current();
         let thread = std::thread::Builder::new()
             .name("libavcodec".into())
             .spawn(move || {
+                let _camera = span.enter();
                 if nice > 0 {
                     super::lower_thread_priority(nice);
                 }
@@ -296,6 +301,12 @@ impl LavDecoder {
                                 Err(r) => return fail(av_error(r)),
                             };
                             counters.decoded.fetch_add(1, Ordering::Relaxed);
+                            if pic.raw.corrupt != 0 {
+                                let n = counters.corrupt.fetch_add(1, Ordering::Relaxed) + 1;
+                                if n.is_power_of_two() {
+                                    tracing::warn!(corrupt_total = n, "damaged video: the decoder concealed errors in a picture (lost packets or a corrupt stream)");
+                                }
+                            }
                             let p_ns = pic.raw.pts;
                             let secs = p_ns.max(0) as f64 / 1e9;
                             if !selector.due(secs) {
