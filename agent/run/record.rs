@@ -29,6 +29,12 @@ pub(super) async fn record_main_stream(camera: &Camera) {
                 backoff.reset();
                 loop {
                     match src.next_frame().await {
+                        Ok(f) if f.data.len() > crate::decode::MAX_ACCESS_UNIT_BYTES => {
+                            camera
+                                .counters
+                                .oversized
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         Ok(f) => {
                             let keyframe =
                                 f.keyframe || crate::source::has_recovery_point(codec, &f.data);

@@ -620,3 +620,72 @@ fn a_corrupted_bitstream_is_counted_and_the_camera_goes_on() {
         cam["frames_corrupt"], cam["frames_decoded"], cam["frames_received"]
     );
 }
+
+/// A camera with one keyframe every 20 s (the footage's length), evidence
+/// on with the defaults: clips stay within `max_clip_secs` (30) however far
+/// back the keyframe is; RSS and evidence bytes are printed.
+#[test]
+fn a_camera_with_a_20_s_gop_keeps_clips_within_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mp4 = dir.path().join("long-gop.mp4");
+    transcode(
+        &mp4,
+        &[
+            "x264enc",
+            "speed-preset=ultrafast",
+            "key-int-max=1000",
+            "bitrate=1500",
+        ],
+        "h264parse",
+    );
+    let aus: Vec<Vec<u8>> = access_units(&mp4).into_iter().map(|a| a.data).collect();
+    let (port, _stats) = FakeCamera {
+        aus,
+        fps: 24,
+        ..FakeCamera::default()
+    }
+    .serve();
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker, "ioc/v1/#");
+    let data = tempfile::tempdir().unwrap();
+    let agent = evidence_agent(&broker, data.path(), port, "");
+    let pid = agent.proc.child.id();
+    let t0 = Instant::now();
+    let (mut rss_at_20, mut peak) = (0, 0);
+    while t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_secs(1));
+        let r = rss(pid);
+        peak = peak.max(r);
+        if rss_at_20 == 0 && t0.elapsed() >= Duration::from_secs(20) {
+            rss_at_20 = r;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    let evidence = dir_bytes(&data.path().join("evidence"));
+    let updates = sub.updates();
+    let clips: Vec<&Value> = updates
+        .iter()
+        .filter(|u| u["kind"] == "evidence" && !u["evidence"]["clip"].is_null())
+        .map(|u| &u["evidence"]["clip"])
+        .collect();
+    let longest = clips
+        .iter()
+        .map(|c| c["duration_secs"].as_f64().unwrap_or(0.0))
+        .fold(0.0, f64::max);
+    let off_key = clips
+        .iter()
+        .filter(|c| c["starts_on_keyframe"] == false)
+        .count();
+    println!(
+        "20 s GOP, 60 s, defaults: {} clips, longest {longest:.1} s (cap 30 s), {off_key} not starting on a keyframe; evidence {:.1} MB; RSS {:.0} MB at 20 s, peak {:.0} MB",
+        clips.len(),
+        evidence as f64 / 1e6,
+        rss_at_20 as f64 / 1e6,
+        peak as f64 / 1e6
+    );
+    assert!(!clips.is_empty(), "no clip:\n{}", agent.log_text());
+    assert!(
+        longest <= 30.5,
+        "a clip is {longest:.1} s, over max_clip_secs 30"
+    );
+}
