@@ -15,12 +15,20 @@ use common::rtsp::FakeCamera;
 use common::*;
 use serde_json::Value;
 
+/// The traffic footage encoded with `encoder` (x264enc and its settings),
+/// as access units.
+fn encoded(dir: &std::path::Path, name: &str, encoder: &[&str]) -> Vec<Vec<u8>> {
+    let mp4 = dir.join(name);
+    transcode(&mp4, encoder, "h264parse");
+    access_units(&mp4).into_iter().map(|a| a.data).collect()
+}
+
 /// The traffic footage re-encoded with periodic intra refresh: one IDR
 /// first, then recovery-point SEIs every 25 frames and no further IDR.
 fn intra_refresh_aus(dir: &std::path::Path) -> Vec<Vec<u8>> {
-    let mp4 = dir.join("intra-refresh.mp4");
-    transcode(
-        &mp4,
+    let aus = encoded(
+        dir,
+        "intra-refresh.mp4",
         &[
             "x264enc",
             "speed-preset=ultrafast",
@@ -28,9 +36,7 @@ fn intra_refresh_aus(dir: &std::path::Path) -> Vec<Vec<u8>> {
             "key-int-max=25",
             "bitrate=1500",
         ],
-        "h264parse",
     );
-    let aus: Vec<Vec<u8>> = access_units(&mp4).into_iter().map(|a| a.data).collect();
     let idr = aus
         .iter()
         .filter(|a| common::rtsp::nal_units(a).iter().any(|n| n[0] & 0x1f == 5))
@@ -214,18 +220,16 @@ fn a_camera_with_no_keyframe_or_recovery_point_is_not_live() {
 #[test]
 fn frozen_rtp_timestamps_are_not_live() {
     let dir = tempfile::tempdir().unwrap();
-    let mp4 = dir.path().join("gop.mp4");
-    transcode(
-        &mp4,
+    let aus = encoded(
+        dir.path(),
+        "gop.mp4",
         &[
             "x264enc",
             "speed-preset=ultrafast",
             "key-int-max=25",
             "bitrate=1500",
         ],
-        "h264parse",
     );
-    let aus: Vec<Vec<u8>> = access_units(&mp4).into_iter().map(|a| a.data).collect();
     let (port, stats) = FakeCamera {
         aus,
         freeze_timestamps: true,
@@ -323,18 +327,16 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 #[test]
 fn events_before_a_reconnect_keep_their_clips() {
     let dir = tempfile::tempdir().unwrap();
-    let mp4 = dir.path().join("gop.mp4");
-    transcode(
-        &mp4,
+    let aus = encoded(
+        dir.path(),
+        "gop.mp4",
         &[
             "x264enc",
             "speed-preset=ultrafast",
             "key-int-max=24",
             "bitrate=1500",
         ],
-        "h264parse",
     );
-    let aus: Vec<Vec<u8>> = access_units(&mp4).into_iter().map(|a| a.data).collect();
     let (port, stats) = FakeCamera {
         aus,
         loop_from: 0,
@@ -492,18 +494,16 @@ fn a_camera_without_a_second_keyframe_stays_bounded() {
 #[test]
 fn a_camera_that_refuses_tcp_is_read_over_udp() {
     let dir = tempfile::tempdir().unwrap();
-    let mp4 = dir.path().join("gop.mp4");
-    transcode(
-        &mp4,
+    let aus = encoded(
+        dir.path(),
+        "gop.mp4",
         &[
             "x264enc",
             "speed-preset=ultrafast",
             "key-int-max=24",
             "bitrate=1500",
         ],
-        "h264parse",
     );
-    let aus: Vec<Vec<u8>> = access_units(&mp4).into_iter().map(|a| a.data).collect();
     let (port, stats) = FakeCamera {
         aus,
         refuse_tcp: true,
@@ -556,18 +556,16 @@ fn a_camera_that_refuses_tcp_is_read_over_udp() {
 #[test]
 fn a_corrupted_bitstream_is_counted_and_the_camera_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let mp4 = dir.path().join("gop.mp4");
-    transcode(
-        &mp4,
+    let mut aus = encoded(
+        dir.path(),
+        "gop.mp4",
         &[
             "x264enc",
             "speed-preset=ultrafast",
             "key-int-max=24",
             "bitrate=1500",
         ],
-        "h264parse",
     );
-    let mut aus: Vec<Vec<u8>> = access_units(&mp4).into_iter().map(|a| a.data).collect();
     let mut damaged = 0;
     for (i, au) in aus.iter_mut().enumerate() {
         if i % 10 != 5 {
@@ -627,18 +625,16 @@ fn a_corrupted_bitstream_is_counted_and_the_camera_goes_on() {
 #[test]
 fn a_camera_with_a_20_s_gop_keeps_clips_within_the_cap() {
     let dir = tempfile::tempdir().unwrap();
-    let mp4 = dir.path().join("long-gop.mp4");
-    transcode(
-        &mp4,
+    let aus = encoded(
+        dir.path(),
+        "long-gop.mp4",
         &[
             "x264enc",
             "speed-preset=ultrafast",
             "key-int-max=1000",
             "bitrate=1500",
         ],
-        "h264parse",
     );
-    let aus: Vec<Vec<u8>> = access_units(&mp4).into_iter().map(|a| a.data).collect();
     let (port, _stats) = FakeCamera {
         aus,
         fps: 24,

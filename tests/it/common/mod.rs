@@ -591,35 +591,17 @@ pub fn access_units(path: &Path) -> Vec<Au> {
 /// The coded slices (VCL NAL units) of an Annex B access unit: what a
 /// re-encode would change and a remux must not.
 pub fn coded_slices(au: &[u8], h265: bool) -> Vec<Vec<u8>> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= au.len() {
-        if au[i] == 0 && au[i + 1] == 0 && au[i + 2] == 1 {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let mut out = Vec::new();
-    for (k, &s) in starts.iter().enumerate() {
-        let mut e = starts.get(k + 1).map(|n| n - 3).unwrap_or(au.len());
-        while e > s && au[e - 1] == 0 {
-            e -= 1;
-        }
-        if s >= e {
-            continue;
-        }
-        let vcl = if h265 {
-            (au[s] >> 1) & 0x3f < 32
-        } else {
-            (1..=5).contains(&(au[s] & 0x1f))
-        };
-        if vcl {
-            out.push(au[s..e].to_vec());
-        }
-    }
-    out
+    rtsp::nal_units(au)
+        .into_iter()
+        .filter(|n| {
+            if h265 {
+                (n[0] >> 1) & 0x3f < 32
+            } else {
+                (1..=5).contains(&(n[0] & 0x1f))
+            }
+        })
+        .map(|n| n.to_vec())
+        .collect()
 }
 
 /// HTTP GET with optional headers; returns (status, headers, body).
