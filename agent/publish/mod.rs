@@ -12,7 +12,7 @@ pub mod watch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -159,8 +159,8 @@ pub struct PublishCounters {
     pub outbox_rows: AtomicU64,
     pub outbox_bytes: AtomicU64,
     /// Rows moved out of the outbox because they cannot be delivered
-    /// (larger than a packet; or the connection lost with them first in
-    /// flight `POISON_LIMIT` times in a row), kept in the store.
+    /// (larger than a packet; or the connection lost right after they were
+    /// sent alone, `POISON_LIMIT` times in a row), kept in the store.
     pub quarantined: AtomicU64,
     /// Thumbnails left out because they did not fit one packet.
     pub thumbnails_dropped: AtomicU64,
@@ -414,9 +414,14 @@ struct Publisher {
     max_packet: usize,
 }
 
-/// Connections lost in a row with the same row first in flight before that
+/// Connections lost in a row with the same row alone in flight before that
 /// row is taken for one the broker refuses and quarantined.
 const POISON_LIMIT: u32 = 3;
+
+/// A loss counts against the row alone in flight only if it came this soon
+/// after the row was sent: a broker refusing a packet drops the connection
+/// at once, a link that fails now and then does not.
+const POISON_WINDOW: Duration = Duration::from_secs(10);
 
 /// State of one broker connection. A new connection starts from the oldest
 /// unacknowledged row, so nothing is lost (at-least-once; the IOC de-duplicates by id).
@@ -434,6 +439,26 @@ struct Conn {
     /// Rows in flight that are event updates, not alerts (counted apart).
     updates: std::collections::HashSet<i64>,
     cursor: i64,
+    /// Rows up to this id were in flight when a connection was lost: they
+    /// are sent one at a time, so a row the broker refuses is known by
+    /// itself and the acks lost with the connection blame no other row.
+    careful_until: i64,
+    /// When the last row was sent.
+    last_send: Instant,
+}
+
+impl Conn {
+    /// Rows sent at once: one while a row from a lost connection is unsent
+    /// or unacknowledged, the full window otherwise.
+    fn window(&self) -> usize {
+        let careful = self.cursor < self.careful_until
+            || self
+                .rows
+                .keys()
+                .next()
+                .is_some_and(|&f| f <= self.careful_until);
+        if careful { 1 } else { WINDOW_ROWS }
+    }
 }
 
 impl Publisher {
@@ -447,9 +472,10 @@ impl Publisher {
     async fn run(self, cancel: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut ever_connected = false;
-        // The row first in flight when connections were lost, and how many
+        // The row alone in flight when connections were lost, and how many
         // times in a row.
         let mut poison: (i64, u32) = (0, 0);
+        let mut careful_until: i64 = 0;
         self.refresh_depth();
         loop {
             let (client, mut el) = AsyncClient::new(self.opts.clone(), 4 * WINDOW_ROWS + 16);
@@ -489,6 +515,8 @@ impl Publisher {
                 incomplete: Default::default(),
                 updates: Default::default(),
                 cursor: 0,
+                careful_until,
+                last_send: Instant::now(),
             };
             self.publish_status(&mut conn, self.status.online_json());
             let mut status_tick = tokio::time::interval(self.status_every);
@@ -536,22 +564,33 @@ impl Publisher {
                                 }
             };
             self.flush(&mut conn).await;
-            if let Some(&first) = conn.rows.keys().next() {
-                poison = if poison.0 == first {
-                    (first, poison.1 + 1)
-                } else {
-                    (first, 1)
-                };
-                if poison.1 >= POISON_LIMIT {
-                    self.quarantine(
-                        first,
-                        &format!("the connection to the broker was lost {POISON_LIMIT} times in a row with this message first in flight: the broker refuses it (e.g. larger than its limit)"),
-                    )
-                    .await;
-                    poison = (0, 0);
+            // With several rows in flight the culprit is unknown (the acks of
+            // the innocent ones may be lost with the connection): they go
+            // again one at a time. A row alone in flight when the connection
+            // drops right after it was sent is the suspect.
+            careful_until = careful_until.max(conn.rows.keys().next_back().copied().unwrap_or(0));
+            match conn.rows.keys().next() {
+                Some(&only)
+                    if conn.rows.len() == 1
+                        && conn.last_send.elapsed() < POISON_WINDOW
+                        && !is_timeout(&err) =>
+                {
+                    poison = if poison.0 == only {
+                        (only, poison.1 + 1)
+                    } else {
+                        (only, 1)
+                    };
+                    if poison.1 >= POISON_LIMIT {
+                        self.quarantine(
+                            only,
+                            &format!("the connection to the broker was lost {POISON_LIMIT} times in a row right after this message was sent alone: the broker refuses it (e.g. larger than its limit)"),
+                        )
+                        .await;
+                        poison = (0, 0);
+                    }
                 }
-            } else {
-                poison = (0, 0);
+                Some(_) => {}
+                None => poison = (0, 0),
             }
             let d = backoff.next_delay();
             tracing::warn!(broker = %self.broker, error = %describe(&err), in_flight = conn.rows.len(), retry_in_ms = d.as_millis() as u64,
@@ -597,9 +636,9 @@ impl Publisher {
 
     /// Publishes outbox rows until the window is full.
     async fn fill(&self, conn: &mut Conn) -> Result<(), StoreError> {
-        while conn.rows.len() < WINDOW_ROWS {
+        while conn.rows.len() < conn.window() {
             let store = self.store.clone();
-            let (after, n) = (conn.cursor, WINDOW_ROWS - conn.rows.len());
+            let (after, n) = (conn.cursor, conn.window() - conn.rows.len());
             let rows = tokio::task::spawn_blocking(move || store.after(after, n))
                 .await
                 .unwrap_or_else(|_| Ok(Vec::new()))?;
@@ -648,6 +687,7 @@ impl Publisher {
                     return Ok(());
                 }
                 conn.cursor = r.id;
+                conn.last_send = Instant::now();
                 if is_update {
                     conn.updates.insert(r.id);
                 }
@@ -729,6 +769,19 @@ impl Publisher {
 }
 
 /// A connection error in words an installer can act on.
+/// A connection lost to silence (no ping answer, a timeout) rather than
+/// closed by the broker: it says nothing about the message in flight.
+fn is_timeout(e: &rumqttc::ConnectionError) -> bool {
+    use rumqttc::{ConnectionError as E, StateError as S};
+    match e {
+        E::NetworkTimeout | E::FlushTimeout => true,
+        E::MqttState(S::AwaitPingResp) => true,
+        E::Io(io) => io.kind() == std::io::ErrorKind::TimedOut,
+        E::MqttState(S::Io(io)) => io.kind() == std::io::ErrorKind::TimedOut,
+        _ => false,
+    }
+}
+
 pub(crate) fn describe(e: &rumqttc::ConnectionError) -> String {
     use rumqttc::ConnectionError as E;
     match e {

@@ -439,8 +439,8 @@ pub struct OutboxState {
     pub dropped: u64,
     /// Messages moved out of the outbox since start because they cannot be
     /// delivered (larger than `mqtt.max_packet_bytes`, or refused by the
-    /// broker: the connection lost three times in a row with it first in
-    /// flight); kept in the store's `quarantine` table.
+    /// broker: the connection lost three times in a row right after it was
+    /// sent alone); kept in the store's `quarantine` table.
     #[serde(default)]
     pub quarantined: u64,
     /// Thumbnails left out since start because they did not fit one packet.
