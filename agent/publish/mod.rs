@@ -238,36 +238,50 @@ impl PublisherHandle {
         self.enqueue(row).await
     }
 
+    /// Commits the row and accounts for it. The commit, the counters and
+    /// the log lines all happen in the blocking task, which runs to its end
+    /// even when the camera task awaiting it is cancelled (its stream
+    /// ended): nothing the bound policy drops goes unrecorded.
     async fn enqueue(&self, row: NewRow) -> bool {
-        let event_id = row.event_id.clone();
         let store = self.store.clone();
-        let res = tokio::task::spawn_blocking(move || store.enqueue(&row)).await;
-        let ok = match res {
-            Ok(Ok((id, dropped))) => {
-                for d in &dropped {
-                    let all = self.counters.outbox_dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                    if d.update {
-                        // Counted in the outbox's drops, not as a lost alert.
-                        tracing::warn!(event_id = %d.event_id, camera = %d.camera, severity = %d.severity.as_str(), outbox_dropped_total = all,
-                            "outbox full; dropped an event update (the oldest message of the lowest severity)");
-                    } else {
-                        let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                        tracing::warn!(event_id = %d.event_id, camera = %d.camera, severity = %d.severity.as_str(), dropped_total = n,
-                            "outbox full; dropped the oldest alert of the lowest severity");
-                    }
+        let counters = self.counters.clone();
+        let wake = self.wake.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let ok = commit(&store, &counters, &row);
+            wake.notify_one();
+            ok
+        })
+        .await
+        .unwrap_or(false)
+    }
+}
+
+/// [`PublisherHandle::enqueue`]'s work, on a blocking thread.
+fn commit(store: &Store, counters: &PublishCounters, row: &NewRow) -> bool {
+    match store.enqueue(row) {
+        Ok((id, dropped)) => {
+            for d in &dropped {
+                let all = counters.outbox_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if d.update {
+                    // Counted in the outbox's drops, not as a lost alert.
+                    tracing::warn!(event_id = %d.event_id, camera = %d.camera, severity = %d.severity.as_str(), outbox_dropped_total = all,
+                        "outbox full; dropped an event update (the oldest message of the lowest severity)");
+                } else {
+                    let n = counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(event_id = %d.event_id, camera = %d.camera, severity = %d.severity.as_str(), dropped_total = n,
+                        "outbox full; dropped the oldest alert of the lowest severity");
                 }
-                self.counters.queued.fetch_add(1, Ordering::Relaxed);
-                id.is_some()
             }
-            Ok(Err(e)) => {
-                let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::error!(event_id = %event_id, error = %e, dropped_total = n, "cannot store alert; dropped");
-                false
-            }
-            Err(_) => false,
-        };
-        self.wake.notify_one();
-        ok
+            counters.queued.fetch_add(1, Ordering::Relaxed);
+            id.is_some()
+        }
+        Err(e) => {
+            let n = counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::error!(event_id = %row.event_id, error = %e, dropped_total = n, "cannot store alert; dropped");
+            false
+        }
     }
 }
 
@@ -768,7 +782,6 @@ impl Publisher {
     }
 }
 
-/// A connection error in words an installer can act on.
 /// A connection lost to silence (no ping answer, a timeout) rather than
 /// closed by the broker: it says nothing about the message in flight.
 fn is_timeout(e: &rumqttc::ConnectionError) -> bool {
@@ -782,6 +795,7 @@ fn is_timeout(e: &rumqttc::ConnectionError) -> bool {
     }
 }
 
+/// A connection error in words an installer can act on.
 pub(crate) fn describe(e: &rumqttc::ConnectionError) -> String {
     use rumqttc::ConnectionError as E;
     match e {
@@ -814,6 +828,68 @@ pub(crate) fn describe(e: &rumqttc::ConnectionError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(id: &str) -> NewRow {
+        NewRow {
+            camera: "cam".into(),
+            event_id: id.into(),
+            severity: crate::store::Severity::Low,
+            topic: "ioc/v1/w/events".into(),
+            payload: format!("{{\"id\":\"{id}\"}}").into_bytes(),
+            thumb_topic: None,
+            thumb: None,
+        }
+    }
+
+    /// A camera task cancelled while its alert is being committed (the
+    /// stream ended): the row still goes in, and what the bound policy
+    /// dropped to make room is still counted. Before, the count and the
+    /// warning were in the cancelled future: the drop went unrecorded.
+    #[tokio::test]
+    async fn a_cancelled_send_still_counts_what_it_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            Store::open(
+                dir.path(),
+                crate::store::Limits {
+                    max_rows: 1,
+                    max_bytes: 1 << 20,
+                },
+            )
+            .unwrap(),
+        );
+        let h = PublisherHandle {
+            store: store.clone(),
+            wake: Arc::new(Notify::new()),
+            counters: Arc::new(PublishCounters::default()),
+            topics: Topics::new("ioc/v1", "w", TopicLayout::Flat),
+            max_packet: 1 << 20,
+        };
+        assert!(h.enqueue(row("A")).await);
+        // Polled once (the commit starts), then dropped, as a cancelled task is.
+        {
+            let fut = h.enqueue(row("B"));
+            tokio::pin!(fut);
+            let _ = futures::poll!(fut.as_mut());
+        }
+        for _ in 0..200 {
+            if h.counters.queued.load(Ordering::Relaxed) == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(store.depth().unwrap().0, 1, "the second row is stored");
+        assert_eq!(
+            h.counters.queued.load(Ordering::Relaxed),
+            2,
+            "B counted as queued"
+        );
+        assert_eq!(
+            h.counters.dropped.load(Ordering::Relaxed),
+            1,
+            "A, dropped for B, is counted"
+        );
+    }
 
     #[test]
     fn broker_urls() {
