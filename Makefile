@@ -15,7 +15,7 @@ MODEL_MIRROR ?= $(CURDIR)/../shared/models
 MODEL_DIR := $(CURDIR)/data/models
 CARGO ?= cargo
 
-.PHONY: demo test setup system ort k8s-validate models build release lint bench clean deb deb-test systemd-test docs mdbook deny cargo-deny fuzz
+.PHONY: demo test setup system ort k8s-validate models build release lint bench clean deb deb-test systemd-test container-test docs mdbook deny cargo-deny fuzz
 
 demo: system ort release
 	$(call pull_models,target/release/ioc-agent)
@@ -29,6 +29,7 @@ test: setup
 	$(MAKE) docs-build
 	$(MAKE) deb-test
 	scripts/systemd-test.sh $(DEB)    # make systemd-test, on the package deb-test built
+	scripts/container-test.sh         # make container-test
 
 # Tools that make installs, each at a pinned version (cargo install --locked: their own
 # Cargo.lock), reinstalled when another version is found.
@@ -81,6 +82,13 @@ deb-test: deb
 # in /var/cache/ioc-edge/systemd-test). Skips, saying why, where nspawn cannot run.
 systemd-test: deb
 	scripts/systemd-test.sh $(DEB)
+
+# The image from deploy/Containerfile, built with podman on bases made from Debian's
+# packages and run read-only as its header says, against a simulated camera and a
+# broker on this host (root; bases kept in podman's storage). Skips, saying why,
+# where podman cannot run.
+container-test:
+	scripts/container-test.sh
 
 setup: system ort models k8s-validate
 

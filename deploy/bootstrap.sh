@@ -3,7 +3,8 @@
 # Idempotent: every step checks before it acts.
 #   deploy/bootstrap.sh system   apt packages (GStreamer set, mosquitto, Chromium for the
 #                                review-page test, debootstrap and systemd-nspawn for the
-#                                booted-package test); retried once
+#                                booted-package test, podman, buildah and runc for the
+#                                container test); retried once
 #   deploy/bootstrap.sh ort      ONNX Runtime shared library into .ort/ (from the PyPI wheel,
 #                                pinned by sha256 in deploy/ort-requirements.txt)
 #   deploy/bootstrap.sh k8s      the Kubernetes schema validator (kubernetes-validate, from
@@ -31,6 +32,7 @@ APT_PACKAGES=(
   mosquitto mosquitto-clients python3 python3-pip python3-venv unzip curl ca-certificates build-essential
   chromium chromium-driver
   debootstrap systemd-container
+  podman buildah runc
 )
 
 sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

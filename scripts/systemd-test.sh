@@ -354,7 +354,17 @@ in_root ioc-agent check-config /etc/ioc-agent/agent.toml > "$LOGS/check-config.t
 in_root runuser -u ioc-agent -- ioc-agent models pull --config /etc/ioc-agent/agent.toml --mirror /media/usb/models \
   > "$LOGS/models-pull.txt" 2>&1 \
   || { cat "$LOGS/models-pull.txt" >&2; fail "models pull as ioc-agent from the mirror failed (log: $LOGS/models-pull.txt)"; }
-in_root ioc-agent doctor --config /etc/ioc-agent/agent.toml > "$LOGS/doctor.txt" 2>&1 || true
+# The installer's guide (docs/src/install/installers-guide.md), its commands
+# as written: step 3, probe the camera; step 5, doctor as the service user
+# until no FAIL (the clock may only WARN: a container's clock is the host's).
+in_root ioc-agent probe --seconds 3 --snapshot /root/probe.jpg "rtsp://127.0.0.1:$RTSP_PORT/traffic" > "$LOGS/probe.txt" 2>&1 \
+  || fail "guide step 3: ioc-agent probe failed (log: $LOGS/probe.txt)"
+grep -qi "h264\|h\.264" "$LOGS/probe.txt" && grep -q "640x360" "$LOGS/probe.txt" \
+  || fail "guide step 3: probe does not show H.264 and 640x360: $(head -c 400 "$LOGS/probe.txt")"
+in_root runuser -u ioc-agent -- ioc-agent doctor --config /etc/ioc-agent/agent.toml > "$LOGS/doctor.txt" 2>&1 \
+  || fail "guide step 5: doctor as ioc-agent exits non-zero: $(grep -E '^(FAIL|doctor)' "$LOGS/doctor.txt" | tr '\n' ';')"
+grep -q "^FAIL" "$LOGS/doctor.txt" && fail "guide step 5: doctor reports FAIL: $(grep -A1 '^FAIL' "$LOGS/doctor.txt" | tr '\n' ';')"
+say "guide steps 3-5: probe shows $(grep -oi 'h\.\?264' "$LOGS/probe.txt" | head -1) 640x360; check-config passes; doctor as ioc-agent: $(grep -c '^PASS' "$LOGS/doctor.txt") PASS, $(grep -c '^WARN' "$LOGS/doctor.txt") WARN ($(grep '^WARN' "$LOGS/doctor.txt" | awk '{print $2}' | tr '\n' ' ')), no FAIL"
 T_INSTALLED=$(now)
 say "installed, configured, models pulled in $(secs "$T_INSTALL" "$T_INSTALLED") s"
 
@@ -408,6 +418,9 @@ done
 ALERT=$(grep -m1 " ioc/v1/$AGENT_ID/events " "$LOGS/mqtt.txt" | cut -d' ' -f3-)
 say "first alert $(secs "$T_READY" "$T_ALERT") s after READY: $(echo "$ALERT" | cut -c1-160)…"
 grep -q " ioc/v1/$AGENT_ID/status .*\"online\"" "$LOGS/mqtt.txt" || fail "no online status on ioc/v1/$AGENT_ID/status (log: $LOGS/mqtt.txt)"
+# Guide step 6: the journal shows `stream opened` for the camera.
+in_root journalctl -u ioc-agent --no-pager -o cat | grep -q "stream opened" \
+  || fail "guide step 6: journalctl -u ioc-agent shows no 'stream opened'"
 
 # The signing key: held by the signer as ioc-signer, never by the agent.
 [ "$(in_root systemctl show -P ActiveState ioc-agent-signer)" = active ] || fail "ioc-agent-signer is $(in_root systemctl show -P ActiveState ioc-agent-signer)"
@@ -426,6 +439,12 @@ fi
 [ -n "$EV" ] || fail "no evidence sealed through the signer within 60 s (log: $LOGS/mqtt.txt; journalctl -u ioc-agent-signer)"
 in_root runuser -u ioc-agent -- ioc-agent verify -c /etc/ioc-agent/agent.toml "/var/lib/ioc-agent/evidence/$EV" > "$LOGS/verify.txt" 2>&1 \
   || fail "verify of $EV against the signer's key failed: $(cat "$LOGS/verify.txt")"
+# Guide step 10: the trust file handed to the police, and verify --trust with it.
+in_root runuser -u ioc-agent -- ioc-agent key trust -c /etc/ioc-agent/agent.toml > "$MERGED/root/trust.txt" 2> "$LOGS/key-trust.txt" \
+  || fail "guide step 10: key trust as ioc-agent failed: $(cat "$LOGS/key-trust.txt")"
+in_root ioc-agent verify --trust /root/trust.txt "/var/lib/ioc-agent/evidence/$EV" > "$LOGS/verify-trust.txt" 2>&1 \
+  || fail "guide step 10: verify --trust with the agent's trust file failed: $(cat "$LOGS/verify-trust.txt")"
+say "guide step 10: trust file of $(grep -c . "$MERGED/root/trust.txt") key(s); verify --trust: $(head -1 "$LOGS/verify-trust.txt" | cut -c1-80)"
 in_root systemd-analyze security ioc-agent-signer.service --no-pager > "$LOGS/security-signer.txt" 2>&1 || true
 say "signer: key ioc-signer 0600, unreadable by ioc-agent; evidence $EV verifies ($(head -1 "$LOGS/verify.txt" | cut -c1-90)…); exposure $(grep -o 'Overall exposure level for ioc-agent-signer.service: .*' "$LOGS/security-signer.txt" | sed 's/.*: //')"
 
