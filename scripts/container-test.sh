@@ -253,7 +253,7 @@ RUN_ARGS=(--read-only --tmpfs /tmp --network host
 Prun run --rm "${RUN_ARGS[@]}" -v "$(readlink -f "$MODEL_MIRROR")":/mirror:ro "$IMAGE" \
   models pull --config /etc/ioc-agent/agent.toml --mirror /mirror > "$LOGS/models-pull.txt" 2>&1 \
   || { cat "$LOGS/models-pull.txt" >&2; fail "models pull in the container failed (log: $LOGS/models-pull.txt)"; }
-Prun run --rm "${RUN_ARGS[@]}" "$IMAGE" check-config --config /etc/ioc-agent/agent.toml > "$LOGS/check-config.txt" 2>&1 \
+Prun run --rm "${RUN_ARGS[@]}" "$IMAGE" check-config /etc/ioc-agent/agent.toml > "$LOGS/check-config.txt" 2>&1 \
   || { cat "$LOGS/check-config.txt" >&2; fail "check-config in the container refused the config (log: $LOGS/check-config.txt)"; }
 
 # --- run as shipped ----------------------------------------------------------------------
