@@ -116,6 +116,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/login", post(login))
         .route("/api/logout", post(logout))
         .route("/api/me", get(me))
+        .route("/api/types", get(event_types))
         .route("/api/events", get(list_events))
         .route("/api/events/{id}/review", post(review))
         .route("/api/events/{id}/hold", post(hold))
@@ -426,6 +427,19 @@ async fn logout(State(s): State<HttpState>, headers: HeaderMap) -> Response {
 
 /// Who is logged in, and what they may do (the pages show or hide buttons
 /// by it; the server checks every request anyway).
+/// The event types the rules raise, each once, with the names the alerts
+/// carry (`name`, `name_vi`): the rule table, no data. The review page fills
+/// its type filter from it.
+async fn event_types() -> Response {
+    let mut seen = std::collections::HashSet::new();
+    let types: Vec<serde_json::Value> = crate::rules::KINDS
+        .iter()
+        .filter(|k| seen.insert(k.event_type))
+        .map(|k| json!({"type": k.event_type, "en": k.en, "vi": k.vi}))
+        .collect();
+    Json(types).into_response()
+}
+
 async fn me(State(s): State<HttpState>, headers: HeaderMap) -> Response {
     let Some(p) = s.users.who(&headers, std::time::Instant::now()) else {
         return refused(auth::Refused::Unknown);

@@ -209,3 +209,61 @@ fn a_rule_that_does_not_resolve_is_an_error_naming_it() {
         }
     );
 }
+
+/// A crowd still open when the camera stops or its stream is lost ends with
+/// the count it last had, as a `cleared` end does (the MQTT contract says
+/// `count` is in every crowd alert). Before, that end had no count.
+#[test]
+fn a_crowd_ended_by_a_stop_carries_its_count() {
+    let mut eng = engine(
+        r#"
+[[zones]]
+name = "square"
+polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+[[rules]]
+kind = "crowd"
+zone = "square"
+classes = ["person"]
+max_count = 2
+min_secs = 0.5
+"#,
+    );
+    let mut tr = Tracker::new(TrackerConfig::default());
+    let three_people: Vec<Detection> = (0..3)
+        .map(|k| {
+            let x = 20.0 + 25.0 * k as f32;
+            Detection {
+                class: 0,
+                score: 0.9,
+                bbox: [x, 30.0, x + 10.0, 60.0],
+            }
+        })
+        .collect();
+    let mut frame = 0;
+    for reason in [EndReason::CameraStopped, EndReason::StreamLost] {
+        // Four seconds of three people: the crowd starts.
+        let mut starts = Vec::new();
+        for _ in 0..20 {
+            let t = frame as f64 * 0.2;
+            frame += 1;
+            let tracks = tr.update(&three_people, t).to_vec();
+            starts.extend(eng.evaluate(&tracks, 100, 100, t, SystemTime::now()));
+        }
+        assert_eq!(
+            starts.len(),
+            1,
+            "{reason:?}: three people over max_count 2 start a crowd"
+        );
+        assert_eq!(starts[0].phase, Some(Phase::Start));
+        assert_eq!(starts[0].count, Some(3));
+        let ends = eng.end_open(reason);
+        assert_eq!(ends.len(), 1, "{reason:?}: one end for the open crowd");
+        assert_eq!(ends[0].phase, Some(Phase::End));
+        assert_eq!(ends[0].end_reason, Some(reason));
+        assert_eq!(
+            ends[0].count,
+            Some(3),
+            "{reason:?}: the end carries the count"
+        );
+    }
+}

@@ -192,3 +192,59 @@ classes = ["car", "truck", "bus"]
     assert!(text.contains("retry-after:"), "{text}");
     sub.shutdown();
 }
+
+/// The type filter offers exactly the event types the rules raise, named as
+/// the alerts name them (`name_vi`, `name`), in both languages. Before, the
+/// page carried its own list: it offered `traffic.lane_violation` (no rule
+/// raises it) and `zone_enter` without `object.`, and lacked `illegal_stop`,
+/// `overload`, `lane_line` and `lane_class`.
+#[test]
+fn the_type_filter_is_the_rule_table() {
+    let broker = Broker::start();
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config_head("ward-types", &broker, data.path())
+        + &format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\n");
+    let _agent = Agent::start(&cfg);
+    let mut want: Vec<(String, String, String)> = Vec::new();
+    for k in ioc_agent::rules::KINDS {
+        if !want.iter().any(|w| w.0 == k.event_type) {
+            want.push((k.event_type.into(), k.vi.into(), k.en.into()));
+        }
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let d = Driver::start(profile.path());
+    d.goto(&format!("http://127.0.0.1:{port}/review"));
+    d.wait_find(
+        "#f-type option[value='object.zone_enter']",
+        Duration::from_secs(20),
+    );
+    let options = |d: &Driver| -> Vec<(String, String)> {
+        let v = d.script(
+            "return [...document.querySelectorAll('#f-type option')].filter(o => o.value).map(o => [o.value, o.textContent])",
+        );
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_str().unwrap().into(), p[1].as_str().unwrap().into()))
+            .collect()
+    };
+    let vi = options(&d);
+    let want_vi: Vec<(String, String)> = want.iter().map(|w| (w.0.clone(), w.1.clone())).collect();
+    assert_eq!(
+        vi, want_vi,
+        "the type filter (Vietnamese) is not the rule table"
+    );
+    let lang = d.wait_find("#lang", Duration::from_secs(5));
+    d.click(&lang);
+    let en = options(&d);
+    let want_en: Vec<(String, String)> = want.iter().map(|w| (w.0.clone(), w.2.clone())).collect();
+    assert_eq!(
+        en, want_en,
+        "the type filter (English) is not the rule table"
+    );
+    println!(
+        "type filter: {} event types, named as the alerts name them",
+        want.len()
+    );
+}

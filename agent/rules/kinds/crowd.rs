@@ -17,6 +17,9 @@ struct CrowdState {
     since: Option<f64>,
     /// Since when an active crowd has been at or under `max_count`.
     clear_since: Option<f64>,
+    /// Persons counted in the zone at the last frame (an `end` for a stop
+    /// or a lost stream reports it).
+    count: u32,
 }
 
 pub(super) fn judge() -> Box<dyn Judge> {
@@ -38,6 +41,7 @@ impl Judge for CrowdState {
             .filter(|tr| counted(tr) && rule.geometry.contains(ctx.norm(tr.anchor())))
             .collect();
         let n = inside.len() as u32;
+        self.count = n;
         let firing = |phase| {
             let mut f = Firing::new(inside.iter().map(|tr| ctx.object(tr)).collect());
             f.count = Some(n);
@@ -73,12 +77,13 @@ impl Judge for CrowdState {
     }
 
     fn end_open(&mut self, reason: EndReason) -> Option<Firing> {
-        let open = self.active;
+        let (open, count) = (self.active, self.count);
         *self = CrowdState::default();
         open.then(|| {
             let mut f = Firing::new(Vec::new());
             f.phase = Some(Phase::End);
             f.end_reason = Some(reason);
+            f.count = Some(count);
             f
         })
     }
