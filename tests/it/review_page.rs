@@ -95,6 +95,13 @@ classes = ["car", "truck", "bus"]
         .as_str()
         .unwrap()
         .to_string();
+    // The severity reads as a word, in the page's language (the alerts'
+    // values are low, normal and high; "normal" used to show untranslated).
+    let sev = d.script("return document.getElementById('d-severity').textContent");
+    assert!(
+        ["Thấp", "Bình thường", "Cao"].contains(&sev.as_str().unwrap_or("")),
+        "severity shown as {sev}"
+    );
     // Play the selected event's clip.
     let played = d.script_async(
         r#"const done = arguments[arguments.length - 1];
