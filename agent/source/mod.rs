@@ -42,6 +42,19 @@ pub enum SourceError {
     Ended { url: String },
 }
 
+/// The camera's refusals an installer fixes on this side, in one line that
+/// says how (retina's own text is the camera's whole response, over
+/// several lines). None for other errors.
+fn refusal_message(status: Option<u16>, had_creds: bool) -> Option<String> {
+    Some(match status? {
+        401 if had_creds => "the camera refused the user name or password (RTSP 401 Unauthorized) — give the camera's own: `username` with `password_file` (or `password_env`) in this camera's config".into(),
+        401 => "the camera asks for a login (RTSP 401 Unauthorized) — set `username` and `password_file` (or `password_env`) for this camera".into(),
+        403 => "the camera's user may not read this stream (RTSP 403 Forbidden) — give that user the right to view it on the camera, or use another user".into(),
+        404 => "the camera has no stream at this path (RTSP 404 Not Found) — check the URL's path with `ioc-agent probe` and the camera's manual".into(),
+        _ => return None,
+    })
+}
+
 /// Checks an RTSP URL; the error says what is wrong and how to write it.
 pub fn parse_rtsp_url(s: &str) -> Result<(Url, Option<Credentials>), String> {
     let mut url = Url::parse(s).map_err(|e| {
@@ -430,10 +443,11 @@ impl RtspSource {
             status: None,
         })?;
         let secs = timeout.as_secs_f64();
+        let had_creds = creds.is_some();
         let rtsp = |e: retina::Error| SourceError::Rtsp {
             url: shown.clone(),
             status: e.status_code(),
-            message: e.to_string(),
+            message: refusal_message(e.status_code(), had_creds).unwrap_or_else(|| e.to_string()),
         };
         let opts = SessionOptions::default()
             .creds(creds)

@@ -1035,6 +1035,21 @@ fn digest_auth_camera_right_and_wrong_password() {
         err.contains("401") || err.contains("Unauthorized"),
         "the camera's refusal is not named: {refused}"
     );
+    // The installer reads what to do, in one line: not the camera's raw
+    // response, never the password.
+    assert!(
+        err_line.contains("user name or password") && err_line.contains("password_file"),
+        "a wrong password does not say what to fix: {err}"
+    );
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "the refusal is more than one line: {err}"
+    );
+    assert!(
+        !err.contains(WRONG) && !err.contains(RIGHT),
+        "a password in the status: {err}"
+    );
     let mark = raised(&agent);
     // The camera's password is set to what the agent has.
     *wrong_creds.as_ref().unwrap().lock().unwrap() = ("admin".into(), WRONG.into());
