@@ -92,7 +92,7 @@ ULIMITS=(--ulimit "nofile=$NOFILE:$NOFILE" --ulimit "nproc=$NPROC:$NPROC")
 P() { podman --runtime "$RUNTIME" "$@"; }
 Prun() { local verb=$1; shift; P "$verb" "${ULIMITS[@]}" "$@"; }
 
-# Can podman run anything here at all? (a container that needs no image)
+# The runtime base, made once from Debian's packages.
 if ! podman image exists "$BASE_IMAGE"; then
   exec 9>"$CACHE/lock"
   flock 9
@@ -122,6 +122,7 @@ if ! podman image exists "$BASE_IMAGE"; then
   fi
   flock -u 9
 fi
+# Can podman run a container here at all? (namespaces, cgroups, rlimits)
 Prun run --rm --network none "$BASE_IMAGE" /bin/true > "$LOGS/probe.txt" 2>&1 \
   || skip "podman cannot run a container here with $RUNTIME: $(tail -n 3 "$LOGS/probe.txt" | tr '\n' ' ')"
 
