@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::camera::{Camera, SessionError};
@@ -56,22 +57,35 @@ impl Analysis {
         })
     }
 
-    /// Analyses frames until the decoder's channel closes or the detector fails.
-    pub async fn run(&mut self, camera: &Camera, frx: FrameSlot) -> Result<(), SessionError> {
+    /// Analyses frames until the decoder's channel closes, the detector
+    /// fails or `stop` is cancelled. A frame past the detector is always
+    /// finished (rules, alerts, evidence): `stop` is only looked at between
+    /// frames.
+    pub async fn run(
+        &mut self,
+        camera: &Camera,
+        frx: FrameSlot,
+        stop: &CancellationToken,
+    ) -> Result<(), SessionError> {
         let mut frx = frx;
         loop {
             // Wait for a frame newer than the last one analysed, then queue
             // for the model; the worker takes the newest frame when it is
             // free, so no frame ages in the queue.
             let last = self.last_seq;
-            let newer = frx
-                .wait_for(|v| v.as_ref().is_some_and(|(q, _)| *q > last))
-                .await
-                .is_ok();
+            let newer = tokio::select! {
+                biased;
+                _ = stop.cancelled() => false,
+                r = frx.wait_for(|v| v.as_ref().is_some_and(|(q, _)| *q > last)) => r.is_ok(),
+            };
             if !newer {
                 return Ok(());
             }
-            let (inf, s, frame) = camera.detector.detect_latest(frx.clone()).await?;
+            let (inf, s, frame) = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Ok(()),
+                r = camera.detector.detect_latest(frx.clone()) => r?,
+            };
             if s <= self.last_seq {
                 continue;
             }

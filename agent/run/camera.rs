@@ -261,19 +261,39 @@ impl Camera {
         let mut analysis = Analysis::new(self)?;
         let mut result = {
             let ingest = super::ingest::run(self, src.as_mut(), &pipe, separate_record);
-            let analyze = analysis.run(self, frx);
+            // When the stream ends or the camera is stopped, the analysis
+            // finishes the frame it is on: an alert being raised then still
+            // goes out with its evidence (dropping the future mid-alert lost
+            // the package its alert had promised).
+            let stop = CancellationToken::new();
+            let analyze = analysis.run(self, frx, &stop);
+            tokio::pin!(analyze);
             let record = async {
                 match separate_record {
                     true => super::record::record_main_stream(self).await,
                     false => std::future::pending::<()>().await,
                 }
             };
-            tokio::select! {
-                r = ingest => r,
-                r = analyze => r,
-                _ = record => Ok(()),
-                _ = self.cancel.cancelled() => Ok(()),
+            let (r, analysed) = tokio::select! {
+                r = ingest => (r, false),
+                r = &mut analyze => (r, true),
+                _ = record => (Ok(()), false),
+                _ = self.cancel.cancelled() => (Ok(()), false),
+            };
+            if !analysed {
+                stop.cancel();
+                match tokio::time::timeout(FINISH_FRAME, &mut analyze).await {
+                    Ok(Err(e)) => {
+                        warn!(error = %self.scrub(&e.to_string()), "analysis failed while finishing its last frame")
+                    }
+                    Ok(Ok(())) => {}
+                    Err(_) => warn!(
+                        secs = FINISH_FRAME.as_secs(),
+                        "the last frame's analysis did not finish in time; its alerts may lack evidence"
+                    ),
+                }
             }
+            r
         };
         // A decoder that stopped with an error also closes the frame channel,
         // so the analysis may end first: whichever side noticed, the decoder's
@@ -328,6 +348,10 @@ fn choose_decoder(
         r => r,
     }
 }
+
+/// How long a session's last frame may take to finish (model, rules, alerts)
+/// once the stream has ended or the camera is stopped.
+const FINISH_FRAME: Duration = Duration::from_secs(10);
 
 /// How long a session must deliver pictures to count as healthy.
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);

@@ -27,7 +27,11 @@ struct ClipStream {
     next: usize,
     started: Instant,
     panic_at: Option<usize>,
+    /// Ends the stream as soon as this says so (checked every millisecond).
+    end_when: Option<EndWhen>,
 }
+
+type EndWhen = Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl Stream for ClipStream {
     fn info(&self) -> StreamInfo {
@@ -50,7 +54,20 @@ impl Stream for ClipStream {
             };
             self.next += 1;
             let due = self.started + Duration::from_nanos(pts);
-            tokio::time::sleep_until(due.into()).await;
+            match &self.end_when {
+                None => tokio::time::sleep_until(due.into()).await,
+                Some(end) => loop {
+                    if end() {
+                        return Err(SourceError::Ended {
+                            url: "test://clip".into(),
+                        });
+                    }
+                    if Instant::now() >= due {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                },
+            }
             Ok(EncodedFrame {
                 keyframe: is_random_access(self.codec, &data),
                 data,
@@ -65,6 +82,7 @@ struct ClipOpener {
     units: Arc<Vec<(Vec<u8>, u64)>>,
     panic_at: Option<usize>,
     opens: Arc<Count>,
+    end_when: Option<EndWhen>,
 }
 
 impl Opener for ClipOpener {
@@ -82,6 +100,7 @@ impl Opener for ClipOpener {
             next: 0,
             started: Instant::now(),
             panic_at: self.panic_at,
+            end_when: self.end_when.clone(),
         };
         Box::pin(async move { Ok(Box::new(s) as Box<dyn Stream>) })
     }
@@ -113,12 +132,41 @@ fn camera_with(
     dir: &Path,
     edit: impl FnOnce(&mut Vec<(Vec<u8>, u64)>),
 ) -> (Camera, Arc<Count>, CancellationToken) {
-    let text = CONFIG.replace("DATA", &dir.display().to_string());
-    let cfg = Config::parse(&text, Path::new("unit.toml"), Path::new(".")).unwrap();
+    let mut units = clip_units();
+    edit(&mut units);
+    camera_on(
+        Setup {
+            panic_at,
+            units,
+            ..Setup::default()
+        },
+        dir,
+    )
+}
+
+fn clip_units() -> Vec<(Vec<u8>, u64)> {
     let clip = crate::simulate::Clip::load(Path::new(CLIP)).unwrap();
     let mut units = Vec::new();
     clip.for_each_unit(|d, pts| units.push((d.to_vec(), pts)));
-    edit(&mut units);
+    units
+}
+
+/// What a test camera is made of besides the base config.
+#[derive(Default)]
+struct Setup {
+    panic_at: Option<usize>,
+    units: Vec<(Vec<u8>, u64)>,
+    /// TOML appended to the camera (zones, rules).
+    camera_toml: &'static str,
+    /// Evidence on (a local key in the data dir).
+    evidence: bool,
+    end_when: Option<EndWhen>,
+}
+
+fn camera_on(setup: Setup, dir: &Path) -> (Camera, Arc<Count>, CancellationToken) {
+    let mut text = CONFIG.replace("DATA", &dir.display().to_string());
+    text.push_str(setup.camera_toml);
+    let cfg = Config::parse(&text, Path::new("unit.toml"), Path::new(".")).unwrap();
     let opens = Arc::new(Count::new(0));
     let detectors = Arc::new(super::super::load_detectors(&cfg).unwrap());
     let status = Arc::new(StatusBoard::new("unit"));
@@ -136,10 +184,20 @@ fn camera_with(
     let (publisher, _task) = crate::publish::start(
         &cfg.mqtt_settings().unwrap(),
         status.clone(),
-        store,
+        store.clone(),
         cancel.clone(),
     )
     .unwrap();
+    let evidence = setup.evidence.then(|| {
+        let key = crate::evidence::sign::load_or_create_key(&cfg.key_path()).unwrap();
+        crate::evidence::Evidence::open(
+            cfg.evidence_place(),
+            crate::evidence::signer::Signer::Local(key),
+            store.clone(),
+            publisher.clone(),
+        )
+        .unwrap()
+    });
     let sh = Arc::new(Shared {
         agent_id: "unit".into(),
         detectors,
@@ -147,16 +205,17 @@ fn camera_with(
         publisher,
         status,
         signals: None,
-        evidence: None,
+        evidence,
         plates: None,
         evidence_cfg: cfg.evidence.clone(),
         snapshots: Default::default(),
         enabled_cameras: AtomicUsize::new(1),
         opener: Arc::new(ClipOpener {
-            codec: clip.codec,
-            units: Arc::new(units),
-            panic_at,
+            codec: Codec::H264,
+            units: Arc::new(setup.units),
+            panic_at: setup.panic_at,
             opens: opens.clone(),
+            end_when: setup.end_when,
         }),
     });
     let cam = Camera::new(&sh, &cfg.cameras[0], cancel.child_token()).unwrap();
@@ -237,4 +296,63 @@ async fn an_oversized_access_unit_is_dropped_and_the_session_goes_on() {
     assert_eq!(s.state, CameraState::Streaming);
     cancel.cancel();
     task.await.unwrap();
+}
+
+/// A stream that ends the moment an alert is raised (the camera dropping
+/// off the network just then): the alert's evidence is still built. Before,
+/// the session dropped the analysis mid-alert and the package was never
+/// submitted, though the alert had promised it (`evidence_pending`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_raised_as_the_stream_ends_keeps_its_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = Arc::new(std::sync::OnceLock::<Arc<StatusBoard>>::new());
+    let seen = alerts.clone();
+    let end: EndWhen = Arc::new(move || {
+        seen.get()
+            .and_then(|b| b.snapshot().get("cam").map(|s| s.alerts))
+            .is_some_and(|n| n >= 1)
+    });
+    let (cam, opens, cancel) = camera_on(
+        Setup {
+            units: clip_units(),
+            camera_toml: r#"
+[[cameras.zones]]
+name = "all"
+polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+[[cameras.rules]]
+name = "vehicle"
+kind = "zone_enter"
+zone = "all"
+classes = ["car", "truck", "bus"]
+"#,
+            evidence: true,
+            end_when: Some(end),
+            ..Setup::default()
+        },
+        dir.path(),
+    );
+    let status = cam.sh.status.clone();
+    let _ = alerts.set(status.clone());
+    let ev = cam.sh.evidence.clone().unwrap();
+    let task = tokio::spawn(supervise(cam));
+    wait("the stream ended by the first alert", 60, || {
+        opens.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    cancel.cancel();
+    task.await.unwrap();
+    wait("evidence built", 30, || {
+        ev.counters.pending.load(Ordering::Relaxed) == 0
+    })
+    .await;
+    let raised = status.snapshot()["cam"].alerts;
+    let c = &ev.counters;
+    let built = c.sealed.load(Ordering::Relaxed)
+        + c.failed.load(Ordering::Relaxed)
+        + c.dropped.load(Ordering::Relaxed);
+    assert!(raised >= 1, "no alert was raised");
+    assert_eq!(
+        built, raised,
+        "{raised} alerts promised evidence, {built} packages were built or counted"
+    );
 }
