@@ -74,6 +74,13 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                     &m.key_id
                 },
             );
+            // What the signature vouches for, as an officer reads it.
+            let place = m
+                .place
+                .as_ref()
+                .map(|p| p.line())
+                .unwrap_or_else(|| "not set".into());
+            println!("  camera {} at {place}, time {}", m.camera, m.time);
             for r in &reviews {
                 println!(
                     "  review {}: {} by {} ({}) at {}, signed",

@@ -25,6 +25,7 @@ impl Config {
         let mut ids = HashSet::new();
         for cam in &self.cameras {
             self.check_camera(cam, &manifests, &all_models, &mut ids, c);
+            check_place(cam, c);
         }
         self.check_signal_keys(c);
     }
@@ -77,6 +78,15 @@ impl Config {
             c.at(
                 self.agent_id.span(),
                 "agent_id must be non-empty and use only letters, digits, '-' and '_' (it is part of MQTT topics)",
+            );
+        }
+        if self.time_zone.get_ref().parse::<chrono_tz::Tz>().is_err() {
+            c.at(
+                self.time_zone.span(),
+                format!(
+                    "time_zone '{}' is not a time zone; use an IANA name such as \"Asia/Ho_Chi_Minh\"",
+                    self.time_zone.get_ref()
+                ),
             );
         }
     }
@@ -540,5 +550,66 @@ impl Config {
             models: all_models,
         };
         crate::rules::config::check_camera_rules(&cam.rule_setup(), &models, c);
+    }
+}
+
+/// `[cameras.place]`: a name, coordinates on the globe (both or neither), a
+/// compass heading, and administrative codes of the official lengths.
+fn check_place(cam: &CameraConfig, c: &mut Collector) {
+    let Some(place) = &cam.place else {
+        return;
+    };
+    let span = place.span();
+    let p = place.get_ref();
+    let cid = cam.id.get_ref();
+    let mut bad = |msg: String| c.at(span.clone(), format!("camera '{cid}': place: {msg}"));
+    let name = p.name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        bad("`name` must be 1 to 200 characters: the name people know the spot by (e.g. \"Ngã tư Hàng Bạc – Đinh Liệt\")".into());
+    }
+    if p.address.as_ref().is_some_and(|a| a.chars().count() > 300) {
+        bad("`address` is longer than 300 characters".into());
+    }
+    match (p.lat, p.lon) {
+        (Some(lat), Some(lon)) => {
+            if !(lat.is_finite() && (-90.0..=90.0).contains(&lat)) {
+                bad(format!(
+                    "`lat` must be a latitude in degrees, -90 to 90, got {lat}"
+                ));
+            }
+            if !(lon.is_finite() && (-180.0..=180.0).contains(&lon)) {
+                bad(format!(
+                    "`lon` must be a longitude in degrees, -180 to 180, got {lon}"
+                ));
+            }
+        }
+        (None, None) => {}
+        _ => bad(
+            "give `lat` and `lon` together (WGS 84 degrees, e.g. lat = 21.0341, lon = 105.8520)"
+                .into(),
+        ),
+    }
+    if let Some(h) = p.heading_deg
+        && !(h.is_finite() && (0.0..360.0).contains(&h))
+    {
+        bad(format!(
+            "`heading_deg` must be degrees clockwise from north, 0 to below 360, got {h}"
+        ));
+    }
+    for (key, unit, digits) in [
+        ("ward", &p.ward, 5),
+        ("district", &p.district, 3),
+        ("province", &p.province, 2),
+    ] {
+        let Some(u) = unit else { continue };
+        if u.code.len() != digits || !u.code.bytes().all(|b| b.is_ascii_digit()) {
+            bad(format!(
+                "`{key}.code` must be the official {digits}-digit code (as a string, leading zeros kept), got {:?}",
+                u.code
+            ));
+        }
+        if u.name.trim().is_empty() || u.name.chars().count() > 100 {
+            bad(format!("`{key}.name` must be 1 to 100 characters"));
+        }
     }
 }

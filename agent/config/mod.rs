@@ -16,6 +16,7 @@ mod setup_file;
 pub use setup_file::{SETUP_FILE, Setup, SetupLayer};
 
 use crate::infer::manifest::Manifest;
+use crate::publish::payload::Place;
 use crate::rules::config::ModelLabels;
 
 pub use crate::base::secret::Secret;
@@ -43,6 +44,12 @@ pub struct Config {
     /// Default: `$ORT_DYLIB_PATH`, else `libonnxruntime.so.1.31.1` on the loader's search path.
     #[serde(default)]
     pub onnxruntime: Option<PathBuf>,
+    /// The site's time zone (IANA name): times on the review page, in the
+    /// overview picture's banner and in an exported record are shown in it,
+    /// with the offset written. Payloads and manifests stay RFC 3339 UTC.
+    /// Default `Asia/Ho_Chi_Minh`.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: Spanned<String>,
     /// Log filter (`tracing` syntax). Default `info`; `RUST_LOG` overrides it.
     #[serde(default = "default_log")]
     pub log: String,
@@ -362,6 +369,12 @@ impl ModelConfig {
 pub struct CameraConfig {
     /// Camera id, unique in this agent; used in topics and logs. Required.
     pub id: Spanned<String>,
+    /// Where the camera is: a name people know it by, address, coordinates,
+    /// viewing direction and administrative units (`[cameras.place]`).
+    /// Optional, but a violation record needs it: it goes into every alert,
+    /// event update, signed manifest, overview picture and the review page.
+    #[serde(default)]
+    pub place: Option<Spanned<Place>>,
     /// RTSP URL of the camera (main stream). Credentials may be given as
     /// `rtsp://user:pass@host/...`; they are never logged. Required.
     pub url: Spanned<String>,
@@ -497,6 +510,17 @@ fn default_data_dir() -> PathBuf {
 }
 fn default_manifest_dir() -> PathBuf {
     PathBuf::from("models")
+}
+fn default_time_zone() -> Spanned<String> {
+    Spanned::new(0..0, "Asia/Ho_Chi_Minh".into())
+}
+/// The site's time zone; the default when the name is not one (check-config
+/// refuses it first).
+pub fn site_time_zone(cfg: &Config) -> chrono_tz::Tz {
+    cfg.time_zone
+        .get_ref()
+        .parse()
+        .unwrap_or(chrono_tz::Asia::Ho_Chi_Minh)
 }
 fn default_log() -> String {
     "info".into()
@@ -1158,6 +1182,68 @@ mod tests {
             e.contains("setup.toml") && e.contains("sudo -u ioc-agent"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn place_and_time_zone_problems_name_the_fix() {
+        let good = "agent_id = \"a\"\ntime_zone = \"Asia/Ho_Chi_Minh\"\n[mqtt]\nurl = \"mqtt://h\"\n[[cameras]]\nid = \"c\"\nurl = \"rtsp://10.0.0.1/s\"\n\
+            [cameras.place]\nname = \"Ngã tư Hàng Bạc\"\nlat = 21.0341\nlon = 105.852\nheading_deg = 90.0\n\
+            ward = { code = \"00070\", name = \"Phường Hoàn Kiếm\" }\nprovince = { code = \"01\", name = \"Thành phố Hà Nội\" }\n";
+        let cfg = Config::parse(good, Path::new("a.toml"), Path::new(".")).unwrap();
+        let place = cfg.cameras[0].place.as_ref().unwrap().get_ref();
+        assert_eq!(
+            place.line(),
+            "Ngã tư Hàng Bạc, Phường Hoàn Kiếm, Thành phố Hà Nội"
+        );
+        assert_eq!(site_time_zone(&cfg), chrono_tz::Asia::Ho_Chi_Minh);
+        for (from, to, want) in [
+            ("lat = 21.0341", "lat = 121.0", "`lat` must be a latitude"),
+            ("lat = 21.0341\n", "", "give `lat` and `lon` together"),
+            ("lon = 105.852", "lon = nan", "`lon` must be a longitude"),
+            (
+                "heading_deg = 90.0",
+                "heading_deg = 360.0",
+                "`heading_deg` must be degrees",
+            ),
+            (
+                "\"00070\"",
+                "\"70\"",
+                "`ward.code` must be the official 5-digit code",
+            ),
+            (
+                "\"01\"",
+                "\"1A\"",
+                "`province.code` must be the official 2-digit code",
+            ),
+            (
+                "name = \"Ngã tư Hàng Bạc\"",
+                "name = \" \"",
+                "`name` must be 1 to 200 characters",
+            ),
+            (
+                "Asia/Ho_Chi_Minh",
+                "Asia/Hanoi_City",
+                "time_zone 'Asia/Hanoi_City' is not a time zone",
+            ),
+        ] {
+            assert!(good.contains(from), "{from}");
+            let e = Config::parse(
+                &good.replacen(from, to, 1),
+                Path::new("a.toml"),
+                Path::new("."),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains(want) && e.contains("a.toml:"),
+                "{from} -> {to}: {e}"
+            );
+        }
+        let unknown = good.replace("heading_deg", "heading");
+        let e = Config::parse(&unknown, Path::new("a.toml"), Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("heading"), "{e}");
     }
 
     #[test]

@@ -92,10 +92,30 @@ pub struct PackageInput<'a> {
     pub session: u64,
     pub ring: Arc<std::sync::Mutex<super::ring::GopRing>>,
     pub overview_max_side: u32,
+    /// The site's time zone, for the time in the banner.
+    pub time_zone: chrono_tz::Tz,
+}
+
+/// The overview picture's banner: the camera and where it is, then the
+/// time in the site's zone (offset written, dd/mm/yyyy) and the rule.
+pub fn banner(
+    camera: &str,
+    place: Option<&crate::publish::payload::Place>,
+    wall: std::time::SystemTime,
+    tz: chrono_tz::Tz,
+    rule: &str,
+) -> String {
+    let when = chrono::DateTime::<chrono::Utc>::from(wall)
+        .with_timezone(&tz)
+        .format("%d/%m/%Y %H:%M:%S%.3f UTC%:z");
+    match place {
+        Some(p) => format!("{camera} | {}\n{when} | {rule}", p.line()),
+        None => format!("{camera}\n{when} | {rule}"),
+    }
 }
 
 /// The package for one alert: the overview picture (geometry, boxes and a
-/// banner burnt in), the close-up and the plate crop of the main object.
+/// [`banner`] burnt in), the close-up and the plate crop of the main object.
 pub async fn package(p: PackageInput<'_>, ev: &CameraEvidence) -> super::Package {
     let track = p.firing.objects.first().map(|o| o.track_id).unwrap_or(0);
     let fr = p.frame.clone();
@@ -106,11 +126,12 @@ pub async fn package(p: PackageInput<'_>, ev: &CameraEvidence) -> super::Package
         .iter()
         .map(|o| (o.bbox, o.track_id))
         .collect();
-    let banner = format!(
-        "{} {} {}",
+    let banner = banner(
         p.camera,
-        chrono::DateTime::<chrono::Utc>::from(p.frame.wall).format("%Y-%m-%d %H:%M:%S%.3f UTC"),
-        p.rule.name
+        p.alert.place.as_ref(),
+        p.frame.wall,
+        p.time_zone,
+        &p.rule.name,
     );
     let max_side = p.overview_max_side;
     let closeup = ev.shots.get(track).cloned();
@@ -134,5 +155,39 @@ pub async fn package(p: PackageInput<'_>, ev: &CameraEvidence) -> super::Package
         overview: pictures.0,
         closeup: pictures.1,
         plate_crop,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::banner;
+    use crate::publish::payload::{AdminUnit, Place};
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn the_banner_says_where_and_when_in_the_site_zone() {
+        // 2026-12-01T10:04:12.345Z is 17:04:12.345 in Vietnam.
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_119_452_345);
+        let place = Place {
+            name: "Ngã tư Hàng Bạc".into(),
+            ward: Some(AdminUnit {
+                code: "00070".into(),
+                name: "Phường Hoàn Kiếm".into(),
+            }),
+            ..Place::default()
+        };
+        let b = banner(
+            "cam-1",
+            Some(&place),
+            wall,
+            chrono_tz::Asia::Ho_Chi_Minh,
+            "red light",
+        );
+        assert_eq!(
+            b,
+            "cam-1 | Ngã tư Hàng Bạc, Phường Hoàn Kiếm\n01/12/2026 17:04:12.345 UTC+07:00 | red light"
+        );
+        let utc = banner("cam-1", None, wall, chrono_tz::UTC, "r");
+        assert_eq!(utc, "cam-1\n01/12/2026 10:04:12.345 UTC+00:00 | r");
     }
 }

@@ -128,6 +128,7 @@ impl Evidence {
             kind: "evidence".into(),
             agent_id: self.agent_id.clone(),
             camera: a.camera.clone(),
+            place: a.place.clone(),
             event_type: a.kind.clone(),
             time: rfc3339(SystemTime::now()),
             evidence: Some(EvidenceSummary {
@@ -176,6 +177,8 @@ fn index_row(a: &Alert, sealed: &Sealed) -> EvidenceRow {
             .map(|f| f.name.clone())
             .collect(),
         objects: serde_json::to_value(&a.objects).unwrap_or_default(),
+        place: serde_json::to_value(&a.place).unwrap_or_default(),
+        measured: a.measured(),
     }
 }
 
@@ -247,6 +250,7 @@ pub fn seal_package(
                 event_id: alert.id.clone(),
                 agent_id: agent_id.to_string(),
                 camera: alert.camera.clone(),
+                place: alert.place.clone(),
                 time: alert.time.clone(),
                 time_source: alert.time_source.clone(),
                 sealed_at: rfc3339(SystemTime::now()),

@@ -117,7 +117,8 @@ pub fn burn_text(img: &mut RgbImage, x: u32, y: u32, text: &str, scale: usize) {
 }
 
 /// The overview picture: the decision frame with geometry, boxes and track
-/// ids drawn, and the camera, time and rule burned in.
+/// ids drawn, and the banner (camera, place, time and rule; one band per
+/// line) burned in.
 pub fn overview(
     frame: &Frame,
     max_side: u32,
@@ -135,7 +136,11 @@ pub fn overview(
         let ly = ((b[1] * h) as u32).saturating_sub(((font::GLYPH_H + 2) * scale) as u32);
         burn_text(&mut img, (b[0] * w) as u32, ly, &label, scale);
     }
-    burn_text(&mut img, 0, 0, banner, scale);
+    // One band per line of the banner, top left.
+    let line_h = ((font::GLYPH_H + 2) * scale) as u32;
+    for (i, line) in banner.lines().enumerate() {
+        burn_text(&mut img, 0, i as u32 * line_h, line, scale);
+    }
     let bytes = encode_jpeg(&img, 90)?;
     Ok(Jpeg {
         bytes,

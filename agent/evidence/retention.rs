@@ -127,6 +127,8 @@ mod tests {
                 review: None,
                 files: vec!["clip.mp4".into()],
                 objects: serde_json::json!([]),
+                place: serde_json::Value::Null,
+                measured: serde_json::json!({}),
             })
             .unwrap();
     }

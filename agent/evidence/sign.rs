@@ -40,6 +40,9 @@ pub struct Manifest {
     pub event_id: String,
     pub agent_id: String,
     pub camera: String,
+    /// Where the camera is (`[cameras.place]`), signed with the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place: Option<crate::publish::payload::Place>,
     /// Event time, RFC 3339 UTC.
     pub time: String,
     /// Where the time comes from (`agent_clock`: the box's system clock).
@@ -542,6 +545,7 @@ mod tests {
             event_id: "E1".into(),
             agent_id: "a".into(),
             camera: "c".into(),
+            place: None,
             time: "2026-11-22T00:00:00Z".into(),
             time_source: "agent_clock".into(),
             sealed_at: "2026-11-22T00:00:01Z".into(),

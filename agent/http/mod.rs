@@ -67,6 +67,8 @@ pub struct HttpState {
     pub logins: Arc<limit::LoginLimiter>,
     /// Traffic-controller signal states and their counters (`/metrics`).
     pub signals: Option<Arc<crate::rules::signal::SignalBoard>>,
+    /// The site's time zone (IANA name): the review page shows times in it.
+    pub time_zone: String,
 }
 
 impl HttpState {
@@ -493,6 +495,8 @@ fn event_json(r: &EvidenceRow) -> serde_json::Value {
             "manifest": file("manifest.json"),
         },
         "objects": r.objects,
+        "place": r.place,
+        "measured": r.measured,
         "bytes": r.bytes,
     })
 }
@@ -518,9 +522,11 @@ async fn list_events(
         Err(r) => return *r,
     };
     match tokio::task::spawn_blocking(move || store.evidence_list(&query)).await {
-        Ok(Ok(rows)) => {
-            Json(json!({"events": rows.iter().map(event_json).collect::<Vec<_>>()})).into_response()
-        }
+        Ok(Ok(rows)) => Json(json!({
+            "time_zone": s.time_zone,
+            "events": rows.iter().map(event_json).collect::<Vec<_>>(),
+        }))
+        .into_response(),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -592,6 +598,7 @@ async fn review(
         kind: "review".into(),
         agent_id: ev.agent_id().to_string(),
         camera: row.camera.clone(),
+        place: serde_json::from_value(row.place.clone()).ok(),
         event_type: row.kind.clone(),
         time: rec.at.clone(),
         evidence: None,

@@ -5,8 +5,8 @@
 use std::time::SystemTime;
 
 use super::payload::{
-    ALERT_SCHEMA, Alert, AlertObject, EvidenceRef, FrameSize, ModelRef, PlateInfo, SignalInfo,
-    rfc3339,
+    ALERT_SCHEMA, Alert, AlertObject, EvidenceRef, FrameSize, ModelRef, Place, PlateInfo,
+    SignalInfo, rfc3339,
 };
 use crate::rules::{Firing, Geometry, Rule};
 
@@ -15,6 +15,7 @@ pub struct AlertInput<'a> {
     pub id: String,
     pub agent_id: &'a str,
     pub camera: &'a str,
+    pub place: Option<Place>,
     /// Model labels by class index.
     pub labels: &'a [String],
     /// Arrival time of the decision frame.
@@ -64,6 +65,7 @@ pub fn build(a: AlertInput<'_>, rule: &Rule, f: &Firing) -> Alert {
         name_vi: name_vi.to_string(),
         agent_id: a.agent_id.to_string(),
         camera: a.camera.to_string(),
+        place: a.place,
         rule: rule.name.clone(),
         time: rfc3339(a.wall),
         severity: rule.severity,

@@ -45,6 +45,9 @@ pub struct Alert {
     pub name_vi: String,
     pub agent_id: String,
     pub camera: String,
+    /// Where the camera is (`[cameras.place]`); absent when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place: Option<Place>,
     /// Rule name from the config.
     pub rule: String,
     /// `low`, `normal` or `high`, from the rule.
@@ -105,6 +108,98 @@ pub struct Alert {
     pub agent_version: String,
 }
 
+/// Where a camera is and what it looks at, as the installer set it
+/// (`[cameras.place]`). Carried in every alert and event update, signed in
+/// the evidence manifest, burnt into the overview picture and shown on the
+/// review page, so that a violation record says where it happened.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Place {
+    /// Name a person recognises, e.g. `Ngã tư Hàng Bạc – Đinh Liệt`. Required.
+    pub name: String,
+    /// Street address, e.g. `Số 2 Hàng Bạc, phường Hoàn Kiếm, Hà Nội`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Latitude, degrees (WGS 84, -90 to 90); with `lon`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lat: Option<f64>,
+    /// Longitude, degrees (WGS 84, -180 to 180); with `lat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lon: Option<f64>,
+    /// The direction the camera looks, degrees clockwise from north (0 to below 360).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heading_deg: Option<f64>,
+    /// Ward or commune (phường / xã / đặc khu), with its 5-digit official code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ward: Option<AdminUnit>,
+    /// District (quận / huyện / thị xã), with its 3-digit official code.
+    /// Optional: the 2025 reform of local government removed the district level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub district: Option<AdminUnit>,
+    /// Province or centrally-run city (tỉnh / thành phố), with its 2-digit official code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub province: Option<AdminUnit>,
+}
+
+/// An administrative unit with its official code (the national list of
+/// administrative unit codes: 2 digits for a province, 3 for a district,
+/// 5 for a ward or commune).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUnit {
+    /// Official code, digits only, e.g. `01` (Hà Nội), `00070`. Required.
+    pub code: String,
+    /// Official name, e.g. `Phường Hoàn Kiếm`. Required.
+    pub name: String,
+}
+
+impl Place {
+    /// One line for a picture or a record: name, ward, district, province.
+    pub fn line(&self) -> String {
+        let mut parts = vec![self.name.clone()];
+        for u in [&self.ward, &self.district, &self.province]
+            .into_iter()
+            .flatten()
+        {
+            parts.push(u.name.clone());
+        }
+        parts.join(", ")
+    }
+}
+
+impl Alert {
+    /// What the rule measured, for the review list: the keys the alert has
+    /// of zone, line, lane, direction, speed, count, phase, end reason,
+    /// dwell, confidence and signal.
+    pub fn measured(&self) -> serde_json::Value {
+        let mut all = serde_json::to_value(self).unwrap_or_default();
+        let mut out = serde_json::Map::new();
+        if let Some(m) = all.as_object_mut() {
+            for k in MEASURED {
+                if let Some(v) = m.remove(*k) {
+                    out.insert((*k).to_string(), v);
+                }
+            }
+        }
+        serde_json::Value::Object(out)
+    }
+}
+
+/// The alert's keys that carry a rule's measurement.
+pub const MEASURED: &[&str] = &[
+    "zone",
+    "line",
+    "lane",
+    "direction",
+    "speed_kmh",
+    "count",
+    "phase",
+    "end_reason",
+    "dwell_secs",
+    "confidence",
+    "signal",
+];
+
 pub const UPDATE_SCHEMA: &str = "ioc.event_update/v1";
 
 /// A plate reading.
@@ -135,6 +230,9 @@ pub struct EventUpdate {
     pub kind: String,
     pub agent_id: String,
     pub camera: String,
+    /// The alert's `place`, repeated so an update read alone says where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place: Option<Place>,
     /// The alert's type, e.g. `traffic.red_light`.
     #[serde(rename = "type")]
     pub event_type: String,

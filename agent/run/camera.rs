@@ -59,6 +59,8 @@ pub(super) struct Shared {
     pub evidence: Option<Arc<Evidence>>,
     pub plates: Option<Arc<PlateSetup>>,
     pub evidence_cfg: EvidenceConfig,
+    /// The site's time zone (`time_zone`), for times burnt into pictures.
+    pub time_zone: chrono_tz::Tz,
     /// Newest analysed frame per camera, for the setup page.
     pub snapshots: Arc<crate::http::setup::Snapshots>,
     /// Enabled cameras in the running config (decoder thread budget).

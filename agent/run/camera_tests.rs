@@ -208,6 +208,7 @@ fn camera_on(setup: Setup, dir: &Path) -> (Camera, Arc<Count>, CancellationToken
         evidence,
         plates: None,
         evidence_cfg: cfg.evidence.clone(),
+        time_zone: chrono_tz::Asia::Ho_Chi_Minh,
         snapshots: Default::default(),
         enabled_cameras: AtomicUsize::new(1),
         opener: Arc::new(ClipOpener {

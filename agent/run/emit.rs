@@ -75,6 +75,12 @@ pub(super) async fn emit(
         id: id.clone(),
         agent_id: &camera.sh.agent_id,
         camera: camera.id(),
+        place: camera
+            .cam
+            .config
+            .place
+            .as_ref()
+            .map(|p| p.get_ref().clone()),
         labels,
         wall: frame.wall,
         frame: FrameSize {
@@ -123,6 +129,7 @@ pub(super) async fn emit(
                 session,
                 ring: camera.ring.clone(),
                 overview_max_side: camera.sh.evidence_cfg.overview_max_side,
+                time_zone: camera.sh.time_zone,
             },
             ev,
         )

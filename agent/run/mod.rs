@@ -380,6 +380,7 @@ pub async fn run_with_reload(
         setup: Some(setup),
         logins: Default::default(),
         signals: Some(signals.clone()),
+        time_zone: crate::config::site_time_zone(&cfg).name().to_string(),
     };
     let http_task = start_http(&cfg, http_state, http_cancel.clone()).await?;
     let sh = Arc::new(Shared {
@@ -392,6 +393,7 @@ pub async fn run_with_reload(
         signals: Some(signals.clone()),
         evidence,
         evidence_cfg: cfg.evidence.clone(),
+        time_zone: crate::config::site_time_zone(&cfg),
         snapshots,
         enabled_cameras: AtomicUsize::new(cfg.cameras.iter().filter(|c| c.enabled).count()),
         opener: Arc::new(crate::source::RtspOpener),

@@ -24,7 +24,9 @@ pub(super) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS evidence (
     review_at TEXT,
     files TEXT NOT NULL,
     objects TEXT NOT NULL,
-    review_by TEXT
+    review_by TEXT,
+    place TEXT,
+    measured TEXT
 );
 CREATE INDEX IF NOT EXISTS evidence_time ON evidence (time);";
 
@@ -45,6 +47,12 @@ pub struct EvidenceRow {
     pub files: Vec<String>,
     /// JSON array of the alert's objects.
     pub objects: serde_json::Value,
+    /// The alert's `place` (JSON object), null when the camera has none.
+    pub place: serde_json::Value,
+    /// What the rule measured (speed, signal, dwell, count, lane, zone,
+    /// line, direction, confidence): a JSON object, empty for indexes made
+    /// before it was kept.
+    pub measured: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -75,6 +83,16 @@ pub(super) fn migrate(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     )?;
     if has == 0 {
         conn.execute("ALTER TABLE evidence ADD COLUMN review_by TEXT", [])?;
+    }
+    for col in ["place", "measured"] {
+        let has: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('evidence') WHERE name = ?1",
+            [col],
+            |r| r.get(0),
+        )?;
+        if has == 0 {
+            conn.execute(&format!("ALTER TABLE evidence ADD COLUMN {col} TEXT"), [])?;
+        }
     }
     Ok(())
 }
@@ -122,17 +140,25 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<EvidenceRow> {
         },
         files: serde_json::from_str(&files).unwrap_or_default(),
         objects: serde_json::from_str(&objects).unwrap_or(serde_json::Value::Null),
+        place: json_column(r.get(17)?, serde_json::Value::Null),
+        measured: json_column(r.get(18)?, serde_json::json!({})),
     })
 }
 
-const COLUMNS: &str = "event_id, camera, kind, rule, time, severity, bytes, held, plate_text, plate_confidence, plate_valid, review_status, review_note, review_at, files, objects, review_by";
+/// A JSON text column; `empty` when NULL (an older row) or unreadable.
+fn json_column(text: Option<String>, empty: serde_json::Value) -> serde_json::Value {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(empty)
+}
+
+const COLUMNS: &str = "event_id, camera, kind, rule, time, severity, bytes, held, plate_text, plate_confidence, plate_valid, review_status, review_note, review_at, files, objects, review_by, place, measured";
 
 impl Store {
     /// Adds (or replaces) a sealed folder in the index.
     pub fn evidence_insert(&self, e: &EvidenceRow) -> Result<(), StoreError> {
         let g = self.lock();
         g.conn.execute(
-            &format!("INSERT OR REPLACE INTO evidence ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
+            &format!("INSERT OR REPLACE INTO evidence ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"),
             params![
                 e.event_id, e.camera, e.kind, e.rule, e.time, e.severity, e.bytes as i64, e.held as i64,
                 e.plate.as_ref().map(|p| p.text.clone()),
@@ -144,6 +170,8 @@ impl Store {
                 serde_json::to_string(&e.files).unwrap_or_else(|_| "[]".into()),
                 e.objects.to_string(),
                 e.review.as_ref().map(|r| r.reviewer.clone()),
+                (!e.place.is_null()).then(|| e.place.to_string()),
+                e.measured.to_string(),
             ],
         )?;
         Ok(())

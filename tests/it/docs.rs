@@ -21,6 +21,12 @@ const CONFIG_TYPES: &[(&str, &str, &str)] = &[
     ("agent/config/mod.rs", "HttpConfig", "[http]"),
     ("agent/config/mod.rs", "ModelConfig", "[[models]]"),
     ("agent/config/mod.rs", "CameraConfig", "[[cameras]]"),
+    ("agent/publish/payload.rs", "Place", "[cameras.place]"),
+    (
+        "agent/publish/payload.rs",
+        "AdminUnit",
+        "[cameras.place.ward], .district, .province",
+    ),
     ("agent/rules/config.rs", "ZoneConfig", "[[cameras.zones]]"),
     ("agent/rules/config.rs", "LineConfig", "[[cameras.lines]]"),
     ("agent/rules/config.rs", "LaneConfig", "[[cameras.lanes]]"),
@@ -154,7 +160,10 @@ fn config_reference(root: &Path) -> String {
                 fdoc.push(d.trim());
             } else if t.starts_with("#[serde(") {
                 defaulted |= t.contains("default");
-                skipped |= t.contains("skip");
+                // `skip` / `skip_deserializing` (not a TOML key), but not
+                // `skip_serializing_if` (a key left out of output only).
+                skipped |=
+                    t.contains("skip)") || t.contains("skip,") || t.contains("skip_deserializing");
             } else if let Some(f) = t.strip_prefix("pub ") {
                 let Some((key, ty)) = f.split_once(':') else {
                     continue;

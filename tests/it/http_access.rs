@@ -48,6 +48,7 @@ fn seed(data: &Path) {
                 event_id: id.to_string(),
                 agent_id: "ward-http".into(),
                 camera: "cam-1".into(),
+                place: None,
                 time: time.clone(),
                 time_source: "agent_clock".into(),
                 sealed_at: time.clone(),
@@ -72,6 +73,8 @@ fn seed(data: &Path) {
                 review: None,
                 files: vec!["overview.jpg".into(), "manifest.json".into()],
                 objects: json!([]),
+                place: Value::Null,
+                measured: json!({}),
             })
             .unwrap();
     }

@@ -12,6 +12,17 @@ use common::*;
 use serde_json::Value;
 
 const TOKEN: &str = "review-token-0123456789";
+const PLACE: &str = "Ngã tư Hàng Bạc – Đinh Liệt";
+
+/// The camera's place as every message and record must carry it.
+fn assert_place(what: &str, v: &Value) {
+    let p = &v["place"];
+    assert_eq!(p["name"], PLACE, "{what} lacks the place: {v}");
+    assert_eq!(p["ward"]["code"], "00070", "{what}: {v}");
+    assert_eq!(p["province"]["code"], "01", "{what}: {v}");
+    assert_eq!(p["lat"], 21.0341, "{what}: {v}");
+    assert_eq!(p["lon"], 105.852, "{what}: {v}");
+}
 #[test]
 fn officer_plays_a_clip_and_confirms_a_violation() {
     let broker = Broker::start();
@@ -36,6 +47,14 @@ token = "{TOKEN}"
 [[cameras]]
 id = "traffic"
 url = "{}"
+[cameras.place]
+name = "{PLACE}"
+address = "Số 2 Hàng Bạc, phường Hoàn Kiếm, Hà Nội"
+lat = 21.0341
+lon = 105.852
+heading_deg = 270.0
+ward = {{ code = "00070", name = "Phường Hoàn Kiếm" }}
+province = {{ code = "01", name = "Thành phố Hà Nội" }}
 [[cameras.lines]]
 name = "mid"
 points = [[0.5, 0.3], [0.5, 1.0]]
@@ -56,6 +75,27 @@ classes = ["car", "truck", "bus"]
         "no evidence sealed; log:\n{}",
         agent.log_text()
     );
+    // The place is in the alert, the evidence update and the signed manifest.
+    let sealed: Value = serde_json::from_slice(&sealed.unwrap().payload).unwrap();
+    assert_place("the evidence update", &sealed);
+    let sealed_id = sealed["event_id"].as_str().unwrap().to_string();
+    let alert = sub
+        .alerts()
+        .into_iter()
+        .find(|a| a["id"] == sealed_id.as_str())
+        .expect("the sealed event's alert");
+    assert_place("the alert", &alert);
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(
+            data.path()
+                .join("evidence")
+                .join(&sealed_id)
+                .join("manifest.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_place("the manifest", &manifest);
 
     // The page is served with a strict CSP (its own inline script and style
     // by hash, never framed) and no MIME sniffing; everything below runs
@@ -101,6 +141,36 @@ classes = ["car", "truck", "bus"]
     assert!(
         ["Thấp", "Bình thường", "Cao"].contains(&sev.as_str().unwrap_or("")),
         "severity shown as {sev}"
+    );
+    // Where and when, as the officer reads them: the place with its ward
+    // and code, the time in Vietnam's zone with the offset written, and
+    // what the rule measured (the line crossed, the direction).
+    let shown = d.script(
+        "const g = (id) => document.getElementById(id).innerText;
+         return {place: g('d-place'), time: g('d-time'), measured: g('d-measured'),
+                 item: document.querySelector('#events li[data-id]').innerText};",
+    );
+    println!("shown: {shown}");
+    let text = |k: &str| shown[k].as_str().unwrap_or("").to_string();
+    for want in [
+        PLACE,
+        "Phường Hoàn Kiếm (00070)",
+        "21.034100, 105.852000",
+        "270°",
+    ] {
+        assert!(text("place").contains(want), "place lacks {want}: {shown}");
+    }
+    assert!(
+        text("item").contains(PLACE),
+        "list lacks the place: {shown}"
+    );
+    assert!(
+        text("time").contains("GMT+7"),
+        "time not in the site zone: {shown}"
+    );
+    assert!(
+        text("measured").contains("Vạch: mid"),
+        "measured values: {shown}"
     );
     // Play the selected event's clip.
     let played = d.script_async(
@@ -165,6 +235,9 @@ classes = ["car", "truck", "bus"]
         .clone();
     assert_eq!(ev["review"]["status"], "confirmed");
     assert_eq!(ev["held"], true);
+    assert_place("/api/events", &ev);
+    assert_eq!(ev["measured"]["line"], "mid", "{ev}");
+    assert_eq!(list["time_zone"], "Asia/Ho_Chi_Minh");
     let update = sub.wait_for(Duration::from_secs(10), |m| {
         serde_json::from_slice::<Value>(&m.payload)
             .is_ok_and(|v| v["kind"] == "review" && v["event_id"] == id.as_str())
@@ -172,6 +245,7 @@ classes = ["car", "truck", "bus"]
     let update: Value =
         serde_json::from_slice(&update.expect("review update on MQTT").payload).unwrap();
     assert_eq!(update["review"]["status"], "confirmed");
+    assert_place("the review update", &update);
     println!("confirmed {id} in the browser; clip {duration:.2} s played");
 
     // Guessing the token: after a few wrong ones this address gets 429 with

@@ -4,7 +4,8 @@
 //! choose gets markup that would set `window.__xss` (or call `alert`) if it
 //! were ever parsed as HTML: review notes (through the API, and typed in the
 //! page), plate text, rule names, zone, line and lane names (in the config,
-//! and drawn and saved from the setup page), a save error that quotes a name.
+//! and drawn and saved from the setup page), a camera's place name and
+//! address, a save error that quotes a name.
 //! Camera ids cannot carry markup (check-config allows letters, digits, '-'
 //! and '_' only: `camera_ids_cannot_carry_markup`), so a hostile camera, event
 //! type, severity, object class and review time are put straight into the
@@ -61,6 +62,9 @@ const RULE_B: &str = r#"<iframe srcdoc="<script>parent.__xss='rule3'</script>"><
 const SEVERITY: &str = r#"<details open ontoggle="window.__xss='severity'">"#;
 const CLASS: &str = r#"<img src=x onerror="window.__xss='class'">"#;
 const TRACK: &str = r#"7<script>window.__xss='track'</script>"#;
+// Where the installer says the camera is.
+const PLACE: &str = r#"<img src=x onerror="window.__xss='place'">Ngã tư"#;
+const ADDRESS: &str = r#""><svg onload="window.__xss='address'">Số 2"#;
 const REVIEWED_AT: &str = r#"<img src=x onerror="window.__xss='at'">"#;
 
 /// One seeded event and what the page must show for it.
@@ -161,6 +165,8 @@ fn seed(data: &Path) {
             }),
             files: vec!["event.json".into()],
             objects: json!([{"class": e.class, "track_id": e.track, "score": 0.9}]),
+            place: json!({"name": PLACE, "address": ADDRESS}),
+            measured: json!({}),
         };
         store.evidence_insert(&row).unwrap();
         let dir = data.join("evidence").join(e.id);
@@ -173,6 +179,7 @@ fn seed(data: &Path) {
             event_id: e.id.into(),
             agent_id: "ward-xss".into(),
             camera: e.camera.into(),
+            place: None,
             time: row.time.clone(),
             time_source: "agent_clock".into(),
             sealed_at: row.time.clone(),
@@ -372,9 +379,17 @@ fn check_events(d: &Driver) {
         }
         // Shown on screen (innerText skips hidden elements), not only in the DOM.
         let detail = v["detail"].as_str().unwrap();
-        for s in [e.plate, e.camera, e.shown_type, e.rule, e.class]
-            .iter()
-            .chain(e.also)
+        for s in [
+            e.plate,
+            e.camera,
+            e.shown_type,
+            e.rule,
+            e.class,
+            PLACE,
+            ADDRESS,
+        ]
+        .iter()
+        .chain(e.also)
         {
             assert!(
                 detail.contains(s),
