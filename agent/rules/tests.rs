@@ -267,3 +267,29 @@ min_secs = 0.5
         );
     }
 }
+
+/// The Vietnamese names say what the rules do, in the words an officer uses:
+/// `stop_line` fires on a vehicle standing on the line at red (not on
+/// crossing it); `loitering` is one person staying (not a group, "tụ tập");
+/// "Đối tượng" reads as "suspect" in police usage, so generic objects are
+/// "người, phương tiện".
+#[test]
+fn vietnamese_names_say_what_the_rule_does() {
+    let vi = |t: &str| {
+        kinds::KINDS
+            .iter()
+            .find(|k| k.event_type == t)
+            .map(|k| k.vi)
+            .unwrap_or_default()
+    };
+    assert_eq!(vi("traffic.stop_line"), "Dừng xe đè vạch dừng khi đèn đỏ");
+    assert!(
+        !vi("order.loitering").contains("tụ tập"),
+        "{}",
+        vi("order.loitering")
+    );
+    for k in kinds::KINDS {
+        assert!(!k.vi.contains("Đối tượng"), "{}: {}", k.event_type, k.vi);
+        assert!(!k.vi.is_empty() && !k.en.is_empty(), "{}", k.event_type);
+    }
+}

@@ -48,8 +48,8 @@ fn model(name: &str) -> String {
 fn check_alert(a: &Value, agent: &str, camera: &str, model: &str) {
     assert_eq!(a["schema"], "ioc.alert/1");
     let names = match a["type"].as_str() {
-        Some("object.zone_enter") => ("Object entered zone", "Đối tượng vào khu vực"),
-        _ => ("Object crossed line", "Đối tượng vượt qua vạch"),
+        Some("object.zone_enter") => ("Object entered zone", "Người, phương tiện vào khu vực"),
+        _ => ("Object crossed line", "Người, phương tiện đi qua vạch"),
     };
     assert_eq!(
         (a["name"].as_str(), a["name_vi"].as_str()),
