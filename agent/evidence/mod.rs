@@ -156,6 +156,11 @@ impl Evidence {
         Ok(ev)
     }
 
+    /// This agent's signing key as the only trusted one.
+    pub fn trust(&self) -> sign::Trust {
+        sign::Trust::one(sign::Sign::public(&self.signer))
+    }
+
     pub fn public_key_hex(&self) -> String {
         hex::encode(sign::Sign::public(&self.signer).as_bytes())
     }

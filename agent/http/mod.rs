@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod limit;
 pub mod metrics;
+mod record;
 pub mod serve;
 pub mod setup;
 
@@ -122,6 +123,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/events", get(list_events))
         .route("/api/events/{id}/review", post(review))
         .route("/api/events/{id}/hold", post(hold))
+        .route("/api/events/{id}/record", get(event_record))
         .route("/evidence/{id}/{file}", get(evidence_file))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
@@ -132,7 +134,7 @@ fn inline_hashes(tag: &str) -> String {
     use sha2::Digest;
     let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
     let mut out = Vec::new();
-    for page in [REVIEW_HTML, SETUP_HTML] {
+    for page in [REVIEW_HTML, SETUP_HTML, record::STYLE] {
         let mut rest = page;
         while let Some(i) = rest.find(&open) {
             let body = &rest[i + open.len()..];
@@ -639,6 +641,62 @@ async fn hold(
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+/// The printable violation record of event `id` ([`record`]); its
+/// signature is checked against this agent's key as the record is made.
+async fn event_record(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    if let Err(r) = require(&s, &headers, auth::Need::View) {
+        return *r;
+    }
+    let ev = match s.evidence() {
+        Ok(ev) => ev.clone(),
+        Err(r) => return *r,
+    };
+    let Some(dir) = ev.folder(&id) else {
+        return error(StatusCode::NOT_FOUND, "no such event");
+    };
+    let trust = ev.trust();
+    let store = ev.store().clone();
+    let looked = tokio::task::spawn_blocking(move || {
+        let row = store.evidence_get(&id)?;
+        let sha = std::fs::read(dir.join("manifest.json")).ok().map(|b| {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&b))
+        });
+        let seal = match crate::evidence::verify_folder(&dir, &trust) {
+            Ok((m, _)) => record::Seal::Valid {
+                key_id: if m.key_id.is_empty() {
+                    m.public_key
+                } else {
+                    m.key_id
+                },
+            },
+            Err(problems) => {
+                record::Seal::Invalid(problems.iter().map(|p| p.to_string()).collect())
+            }
+        };
+        Ok::<_, crate::store::StoreError>(row.map(|r| (r, sha, seal)))
+    })
+    .await;
+    let (row, manifest_sha256, seal) = match looked {
+        Ok(Ok(Some(x))) => x,
+        Ok(Ok(None)) => return error(StatusCode::NOT_FOUND, "no sealed evidence for this event"),
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let page = record::render(&record::RecordInput {
+        row: &row,
+        agent_id: ev.agent_id(),
+        tz: s.time_zone.parse().unwrap_or(chrono_tz::Asia::Ho_Chi_Minh),
+        manifest_sha256,
+        seal,
+    });
+    Html(page).into_response()
 }
 
 async fn evidence_file(

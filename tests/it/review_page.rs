@@ -204,9 +204,16 @@ classes = ["car", "truck", "bus"]
             .unwrap()
             .contains(&format!("/evidence/{id}/clip.mp4"))
     );
-    // Confirm it.
-    let confirm = d.wait_find("#confirm", Duration::from_secs(5));
-    d.click(&confirm);
+    // Confirm it with the keyboard, as an officer going through a list
+    // does: N goes to the note, Escape leaves it, C confirms.
+    d.script("document.activeElement && document.activeElement.blur()");
+    d.press("n");
+    let focused = d.script("return document.activeElement.id");
+    assert_eq!(focused, "note", "N did not go to the note");
+    d.press("ket xe\u{E00C}");
+    let note = d.script("return document.getElementById('note').value");
+    assert_eq!(note, "ket xe", "typing in the note is not a shortcut");
+    d.press("c");
     let start = Instant::now();
     loop {
         let st = d.script("return document.getElementById('review-status').dataset.status");
@@ -246,6 +253,75 @@ classes = ["car", "truck", "bus"]
         serde_json::from_slice(&update.expect("review update on MQTT").payload).unwrap();
     assert_eq!(update["review"]["status"], "confirmed");
     assert_place("the review update", &update);
+
+    // The printable record, as the page's P key opens it: what, when (in
+    // Vietnam's zone), where, the decision, the pictures, and the signature
+    // checked as the record is made, with the manifest's fingerprint.
+    let folder = data.path().join("evidence").join(&id);
+    let manifest_sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(folder.join("manifest.json")).unwrap(),
+        ))
+    };
+    let record_url = format!("http://127.0.0.1:{port}/api/events/{id}/record");
+    let href = d.script("return document.getElementById('record').href");
+    assert_eq!(href, record_url.as_str(), "the page's record link");
+    let read_record = || {
+        d.goto(&record_url);
+        d.wait_find("table", Duration::from_secs(10));
+        d.script_async(
+            r#"const done = arguments[arguments.length - 1];
+            const imgs = [...document.images];
+            const t = Date.now();
+            (function wait() {
+              if (imgs.every((i) => i.complete) || Date.now() - t > 10000)
+                done({text: document.body.innerText,
+                      images: imgs.map((i) => [i.getAttribute('src'), i.naturalWidth]),
+                      styled: getComputedStyle(document.querySelector('th')).backgroundColor});
+              else setTimeout(wait, 100);
+            })();"#,
+        )
+    };
+    let rec = read_record();
+    println!("record: {rec}");
+    let text = rec["text"].as_str().unwrap_or("").to_string();
+    for want in [
+        PLACE,
+        "Phường Hoàn Kiếm (00070)",
+        "(UTC+07:00)",
+        "Đã xác nhận / confirmed",
+        "ket xe",
+        "Hợp lệ / valid",
+        manifest_sha.as_str(),
+        "Vạch / line: mid",
+        "Người, phương tiện đi qua vạch",
+    ] {
+        assert!(text.contains(want), "record lacks {want:?}:\n{text}");
+    }
+    let images = rec["images"].as_array().unwrap();
+    assert!(
+        images
+            .iter()
+            .any(|i| i[0].as_str().unwrap_or("").ends_with("overview.jpg")
+                && i[1].as_u64() > Some(0)),
+        "the overview picture did not load in the record: {rec}"
+    );
+    assert_eq!(
+        rec["styled"], "rgb(243, 243, 243)",
+        "the record's style was blocked"
+    );
+    // A changed file: the record says the evidence is not valid.
+    let overview = folder.join("overview.jpg");
+    let mut bytes = std::fs::read(&overview).unwrap();
+    bytes.push(0);
+    std::fs::write(&overview, bytes).unwrap();
+    let rec = read_record();
+    let text = rec["text"].as_str().unwrap_or("");
+    assert!(
+        text.contains("Không hợp lệ / NOT valid") && text.contains("overview.jpg"),
+        "a changed picture still reads as valid:\n{text}"
+    );
     println!("confirmed {id} in the browser; clip {duration:.2} s played");
 
     // Guessing the token: after a few wrong ones this address gets 429 with

@@ -650,6 +650,7 @@ fn hostile_names_plates_and_notes_never_run_as_script() {
 
     browse(port, false);
     browse(port, true);
+    records_escape_everything(port);
 
     // What the page saved is stored as typed.
     let (_, _, body) = http_get(
@@ -669,6 +670,52 @@ fn hostile_names_plates_and_notes_never_run_as_script() {
         "no hostile string ran on either page; {:.1} s",
         t0.elapsed().as_secs_f64()
     );
+}
+
+/// The printable record (`/api/events/{id}/record`) is made on the server:
+/// every hostile string must come out as text (escaped), never as a tag,
+/// and the record has no script at all.
+fn records_escape_everything(port: u16) {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#39;")
+    };
+    for e in seeded() {
+        let (st, headers, body) = http_get(
+            &format!("http://127.0.0.1:{port}/api/events/{}/record", e.id),
+            &[(auth_header().0, &auth_header().1)],
+        );
+        assert_eq!(st, 200, "record of {}", e.id);
+        let html = String::from_utf8_lossy(&body).to_string();
+        let csp = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-security-policy"))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        assert!(csp.contains("script-src 'sha256-"), "record CSP: {csp}");
+        for tag in ["<script", "<svg", "<iframe", "<details", "<img src=x"] {
+            assert!(!html.contains(tag), "record of {} has {tag}:\n{html}", e.id);
+        }
+        // The only images are the folder's own pictures.
+        for (i, _) in html.match_indices("<img") {
+            assert!(
+                html[i..].starts_with(&format!("<img src=\"/evidence/{}/", e.id)),
+                "record of {}: an image from data: {}",
+                e.id,
+                &html[i..(i + 80).min(html.len())]
+            );
+        }
+        for s in [e.plate, e.camera, e.rule, PLACE, ADDRESS] {
+            assert!(
+                html.contains(&esc(s)),
+                "record of {} lacks {s} as text",
+                e.id
+            );
+        }
+    }
 }
 
 /// Camera ids (and the agent id) are restricted to safe characters, so they

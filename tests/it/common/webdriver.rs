@@ -165,6 +165,22 @@ impl Driver {
 }
 
 impl Driver {
+    /// Real key presses (WebDriver actions) to whatever has the focus, one
+    /// key per character of `keys` (WebDriver key codes such as `\u{E015}`,
+    /// arrow down, work too).
+    pub fn press(&self, keys: &str) {
+        let mut seq = Vec::new();
+        for k in keys.chars() {
+            seq.push(json!({"type": "keyDown", "value": k.to_string()}));
+            seq.push(json!({"type": "keyUp", "value": k.to_string()}));
+        }
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": seq}]});
+        call("POST", &self.url("/actions"), Some(actions));
+        call("DELETE", &self.url("/actions"), None);
+    }
+}
+
+impl Driver {
     /// A Chrome DevTools Protocol command through chromedriver (e.g.
     /// `Page.addScriptToEvaluateOnNewDocument`, `Page.setBypassCSP`).
     pub fn cdp(&self, cmd: &str, params: Value) -> Value {
