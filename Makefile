@@ -1,5 +1,6 @@
 # ioc-agent — the two commands a newcomer needs:
-#   make demo   the real pipeline on real footage over loopback RTSP, alerts printed as they arrive
+#   make demo   three cameras on real footage over loopback RTSP: red light, wrong way and crowd
+#               events printed as they arrive, each with its evidence verified
 #   make test   every test (unit, integration against real RTSP/decoder/model/broker), fmt, clippy,
 #               cargo deny (advisories from the offline snapshot, licences, bans, sources),
 #               and the Debian package built, installed, checked and purged

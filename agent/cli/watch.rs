@@ -47,18 +47,86 @@ pub struct Args {
     /// Environment variable holding the broker password, as mqtt.password_env.
     #[arg(long, value_name = "VAR", conflicts_with = "password_file")]
     password_env: Option<String>,
+    /// With --config, on the agent's own box: check each sealed evidence
+    /// folder as its update arrives (files and signature against the
+    /// agent's keys, as `ioc-agent verify --config` does) and print the result.
+    #[arg(long, requires = "config")]
+    verify: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (settings, flags) = settings(&args)?;
     let say = move |msg: String| flags.name(msg);
+    let checker = match (&args.config, args.verify) {
+        (Some(path), true) => Some(Checker::new(path)?),
+        _ => None,
+    };
+    let on_evidence = |v: &serde_json::Value| checker.as_ref().map(|c| c.check(v));
     super::current_thread()?.block_on(async {
         tokio::select! {
-            r = crate::publish::watch::watch(&settings, &say) => r.map_err(anyhow::Error::msg),
+            r = crate::publish::watch::watch_with(&settings, &say, &on_evidence) => r.map_err(anyhow::Error::msg),
             _ = super::shutdown_signal() => Ok(()),
         }
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--verify`: the agent's config, for its evidence folder and the keys it
+/// trusts (read at each check: the agent may make its key after watch starts,
+/// or rotate it).
+struct Checker {
+    cfg: Config,
+}
+
+impl Checker {
+    fn new(config: &std::path::Path) -> anyhow::Result<Checker> {
+        Ok(Checker {
+            cfg: Config::load(config)?,
+        })
+    }
+
+    /// One line: the folder checked, or what is wrong with it.
+    fn check(&self, update: &serde_json::Value) -> String {
+        let trust = match self
+            .cfg
+            .current_public_key()
+            .map_err(|e| e.to_string())
+            .and_then(|k| {
+                crate::evidence::sign::agent_trust(k, &self.cfg.retired_keys_path())
+                    .map_err(|e| e.to_string())
+            }) {
+            Ok(t) => t,
+            Err(e) => return format!("  VERIFY FAILED: the agent's keys: {e}"),
+        };
+        let dir = self.cfg.evidence_dir();
+        let id = update["event_id"].as_str().unwrap_or("");
+        let Some(folder) =
+            (!id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric())).then(|| dir.join(id))
+        else {
+            return format!("  VERIFY FAILED: event id {id:?} is not a folder name");
+        };
+        match crate::evidence::verify_folder(&folder, &trust) {
+            Ok((m, _)) => format!(
+                "  VERIFIED {} file(s) match the manifest signed by key {} ({})",
+                m.files.len(),
+                if m.key_id.is_empty() {
+                    &m.public_key
+                } else {
+                    &m.key_id
+                },
+                folder.display()
+            ),
+            Err(problems) => format!(
+                "  VERIFY FAILED {}: {}",
+                folder.display(),
+                problems
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        }
+    }
 }
 
 /// Which settings came from flags, so messages name what the user typed.

@@ -65,8 +65,27 @@ pub fn alert_line(payload: &[u8]) -> Option<String> {
         .get("thumbnail")
         .map(|t| format!(" thumbnail {}x{}", t["width"], t["height"]))
         .unwrap_or_default();
+    // The names an operator reads, Vietnamese then English, and where.
+    let names = match (
+        v.get("name_vi")
+            .and_then(|n| n.as_str())
+            .filter(|n| !n.is_empty()),
+        v.get("name")
+            .and_then(|n| n.as_str())
+            .filter(|n| !n.is_empty()),
+    ) {
+        (Some(vi), Some(en)) => format!(" \"{vi} / {en}\""),
+        (Some(n), None) | (None, Some(n)) => format!(" \"{n}\""),
+        (None, None) => String::new(),
+    };
+    let at = v
+        .get("place")
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str())
+        .map(|n| format!(" @ {n}"))
+        .unwrap_or_default();
     Some(format!(
-        "{time} {agent}/{camera} {kind:<18} {class} {score:.2} track {track} {place}{extra}{thumb}  [{id}]",
+        "{time} {agent}/{camera} {kind:<18}{names}{at} {class} {score:.2} track {track} {place}{extra}{thumb}  [{id}]",
         agent = v.get("agent_id")?.as_str()?,
         camera = v.get("camera")?.as_str()?,
         kind = v.get("type")?.as_str()?,
@@ -137,6 +156,16 @@ pub fn update_line(payload: &[u8]) -> Option<String> {
 /// `say` words its errors for the caller (the `[mqtt]` keys or the flags
 /// that stand for them).
 pub async fn watch(m: &MqttSettings, say: &dyn Fn(String) -> String) -> Result<(), String> {
+    watch_with(m, say, &|_| None).await
+}
+
+/// As [`watch`]; `on_evidence` is given each sealed-evidence update and may
+/// return a line to print under it (`watch --verify` checks the folder).
+pub async fn watch_with(
+    m: &MqttSettings,
+    say: &dyn Fn(String) -> String,
+    on_evidence: &dyn Fn(&serde_json::Value) -> Option<String>,
+) -> Result<(), String> {
     let addr = BrokerAddress::parse(&m.url)?;
     let prefix = m.topic_prefix.as_str();
     let opts = super::connection_options(m).map_err(say)?;
@@ -165,6 +194,13 @@ pub async fn watch(m: &MqttSettings, say: &dyn Fn(String) -> String) -> Result<(
                 if p.topic.contains("/events") && !p.topic.ends_with("/thumbnail") {
                     if let Some(l) = update_line(&p.payload) {
                         println!("{l}");
+                        let v: serde_json::Value =
+                            serde_json::from_slice(&p.payload).unwrap_or_default();
+                        if v["kind"] == "evidence"
+                            && let Some(more) = on_evidence(&v)
+                        {
+                            println!("{more}");
+                        }
                         continue;
                     }
                     match alert_line(&p.payload) {

@@ -10,6 +10,7 @@ mod contract;
 mod counting;
 mod decode;
 mod delivery;
+mod demo;
 mod deploy;
 mod docs;
 mod doctor;
