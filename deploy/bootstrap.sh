@@ -29,7 +29,7 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   gstreamer1.0-plugins-base-apps libgstrtspserver-1.0-dev libavcodec-dev libavutil-dev
-  mosquitto mosquitto-clients python3 python3-pip python3-venv unzip curl ca-certificates build-essential
+  mosquitto mosquitto-clients nats-server python3 python3-pip python3-venv unzip curl ca-certificates build-essential
   chromium chromium-driver
   debootstrap systemd-container
   podman buildah runc
@@ -52,10 +52,13 @@ system() {
   # The first install of a large set can fail with "cannot access archive": retry once.
   sudo_ apt-get install -y -q --no-install-recommends "${missing[@]}" \
     || { sleep 3; sudo_ apt-get install -y -q --no-install-recommends "${missing[@]}"; }
-  # The distribution's mosquitto service is not needed: tests and the demo start their own.
-  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
-    sudo_ systemctl disable --now mosquitto >/dev/null 2>&1 || true
-  fi
+  # The distribution's mosquitto and NATS services are not needed: tests and
+  # the demo start their own brokers (NATS: an MQTT 3.1.1-only broker).
+  for svc in mosquitto nats-server; do
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+      sudo_ systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    fi
+  done
 }
 
 ort() {

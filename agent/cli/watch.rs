@@ -181,6 +181,7 @@ fn settings(a: &Args) -> anyhow::Result<(MqttSettings, Flags)> {
             stats_interval_secs: 60,
             max_packet_bytes: 16 << 20,
             clean_session: true,
+            protocol: Default::default(),
             ca_file: None,
             cert_file: None,
             key_file: None,

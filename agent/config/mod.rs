@@ -109,6 +109,12 @@ pub struct MqttConfig {
     /// outbox re-sends whatever the broker has not acknowledged. Default true.
     #[serde(default = "default_true")]
     pub clean_session: bool,
+    /// MQTT version the publisher speaks: `auto` (default: 5, or 3.1.1 when
+    /// the broker does not speak 5), `5` or `3.1.1`. Over 5 a publish the
+    /// broker refuses (its ACL, a limit) is seen and kept; over 3.1.1 a
+    /// broker acknowledges such a publish and drops it unseen.
+    #[serde(default)]
+    pub protocol: crate::publish::link::Protocol,
     /// Most alerts kept in the durable outbox while the broker is away. When
     /// full, the oldest alert of the lowest severity is dropped (counted and
     /// logged). Default 100000.
@@ -877,6 +883,7 @@ impl Config {
             stats_interval_secs: m.stats_interval_secs,
             max_packet_bytes: m.max_packet_bytes,
             clean_session: m.clean_session,
+            protocol: m.protocol,
             ca_file: m.ca_file.as_ref().map(|p| self.resolve(p)),
             cert_file: m.cert_file.as_ref().map(|p| self.resolve(p)),
             key_file: m.key_file.as_ref().map(|p| self.resolve(p)),

@@ -419,6 +419,12 @@ fn publisher(o: &mut Out, status: &StatusBoard) {
                 load(&p.quarantined),
             ),
             (
+                "ioc_mqtt_refused_total",
+                "counter",
+                "Publishes the broker refused with an MQTT 5 reason code (not delivered; kept in the outbox).",
+                load(&p.refused),
+            ),
+            (
                 "ioc_thumbnails_dropped_total",
                 "counter",
                 "Thumbnails left out because they did not fit one packet.",

@@ -6,6 +6,7 @@
 //! Alerts come from the durable outbox and leave it only on PUBACK.
 
 pub mod alert;
+pub mod link;
 pub mod payload;
 pub mod signals;
 pub mod watch;
@@ -16,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::MqttOptions;
+
+use link::{LinkError, LinkEvent, Refusal, Version};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +42,7 @@ pub struct MqttSettings {
     pub stats_interval_secs: u64,
     pub max_packet_bytes: usize,
     pub clean_session: bool,
+    pub protocol: link::Protocol,
     pub ca_file: Option<std::path::PathBuf>,
     pub cert_file: Option<std::path::PathBuf>,
     pub key_file: Option<std::path::PathBuf>,
@@ -164,6 +168,8 @@ pub struct PublishCounters {
     pub quarantined: AtomicU64,
     /// Thumbnails left out because they did not fit one packet.
     pub thumbnails_dropped: AtomicU64,
+    /// Publishes the broker refused with an MQTT 5 reason code.
+    pub refused: AtomicU64,
 }
 
 /// Cheap handle for cameras: commits alerts to the durable outbox and wakes
@@ -348,19 +354,6 @@ fn tls_config(m: &MqttSettings) -> Result<rumqttc::TlsConfiguration, String> {
     Ok(rumqttc::TlsConfiguration::Rustls(Arc::new(config)))
 }
 
-/// MQTT options from the config (TLS, login, Last Will).
-pub fn mqtt_options(m: &MqttSettings, status: &StatusBoard) -> Result<MqttOptions, String> {
-    let topics = Topics::new(&m.topic_prefix, &m.agent_id, m.topic_layout);
-    let mut opts = connection_options(m)?;
-    opts.set_last_will(LastWill::new(
-        topics.status(),
-        status.offline_json("connection lost"),
-        QoS::AtLeastOnce,
-        true,
-    ));
-    Ok(opts)
-}
-
 /// Broker address, TLS, login and limits from the config (no Last Will).
 pub fn connection_options(m: &MqttSettings) -> Result<MqttOptions, String> {
     let addr = BrokerAddress::parse(&m.url)?;
@@ -387,7 +380,8 @@ pub fn start(
     store: Arc<Store>,
     cancel: CancellationToken,
 ) -> Result<(PublisherHandle, tokio::task::JoinHandle<()>), String> {
-    let opts = mqtt_options(m, &status)?;
+    // Address, TLS and login checked now, not at the first connection.
+    let opts = connection_options(m)?;
     let broker = format!("{}:{}", opts.broker_address().0, opts.broker_address().1);
     let topics = Topics::new(&m.topic_prefix, &m.agent_id, m.topic_layout);
     let counters = status.counters.clone();
@@ -400,7 +394,7 @@ pub fn start(
         max_packet: m.max_packet_bytes,
     };
     let p = Publisher {
-        opts,
+        settings: m.clone(),
         broker,
         topics,
         status,
@@ -415,7 +409,7 @@ pub fn start(
 }
 
 struct Publisher {
-    opts: MqttOptions,
+    settings: MqttSettings,
     broker: String,
     topics: Topics,
     status: Arc<StatusBoard>,
@@ -440,7 +434,7 @@ const POISON_WINDOW: Duration = Duration::from_secs(10);
 /// State of one broker connection. A new connection starts from the oldest
 /// unacknowledged row, so nothing is lost (at-least-once; the IOC de-duplicates by id).
 struct Conn {
-    client: AsyncClient,
+    client: link::Client,
     /// Parts published, waiting for rumqttc to assign their packet ids (FIFO).
     unassigned: VecDeque<Part>,
     by_pkid: HashMap<u16, Part>,
@@ -459,6 +453,21 @@ struct Conn {
     careful_until: i64,
     /// When the last row was sent.
     last_send: Instant,
+    /// Largest packet sent: `mqtt.max_packet_bytes`, or the broker's
+    /// maximum from its CONNACK (MQTT 5) when smaller.
+    max_packet: usize,
+    /// Each row's alert topic, to name it when the broker refuses the row.
+    row_topics: HashMap<i64, String>,
+    /// A row the broker refused (MQTT 5 reason code): the connection ends,
+    /// the row stays in the outbox.
+    refused: Option<(i64, Refusal)>,
+}
+
+/// How a connection ended.
+enum Ended {
+    Lost(LinkError),
+    /// The broker refused this row; we disconnected cleanly.
+    Refused(i64, Refusal),
 }
 
 impl Conn {
@@ -490,9 +499,33 @@ impl Publisher {
         // times in a row.
         let mut poison: (i64, u32) = (0, 0);
         let mut careful_until: i64 = 0;
+        // `auto` speaks MQTT 5 until a broker shows it does not.
+        let mut version = match self.settings.protocol {
+            link::Protocol::V311 => Version::V311,
+            link::Protocol::Auto | link::Protocol::V5 => Version::V5,
+        };
+        // `auto`: 3.1.1 is being tried right after a version 5 CONNECT was
+        // refused; kept once it connects.
+        let mut trying_311 = false;
         self.refresh_depth();
         loop {
-            let (client, mut el) = AsyncClient::new(self.opts.clone(), 4 * WINDOW_ROWS + 16);
+            let opened = link::open(
+                &self.settings,
+                &self.status,
+                version,
+                4 * WINDOW_ROWS + 16,
+                (2 * WINDOW_ROWS + 8) as u16,
+            );
+            let (client, mut el) = match opened {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::error!(broker = %self.broker, error = %e, "cannot set up the MQTT connection");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(backoff.next_delay()) => continue,
+                    }
+                }
+            };
             // Connect.
             let connected = loop {
                 let ev = tokio::select! {
@@ -500,26 +533,58 @@ impl Publisher {
                     ev = el.poll() => ev,
                 };
                 match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => break Ok(()),
+                    Ok(LinkEvent::ConnAck { max_packet }) => break Ok(max_packet),
                     Ok(_) => continue,
                     Err(e) => break Err(e),
                 }
             };
-            if let Err(e) = connected {
-                let d = backoff.next_delay();
-                tracing::warn!(broker = %self.broker, error = %describe(&e), retry_in_ms = d.as_millis() as u64, "cannot connect to MQTT broker; retrying");
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(d) => continue,
+            let broker_max = match connected {
+                Ok(m) => m,
+                Err(e) => {
+                    if self.settings.protocol == link::Protocol::Auto
+                        && version == Version::V5
+                        && e.v5_unsupported()
+                    {
+                        tracing::debug!(broker = %self.broker, error = %e.describe(), "MQTT 5 CONNECT refused; trying 3.1.1");
+                        version = Version::V311;
+                        trying_311 = true;
+                        continue;
+                    }
+                    if std::mem::take(&mut trying_311) {
+                        // 3.1.1 failed too: the broker is away, not old.
+                        version = Version::V5;
+                    }
+                    let d = backoff.next_delay();
+                    tracing::warn!(broker = %self.broker, protocol = version.as_str(), error = %e.describe(), retry_in_ms = d.as_millis() as u64, "cannot connect to MQTT broker; retrying");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(d) => continue,
+                    }
                 }
+            };
+            if std::mem::take(&mut trying_311) {
+                tracing::warn!(broker = %self.broker,
+                    "the broker does not speak MQTT 5; using 3.1.1 — a message the broker refuses (its ACL, a size limit) is then acknowledged and dropped unseen (docs: Delivery)");
             }
+            self.status.set_protocol(version.as_str());
             backoff.reset();
             if ever_connected {
                 self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
             }
             ever_connected = true;
             self.refresh_depth();
-            tracing::info!(broker = %self.broker, outbox_rows = self.counters.outbox_rows.load(Ordering::Relaxed), "connected to MQTT broker");
+            let max_packet = match broker_max {
+                Some(b) if (b as usize) < self.max_packet => {
+                    tracing::warn!(
+                        broker_max_packet_bytes = b,
+                        max_packet_bytes = self.max_packet,
+                        "the broker takes packets up to {b} bytes, less than mqtt.max_packet_bytes: larger messages are quarantined, larger thumbnails left out; lower mqtt.max_packet_bytes to match"
+                    );
+                    b as usize
+                }
+                _ => self.max_packet,
+            };
+            tracing::info!(broker = %self.broker, protocol = version.as_str(), outbox_rows = self.counters.outbox_rows.load(Ordering::Relaxed), "connected to MQTT broker");
             let mut conn = Conn {
                 client,
                 unassigned: VecDeque::new(),
@@ -531,6 +596,9 @@ impl Publisher {
                 cursor: 0,
                 careful_until,
                 last_send: Instant::now(),
+                max_packet,
+                row_topics: HashMap::new(),
+                refused: None,
             };
             self.publish_status(&mut conn, self.status.online_json());
             let mut status_tick = tokio::time::interval(self.status_every);
@@ -538,18 +606,33 @@ impl Publisher {
             let mut flush_tick = tokio::time::interval(Duration::from_millis(20));
             status_tick.tick().await;
             stats_tick.tick().await;
-            let err = loop {
+            let ended = loop {
+                if let Some((id, r)) = conn.refused.take() {
+                    // Leave cleanly: a dropped connection would publish our
+                    // Last Will (offline) although the agent is fine.
+                    conn.client.try_disconnect();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                        while let Ok(ev) = el.poll().await {
+                            if let LinkEvent::DisconnectSent = ev {
+                                break;
+                            }
+                            self.on_event(&mut conn, ev).await;
+                        }
+                    })
+                    .await;
+                    break Ended::Refused(id, r);
+                }
                 if let Err(e) = self.fill(&mut conn).await {
                     tracing::error!(error = %e, "cannot read the outbox");
                 }
                 tokio::select! {
                                     _ = cancel.cancelled() => {
                                         self.publish_status(&mut conn, self.status.offline_json("shutdown"));
-                                        let _ = conn.client.try_disconnect();
+                                        conn.client.try_disconnect();
                                         // Let the last acks and the offline status through.
                                         let _ = tokio::time::timeout(Duration::from_secs(3), async {
                                             while let Ok(ev) = el.poll().await {
-                                                if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = ev { break; }
+                                                if let LinkEvent::DisconnectSent = ev { break; }
                                                 self.on_event(&mut conn, ev).await;
                                             }
                                         }).await;
@@ -567,13 +650,13 @@ impl Publisher {
                                         let stats = self.status.stats_json(self.stats_every);
                 // rumqttc reports every publish, QoS 0 included (packet id 0), in order:
                                         // keep the FIFO aligned.
-                                        if conn.client.try_publish(self.topics.stats(), QoS::AtMostOnce, false, stats).is_ok() {
+                                        if conn.client.try_publish(self.topics.stats(), false, false, stats) {
                                             conn.unassigned.push_back(Part::Status);
                                         }
                                     }
                                     ev = el.poll() => match ev {
                                         Ok(ev) => self.on_event(&mut conn, ev).await,
-                                        Err(e) => break e,
+                                        Err(e) => break Ended::Lost(e),
                                     }
                                 }
             };
@@ -583,11 +666,45 @@ impl Publisher {
             // again one at a time. A row alone in flight when the connection
             // drops right after it was sent is the suspect.
             careful_until = careful_until.max(conn.rows.keys().next_back().copied().unwrap_or(0));
+            let err = match ended {
+                Ended::Lost(e) => e,
+                Ended::Refused(id, r) => {
+                    careful_until = careful_until.max(id);
+                    self.status.set_refusal(&r.text);
+                    if r.not_authorized {
+                        // Every message on the topic would be refused: they
+                        // wait in the outbox for the ACL to be fixed.
+                        poison = (0, 0);
+                    } else {
+                        poison = if poison.0 == id {
+                            (id, poison.1 + 1)
+                        } else {
+                            (id, 1)
+                        };
+                        if poison.1 >= POISON_LIMIT {
+                            self.quarantine(
+                                id,
+                                &format!("refused {POISON_LIMIT} times by the broker: {}", r.text),
+                            )
+                            .await;
+                            poison = (0, 0);
+                        }
+                    }
+                    let d = backoff.next_delay();
+                    tracing::error!(broker = %self.broker, row = id, reason = %r.text, retry_in_ms = d.as_millis() as u64,
+                        "the broker refused a message; it stays in the outbox and is sent again");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(d) => {}
+                    }
+                    continue;
+                }
+            };
             match conn.rows.keys().next() {
                 Some(&only)
                     if conn.rows.len() == 1
                         && conn.last_send.elapsed() < POISON_WINDOW
-                        && !is_timeout(&err) =>
+                        && !err.is_timeout() =>
                 {
                     poison = if poison.0 == only {
                         (only, poison.1 + 1)
@@ -607,7 +724,7 @@ impl Publisher {
                 None => poison = (0, 0),
             }
             let d = backoff.next_delay();
-            tracing::warn!(broker = %self.broker, error = %describe(&err), in_flight = conn.rows.len(), retry_in_ms = d.as_millis() as u64,
+            tracing::warn!(broker = %self.broker, error = %err.describe(), in_flight = conn.rows.len(), retry_in_ms = d.as_millis() as u64,
                 "MQTT connection lost; unacknowledged alerts stay in the outbox");
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -619,8 +736,7 @@ impl Publisher {
     fn publish_status(&self, conn: &mut Conn, json: Vec<u8>) {
         if conn
             .client
-            .try_publish(self.topics.status(), QoS::AtLeastOnce, true, json)
-            .is_ok()
+            .try_publish(self.topics.status(), true, true, json)
         {
             conn.unassigned.push_back(Part::Status);
         }
@@ -663,27 +779,32 @@ impl Publisher {
                 // A packet larger than the limit can never go: the client
                 // would refuse it on every connection and hold back the rest.
                 let alert_size = r.payload.len() + r.topic.len() + 16;
-                if alert_size > self.max_packet {
+                if alert_size > conn.max_packet {
+                    let limit = if conn.max_packet < self.max_packet {
+                        format!(
+                            "the broker's maximum packet size {} (its CONNACK)",
+                            conn.max_packet
+                        )
+                    } else {
+                        format!("mqtt.max_packet_bytes {}", self.max_packet)
+                    };
                     self.quarantine(
                         r.id,
-                        &format!(
-                            "the message is {alert_size} bytes, over mqtt.max_packet_bytes {}",
-                            self.max_packet
-                        ),
+                        &format!("the message is {alert_size} bytes, over {limit}"),
                     )
                     .await;
                     conn.cursor = r.id;
                     continue;
                 }
                 if let (Some(t), Some(b)) = (&r.thumb_topic, &r.thumb)
-                    && b.len() + t.len() + 16 > self.max_packet
+                    && b.len() + t.len() + 16 > conn.max_packet
                 {
                     let n = self
                         .counters
                         .thumbnails_dropped
                         .fetch_add(1, Ordering::Relaxed)
                         + 1;
-                    tracing::warn!(event_id = %r.event_id, bytes = b.len(), max_packet_bytes = self.max_packet, thumbnails_dropped_total = n,
+                    tracing::warn!(event_id = %r.event_id, bytes = b.len(), max_packet_bytes = conn.max_packet, thumbnails_dropped_total = n,
                         "thumbnail left out: larger than one packet; the alert goes without it");
                     r.thumb = None;
                 }
@@ -693,13 +814,13 @@ impl Publisher {
                     .any(|w| w == UPDATE_MARK);
                 // The cursor moves only past rows whose every packet was queued;
                 // if the client's queue is full, the rest waits for the next fill.
-                if conn
+                if !conn
                     .client
-                    .try_publish(r.topic, QoS::AtLeastOnce, false, r.payload)
-                    .is_err()
+                    .try_publish(r.topic.clone(), true, false, r.payload)
                 {
                     return Ok(());
                 }
+                conn.row_topics.insert(r.id, r.topic);
                 conn.cursor = r.id;
                 conn.last_send = Instant::now();
                 if is_update {
@@ -708,11 +829,7 @@ impl Publisher {
                 conn.unassigned.push_back(Part::Row(r.id));
                 let mut parts = 1u8;
                 if let (Some(t), Some(b)) = (r.thumb_topic, r.thumb) {
-                    if conn
-                        .client
-                        .try_publish(t, QoS::AtLeastOnce, false, b)
-                        .is_err()
-                    {
+                    if !conn.client.try_publish(t, true, false, b) {
                         // The alert went out without its thumbnail: never delete
                         // this row on this connection; it is re-sent whole after
                         // the next reconnect.
@@ -729,21 +846,43 @@ impl Publisher {
         Ok(())
     }
 
-    async fn on_event(&self, conn: &mut Conn, ev: Event) {
+    async fn on_event(&self, conn: &mut Conn, ev: LinkEvent) {
         match ev {
-            Event::Outgoing(rumqttc::Outgoing::Publish(pkid)) => {
+            LinkEvent::Sent(pkid) => {
                 if let Some(p) = conn.unassigned.pop_front() {
                     conn.by_pkid.insert(pkid, p);
                 }
             }
-            Event::Incoming(Packet::PubAck(ack)) => {
+            LinkEvent::Acked {
+                pkid,
+                refused: Some(r),
+            } => {
+                // Not delivered: the row stays; the connection ends and the
+                // row goes again (alone) after the backoff.
+                let n = self.counters.refused.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Some(Part::Row(id)) = conn.by_pkid.remove(&pkid) {
+                    let topic = conn.row_topics.get(&id).cloned().unwrap_or_default();
+                    let r = link::for_topic(r, &topic);
+                    tracing::debug!(row = id, refused_total = n, reason = %r.text, "publish refused");
+                    if conn.refused.is_none() {
+                        conn.refused = Some((id, r));
+                    }
+                } else {
+                    tracing::warn!(refused_total = n, reason = %r.text, "the broker refused a status or stats message");
+                }
+            }
+            LinkEvent::Acked {
+                pkid,
+                refused: None,
+            } => {
                 self.counters.acked.fetch_add(1, Ordering::Relaxed);
-                if let Some(Part::Row(id)) = conn.by_pkid.remove(&ack.pkid)
+                if let Some(Part::Row(id)) = conn.by_pkid.remove(&pkid)
                     && let Some(left) = conn.rows.get_mut(&id)
                 {
                     *left -= 1;
                     if *left == 0 {
                         conn.rows.remove(&id);
+                        conn.row_topics.remove(&id);
                         if conn.incomplete.remove(&id) {
                             return;
                         }
@@ -784,7 +923,7 @@ impl Publisher {
 
 /// A connection lost to silence (no ping answer, a timeout) rather than
 /// closed by the broker: it says nothing about the message in flight.
-fn is_timeout(e: &rumqttc::ConnectionError) -> bool {
+pub(crate) fn is_timeout(e: &rumqttc::ConnectionError) -> bool {
     use rumqttc::{ConnectionError as E, StateError as S};
     match e {
         E::NetworkTimeout | E::FlushTimeout => true,

@@ -544,6 +544,16 @@ pub struct OutboxState {
     /// Thumbnails left out since start because they did not fit one packet.
     #[serde(default)]
     pub thumbnails_dropped: u64,
+    /// Publishes the broker refused since start with an MQTT 5 reason code
+    /// (PUBACK), never counted delivered: the message stays in the outbox
+    /// and goes again after a backoff; one refused three times in a row is
+    /// quarantined, except for "not authorized" (the broker's ACL), which
+    /// waits for the ACL to be fixed.
+    #[serde(default)]
+    pub refused: u64,
+    /// The last refusal in words, with its reason code and the fix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refusal: Option<String>,
 }
 
 /// Retained on `{prefix}/{agent_id}/status`; the Last Will sets it offline.
@@ -568,6 +578,10 @@ pub struct Status {
     /// Alerts dropped since start (outbox full or not storable).
     pub alerts_dropped: u64,
     pub outbox: OutboxState,
+    /// The MQTT version the publisher's connection speaks, `5` or `3.1.1`
+    /// (`mqtt.protocol`; `auto` falls back to 3.1.1 for a broker without 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_protocol: Option<String>,
     /// The key this agent signs evidence with (when evidence is on), so the
     /// IOC can pin it: `verify --key <public_key>`. Retained with the status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -617,6 +631,8 @@ pub struct StatusBoard {
     last_stats: Mutex<(std::time::Instant, BTreeMap<String, CameraStatus>, u64)>,
     pub counters: std::sync::Arc<super::PublishCounters>,
     signing_key: Mutex<Option<SigningKeyInfo>>,
+    /// The connection's MQTT version and the last refusal.
+    link: Mutex<(Option<&'static str>, Option<String>)>,
 }
 
 impl StatusBoard {
@@ -628,6 +644,7 @@ impl StatusBoard {
             last_stats: Mutex::new((std::time::Instant::now(), BTreeMap::new(), 0)),
             counters: Default::default(),
             signing_key: Mutex::new(None),
+            link: Mutex::new((None, None)),
         }
     }
 
@@ -670,8 +687,27 @@ impl StatusBoard {
         }
     }
 
+    fn link(&self) -> std::sync::MutexGuard<'_, (Option<&'static str>, Option<String>)> {
+        match self.link.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The MQTT version the publisher's connection speaks.
+    pub fn set_protocol(&self, v: &'static str) {
+        self.link().0 = Some(v);
+    }
+
+    /// A publish the broker refused, in words.
+    pub fn set_refusal(&self, text: &str) {
+        self.link().1 = Some(text.to_string());
+    }
+
     fn outbox(&self) -> OutboxState {
         OutboxState {
+            refused: self.counters.refused.load(Ordering::Relaxed),
+            last_refusal: self.link().1.clone(),
             rows: self.counters.outbox_rows.load(Ordering::Relaxed),
             bytes: self.counters.outbox_bytes.load(Ordering::Relaxed),
             dropped: self.counters.outbox_dropped.load(Ordering::Relaxed),
@@ -703,6 +739,7 @@ impl StatusBoard {
             alerts_published: self.counters.published.load(Ordering::Relaxed),
             alerts_dropped: self.counters.dropped.load(Ordering::Relaxed),
             outbox: self.outbox(),
+            mqtt_protocol: self.link().0.map(str::to_string),
             signing_key: self.signing_key(),
         };
         serde_json::to_vec(&msg).unwrap_or_default()

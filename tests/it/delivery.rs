@@ -612,17 +612,18 @@ fn a_message_over_the_packet_limit_is_quarantined_and_the_rest_flows() {
 }
 
 /// A broker that disconnects a client sending a packet over its own
-/// `max_packet_size` (mosquitto, any protocol version): the agent's limit
-/// is larger, so the message goes out, the connection drops, and it would
-/// be first again on every reconnect. After three such losses in a row it
-/// is quarantined and the rest is delivered.
+/// `max_packet_size` without saying so first (mosquitto over MQTT 3.1.1):
+/// the agent's limit is larger, so the message goes out, the connection
+/// drops, and it would be first again on every reconnect. After three such
+/// losses in a row it is quarantined and the rest is delivered.
 #[test]
 fn a_message_the_broker_refuses_is_quarantined_after_three_losses() {
     let broker = Broker::start_with("max_packet_size 20000\n");
     let sub = Subscriber::start(&broker, "ioc/v1/#");
     let data = tempfile::tempdir().unwrap();
     seed_outbox(data.path(), 40_000);
-    let agent = Agent::start(&config_head("ward-q", &broker, data.path()));
+    let agent =
+        Agent::start(&(config_head("ward-q", &broker, data.path()) + "protocol = \"3.1.1\"\n"));
     let (st, secs) = wait_quarantined(&sub, &agent, data.path());
     assert!(!delivered_ids(&sub).contains(&"BIG".to_string()));
     let log = agent.log_text();
@@ -633,5 +634,180 @@ fn a_message_the_broker_refuses_is_quarantined_after_three_losses() {
             .as_u64()
             .unwrap_or(log.matches("connected to MQTT broker").count() as u64),
         st["outbox"]
+    );
+}
+
+/// Rows for a broker that refuses them, as an earlier run would leave them.
+fn seed_rows(data: &Path, agent: &str, ids: &[&str]) {
+    use ioc_agent::store::{Limits, NewRow, Severity, Store};
+    let s = Store::open(
+        data,
+        Limits {
+            max_rows: 1000,
+            max_bytes: 1 << 30,
+        },
+    )
+    .unwrap();
+    for id in ids {
+        s.enqueue(&NewRow {
+            camera: "cam".into(),
+            event_id: (*id).into(),
+            severity: Severity::High,
+            topic: format!("ioc/v1/{agent}/events"),
+            payload: format!("{{\"id\":\"{id}\"}}").into_bytes(),
+            thumb_topic: None,
+            thumb: None,
+        })
+        .unwrap();
+    }
+}
+
+fn outbox_rows(data: &Path) -> i64 {
+    let db = rusqlite::Connection::open(data.join("agent.db")).unwrap();
+    db.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// A ward broker whose ACL does not let the agent publish its alerts (a
+/// typo in the ACL, a renamed agent). Over MQTT 3.1.1 mosquitto still
+/// acknowledges each publish and drops it: the agent deleted the rows and
+/// counted them delivered, and nobody knew. Over MQTT 5 the PUBACK says
+/// "not authorized" (0x87): the rows stay in the outbox, the refusals are
+/// counted and named in the status, and once the ACL is fixed (and the
+/// broker reloaded) every alert is delivered.
+#[test]
+fn alerts_the_broker_is_not_authorized_to_take_stay_in_the_outbox() {
+    let acl = tempfile::tempdir().unwrap();
+    let acl_file = acl.path().join("acl");
+    // Anonymous clients (the agent, the test's subscriber) may read all and
+    // write the status, not the events.
+    std::fs::write(
+        &acl_file,
+        "topic read ioc/#\ntopic readwrite ioc/v1/ward-acl/status\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(acl.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&acl_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut broker = Broker::start_with(&format!("acl_file {}\n", acl_file.display()));
+    let sub = Subscriber::start(&broker, "ioc/v1/#");
+    let data = tempfile::tempdir().unwrap();
+    let ids = ["ACL1", "ACL2", "ACL3", "ACL4"];
+    seed_rows(data.path(), "ward-acl", &ids);
+    let agent = Agent::start(&config_head("ward-acl", &broker, data.path()));
+    // Refused: nothing delivered, nothing counted delivered, nothing lost.
+    let t0 = Instant::now();
+    let st = loop {
+        let st = sub.latest_status().unwrap_or(Value::Null);
+        if st["outbox"]["refused"].as_u64().unwrap_or(0) >= 1 {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no refusal reported; status {st}; log:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let st = sub.latest_status().unwrap_or(st);
+    assert_eq!(delivered_ids(&sub), Vec::<String>::new());
+    assert_eq!(
+        st["alerts_published"], 0,
+        "refused alerts counted delivered: {st}"
+    );
+    assert_eq!(
+        outbox_rows(data.path()),
+        ids.len() as i64,
+        "refused alerts left the outbox"
+    );
+    assert_eq!(st["mqtt_protocol"], "5", "{st}");
+    let why = st["outbox"]["last_refusal"].as_str().unwrap_or("");
+    assert!(
+        why.contains("not authorized") && why.contains("ACL"),
+        "{st}"
+    );
+    let log = agent.log_text();
+    assert!(log.contains("not authorized"), "{log}");
+    // The ACL fixed and the broker reloaded: everything arrives.
+    std::fs::write(&acl_file, "topic readwrite ioc/#\n").unwrap();
+    let fixed = Instant::now();
+    broker.reload();
+    while delivered_ids(&sub).len() < ids.len() {
+        assert!(
+            fixed.elapsed() < Duration::from_secs(60),
+            "delivered {:?} after the fix; log:\n{}",
+            delivered_ids(&sub),
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let got = delivered_ids(&sub);
+    assert_eq!(got, ids, "order");
+    println!(
+        "ACL refusing the events topic: 0 of {} delivered, {} refusals counted, all kept; after the fix all {} delivered in {:.1} s",
+        ids.len(),
+        st["outbox"]["refused"],
+        got.len(),
+        fixed.elapsed().as_secs_f64()
+    );
+}
+
+/// The same broker over MQTT 5 states its maximum packet size in its
+/// CONNACK: the message over it is quarantined at once, naming the broker's
+/// limit, with no connection lost for it.
+#[test]
+fn a_message_over_the_brokers_stated_maximum_is_quarantined_at_once() {
+    let broker = Broker::start_with("max_packet_size 20000\n");
+    let sub = Subscriber::start(&broker, "ioc/v1/#");
+    let data = tempfile::tempdir().unwrap();
+    seed_outbox(data.path(), 40_000);
+    let agent = Agent::start(&config_head("ward-q", &broker, data.path()));
+    let (st, secs) = wait_quarantined(&sub, &agent, data.path());
+    assert!(!delivered_ids(&sub).contains(&"BIG".to_string()));
+    let log = agent.log_text();
+    assert!(
+        log.contains("the broker's maximum packet size 20000"),
+        "{log}"
+    );
+    assert!(!log.contains("MQTT connection lost"), "{log}");
+    assert_eq!(st["mqtt_protocol"], "5", "{st}");
+    println!(
+        "over the broker's stated maximum (MQTT 5 CONNACK, 20000): the rest delivered in {secs:.1} s with no reconnect, BIG quarantined; outbox {}",
+        st["outbox"]
+    );
+}
+
+/// A broker that speaks MQTT 3.1.1 only (NATS's MQTT listener refuses a
+/// version 5 CONNECT): `mqtt.protocol = "auto"` falls back to 3.1.1, says
+/// so once, and delivers everything; the status names the version.
+#[test]
+fn a_broker_without_mqtt_5_is_spoken_to_in_3_1_1() {
+    let nats = Nats::start();
+    let sub = Subscriber::start_on(nats.mqtt_port, "ioc/v1/#", None);
+    let data = tempfile::tempdir().unwrap();
+    let ids = ["N1", "N2", "N3"];
+    seed_rows(data.path(), "ward-nats", &ids);
+    let url = format!("mqtt://127.0.0.1:{}", nats.mqtt_port);
+    let cfg = config_head_url("ward-nats", &url, data.path());
+    let agent = Agent::start(&cfg);
+    let t0 = Instant::now();
+    while delivered_ids(&sub).len() < ids.len() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "delivered {:?}; log:\n{}",
+            delivered_ids(&sub),
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(delivered_ids(&sub), ids);
+    let log = agent.log_text();
+    assert_eq!(log.matches("does not speak MQTT 5").count(), 1, "{log}");
+    assert!(log.contains("protocol=\"3.1.1\""), "{log}");
+    println!(
+        "NATS (MQTT 3.1.1 only): fell back to 3.1.1, {} rows delivered in {:.1} s",
+        ids.len(),
+        t0.elapsed().as_secs_f64()
     );
 }

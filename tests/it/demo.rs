@@ -2,7 +2,7 @@
 //! build's agent, its own scratch and data folders. It must print a red
 //! light, a wrong-way and a crowd event, each followed by its evidence folder
 //! checked against the agent's key; the review page it names must list them
-//! with their clips; Ctrl-C must stop everything it started.
+//! with their clips; stopping it must stop everything it started.
 
 use crate::common;
 
@@ -16,6 +16,18 @@ use common::*;
 use serde_json::Value;
 
 const WANTED: &[&str] = &["traffic.red_light", "traffic.wrong_way", "order.crowd"];
+
+/// Stops the demo (SIGTERM: its trap stops what it started) if the test
+/// fails before it does.
+struct StopOnDrop(u32);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.to_string()])
+            .status();
+    }
+}
 
 #[test]
 fn the_demo_shows_violations_with_verified_evidence() {
@@ -32,6 +44,7 @@ fn the_demo_shows_violations_with_verified_evidence() {
         .stderr(std::fs::File::create(scratch.path().join("stderr.log")).unwrap())
         .spawn()
         .expect("run scripts/demo.sh");
+    let _guard = StopOnDrop(child.id());
     let (tx, rx) = mpsc::channel::<String>();
     let out = child.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -110,9 +123,11 @@ fn the_demo_shows_violations_with_verified_evidence() {
         assert!(e["place"]["name"].is_string(), "{e}");
     }
 
-    // Ctrl-C stops it: exit 0, and nothing it started is left listening.
+    // Stopping it (SIGTERM; Ctrl-C at a terminal is SIGINT, which a shell
+    // started in the background ignores, so a test cannot send it) ends
+    // everything it started: exit 0, nothing left running or listening.
     let pid = child.id().to_string();
-    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let stop = Instant::now();
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -132,6 +147,15 @@ fn the_demo_shows_violations_with_verified_evidence() {
         .unwrap();
     assert!(
         !wait_port(port, Duration::from_secs(2)),
-        "the agent still serves {url} after Ctrl-C"
+        "the agent still serves {url} after the demo stopped"
+    );
+    let left = Command::new("pgrep")
+        .args(["-af", &scratch.path().display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "still running after the demo stopped:\n{}",
+        String::from_utf8_lossy(&left.stdout)
     );
 }

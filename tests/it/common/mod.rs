@@ -220,6 +220,17 @@ impl Broker {
         *self = b.launched();
     }
 
+    /// SIGHUP: mosquitto reloads its config (ACL and password files).
+    pub fn reload(&mut self) {
+        let pid = self.proc.as_ref().expect("broker running").child.id();
+        let st = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
@@ -340,6 +351,11 @@ impl Agent {
 
 /// Config header shared by the tests: paths to the real runtime and models.
 pub fn config_head(agent_id: &str, broker: &Broker, data_dir: &Path) -> String {
+    config_head_url(agent_id, &broker.url(), data_dir)
+}
+
+/// As [`config_head`], for a broker at `url` that is not a [`Broker`].
+pub fn config_head_url(agent_id: &str, url: &str, data_dir: &Path) -> String {
     format!(
         r#"agent_id = "{agent_id}"
 data_dir = "{data}"
@@ -356,7 +372,6 @@ stats_interval_secs = 1
         manifests = root().join("models").display(),
         models = model_dir().display(),
         ort = ort_lib().display(),
-        url = broker.url(),
     )
 }
 
@@ -372,6 +387,51 @@ fn rand_suffix() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(0);
     h.finish() % 100000
+}
+
+/// A NATS server with JetStream and its MQTT listener (Debian's
+/// `nats-server`): a real broker that speaks MQTT 3.1.1 only.
+pub struct Nats {
+    pub mqtt_port: u16,
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        let dir = tempfile::tempdir().unwrap();
+        let (mqtt_port, client_port) = (free_port(), free_port());
+        let conf = dir.path().join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "server_name: t1\nlisten: 127.0.0.1:{client_port}\njetstream {{ store_dir: \"{}\" }}\nmqtt {{ listen: 127.0.0.1:{mqtt_port} }}\n",
+                dir.path().join("js").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("nats-server")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("nats.log")).unwrap())
+            .spawn()
+            .expect("start nats-server (Debian package nats-server; `make test` installs it)");
+        let proc = Proc {
+            child,
+            name: "nats-server",
+        };
+        assert!(
+            wait_port(mqtt_port, Duration::from_secs(15)),
+            "nats-server's MQTT listener did not start: {}",
+            std::fs::read_to_string(dir.path().join("nats.log")).unwrap_or_default()
+        );
+        Nats {
+            mqtt_port,
+            _proc: proc,
+            _dir: dir,
+        }
+    }
 }
 
 /// A real MQTT subscriber (separate client) recording every message.
