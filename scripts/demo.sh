@@ -41,11 +41,11 @@ PEOPLE=$(footage opencv4nodejs_people)
 
 # The wrong-way camera: the traffic clip mirrored left to right, so the near
 # lanes drive against their lawful direction (made once, a few seconds).
-MIRRORED=$DEMO/traffic-mirrored.mp4
+MIRRORED=$DEMO/traffic-flipped.mp4
 if [ ! -s "$MIRRORED" ] || [ "$MIRRORED" -ot "$TRAFFIC" ]; then
   echo "demo: making the mirrored clip for the wrong-way camera"
   gst-launch-1.0 -q filesrc location="$TRAFFIC" ! qtdemux ! h264parse ! avdec_h264 \
-    ! videoflip method=horizontal-flip ! videoconvert \
+    ! videoflip video-direction=horiz ! videoconvert \
     ! x264enc speed-preset=ultrafast key-int-max=24 bitrate=1500 ! h264parse \
     ! mp4mux ! filesink location="$MIRRORED.partial" > "$DEMO/mirror.log" 2>&1 \
     || { echo "demo: making $MIRRORED failed; see $DEMO/mirror.log"; exit 1; }

@@ -15,6 +15,7 @@ mod deploy;
 mod docs;
 mod doctor;
 mod evidence;
+mod example_configs;
 mod faults;
 mod http_access;
 mod k8s;

@@ -318,7 +318,14 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(config: &str) -> Agent {
+        Agent::start_in(config, |_| {})
+    }
+
+    /// As [`Agent::start`], with `prepare` given the config's folder first
+    /// (for files the config names relative to itself).
+    pub fn start_in(config: &str, prepare: impl FnOnce(&Path)) -> Agent {
         let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path());
         let cfg = dir.path().join("agent.toml");
         std::fs::write(&cfg, config).unwrap();
         let log = dir.path().join("agent.log");
