@@ -16,7 +16,7 @@ MODEL_MIRROR ?= $(CURDIR)/../shared/models
 MODEL_DIR := $(CURDIR)/data/models
 CARGO ?= cargo
 
-.PHONY: demo test setup system ort k8s-validate models build release lint bench clean deb deb-test systemd-test container-test docs mdbook deny cargo-deny fuzz
+.PHONY: demo test setup system ort k8s-validate contract-validators models build release lint bench clean deb deb-test systemd-test container-test docs mdbook deny cargo-deny fuzz
 
 demo: system ort release
 	$(call pull_models,target/release/ioc-agent)
@@ -91,7 +91,7 @@ systemd-test: deb
 container-test:
 	scripts/container-test.sh
 
-setup: system ort models k8s-validate
+setup: system ort models k8s-validate contract-validators
 
 system:
 	deploy/bootstrap.sh system
@@ -99,6 +99,11 @@ system:
 
 ort:
 	deploy/bootstrap.sh ort
+
+# Ajv (strict) and the AsyncAPI parser for tests/it/contract.rs (npm, pinned by
+# tests/contract/package-lock.json, into .tools/contract).
+contract-validators:
+	deploy/bootstrap.sh contract
 
 # The Kubernetes schema validator for tests/it/k8s.rs (a venv in .tools/).
 k8s-validate:

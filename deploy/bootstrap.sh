@@ -42,6 +42,10 @@ system() {
   for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
+  # Node for the contract validators: Debian's nodejs and npm, unless a Node
+  # with npm is already there (e.g. NodeSource's nodejs, which bundles npm and
+  # conflicts with Debian's npm package).
+  command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
   if [ ${#missing[@]} -eq 0 ]; then
     echo "bootstrap: system packages present"
     return
@@ -121,10 +125,31 @@ k8s() {
   echo "bootstrap: kubernetes-validate installed in $K8S_VENV"
 }
 
+# The contract validators (Ajv strict, the AsyncAPI parser) at the versions
+# tests/contract/package-lock.json pins, into .tools/contract; installed again
+# when the lock file changes. Install scripts are not run.
+CONTRACT_DIR=${CONTRACT_DIR:-$PWD/.tools/contract}
+contract() {
+  local want; want=$(sha256sum tests/contract/package-lock.json | cut -d' ' -f1)
+  if [ -d "$CONTRACT_DIR/node_modules/@asyncapi/parser" ] \
+     && [ "$(cat "$CONTRACT_DIR/.lock.sha256" 2>/dev/null)" = "$want" ]; then
+    echo "bootstrap: contract validators present in $CONTRACT_DIR"
+    return
+  fi
+  command -v npm >/dev/null || { echo "bootstrap: npm not found (deploy/bootstrap.sh system installs it)" >&2; exit 1; }
+  echo "bootstrap: installing the contract validators (tests/contract/package-lock.json) into $CONTRACT_DIR"
+  rm -rf "$CONTRACT_DIR"; mkdir -p "$CONTRACT_DIR"
+  cp tests/contract/package.json tests/contract/package-lock.json "$CONTRACT_DIR/"
+  local npm=(npm ci --prefix "$CONTRACT_DIR" --ignore-scripts --no-audit --no-fund --loglevel=error)
+  "${npm[@]}" || { sleep 3; "${npm[@]}"; } || { echo "bootstrap: npm ci failed for $CONTRACT_DIR" >&2; exit 1; }
+  echo "$want" > "$CONTRACT_DIR/.lock.sha256"
+}
+
 case "${1:-all}" in
   system) system ;;
   ort) ort ;;
   k8s) k8s ;;
-  all) system; ort; k8s ;;
-  *) echo "usage: $0 [system|ort|k8s|all]" >&2; exit 2 ;;
+  contract) contract ;;
+  all) system; ort; k8s; contract ;;
+  *) echo "usage: $0 [system|ort|k8s|contract|all]" >&2; exit 2 ;;
 esac

@@ -218,7 +218,7 @@ impl PublisherHandle {
         self.enqueue(row).await
     }
 
-    /// Commits an `ioc.event_update/v1` message (evidence sealed, review) on
+    /// Commits an `ioc.event_update/1` message (evidence sealed, review) on
     /// the topic of its event; delivered like an alert.
     pub async fn send_update(
         &self,

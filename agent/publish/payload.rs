@@ -100,7 +100,7 @@ pub struct Alert {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plate: Option<PlateInfo>,
     /// True when an evidence package (clip, pictures, signed manifest) is
-    /// being sealed for this event; an `ioc.event_update/v1` message with
+    /// being sealed for this event; an `ioc.event_update/1` message with
     /// `kind = "evidence"` follows on the same topic when it is done.
     #[serde(default)]
     pub evidence_pending: bool,
@@ -200,7 +200,7 @@ pub const MEASURED: &[&str] = &[
     "signal",
 ];
 
-pub const UPDATE_SCHEMA: &str = "ioc.event_update/v1";
+pub const UPDATE_SCHEMA: &str = "ioc.event_update/1";
 
 /// A plate reading.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -220,7 +220,7 @@ pub struct PlateInfo {
 /// evidence package (`kind = "evidence"`) or an officer's review (`kind = "review"`).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct EventUpdate {
-    /// Always `ioc.event_update/v1`.
+    /// Always `ioc.event_update/1`.
     pub schema: String,
     /// Unique id of this update (ULID).
     pub id: String,
@@ -811,14 +811,112 @@ fn round2(v: f64) -> f64 {
 
 /// JSON Schemas of every payload, by file name under `deploy/schema/`.
 pub fn schemas() -> Vec<(&'static str, String)> {
-    let pretty = |s: schemars::Schema| serde_json::to_string_pretty(&s).unwrap_or_default() + "\n";
+    let event_types: Vec<&str> = {
+        let mut seen = std::collections::BTreeSet::new();
+        crate::rules::KINDS
+            .iter()
+            .map(|k| k.event_type)
+            .filter(|t| seen.insert(*t))
+            .collect()
+    };
+    let pretty = |s: schemars::Schema, fixed: &[(&str, serde_json::Value)]| {
+        let mut v = s.to_value();
+        strict(&mut v);
+        for (prop, extra) in fixed {
+            if let Some(p) = v
+                .get_mut("properties")
+                .and_then(|p| p.get_mut(*prop))
+                .and_then(|p| p.as_object_mut())
+                && let Some(e) = extra.as_object()
+            {
+                p.remove("type");
+                p.extend(e.clone());
+            }
+        }
+        serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+    };
+    let c = |s: &str| serde_json::json!({"const": s});
+    let types = serde_json::json!({"type": "string", "enum": event_types});
     vec![
-        ("alert.schema.json", pretty(schemars::schema_for!(Alert))),
-        ("status.schema.json", pretty(schemars::schema_for!(Status))),
-        ("stats.schema.json", pretty(schemars::schema_for!(Stats))),
+        (
+            "alert.schema.json",
+            pretty(
+                schemars::schema_for!(Alert),
+                &[
+                    ("schema", c(ALERT_SCHEMA)),
+                    ("type", types.clone()),
+                    ("time_source", c("agent_clock")),
+                ],
+            ),
+        ),
+        (
+            "status.schema.json",
+            pretty(
+                schemars::schema_for!(Status),
+                &[
+                    ("schema", c(STATUS_SCHEMA)),
+                    (
+                        "state",
+                        serde_json::json!({"type": "string", "enum": ["online", "offline"]}),
+                    ),
+                ],
+            ),
+        ),
+        (
+            "stats.schema.json",
+            pretty(schemars::schema_for!(Stats), &[("schema", c(STATS_SCHEMA))]),
+        ),
         (
             "event_update.schema.json",
-            pretty(schemars::schema_for!(EventUpdate)),
+            pretty(
+                schemars::schema_for!(EventUpdate),
+                &[
+                    ("schema", c(UPDATE_SCHEMA)),
+                    ("type", types),
+                    (
+                        "kind",
+                        serde_json::json!({"type": "string", "enum": ["evidence", "review"]}),
+                    ),
+                ],
+            ),
         ),
     ]
+}
+
+/// JSON Schema as strict validators (Ajv's strict mode) and code generators
+/// take it: schemars' Rust-type formats (`uint32`, `double`, …) are not
+/// JSON Schema formats, so they go; an unsigned one leaves `minimum: 0`.
+fn strict(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            let rust_format = m.get("format").and_then(|f| f.as_str()).filter(|f| {
+                matches!(
+                    *f,
+                    "uint"
+                        | "uint8"
+                        | "uint16"
+                        | "uint32"
+                        | "uint64"
+                        | "int"
+                        | "int8"
+                        | "int16"
+                        | "int32"
+                        | "int64"
+                        | "float"
+                        | "double"
+                )
+            });
+            if let Some(f) = rust_format.map(str::to_string) {
+                m.remove("format");
+                if f.starts_with("uint") && !m.contains_key("minimum") {
+                    m.insert("minimum".into(), serde_json::json!(0));
+                }
+            }
+            for x in m.values_mut() {
+                strict(x);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(strict),
+        _ => {}
+    }
 }

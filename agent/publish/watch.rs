@@ -96,7 +96,7 @@ pub fn alert_line(payload: &[u8]) -> Option<String> {
     ))
 }
 
-/// One readable line for an `ioc.event_update/v1` message, or `None`.
+/// One readable line for an `ioc.event_update/1` message, or `None`.
 pub fn update_line(payload: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
     if v.get("schema")?.as_str()? != super::payload::UPDATE_SCHEMA {

@@ -453,7 +453,7 @@ mod tests {
         )
         .unwrap();
         let mut u = row(0, Severity::Low, 1);
-        u.payload = br#"{"schema":"ioc.event_update/v1"}"#.to_vec();
+        u.payload = br#"{"schema":"ioc.event_update/1"}"#.to_vec();
         s.enqueue(&u).unwrap();
         let (_, d1) = s.enqueue(&row(1, Severity::Low, 1)).unwrap();
         assert!(d1[0].update);

@@ -327,3 +327,152 @@ fn ward_bridge_forwards_to_central() {
     per_type.shutdown();
     per_ward.shutdown();
 }
+
+/// `node tests/contract/validate.cjs ARGS` with the pinned validators
+/// (`make test` installs them into .tools/contract): its exit status and
+/// output.
+fn node_validate(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let modules = root().join(".tools/contract/node_modules");
+    assert!(
+        modules.join("@asyncapi/parser").is_dir(),
+        "the contract validators are not installed: run `deploy/bootstrap.sh contract` (make test does)"
+    );
+    let out = std::process::Command::new("node")
+        .arg(root().join("tests/contract/validate.cjs"))
+        .args(args)
+        .env("NODE_PATH", &modules)
+        .output()
+        .expect("node (make test installs it)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// The AsyncAPI document as an integrator's tools read it: the real
+/// AsyncAPI parser (its rules, the referenced JSON Schemas), then every
+/// message example validated against its payload by Ajv in strict mode.
+#[test]
+fn the_asyncapi_document_passes_the_asyncapi_parser() {
+    let (_, versions) = node_validate(&["versions".as_ref()]);
+    println!("{}", versions.trim());
+    let doc = root().join("deploy/asyncapi.yaml");
+    let (ok, text) = node_validate(&["asyncapi".as_ref(), doc.as_os_str()]);
+    println!("{text}");
+    assert!(ok, "deploy/asyncapi.yaml:\n{text}");
+    for want in ["example alert/", "example eventUpdate/"] {
+        assert!(text.contains(want), "no {want} checked:\n{text}");
+    }
+    let raw = std::fs::read_to_string(&doc).unwrap();
+    for want in [
+        "schemaFormat:",
+        "securitySchemes:",
+        "type: X509",
+        "type: userPassword",
+    ] {
+        assert!(raw.contains(want), "asyncapi.yaml lacks {want}");
+    }
+}
+
+/// Every message kind the agent publishes — an alert, both event update
+/// kinds (evidence sealed, a review), the status and the stats — taken off a
+/// real broker from a real run, validated by Ajv in strict mode against the
+/// checked-in schemas (which must compile in strict mode: schemars' Rust
+/// formats such as `uint32` made Ajv throw).
+#[test]
+fn every_message_kind_passes_ajv_strict() {
+    let broker = Broker::start();
+    let sim = Sim::start(&[("traffic", &traffic_clip())]);
+    let sub = Subscriber::start(&broker, "ioc/v1/#");
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let token = "contract-token-0123456789";
+    let cfg = config_head("ward-contract", &broker, data.path())
+        + &format!(
+            r#"
+[[models]]
+name = "yolox_nano"
+
+[evidence]
+pre_secs = 1.0
+post_secs = 1.0
+
+[http]
+listen = "127.0.0.1:{port}"
+token = "{token}"
+
+[[cameras]]
+id = "traffic"
+url = "{}"
+[cameras.place]
+name = "Ngã tư thử nghiệm"
+lat = 21.0
+lon = 105.8
+ward = {{ code = "00070", name = "Phường Hoàn Kiếm" }}
+[[cameras.lines]]
+name = "mid"
+points = [[0.5, 0.3], [0.5, 1.0]]
+[[cameras.rules]]
+name = "crossing"
+kind = "line_cross"
+line = "mid"
+classes = ["car", "truck", "bus"]
+"#,
+            sim.url("traffic")
+        );
+    let agent = Agent::start(&cfg);
+    let sealed = sub
+        .wait_for(Duration::from_secs(90), |m| {
+            serde_json::from_slice::<Value>(&m.payload).is_ok_and(|v| v["kind"] == "evidence")
+        })
+        .unwrap_or_else(|| panic!("no evidence sealed:\n{}", agent.log_text()));
+    let event_id = serde_json::from_slice::<Value>(&sealed.payload).unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = ureq::post(&format!(
+        "http://127.0.0.1:{port}/api/events/{event_id}/review"
+    ))
+    .set("Authorization", &format!("Bearer {token}"))
+    .set("Content-Type", "application/json")
+    .send_string(r#"{"status": "confirmed", "note": "đúng vi phạm"}"#)
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let review = sub
+        .wait_for(Duration::from_secs(20), |m| {
+            serde_json::from_slice::<Value>(&m.payload).is_ok_and(|v| v["kind"] == "review")
+        })
+        .expect("review update");
+    let stats = sub
+        .wait_for(Duration::from_secs(20), |m| m.topic.ends_with("/stats"))
+        .expect("stats");
+    let status = sub
+        .wait_for(Duration::from_secs(20), |m| m.topic.ends_with("/status"))
+        .expect("status");
+    let alert = sub
+        .all()
+        .into_iter()
+        .find(|m| {
+            serde_json::from_slice::<Value>(&m.payload).is_ok_and(|v| v["id"] == event_id.as_str())
+        })
+        .expect("the sealed event's alert");
+    let dir = tempfile::tempdir().unwrap();
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["schemas".into(), root().join("deploy/schema").into()];
+    for (kind, name, msg) in [
+        ("alert", "alert.json", &alert),
+        ("event_update", "evidence.json", &sealed),
+        ("event_update", "review.json", &review),
+        ("status", "status.json", &status),
+        ("stats", "stats.json", &stats),
+    ] {
+        let f = dir.path().join(name);
+        std::fs::write(&f, &msg.payload).unwrap();
+        args.push(format!("{kind}={}", f.display()).into());
+    }
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let (ok, text) = node_validate(&refs);
+    println!("{text}");
+    assert!(ok, "Ajv strict:\n{text}");
+    assert_eq!(text.matches("(strict)").count(), 4, "{text}");
+    assert_eq!(text.matches("valid ").count(), 5, "{text}");
+}

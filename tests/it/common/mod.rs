@@ -551,9 +551,9 @@ impl Subscriber {
         self.events("ioc.alert/1")
     }
 
-    /// `ioc.event_update/v1` messages (evidence sealed, reviews) received so far.
+    /// `ioc.event_update/1` messages (evidence sealed, reviews) received so far.
     pub fn updates(&self) -> Vec<serde_json::Value> {
-        self.events("ioc.event_update/v1")
+        self.events("ioc.event_update/1")
     }
 
     fn events(&self, schema: &str) -> Vec<serde_json::Value> {
