@@ -469,6 +469,8 @@ struct ListQuery {
     kind: Option<String>,
     since: Option<String>,
     until: Option<String>,
+    status: Option<String>,
+    place: Option<String>,
     limit: Option<usize>,
 }
 
@@ -517,8 +519,18 @@ async fn list_events(
         kind: nonempty(q.kind),
         since: nonempty(q.since),
         until: nonempty(q.until),
+        status: nonempty(q.status),
+        place: nonempty(q.place),
         limit: q.limit.unwrap_or(200),
     };
+    if let Some(st) = &query.status
+        && !["pending", "confirmed", "rejected"].contains(&st.as_str())
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("status '{st}' is not one of pending, confirmed, rejected"),
+        );
+    }
     let store = match s.evidence() {
         Ok(ev) => ev.store().clone(),
         Err(r) => return *r,

@@ -104,6 +104,10 @@ pub struct EvidenceQuery {
     pub kind: Option<String>,
     pub since: Option<String>,
     pub until: Option<String>,
+    /// `pending` (no review yet), `confirmed` or `rejected`.
+    pub status: Option<String>,
+    /// Text the camera's place (name, address, units) contains.
+    pub place: Option<String>,
     pub limit: usize,
 }
 
@@ -195,12 +199,22 @@ impl Store {
             "SELECT {COLUMNS} FROM evidence
              WHERE (?1 IS NULL OR camera = ?1) AND (?2 IS NULL OR kind = ?2)
                AND (?3 IS NULL OR time >= ?3) AND (?4 IS NULL OR time <= ?4)
+               AND (?6 IS NULL OR COALESCE(review_status, 'pending') = ?6)
+               AND (?7 IS NULL OR instr(lower(COALESCE(place, '')), lower(?7)) > 0)
              ORDER BY time DESC, event_id DESC LIMIT ?5"
         ))?;
         let limit = if q.limit == 0 { 200 } else { q.limit.min(5000) };
         let rows = st
             .query_map(
-                params![q.camera, q.kind, q.since, q.until, limit as i64],
+                params![
+                    q.camera,
+                    q.kind,
+                    q.since,
+                    q.until,
+                    limit as i64,
+                    q.status,
+                    q.place
+                ],
                 row_of,
             )?
             .collect::<Result<Vec<_>, _>>()?;

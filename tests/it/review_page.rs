@@ -362,13 +362,16 @@ fn the_type_filter_is_the_rule_table() {
     let port = free_port();
     let cfg = config_head("ward-types", &broker, data.path())
         + &format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\n");
-    let _agent = Agent::start(&cfg);
     let mut want: Vec<(String, String, String)> = Vec::new();
     for k in ioc_agent::rules::KINDS {
         if !want.iter().any(|w| w.0 == k.event_type) {
             want.push((k.event_type.into(), k.vi.into(), k.en.into()));
         }
     }
+    // One indexed event of every type, each at its own place; the first
+    // confirmed, the second rejected, the rest pending.
+    let ids = seed_one_per_type(data.path(), &want);
+    let _agent = Agent::start(&cfg);
     let profile = tempfile::tempdir().unwrap();
     let d = Driver::start(profile.path());
     d.goto(&format!("http://127.0.0.1:{port}/review"));
@@ -400,8 +403,119 @@ fn the_type_filter_is_the_rule_table() {
         en, want_en,
         "the type filter (English) is not the rule table"
     );
+    // Logged in, filtering by each type lists that type's event only.
+    let token = d.wait_find("#token", Duration::from_secs(20));
+    d.type_in(&token, TOKEN);
+    d.click(&d.wait_find("#login", Duration::from_secs(5)));
+    let shown = |d: &Driver, what: &str, want: &[&str]| {
+        let start = Instant::now();
+        loop {
+            let v = d.script(
+                "return [...document.querySelectorAll('#events li[data-id]')].map(li => li.dataset.id)",
+            );
+            let got: Vec<String> = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_string())
+                .collect();
+            let mut sorted = got.clone();
+            sorted.sort();
+            let mut w: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+            w.sort();
+            if sorted == w {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "filter {what}: listed {got:?}, want {want:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let set = |d: &Driver, id: &str, value: &str| {
+        d.script(&format!(
+            "const e = document.getElementById('{id}'); e.value = {}; e.dispatchEvent(new Event('change'));",
+            serde_json::to_string(value).unwrap()
+        ));
+    };
+    shown(
+        &d,
+        "none",
+        &ids.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+    );
+    for (i, w) in want.iter().enumerate() {
+        set(&d, "f-type", &w.0);
+        shown(&d, &w.0, &[&ids[i]]);
+    }
+    set(&d, "f-type", "");
+    // By review status.
+    set(&d, "f-status", "confirmed");
+    shown(&d, "confirmed", &[&ids[0]]);
+    set(&d, "f-status", "rejected");
+    shown(&d, "rejected", &[&ids[1]]);
+    set(&d, "f-status", "pending");
+    shown(
+        &d,
+        "pending",
+        &ids[2..].iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+    );
+    set(&d, "f-status", "");
+    // By place: part of its name, any case.
+    let place = d.wait_find("#f-place", Duration::from_secs(5));
+    d.type_in(&place, "NÚT GIAO 07".to_lowercase().as_str());
+    d.click(&d.wait_find("#refresh", Duration::from_secs(5)));
+    shown(&d, "place", &[&ids[7]]);
     println!(
-        "type filter: {} event types, named as the alerts name them",
+        "type filter: {} event types, named as the alerts name them; filtering by each type, by status and by place lists exactly its events",
         want.len()
     );
+}
+
+/// One evidence-index row per event type; their ids, in `types` order.
+fn seed_one_per_type(data: &std::path::Path, types: &[(String, String, String)]) -> Vec<String> {
+    use ioc_agent::store::evidence::{EvidenceRow, Review};
+    use ioc_agent::store::{Limits, Store};
+    let store = Store::open(
+        data,
+        Limits {
+            max_rows: 1000,
+            max_bytes: 1 << 26,
+        },
+    )
+    .unwrap();
+    let mut ids = Vec::new();
+    for (i, (kind, _, _)) in types.iter().enumerate() {
+        let id = format!("01HTYPES{i:018}");
+        let review = match i {
+            0 => Some("confirmed"),
+            1 => Some("rejected"),
+            _ => None,
+        };
+        store
+            .evidence_insert(&EvidenceRow {
+                event_id: id.clone(),
+                camera: "cam".into(),
+                kind: kind.clone(),
+                rule: format!("rule {i}"),
+                time: format!("2026-12-01T08:{i:02}:00Z"),
+                severity: "normal".into(),
+                bytes: 10,
+                held: false,
+                plate: None,
+                review: review.map(|s| Review {
+                    status: s.into(),
+                    note: String::new(),
+                    at: "2026-12-01T09:00:00Z".into(),
+                    reviewer: "officer".into(),
+                }),
+                files: vec![],
+                objects: serde_json::json!([]),
+                place: serde_json::json!({"name": format!("Nút giao {i:02}")}),
+                measured: serde_json::json!({}),
+            })
+            .unwrap();
+        ids.push(id);
+    }
+    ids
 }
