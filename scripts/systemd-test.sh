@@ -252,7 +252,9 @@ state=
 for _ in $(seq 300); do
   state=$(timeout 60 nsenter --target "$LEADER" --mount --pid --root --wd -- /usr/bin/env -i PATH=/usr/bin:/bin \
     systemctl is-system-running --wait 2>&1 || true)
-  case "$state" in *"Failed to connect to bus"*|"") sleep 0.2 ;; *) break ;; esac
+  # `offline`: PID 1 is systemd but /run/systemd/system is not there yet
+  # (the clean-clone run of 194648f caught it that early and skipped).
+  case "$state" in *"Failed to connect to bus"*|""|offline) sleep 0.2 ;; *) break ;; esac
   kill -0 "$NSPAWN_PID" 2>/dev/null || break
 done
 T_BOOTED=$(now)
