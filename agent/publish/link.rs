@@ -171,32 +171,16 @@ impl LinkError {
         match self {
             LinkError::V4(e) => super::describe(e),
             LinkError::V5(e) => {
+                use super::Failure;
                 use rumqttc::v5::ConnectionError as E;
-                match e {
-                    E::ConnectionRefused(code) => format!(
-                        "broker refused the connection ({code:?}) — check mqtt.username and the password"
-                    ),
-                    E::Tls(t) => format!(
-                        "TLS: {t} — check mqtt.ca_file, mqtt.cert_file/key_file and that the broker's certificate names this host"
-                    ),
+                super::words(match e {
+                    E::ConnectionRefused(code) => Failure::Refused(format!("{code:?}")),
+                    E::Tls(t) => Failure::Tls(t.to_string()),
                     E::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-                        "connection refused — is the broker running and the port right?".into()
+                        Failure::PortClosed
                     }
-                    other => {
-                        let msg = other.to_string();
-                        if msg.contains("CertificateRequired") {
-                            format!(
-                                "TLS: the broker requires a client certificate ({msg}) — set mqtt.cert_file and mqtt.key_file"
-                            )
-                        } else if msg.contains("fatal alert") {
-                            format!(
-                                "TLS: the broker rejected the handshake ({msg}) — check the client certificate and mqtt.ca_file"
-                            )
-                        } else {
-                            msg
-                        }
-                    }
-                }
+                    other => Failure::Other(other.to_string()),
+                })
             }
         }
     }

@@ -937,18 +937,37 @@ pub(crate) fn is_timeout(e: &rumqttc::ConnectionError) -> bool {
 /// A connection error in words an installer can act on.
 pub(crate) fn describe(e: &rumqttc::ConnectionError) -> String {
     use rumqttc::ConnectionError as E;
-    match e {
-        E::ConnectionRefused(code) => format!(
-            "broker refused the connection ({code:?}) — check mqtt.username and the password"
-        ),
-        E::Tls(t) => format!(
+    words(match e {
+        E::ConnectionRefused(code) => Failure::Refused(format!("{code:?}")),
+        E::Tls(t) => Failure::Tls(t.to_string()),
+        E::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => Failure::PortClosed,
+        other => Failure::Other(other.to_string()),
+    })
+}
+
+/// What a failed connection comes to, the same for both MQTT versions.
+pub(crate) enum Failure {
+    /// The broker answered the CONNECT with this refusal code.
+    Refused(String),
+    Tls(String),
+    /// Nothing listens on the port.
+    PortClosed,
+    Other(String),
+}
+
+/// A [`Failure`] in words an installer can act on.
+pub(crate) fn words(f: Failure) -> String {
+    match f {
+        Failure::Refused(code) => {
+            format!("broker refused the connection ({code}) — check mqtt.username and the password")
+        }
+        Failure::Tls(t) => format!(
             "TLS: {t} — check mqtt.ca_file, mqtt.cert_file/key_file and that the broker's certificate names this host"
         ),
-        E::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+        Failure::PortClosed => {
             "connection refused — is the broker running and the port right?".into()
         }
-        other => {
-            let msg = other.to_string();
+        Failure::Other(msg) => {
             if msg.contains("CertificateRequired") {
                 format!(
                     "TLS: the broker requires a client certificate ({msg}) — set mqtt.cert_file and mqtt.key_file"
