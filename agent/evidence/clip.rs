@@ -1,8 +1,8 @@
-//! MP4 clips muxed from the original bitstream (no decode, no re-encode):
-//! appsrc (Annex B access units) → h264parse/h265parse → mp4mux → filesink.
-//! The parser only repackages start codes as length prefixes and moves the
-//! parameter sets into the sample description; coded slices stay byte-identical.
-//! A clip is written under a `.part` name and renamed when complete.
+//! The codec description of a clip, from GStreamer: appsrc (the first Annex
+//! B access unit) → h264parse/h265parse → mp4mux (fragmented) → filesink.
+//! The parser reads the parameter sets into the sample description
+//! (avcC/hvcC, picture size); the samples themselves are written by
+//! [`super::fmp4`], byte for byte the camera's.
 
 use std::path::Path;
 use std::time::Duration;
@@ -22,54 +22,16 @@ pub enum ClipError {
     Empty,
 }
 
-/// What was written.
-#[derive(Debug, Clone)]
-pub struct ClipInfo {
-    pub frames: usize,
-    /// From the first frame's presentation to the end of the last one.
-    pub duration_ns: u64,
-    pub bytes: u64,
-    /// Presentation time of the first frame on the session clock.
-    pub start_pts_ns: u64,
-}
-
-/// Decode timestamps for frames in decode order with presentation times
-/// `pts`: the sorted presentation times, so DTS rises monotonically, and a
-/// shift that keeps every DTS at or before its PTS when B-frames reorder.
-fn timestamps(pts: &[u64]) -> (Vec<u64>, Vec<u64>, u64) {
-    let mut sorted = pts.to_vec();
-    sorted.sort_unstable();
-    let base = sorted.first().copied().unwrap_or(0);
-    let shift = pts
-        .iter()
-        .zip(&sorted)
-        .map(|(p, s)| s.saturating_sub(*p))
-        .max()
-        .unwrap_or(0);
-    let out_pts = pts.iter().map(|p| p - base + shift).collect();
-    let out_dts = sorted.iter().map(|s| s - base).collect();
-    (out_pts, out_dts, shift)
-}
-
-/// Typical frame interval of the span (median of presentation deltas).
-fn frame_interval(pts: &[u64]) -> u64 {
-    let mut sorted = pts.to_vec();
-    sorted.sort_unstable();
-    let mut d: Vec<u64> = sorted
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .filter(|d| *d > 0)
-        .collect();
-    d.sort_unstable();
-    d.get(d.len() / 2).copied().unwrap_or(40_000_000)
-}
-
-/// Writes `span` to `dest` (via `dest.part`, then rename).
-pub fn write_mp4(span: &Span, dest: &Path) -> Result<ClipInfo, ClipError> {
-    if span.frames.is_empty() {
+/// The `ftyp` + `moov` (fragmented, no samples) that GStreamer's parser and
+/// muxer write for the span's codec and parameter sets: the parser builds the
+/// codec description (avcC/hvcC, size) from the first frame. Written through
+/// `scratch` (a `.part` file, removed).
+pub fn fragmented_header(span: &Span, scratch: &Path) -> Result<Vec<u8>, ClipError> {
+    let Some(first) = span.frames.first() else {
         return Err(ClipError::Empty);
-    }
-    let part = dest.with_extension("mp4.part");
+    };
+    let dest = scratch;
+    let part = dest.with_extension("hdr.part");
     let err = |m: String| ClipError::Write {
         path: dest.display().to_string(),
         message: m,
@@ -85,11 +47,9 @@ pub fn write_mp4(span: &Span, dest: &Path) -> Result<ClipInfo, ClipError> {
             "h265parse",
         ),
     };
-    let pts: Vec<u64> = span.frames.iter().map(|f| f.pts_ns).collect();
-    let (out_pts, out_dts, _) = timestamps(&pts);
-    let interval = frame_interval(&pts);
     let desc = format!(
-        "appsrc name=src format=time caps={caps} ! {parser} ! mp4mux name=mux ! filesink name=sink"
+        "appsrc name=src format=time caps={caps} ! {parser} ! mp4mux name=mux fragment-duration=3600000 streamable=true trak-timescale={} ! filesink name=sink",
+        super::fmp4::TIMESCALE
     );
     let pipeline = gst::parse::launch(&desc)
         .map_err(|e| err(e.to_string()))?
@@ -109,26 +69,21 @@ pub fn write_mp4(span: &Span, dest: &Path) -> Result<ClipInfo, ClipError> {
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| err(e.to_string()))?;
-        for (i, f) in span.frames.iter().enumerate() {
-            // The first frame carries the parameter sets (SPS/PPS/VPS) if the
-            // camera sent them only with an earlier keyframe.
-            let data = if i == 0 && super::ring::parameter_sets(span.codec, &f.data).is_empty() {
-                [span.params.as_slice(), f.data.as_slice()].concat()
-            } else {
-                f.data.clone()
-            };
-            let mut b = gst::Buffer::from_slice(data);
-            {
-                let bm = b.get_mut().ok_or_else(|| err("buffer".into()))?;
-                bm.set_pts(gst::ClockTime::from_nseconds(out_pts[i]));
-                bm.set_dts(gst::ClockTime::from_nseconds(out_dts[i]));
-                bm.set_duration(gst::ClockTime::from_nseconds(interval));
-                if !f.keyframe {
-                    bm.set_flags(gst::BufferFlags::DELTA_UNIT);
-                }
-            }
-            src.push_buffer(b).map_err(|e| err(format!("{e:?}")))?;
+        // The first frame, with the parameter sets (SPS/PPS/VPS) if the
+        // camera sent them only with an earlier keyframe.
+        let data = if super::ring::parameter_sets(span.codec, &first.data).is_empty() {
+            [span.params.as_slice(), first.data.as_slice()].concat()
+        } else {
+            first.data.clone()
+        };
+        let mut b = gst::Buffer::from_slice(data);
+        {
+            let bm = b.get_mut().ok_or_else(|| err("buffer".into()))?;
+            bm.set_pts(gst::ClockTime::ZERO);
+            bm.set_dts(gst::ClockTime::ZERO);
+            bm.set_duration(gst::ClockTime::from_mseconds(40));
         }
+        src.push_buffer(b).map_err(|e| err(format!("{e:?}")))?;
         src.end_of_stream().map_err(|e| err(format!("{e:?}")))?;
         let bus = pipeline.bus().ok_or_else(|| err("no bus".into()))?;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -160,35 +115,8 @@ pub fn write_mp4(span: &Span, dest: &Path) -> Result<ClipInfo, ClipError> {
         let _ = std::fs::remove_file(&part);
         return Err(e);
     }
-    let file = std::fs::File::open(&part).map_err(|e| err(e.to_string()))?;
-    file.sync_all().map_err(|e| err(e.to_string()))?;
-    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-    std::fs::rename(&part, dest).map_err(|e| err(e.to_string()))?;
-    let first = pts.iter().min().copied().unwrap_or(0);
-    let last = pts.iter().max().copied().unwrap_or(0);
-    Ok(ClipInfo {
-        frames: span.frames.len(),
-        duration_ns: last - first + interval,
-        bytes,
-        start_pts_ns: first,
-    })
+    let bytes = std::fs::read(&part).map_err(|e| err(e.to_string()));
+    let _ = std::fs::remove_file(&part);
+    bytes
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decode_times_rise_and_never_pass_presentation() {
-        // I P B B P B B (presentation order 0 3 1 2 6 4 5)
-        let pts: Vec<u64> = [0, 3, 1, 2, 6, 4, 5].iter().map(|p| p * 40).collect();
-        let (p, d, shift) = timestamps(&pts);
-        assert!(d.windows(2).all(|w| w[0] < w[1]));
-        assert!(p.iter().zip(&d).all(|(p, d)| d <= p));
-        assert_eq!(shift, 40);
-        assert_eq!(frame_interval(&pts), 40);
-        // No reordering: no shift.
-        let (p, d, shift) = timestamps(&[100, 140, 180]);
-        assert_eq!((p, d, shift), (vec![0, 40, 80], vec![0, 40, 80], 0));
-    }
-}

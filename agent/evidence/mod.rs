@@ -1,7 +1,9 @@
 //! Evidence a traffic police officer can act on. Per event, a folder
 //! `<evidence dir>/<event_id>/` with:
-//! - `clip.mp4`: from the keyframe at or before `pre_secs` before the event to
-//!   `post_secs` after it, muxed from the camera's own bitstream (`ring`, `clip`);
+//! - `clip-init.mp4` + `clip-NNN.m4s`: from the keyframe at or before
+//!   `pre_secs` before the event to `post_secs` after it, the camera's own
+//!   bitstream as fragmented MP4 (`ring`, `fmp4`, `clip`); segments shared
+//!   with overlapping events are hard links to one stored copy;
 //! - `overview.jpg`: the decision frame, annotated, camera and time burned in;
 //! - `closeup.jpg`: the object at the best-quality frame of its track;
 //! - `event.json`: the alert, with the plate reading (`plates`, `plate`);
@@ -23,6 +25,7 @@
 mod best;
 pub mod camera;
 pub mod clip;
+pub mod fmp4;
 pub mod config;
 pub mod font;
 mod package;
@@ -49,7 +52,7 @@ use config::EvidenceConfig;
 use ring::GopRing;
 
 pub use best::{BestShots, PlateBook, PlateTrack};
-pub use package::{Sealed, seal_package};
+pub use package::{CLIP_INIT, Pictures, Sealed, seal_package, segment_name};
 pub use picture::{
     Jpeg, annotate, burn_text, crop_rgb, encode_jpeg, frame_to_rgb, overview, rgb_to_frame,
     thumbnail, thumbnail_within,
@@ -77,6 +80,9 @@ pub struct EvidenceCounters {
     pub pending: AtomicU64,
     /// Packages not built because `evidence.max_pending` were waiting.
     pub dropped: AtomicU64,
+    /// Clip segments hard-linked from an earlier event's copy, and their bytes.
+    pub segments_shared: AtomicU64,
+    pub bytes_shared: AtomicU64,
 }
 
 /// What the analyze loop hands over for one event.
@@ -104,6 +110,8 @@ pub struct Evidence {
     publisher: PublisherHandle,
     pub counters: EvidenceCounters,
     busy: tokio::sync::Semaphore,
+    /// Clip segments already stored, shared by the next overlapping event.
+    segments: Arc<fmp4::SharedSegments>,
 }
 
 pub fn lock_ring(r: &Mutex<GopRing>) -> std::sync::MutexGuard<'_, GopRing> {
@@ -151,6 +159,7 @@ impl Evidence {
             publisher,
             counters: EvidenceCounters::default(),
             busy: tokio::sync::Semaphore::new(4),
+            segments: Arc::default(),
         });
         ev.enforce_retention();
         Ok(ev)

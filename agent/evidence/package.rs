@@ -13,7 +13,9 @@ use crate::publish::payload::{
 };
 use crate::store::evidence::{EvidenceRow, PlateRow};
 
-use super::{Evidence, Package, clip, lock_ring, ring, safe_name, sign};
+use sha2::Digest;
+
+use super::{Evidence, Package, fmp4, lock_ring, ring, safe_name, sign};
 
 impl Evidence {
     /// Waits for the clip, seals the package, indexes it, tells the back
@@ -30,6 +32,7 @@ impl Evidence {
         let agent_id = self.agent_id.clone();
         let alert = pkg.alert.clone();
         let (overview, closeup, plate_crop) = (pkg.overview, pkg.closeup, pkg.plate_crop);
+        let segments = self.segments.clone();
         let sealed = tokio::task::spawn_blocking(move || {
             seal_package(
                 &dir,
@@ -38,14 +41,23 @@ impl Evidence {
                 &alert,
                 span.as_ref(),
                 event_pts,
-                overview,
-                closeup,
-                plate_crop,
+                Pictures {
+                    overview,
+                    closeup,
+                    plate_crop,
+                },
+                &segments,
             )
         })
         .await
         .map_err(|e| e.to_string())??;
         self.counters.sealed.fetch_add(1, Ordering::Relaxed);
+        {
+            let c = &self.counters;
+            c.segments_shared
+                .fetch_add(sealed.shared.0, Ordering::Relaxed);
+            c.bytes_shared.fetch_add(sealed.shared.1, Ordering::Relaxed);
+        }
         let a = &pkg.alert;
         let row = index_row(a, &sealed);
         let store = self.store.clone();
@@ -85,13 +97,19 @@ impl Evidence {
                             event_pts = seg.pts_at_wall(pkg.event_wall).unwrap_or(0);
                         }
                         let want_end = event_pts + post;
-                        let done = seg.latest_pts().is_some_and(|p| p >= want_end);
-                        if done || seg.ended || Instant::now() > deadline {
-                            let mut span = seg.span(
+                        let arrived = seg.latest_pts().is_some_and(|p| p >= want_end);
+                        let mut span = None;
+                        if arrived || seg.ended || Instant::now() > deadline {
+                            span = seg.span(
                                 event_pts.saturating_sub(pre),
                                 want_end,
                                 event_pts.saturating_sub(reach),
                             );
+                        }
+                        // Up to the end of the last chunk (shared with the next
+                        // event), unless the stream ended or it takes too long.
+                        let complete = span.as_ref().is_some_and(|s| s.complete);
+                        if arrived && complete || seg.ended || Instant::now() > deadline {
                             tracing::debug!(
                                 event_pts,
                                 ring_first = seg.first_pts().unwrap_or(0),
@@ -186,9 +204,26 @@ fn index_row(a: &Alert, sealed: &Sealed) -> EvidenceRow {
 pub struct Sealed {
     pub manifest: sign::Manifest,
     pub manifest_sha256: String,
+    /// Bytes this package added to the disk (segments it shares with an
+    /// earlier event are counted there, once).
     pub bytes: u64,
     pub clip: Option<ClipSummary>,
+    /// Clip segments hard-linked from an earlier event's copy, and their bytes.
+    pub shared: (u64, u64),
 }
+
+/// The pictures of a package.
+pub struct Pictures {
+    pub overview: Option<Vec<u8>>,
+    pub closeup: Option<Vec<u8>>,
+    pub plate_crop: Option<Vec<u8>>,
+}
+
+/// The name of the clip's `n`th media segment.
+pub fn segment_name(n: usize) -> String {
+    format!("clip-{:03}.m4s", n + 1)
+}
+pub const CLIP_INIT: &str = "clip-init.mp4";
 
 /// Writes every file into `.tmp-<id>`, seals it and renames it to `<id>`.
 #[allow(clippy::too_many_arguments)]
@@ -199,9 +234,8 @@ pub fn seal_package(
     alert: &Alert,
     span: Option<&ring::Span>,
     event_pts_ns: u64,
-    overview: Option<Vec<u8>>,
-    closeup: Option<Vec<u8>>,
-    plate_crop: Option<Vec<u8>>,
+    pictures: Pictures,
+    segments: &fmp4::SharedSegments,
 ) -> Result<Sealed, String> {
     if !safe_name(&alert.id) {
         return Err(format!("event id '{}' is not a safe folder name", alert.id));
@@ -212,23 +246,61 @@ pub fn seal_package(
     let _ = std::fs::remove_dir_all(&tmp);
     private_dir(&tmp).map_err(|e| io("create folder", e))?;
     let result = (|| {
-        let mut files: Vec<&str> = Vec::new();
+        let mut files: Vec<String> = Vec::new();
         let mut clip_summary = None;
+        let mut clip_range = None;
+        let mut shared = (0u64, 0u64);
         if let Some(span) = span {
-            match clip::write_mp4(span, &tmp.join("clip.mp4")) {
-                Ok(info) => {
-                    files.push("clip.mp4");
+            match fmp4::chunked(span, &tmp.join("clip")) {
+                Ok(c) => {
+                    sign::write_atomic(&tmp.join(CLIP_INIT), &c.init)
+                        .map_err(|e| io(CLIP_INIT, e))?;
+                    files.push(CLIP_INIT.into());
+                    let mut names = Vec::new();
+                    for (n, seg) in c.segments.iter().enumerate() {
+                        let name = segment_name(n);
+                        let sha = hex::encode(sha2::Sha256::digest(seg));
+                        let written = segments
+                            .place(&sha, seg, &tmp.join(&name))
+                            .map_err(|e| io(&name, e))?;
+                        if !written {
+                            shared.0 += 1;
+                            shared.1 += seg.len() as u64;
+                        }
+                        files.push(name.clone());
+                        names.push(name);
+                    }
+                    let first_wall = span.frames.first().map(|f| f.wall).unwrap_or(SystemTime::UNIX_EPOCH);
+                    let at = |ns: u64| first_wall + Duration::from_nanos(ns);
                     clip_summary = Some(ClipSummary {
-                        frames: info.frames,
-                        duration_secs: info.duration_ns as f64 / 1e9,
-                        pre_secs: event_pts_ns.saturating_sub(info.start_pts_ns) as f64 / 1e9,
+                        frames: c.frames,
+                        duration_secs: c.duration_ns as f64 / 1e9,
+                        pre_secs: event_pts_ns.saturating_sub(c.start_pts_ns) as f64 / 1e9,
                         pre_truncated: span.pre_truncated,
+                        starts_on_keyframe: span.starts_on_keyframe,
+                        segments: c.segments.len(),
+                        shared_segments: shared.0 as usize,
+                    });
+                    clip_range = Some(sign::ClipRange {
+                        init: CLIP_INIT.into(),
+                        segments: names,
+                        frames: c.frames,
+                        start: rfc3339(at(0)),
+                        end: rfc3339(at(c.duration_ns)),
+                        duration_secs: c.duration_ns as f64 / 1e9,
+                        event_offset_secs: event_pts_ns.saturating_sub(c.start_pts_ns) as f64
+                            / 1e9,
                         starts_on_keyframe: span.starts_on_keyframe,
                     });
                 }
                 Err(e) => warn!(event_id = %alert.id, error = %e, "clip not written"),
             }
         }
+        let Pictures {
+            overview,
+            closeup,
+            plate_crop,
+        } = pictures;
         for (name, bytes) in [
             ("overview.jpg", overview),
             ("closeup.jpg", closeup),
@@ -236,15 +308,16 @@ pub fn seal_package(
         ] {
             if let Some(b) = bytes {
                 sign::write_atomic(&tmp.join(name), &b).map_err(|e| io(name, e))?;
-                files.push(name);
+                files.push(name.into());
             }
         }
         let json = serde_json::to_vec_pretty(alert).map_err(|e| e.to_string())?;
         sign::write_atomic(&tmp.join("event.json"), &json).map_err(|e| io("event.json", e))?;
-        files.push("event.json");
+        files.push("event.json".into());
+        let names: Vec<&str> = files.iter().map(String::as_str).collect();
         let manifest = sign::seal(
             &tmp,
-            &files,
+            &names,
             sign::Manifest {
                 schema: sign::MANIFEST_SCHEMA.into(),
                 event_id: alert.id.clone(),
@@ -255,6 +328,7 @@ pub fn seal_package(
                 time_source: alert.time_source.clone(),
                 sealed_at: rfc3339(SystemTime::now()),
                 files: Vec::new(),
+                clip: clip_range,
                 public_key: String::new(),
                 key_id: String::new(),
             },
@@ -263,12 +337,14 @@ pub fn seal_package(
         .map_err(|e| e.to_string())?;
         let (mbytes, msha) =
             sign::hash_file(&tmp.join(sign::MANIFEST)).map_err(|e| io("manifest", e))?;
-        let bytes = manifest.files.iter().map(|f| f.bytes).sum::<u64>() + mbytes + 128;
+        let bytes = manifest.files.iter().map(|f| f.bytes).sum::<u64>() + mbytes + 128 - shared.1;
         restrict_files(&tmp).map_err(|e| io("set permissions", e))?;
         if let Ok(d) = std::fs::File::open(&tmp) {
             let _ = d.sync_all();
         }
-        std::fs::rename(&tmp, &fin).map_err(|e| io("rename folder", e))?;
+        segments
+            .rename_folder(&tmp, &fin)
+            .map_err(|e| io("rename folder", e))?;
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
@@ -277,6 +353,7 @@ pub fn seal_package(
             manifest_sha256: msha,
             bytes,
             clip: clip_summary,
+            shared,
         })
     })();
     if result.is_err() {

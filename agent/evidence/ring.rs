@@ -69,7 +69,7 @@ pub fn parameter_sets(codec: Codec, au: &[u8]) -> Vec<u8> {
 }
 
 /// (start, end) of each NAL unit's bytes after its start code.
-fn nal_ranges(au: &[u8]) -> Vec<(usize, usize)> {
+pub(super) fn nal_ranges(au: &[u8]) -> Vec<(usize, usize)> {
     let mut starts = Vec::new();
     let mut i = 0;
     while i + 3 <= au.len() {
@@ -105,6 +105,10 @@ pub struct Span {
     pub starts_on_keyframe: bool,
     /// Parameter sets to put before the first frame when it lacks them.
     pub params: Vec<u8>,
+    /// The span ends where a chunk of the recording ends (the ring holds the
+    /// frame that starts the next one), so its last segment is the same for
+    /// every event that shares it.
+    pub complete: bool,
 }
 
 impl GopRing {
@@ -313,6 +317,7 @@ impl SegmentView<'_> {
     ///    the clip does not start on a keyframe.
     pub fn span(&self, from_ns: u64, to_ns: u64, earliest_ns: u64) -> Option<Span> {
         let frames = &self.seg.frames;
+        let starts = super::fmp4::chunk_starts(frames.iter().map(|f| f.as_ref()));
         let oldest = frames.front()?.pts_ns;
         let key_at = |i: usize| frames[i].keyframe && self.clean_start(i);
         let (start, on_key, pre_truncated) = if let Some(i) = (0..frames.len())
@@ -326,9 +331,18 @@ impl SegmentView<'_> {
             (i, true, true)
         } else {
             let want = from_ns.max(earliest_ns);
-            let i = (0..frames.len())
+            let mut i = (0..frames.len())
                 .find(|&i| frames[i].pts_ns >= want)
                 .unwrap_or(0);
+            // Start where a chunk of the recording starts (at most one chunk
+            // later), so the clip shares its segments with its neighbours.
+            if i > 0
+                && let Some(j) = (i..frames.len())
+                    .take_while(|&j| frames[j].pts_ns <= to_ns)
+                    .find(|&j| starts[j])
+            {
+                i = j;
+            }
             (i, false, oldest > from_ns)
         };
         // In decode order, the clip ends at the last frame that presents by `to_ns`
@@ -340,6 +354,12 @@ impl SegmentView<'_> {
             .filter(|(_, f)| f.pts_ns <= to_ns)
             .map(|(i, _)| i)
             .next_back()?;
+        // ... and runs on to the end of its chunk.
+        let mut end = end;
+        while end + 1 < frames.len() && !starts[end + 1] {
+            end += 1;
+        }
+        let complete = end + 1 < frames.len();
         let out: Vec<_> = frames.range(start..=end).cloned().collect();
         (!out.is_empty()).then_some(Span {
             frames: out,
@@ -347,6 +367,7 @@ impl SegmentView<'_> {
             pre_truncated,
             starts_on_keyframe: on_key,
             params: self.seg.params.clone(),
+            complete,
         })
     }
 }

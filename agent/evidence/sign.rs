@@ -50,6 +50,9 @@ pub struct Manifest {
     /// When the folder was sealed, RFC 3339 UTC.
     pub sealed_at: String,
     pub files: Vec<FileEntry>,
+    /// The clip: which files make it, in order, and the time range it covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<ClipRange>,
     /// Hex Ed25519 public key that signed this manifest. Informative only:
     /// `verify` trusts the keys it is given, never this one.
     pub public_key: String,
@@ -58,6 +61,24 @@ pub struct Manifest {
     /// Empty in manifests written before key ids.
     #[serde(default)]
     pub key_id: String,
+}
+
+/// The clip of a package: its init segment and media segments (each also in
+/// `files` with its sha256; segments may be hard links shared with
+/// overlapping events), and the time range this event's clip covers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClipRange {
+    pub init: String,
+    pub segments: Vec<String>,
+    pub frames: usize,
+    /// Arrival time of the first frame, RFC 3339 UTC.
+    pub start: String,
+    /// `start` + `duration_secs`.
+    pub end: String,
+    pub duration_secs: f64,
+    /// Where the event lies in the clip, seconds from its start.
+    pub event_offset_secs: f64,
+    pub starts_on_keyframe: bool,
 }
 
 /// What signs evidence: the agent's own key, or the signer process
@@ -550,6 +571,7 @@ mod tests {
             time_source: "agent_clock".into(),
             sealed_at: "2026-11-22T00:00:01Z".into(),
             files: vec![],
+            clip: None,
             public_key: String::new(),
             key_id: String::new(),
         };

@@ -513,6 +513,18 @@ fn evidence_store(o: &mut Out, ev: &Evidence) {
                 "Packages sealed without a clip (no video in the ring).",
                 load(&c.clips_missing),
             ),
+            (
+                "ioc_evidence_segments_shared_total",
+                "counter",
+                "Clip segments hard-linked from an overlapping event's stored copy instead of written again.",
+                load(&c.segments_shared),
+            ),
+            (
+                "ioc_evidence_bytes_shared_total",
+                "counter",
+                "Bytes of clip segments shared with an overlapping event (not written again).",
+                load(&c.bytes_shared),
+            ),
         ],
     );
 }

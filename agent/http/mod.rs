@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod limit;
 pub mod metrics;
+mod clip;
 mod record;
 pub mod serve;
 pub mod setup;
@@ -35,7 +36,17 @@ use crate::evidence::{Evidence, safe_name};
 use crate::publish::payload::{EventUpdate, ReviewInfo, UPDATE_SCHEMA};
 use crate::store::evidence::{EvidenceQuery, EvidenceRow};
 
-/// Files of an evidence folder that may be served.
+/// A clip's own files: `clip-init.mp4` and `clip-NNN.m4s`.
+fn clip_part(name: &str) -> bool {
+    name == crate::evidence::CLIP_INIT
+        || name
+            .strip_prefix("clip-")
+            .and_then(|n| n.strip_suffix(".m4s"))
+            .is_some_and(|n| n.len() >= 3 && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Files of an evidence folder that may be served (`clip.mp4` is made from
+/// the clip's segments when the folder has them).
 pub const SERVED_FILES: &[&str] = &[
     "clip.mp4",
     "overview.jpg",
@@ -494,7 +505,9 @@ fn event_json(r: &EvidenceRow) -> serde_json::Value {
         "files": {
             "overview": file("overview.jpg"),
             "closeup": file("closeup.jpg"),
-            "clip": file("clip.mp4"),
+            "clip": file("clip.mp4").or_else(|| {
+                file(crate::evidence::CLIP_INIT).map(|_| format!("/evidence/{}/clip.mp4", r.event_id))
+            }),
             "plate": file("plate.jpg"),
             "manifest": file("manifest.json"),
         },
@@ -721,7 +734,7 @@ async fn evidence_file(
     }
     // Only `<ulid>/<known name>`: nothing else can be named, so no `..`,
     // encoded or not, ever reaches the file system.
-    if !safe_name(&id) || !SERVED_FILES.contains(&file.as_str()) {
+    if !safe_name(&id) || !(SERVED_FILES.contains(&file.as_str()) || clip_part(&file)) {
         return error(StatusCode::NOT_FOUND, "no such evidence file");
     }
     let ev = match s.evidence() {
@@ -732,6 +745,9 @@ async fn evidence_file(
         return error(StatusCode::NOT_FOUND, "no such evidence file");
     };
     let path = dir.join(&file);
+    if file == "clip.mp4" && !path.is_file() {
+        return clip::serve(&dir, req.headers()).await;
+    }
     if !path.is_file() {
         return error(StatusCode::NOT_FOUND, "no such evidence file");
     }

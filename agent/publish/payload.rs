@@ -283,6 +283,12 @@ pub struct ClipSummary {
     /// point in it.
     #[serde(default = "yes")]
     pub starts_on_keyframe: bool,
+    /// Media segments of the clip (`clip-NNN.m4s`), and how many of them are
+    /// one stored copy shared with an earlier, overlapping event.
+    #[serde(default)]
+    pub segments: usize,
+    #[serde(default)]
+    pub shared_segments: usize,
 }
 
 fn yes() -> bool {

@@ -444,6 +444,7 @@ fn verify_needs_a_pinned_key_and_refuses_a_resigned_folder() {
         time_source: "agent_clock".into(),
         sealed_at: "2026-12-01T10:00:01Z".into(),
         files: vec![],
+        clip: None,
         public_key: String::new(),
         key_id: String::new(),
     };
@@ -525,6 +526,7 @@ fn key_rotation_keeps_old_evidence_verifiable() {
         time_source: "agent_clock".into(),
         sealed_at: "2026-12-01T10:00:01Z".into(),
         files: vec![],
+        clip: None,
         public_key: String::new(),
         key_id: String::new(),
     };

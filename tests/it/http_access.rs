@@ -53,6 +53,7 @@ fn seed(data: &Path) {
                 time_source: "agent_clock".into(),
                 sealed_at: time.clone(),
                 files: vec![],
+                clip: None,
                 public_key: String::new(),
                 key_id: String::new(),
             },

@@ -619,9 +619,33 @@ fn a_corrupted_bitstream_is_counted_and_the_camera_goes_on() {
     );
 }
 
+/// Bytes of the clip files (`clip*`) under `dir`, each stored file (inode)
+/// counted once however many folders link it; and how many links share.
+fn clip_bytes_on_disk(dir: &std::path::Path) -> (u64, u64, usize) {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashMap::new();
+    let mut linked = 0;
+    let mut files = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
+            if !f.file_name().to_string_lossy().starts_with("clip") {
+                continue;
+            }
+            let Ok(m) = f.metadata() else { continue };
+            files += 1;
+            linked += m.len();
+            seen.insert((m.dev(), m.ino()), m.len());
+        }
+    }
+    (seen.values().sum(), linked, files)
+}
+
 /// A camera with one keyframe every 20 s (the footage's length), evidence
 /// on with the defaults: clips stay within `max_clip_secs` (30) however far
-/// back the keyframe is; RSS and evidence bytes are printed.
+/// back the keyframe is, and overlapping clips share their segments: the
+/// clip bytes stored stay within the video the camera sent (one copy), where
+/// each event storing its own clip wrote 131 MB for 11 MB of video. RSS and
+/// evidence bytes are printed.
 #[test]
 fn a_camera_with_a_20_s_gop_keeps_clips_within_the_cap() {
     let dir = tempfile::tempdir().unwrap();
@@ -635,7 +659,8 @@ fn a_camera_with_a_20_s_gop_keeps_clips_within_the_cap() {
             "bitrate=1500",
         ],
     );
-    let (port, _stats) = FakeCamera {
+    let mean_au = aus.iter().map(|a| a.len()).sum::<usize>() as f64 / aus.len() as f64;
+    let (port, stats) = FakeCamera {
         aus,
         fps: 24,
         ..FakeCamera::default()
@@ -656,8 +681,10 @@ fn a_camera_with_a_20_s_gop_keeps_clips_within_the_cap() {
             rss_at_20 = r;
         }
     }
+    let sent = stats.frames.load(Ordering::Relaxed) as f64 * mean_au;
     std::thread::sleep(Duration::from_secs(4));
     let evidence = dir_bytes(&data.path().join("evidence"));
+    let (stored, linked, clip_files) = clip_bytes_on_disk(&data.path().join("evidence"));
     let updates = sub.updates();
     let clips: Vec<&Value> = updates
         .iter()
@@ -679,9 +706,25 @@ fn a_camera_with_a_20_s_gop_keeps_clips_within_the_cap() {
         rss_at_20 as f64 / 1e6,
         peak as f64 / 1e6
     );
+    let shared: u64 = clips
+        .iter()
+        .map(|c| c["shared_segments"].as_u64().unwrap_or(0))
+        .sum();
+    println!(
+        "clips: {:.1} MB stored for {:.1} MB of video sent; {:.1} MB as the folders list them ({clip_files} files, {shared} segments shared)",
+        stored as f64 / 1e6,
+        sent / 1e6,
+        linked as f64 / 1e6
+    );
     assert!(!clips.is_empty(), "no clip:\n{}", agent.log_text());
     assert!(
         longest <= 30.5,
         "a clip is {longest:.1} s, over max_clip_secs 30"
+    );
+    assert!(
+        (stored as f64) <= 1.25 * sent,
+        "{:.1} MB of clips stored for {:.1} MB of video: overlapping events keep their own copies",
+        stored as f64 / 1e6,
+        sent / 1e6
     );
 }

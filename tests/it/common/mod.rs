@@ -608,6 +608,70 @@ pub struct Au {
 }
 
 /// Demuxes an MP4 into access units (qtdemux → parser → byte-stream, au).
+/// An evidence folder's clip as one MP4 file for [`access_units`]:
+/// `clip-init.mp4` and the segments its manifest lists, concatenated (what
+/// `/evidence/<id>/clip.mp4` serves) but without the init's edit list and
+/// durations — GStreamer 1.22's qtdemux misreads them in a fragmented file
+/// (it skips the first seconds and drops frames past the duration counted
+/// from zero; ffmpeg, so Chromium, reads them right), and these tests
+/// compare the bitstream, not the timeline. Or the folder's `clip.mp4`.
+/// The clip exactly as `/evidence/<id>/clip.mp4` serves it: the init and
+/// the segments the manifest lists, concatenated.
+pub fn clip_bytes(folder: &Path) -> Vec<u8> {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("manifest.json")).unwrap()).unwrap();
+    let clip = &m["clip"];
+    let mut bytes = std::fs::read(folder.join(clip["init"].as_str().unwrap())).unwrap();
+    for s in clip["segments"].as_array().unwrap() {
+        bytes.extend(std::fs::read(folder.join(s.as_str().unwrap())).unwrap());
+    }
+    bytes
+}
+
+pub fn clip_of(folder: &Path) -> std::path::PathBuf {
+    let whole = folder.join("clip.mp4");
+    if whole.is_file() {
+        return whole;
+    }
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("manifest.json")).unwrap()).unwrap();
+    let clip = &m["clip"];
+    let mut bytes = without_edit_list(std::fs::read(folder.join(clip["init"].as_str().unwrap())).unwrap());
+    for s in clip["segments"].as_array().unwrap() {
+        bytes.extend(std::fs::read(folder.join(s.as_str().unwrap())).unwrap());
+    }
+    let name = folder.file_name().unwrap().to_string_lossy();
+    let out = std::env::temp_dir().join(format!("ioc-test-clip-{name}.mp4"));
+    std::fs::write(&out, bytes).unwrap();
+    out
+}
+
+/// An MP4 header as GStreamer's qtdemux reads a fragmented file right:
+/// without the edit list and the fragments' total duration (`edts`,
+/// `mehd`; sizes fixed) and with no movie duration.
+fn without_edit_list(mut b: Vec<u8>) -> Vec<u8> {
+    let find = |b: &[u8], k: &[u8]| b.windows(4).position(|w| w == k).map(|i| i - 4);
+    let size = |b: &[u8], i: usize| u32::from_be_bytes(b[i..i + 4].try_into().unwrap());
+    for (gone, parents) in [
+        (b"edts", [b"moov", b"trak"]),
+        (b"mehd", [b"moov", b"mvex"]),
+    ] {
+        let Some(at) = find(&b, gone) else { continue };
+        let n = size(&b, at);
+        b.drain(at..at + n as usize);
+        for k in parents {
+            let i = find(&b, k).unwrap();
+            let new = size(&b, i) - n;
+            b[i..i + 4].copy_from_slice(&new.to_be_bytes());
+        }
+    }
+    if let Some(i) = find(&b, b"mvhd") {
+        let (at, n) = if b[i + 8] == 1 { (i + 32, 8) } else { (i + 24, 4) };
+        b[at..at + n].fill(0);
+    }
+    b
+}
+
 pub fn access_units(path: &Path) -> Vec<Au> {
     use gstreamer as gst;
     use gstreamer::prelude::*;
