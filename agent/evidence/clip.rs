@@ -119,4 +119,3 @@ pub fn fragmented_header(span: &Span, scratch: &Path) -> Result<Vec<u8>, ClipErr
     let _ = std::fs::remove_file(&part);
     bytes
 }
-

@@ -32,8 +32,9 @@ pub fn chunk_starts<'a>(frames: impl IntoIterator<Item = &'a RingFrame>) -> Vec<
     let mut out = Vec::new();
     let mut max = 0u64;
     for f in frames {
-        let start =
-            out.is_empty() || f.keyframe || (f.pts_ns > max && f.pts_ns / CHUNK_NS != max / CHUNK_NS);
+        let start = out.is_empty()
+            || f.keyframe
+            || (f.pts_ns > max && f.pts_ns / CHUNK_NS != max / CHUNK_NS);
         if start {
             max = f.pts_ns;
         } else {
@@ -141,7 +142,12 @@ pub fn media_segment(frames: &[Arc<RingFrame>], track_id: u32) -> Vec<u8> {
         t.extend_from_slice(&flags.to_be_bytes());
         t.extend_from_slice(&(cto as i32).to_be_bytes());
     }
-    let trun = full(b"trun", 1, 0x000001 | 0x000100 | 0x000200 | 0x000400 | 0x000800, &t);
+    let trun = full(
+        b"trun",
+        1,
+        0x000001 | 0x000100 | 0x000200 | 0x000400 | 0x000800,
+        &t,
+    );
     let traf = bx(b"traf", &[tfhd, tfdt, trun].concat());
     let moof = bx(b"moof", &[mfhd, traf].concat());
     debug_assert_eq!(moof.len(), moof_len);
@@ -212,7 +218,8 @@ pub fn finish_init(
                 if b[8] == 1 {
                     b[32..40].copy_from_slice(&movie_dur.to_be_bytes());
                 } else {
-                    b[24..28].copy_from_slice(&(movie_dur.min(u32::MAX as u64) as u32).to_be_bytes());
+                    b[24..28]
+                        .copy_from_slice(&(movie_dur.min(u32::MAX as u64) as u32).to_be_bytes());
                 }
             }
             b"trak" => {
@@ -303,11 +310,10 @@ pub fn chunked(span: &Span, scratch: &std::path::Path) -> Result<Chunked, super:
     let start = pts.iter().min().copied().unwrap_or(0);
     let end = pts.iter().max().copied().unwrap_or(0) + frame_interval(&pts);
     let muxed = super::clip::fragmented_header(span, scratch)?;
-    let (init, track) =
-        finish_init(&muxed, start, end - start).map_err(|m| ClipError::Write {
-            path: "clip-init.mp4".into(),
-            message: m,
-        })?;
+    let (init, track) = finish_init(&muxed, start, end - start).map_err(|m| ClipError::Write {
+        path: "clip-init.mp4".into(),
+        message: m,
+    })?;
     let segments = chunk_ranges(&span.frames)
         .into_iter()
         .map(|r| media_segment(&span.frames[r], track))
@@ -326,7 +332,9 @@ pub fn chunked(span: &Span, scratch: &std::path::Path) -> Result<Chunked, super:
 /// memory: after a restart the first event writes its segments again.
 #[derive(Default)]
 pub struct SharedSegments {
-    known: std::sync::Mutex<std::collections::HashMap<String, (std::path::PathBuf, std::time::Instant)>>,
+    known: std::sync::Mutex<
+        std::collections::HashMap<String, (std::path::PathBuf, std::time::Instant)>,
+    >,
 }
 
 /// Entries older than this are forgotten (no clip reaches that far back).
@@ -335,8 +343,10 @@ const KEEP_KNOWN: std::time::Duration = std::time::Duration::from_secs(600);
 impl SharedSegments {
     fn lock(
         &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (std::path::PathBuf, std::time::Instant)>>
-    {
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<String, (std::path::PathBuf, std::time::Instant)>,
+    > {
         match self.known.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -366,7 +376,11 @@ impl SharedSegments {
     /// Renames the folder `from` to `to` (sealing it) and points the
     /// segments stored in it at their new place, under the lock so no other
     /// package looks for them in between. Forgets entries past [`KEEP_KNOWN`].
-    pub fn rename_folder(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    pub fn rename_folder(
+        &self,
+        from: &std::path::Path,
+        to: &std::path::Path,
+    ) -> std::io::Result<()> {
         let now = std::time::Instant::now();
         let mut k = self.lock();
         std::fs::rename(from, to)?;
@@ -399,7 +413,10 @@ mod tests {
         // 25 fps, keyframe at 0 and 3 s: chunks 0–2 s, 2–3 s, 3–4 s, 4–5 s.
         let frames: Vec<_> = (0..125).map(|i| f(i * 40, i % 75 == 0, 1)).collect();
         let r = chunk_ranges(&frames);
-        let starts: Vec<u64> = r.iter().map(|r| frames[r.start].pts_ns / 1_000_000).collect();
+        let starts: Vec<u64> = r
+            .iter()
+            .map(|r| frames[r.start].pts_ns / 1_000_000)
+            .collect();
         assert_eq!(starts, vec![0, 2000, 3000, 4000]);
         assert_eq!(r.last().map(|r| r.end), Some(125));
     }
@@ -423,7 +440,9 @@ mod tests {
 
     #[test]
     fn a_segment_depends_only_on_its_frames() {
-        let frames: Vec<_> = (0..50).map(|i| f(10_000 + i * 40, i == 0, i as u8 + 1)).collect();
+        let frames: Vec<_> = (0..50)
+            .map(|i| f(10_000 + i * 40, i == 0, i as u8 + 1))
+            .collect();
         let a = media_segment(&frames[0..25], 1);
         let b = media_segment(&frames[0..25], 1);
         assert_eq!(a, b);

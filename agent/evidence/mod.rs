@@ -25,8 +25,8 @@
 mod best;
 pub mod camera;
 pub mod clip;
-pub mod fmp4;
 pub mod config;
+pub mod fmp4;
 pub mod font;
 mod package;
 mod picture;

@@ -270,7 +270,11 @@ pub fn seal_package(
                         files.push(name.clone());
                         names.push(name);
                     }
-                    let first_wall = span.frames.first().map(|f| f.wall).unwrap_or(SystemTime::UNIX_EPOCH);
+                    let first_wall = span
+                        .frames
+                        .first()
+                        .map(|f| f.wall)
+                        .unwrap_or(SystemTime::UNIX_EPOCH);
                     let at = |ns: u64| first_wall + Duration::from_nanos(ns);
                     clip_summary = Some(ClipSummary {
                         frames: c.frames,
@@ -288,8 +292,7 @@ pub fn seal_package(
                         start: rfc3339(at(0)),
                         end: rfc3339(at(c.duration_ns)),
                         duration_secs: c.duration_ns as f64 / 1e9,
-                        event_offset_secs: event_pts_ns.saturating_sub(c.start_pts_ns) as f64
-                            / 1e9,
+                        event_offset_secs: event_pts_ns.saturating_sub(c.start_pts_ns) as f64 / 1e9,
                         starts_on_keyframe: span.starts_on_keyframe,
                     });
                 }

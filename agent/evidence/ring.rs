@@ -518,7 +518,9 @@ mod tests {
         let (pre, post, reach) = (5000 * ms, 5000 * ms, 10_000 * ms);
         let s = seg.span(event - pre, event + post, event - reach).unwrap();
         assert!(!s.starts_on_keyframe);
-        assert_eq!(s.frames[0].pts_ns, event - pre);
+        // At the pre-roll (35 s), moved on to where the recording's chunk
+        // starts (36 s), so its segments are shared with the neighbours'.
+        assert_eq!(s.frames[0].pts_ns, 36_000 * ms);
         // 48 s keyframe after the event's end: not used; a keyframe after
         // the pre-roll but before the end is.
         let s = seg
@@ -576,10 +578,16 @@ mod tests {
         let s = seg.span(30 * 40_000_000, 60 * 40_000_000, 0).unwrap();
         assert!(!s.pre_truncated);
         assert_eq!(s.frames[0].pts_ns, 25 * 40_000_000);
-        assert_eq!(s.frames.last().unwrap().pts_ns, 60 * 40_000_000);
-        assert_eq!(s.frames.len(), 36);
+        // On to the end of the chunk holding frame 60 (chunks start at the
+        // keyframes 25, 75 and at 2 s, frame 50): frame 74, complete.
+        assert_eq!(s.frames.last().unwrap().pts_ns, 74 * 40_000_000);
+        assert_eq!(s.frames.len(), 50);
+        assert!(s.complete);
         let s = seg.span(25 * 40_000_000, 25 * 40_000_000, 0).unwrap();
-        assert_eq!(s.frames.len(), 1);
+        assert_eq!(s.frames.len(), 25);
+        // The last chunk is not complete until the next one starts.
+        let s = seg.span(80 * 40_000_000, 99 * 40_000_000, 0).unwrap();
+        assert!(!s.complete);
         r.restart(Codec::H265);
         assert!(r.segment(1).unwrap().span(0, u64::MAX, 0).is_none());
     }

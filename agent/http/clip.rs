@@ -41,9 +41,16 @@ fn range(headers: &HeaderMap, len: u64) -> Option<Result<(u64, u64), ()>> {
             (len.saturating_sub(n), len.saturating_sub(1))
         }
         (a, "") => (a.parse().ok()?, len.saturating_sub(1)),
-        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(len.saturating_sub(1))),
+        (a, b) => (
+            a.parse().ok()?,
+            b.parse::<u64>().ok()?.min(len.saturating_sub(1)),
+        ),
     };
-    Some(if r.0 > r.1 || r.0 >= len { Err(()) } else { Ok(r) })
+    Some(if r.0 > r.1 || r.0 >= len {
+        Err(())
+    } else {
+        Ok(r)
+    })
 }
 
 fn read(parts: &[(PathBuf, u64)], first: u64, last: u64) -> std::io::Result<Vec<u8>> {

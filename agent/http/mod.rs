@@ -10,9 +10,9 @@
 //! capped and must send their headers in time ([`serve`]).
 
 pub mod auth;
+mod clip;
 pub mod limit;
 pub mod metrics;
-mod clip;
 mod record;
 pub mod serve;
 pub mod setup;

@@ -194,6 +194,22 @@ classes = ["car", "truck", "bus"]
     assert!(played["err"].is_null(), "clip did not play: {played}");
     let duration = played["duration"].as_f64().unwrap();
     assert!(duration > 0.0, "duration {duration}");
+    // The clip is segments shared with other events on the session's clock;
+    // its header's edit list makes it start at 0 and last what it signs.
+    let m: Value = serde_json::from_slice(
+        &std::fs::read(data.path().join("evidence").join(&id).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let signed = m["clip"]["duration_secs"].as_f64().unwrap();
+    assert!(
+        (duration - signed).abs() < 0.3,
+        "the browser's clip lasts {duration:.2} s; its manifest signs {signed:.2} s"
+    );
+    assert!(
+        played["t0"].as_f64().unwrap() < 0.5,
+        "playback began at {} s, not at the clip's start",
+        played["t0"]
+    );
     assert!(
         played["t1"].as_f64().unwrap() > played["t0"].as_f64().unwrap(),
         "playback did not advance: {played}"

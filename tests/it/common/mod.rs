@@ -636,7 +636,8 @@ pub fn clip_of(folder: &Path) -> std::path::PathBuf {
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(folder.join("manifest.json")).unwrap()).unwrap();
     let clip = &m["clip"];
-    let mut bytes = without_edit_list(std::fs::read(folder.join(clip["init"].as_str().unwrap())).unwrap());
+    let mut bytes =
+        without_edit_list(std::fs::read(folder.join(clip["init"].as_str().unwrap())).unwrap());
     for s in clip["segments"].as_array().unwrap() {
         bytes.extend(std::fs::read(folder.join(s.as_str().unwrap())).unwrap());
     }
@@ -652,10 +653,7 @@ pub fn clip_of(folder: &Path) -> std::path::PathBuf {
 fn without_edit_list(mut b: Vec<u8>) -> Vec<u8> {
     let find = |b: &[u8], k: &[u8]| b.windows(4).position(|w| w == k).map(|i| i - 4);
     let size = |b: &[u8], i: usize| u32::from_be_bytes(b[i..i + 4].try_into().unwrap());
-    for (gone, parents) in [
-        (b"edts", [b"moov", b"trak"]),
-        (b"mehd", [b"moov", b"mvex"]),
-    ] {
+    for (gone, parents) in [(b"edts", [b"moov", b"trak"]), (b"mehd", [b"moov", b"mvex"])] {
         let Some(at) = find(&b, gone) else { continue };
         let n = size(&b, at);
         b.drain(at..at + n as usize);
@@ -666,7 +664,11 @@ fn without_edit_list(mut b: Vec<u8>) -> Vec<u8> {
         }
     }
     if let Some(i) = find(&b, b"mvhd") {
-        let (at, n) = if b[i + 8] == 1 { (i + 32, 8) } else { (i + 24, 4) };
+        let (at, n) = if b[i + 8] == 1 {
+            (i + 32, 8)
+        } else {
+            (i + 24, 4)
+        };
         b[at..at + n].fill(0);
     }
     b
