@@ -221,7 +221,7 @@ pub struct Pictures {
 
 /// The name of the clip's `n`th media segment.
 pub fn segment_name(n: usize) -> String {
-    format!("clip-{:03}.m4s", n + 1)
+    format!("clip-{:05}.m4s", n + 1)
 }
 pub const CLIP_INIT: &str = "clip-init.mp4";
 

@@ -248,7 +248,7 @@ fn run_clip_test(name: &str, encoder: &[&str], parser: &str, h265: bool) -> Runn
         .collect();
     for want in [
         "clip-init.mp4",
-        "clip-001.m4s",
+        "clip-00001.m4s",
         "overview.jpg",
         "closeup.jpg",
         "event.json",
@@ -287,7 +287,7 @@ fn run_clip_test(name: &str, encoder: &[&str], parser: &str, h265: bool) -> Runn
         assert_eq!(mode(&e.path()), 0o600, "{}", e.path().display());
     }
     tamper_is_named(&folder, "clip-init.mp4");
-    tamper_is_named(&folder, "clip-001.m4s");
+    tamper_is_named(&folder, "clip-00001.m4s");
     tamper_is_named(&folder, "overview.jpg");
     sub.shutdown();
     Running {
