@@ -172,6 +172,8 @@ fn settings(a: &Args) -> anyhow::Result<(MqttSettings, Flags)> {
         }
         None => MqttSettings {
             url: "mqtt://127.0.0.1:1883".into(),
+            failover_urls: Vec::new(),
+            failback_secs: 0,
             agent_id: "watch".into(),
             client_id: String::new(),
             topic_prefix: "ioc/v1".into(),

@@ -95,6 +95,30 @@ impl Config {
         if let Err(msg) = crate::publish::BrokerAddress::parse(self.mqtt.url.get_ref()) {
             c.at(self.mqtt.url.span(), msg);
         }
+        for (i, u) in self.mqtt.failover_urls.iter().enumerate() {
+            if let Err(msg) = crate::publish::BrokerAddress::parse(u.get_ref()) {
+                c.at(u.span(), format!("mqtt.failover_urls[{i}]: {msg}"));
+            } else if u.get_ref() == self.mqtt.url.get_ref()
+                || self.mqtt.failover_urls[..i]
+                    .iter()
+                    .any(|o| o.get_ref() == u.get_ref())
+            {
+                c.at(
+                    u.span(),
+                    format!(
+                        "mqtt.failover_urls[{i}] ({}) is already in the list; give each broker once",
+                        u.get_ref()
+                    ),
+                );
+            }
+        }
+        if self.mqtt.failover_urls.len() > 16 {
+            c.at_key(
+                "mqtt",
+                "failover_urls",
+                "mqtt.failover_urls takes at most 16 brokers",
+            );
+        }
         let secrets = [
             self.mqtt.password.is_some(),
             self.mqtt.password_file.is_some(),
@@ -129,6 +153,7 @@ impl Config {
                 86_400,
             ),
             ("keep_alive_secs", self.mqtt.keep_alive_secs, 5, 3_600),
+            ("failback_secs", self.mqtt.failback_secs, 0, 86_400),
         ] {
             if !(lo..=hi).contains(&v) {
                 c.at_key(

@@ -78,6 +78,16 @@ pub struct MqttConfig {
     /// Broker address, `mqtt://host:port` (port default 1883) or
     /// `mqtts://host:port` (TLS, port default 8883). Required.
     pub url: Spanned<String>,
+    /// More brokers, tried in order when the one in use is away: a
+    /// cluster's other nodes, or a standby. Same login and TLS settings as
+    /// `url`. The outbox keeps every alert across a move. Default none.
+    #[serde(default)]
+    pub failover_urls: Vec<Spanned<String>>,
+    /// On a failover broker, seconds between checks (a TCP connect, no MQTT
+    /// session) that `url` is back; the agent moves back when it is. 0
+    /// stays on the failover broker. Default 60.
+    #[serde(default = "default_failback")]
+    pub failback_secs: u64,
     /// Topic prefix. Default `ioc/v1`.
     #[serde(default = "default_prefix")]
     pub topic_prefix: String,
@@ -152,6 +162,14 @@ impl std::fmt::Debug for MqttConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MqttConfig")
             .field("url", self.url.get_ref())
+            .field(
+                "failover_urls",
+                &self
+                    .failover_urls
+                    .iter()
+                    .map(|u| u.get_ref())
+                    .collect::<Vec<_>>(),
+            )
             .field("topic_prefix", &self.topic_prefix)
             .field("topic_layout", &self.topic_layout)
             .field("username", &self.username)
@@ -534,6 +552,9 @@ fn default_log() -> String {
 fn default_prefix() -> String {
     "ioc/v1".into()
 }
+fn default_failback() -> u64 {
+    60
+}
 fn default_keep_alive() -> u64 {
     30
 }
@@ -874,6 +895,12 @@ impl Config {
         let m = &self.mqtt;
         Ok(MqttSettings {
             url: m.url.get_ref().clone(),
+            failover_urls: m
+                .failover_urls
+                .iter()
+                .map(|u| u.get_ref().clone())
+                .collect(),
+            failback_secs: m.failback_secs,
             agent_id: self.agent_id.get_ref().clone(),
             client_id: self.client_id(),
             topic_prefix: m.topic_prefix.clone(),
@@ -1251,6 +1278,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("heading"), "{e}");
+    }
+
+    #[test]
+    fn failover_brokers_are_checked_and_named() {
+        let text = |extra: &str| format!("agent_id = \"a\"\n[mqtt]\nurl = \"mqtt://h\"\n{extra}\n");
+        let cfg = Config::parse(
+            &text("failover_urls = [\"mqtt://standby:1884\", \"mqtts://c\"]\nfailback_secs = 0"),
+            Path::new("a.toml"),
+            Path::new("."),
+        )
+        .unwrap();
+        let m = cfg.mqtt_settings().unwrap();
+        assert_eq!(m.failover_urls, ["mqtt://standby:1884", "mqtts://c"]);
+        assert_eq!(m.failback_secs, 0);
+        for (extra, want) in [
+            (
+                "failover_urls = [\"http://x\"]",
+                "a.toml:4:18: mqtt.failover_urls[0]:",
+            ),
+            (
+                "failover_urls = [\"mqtt://h\"]",
+                "mqtt.failover_urls[0] (mqtt://h) is already in the list",
+            ),
+            (
+                "failover_urls = [\"mqtt://s\", \"mqtt://s\"]",
+                "mqtt.failover_urls[1] (mqtt://s) is already in the list",
+            ),
+            (
+                "failback_secs = 90000",
+                "mqtt.failback_secs must be between 0 and 86400",
+            ),
+        ] {
+            let e = Config::parse(&text(extra), Path::new("a.toml"), Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{extra}: {e}");
+        }
     }
 
     #[test]

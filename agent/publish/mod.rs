@@ -32,7 +32,13 @@ pub use payload::{Alert, StatusBoard};
 /// resolves paths and reads the password).
 #[derive(Debug, Clone)]
 pub struct MqttSettings {
+    /// The broker connected to first (and moved back to).
     pub url: String,
+    /// Brokers to move to, in order, when the current one is away.
+    pub failover_urls: Vec<String>,
+    /// On a failover broker: seconds between checks that `url` is back; 0
+    /// stays.
+    pub failback_secs: u64,
     pub agent_id: String,
     pub client_id: String,
     pub topic_prefix: String,
@@ -170,6 +176,8 @@ pub struct PublishCounters {
     pub thumbnails_dropped: AtomicU64,
     /// Publishes the broker refused with an MQTT 5 reason code.
     pub refused: AtomicU64,
+    /// Moves to another broker of `mqtt.url` + `mqtt.failover_urls`.
+    pub broker_switches: AtomicU64,
 }
 
 /// Cheap handle for cameras: commits alerts to the durable outbox and wakes
@@ -381,8 +389,10 @@ pub fn start(
     cancel: CancellationToken,
 ) -> Result<(PublisherHandle, tokio::task::JoinHandle<()>), String> {
     // Address, TLS and login checked now, not at the first connection.
-    let opts = connection_options(m)?;
-    let broker = format!("{}:{}", opts.broker_address().0, opts.broker_address().1);
+    connection_options(m)?;
+    for u in &m.failover_urls {
+        BrokerAddress::parse(u)?;
+    }
     let topics = Topics::new(&m.topic_prefix, &m.agent_id, m.topic_layout);
     let counters = status.counters.clone();
     let wake = Arc::new(Notify::new());
@@ -395,7 +405,6 @@ pub fn start(
     };
     let p = Publisher {
         settings: m.clone(),
-        broker,
         topics,
         status,
         store,
@@ -410,7 +419,6 @@ pub fn start(
 
 struct Publisher {
     settings: MqttSettings,
-    broker: String,
     topics: Topics,
     status: Arc<StatusBoard>,
     store: Arc<Store>,
@@ -461,6 +469,8 @@ struct Conn {
     /// A row the broker refused (MQTT 5 reason code): the connection ends,
     /// the row stays in the outbox.
     refused: Option<(i64, Refusal)>,
+    /// `mqtt.url` answers again while on a failover broker: leave cleanly.
+    failing_back: bool,
 }
 
 /// How a connection ended.
@@ -468,6 +478,33 @@ enum Ended {
     Lost(LinkError),
     /// The broker refused this row; we disconnected cleanly.
     Refused(i64, Refusal),
+    /// `mqtt.url` is back while on a failover broker; we disconnected
+    /// cleanly to move back.
+    Failback,
+}
+
+/// `host:port` of a broker URL, for logs and status (no credentials: an
+/// MQTT URL carries none).
+fn broker_label(url: &str) -> String {
+    BrokerAddress::parse(url)
+        .map(|a| format!("{}:{}", a.host, a.port))
+        .unwrap_or_else(|_| url.to_string())
+}
+
+/// Whether a broker takes TCP connections now (the failback check: no MQTT
+/// session, so it never takes over ours).
+async fn accepts_connections(url: &str) -> bool {
+    let Ok(a) = BrokerAddress::parse(url) else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect((a.host.as_str(), a.port))
+        )
+        .await,
+        Ok(Ok(_))
+    )
 }
 
 impl Conn {
@@ -508,9 +545,18 @@ impl Publisher {
         // refused; kept once it connects.
         let mut trying_311 = false;
         self.refresh_depth();
+        // `mqtt.url`, then `mqtt.failover_urls`: the one in use, the one last
+        // connected to, and how many were tried since.
+        let urls: Vec<String> = std::iter::once(self.settings.url.clone())
+            .chain(self.settings.failover_urls.iter().cloned())
+            .collect();
+        let (mut at, mut last_at, mut tried) = (0usize, None::<usize>, 0usize);
         loop {
+            let mut settings = self.settings.clone();
+            settings.url = urls[at].clone();
+            let broker = broker_label(&urls[at]);
             let opened = link::open(
-                &self.settings,
+                &settings,
                 &self.status,
                 version,
                 4 * WINDOW_ROWS + 16,
@@ -519,7 +565,7 @@ impl Publisher {
             let (client, mut el) = match opened {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::error!(broker = %self.broker, error = %e, "cannot set up the MQTT connection");
+                    tracing::error!(broker = %broker, error = %e, "cannot set up the MQTT connection");
                     tokio::select! {
                         _ = cancel.cancelled() => return,
                         _ = tokio::time::sleep(backoff.next_delay()) => continue,
@@ -545,7 +591,7 @@ impl Publisher {
                         && version == Version::V5
                         && e.v5_unsupported()
                     {
-                        tracing::debug!(broker = %self.broker, error = %e.describe(), "MQTT 5 CONNECT refused; trying 3.1.1");
+                        tracing::debug!(broker = %broker, error = %e.describe(), "MQTT 5 CONNECT refused; trying 3.1.1");
                         version = Version::V311;
                         trying_311 = true;
                         continue;
@@ -554,8 +600,17 @@ impl Publisher {
                         // 3.1.1 failed too: the broker is away, not old.
                         version = Version::V5;
                     }
-                    let d = backoff.next_delay();
-                    tracing::warn!(broker = %self.broker, protocol = version.as_str(), error = %e.describe(), retry_in_ms = d.as_millis() as u64, "cannot connect to MQTT broker; retrying");
+                    // The next broker of the list at once; the backoff once
+                    // every one was tried.
+                    tried += 1;
+                    let d = if urls.len() > 1 && tried < urls.len() {
+                        Duration::from_millis(100)
+                    } else {
+                        tried = 0;
+                        backoff.next_delay()
+                    };
+                    at = (at + 1) % urls.len();
+                    tracing::warn!(broker = %broker, protocol = version.as_str(), error = %e.describe(), retry_in_ms = d.as_millis() as u64, "cannot connect to MQTT broker; retrying");
                     tokio::select! {
                         _ = cancel.cancelled() => return,
                         _ = tokio::time::sleep(d) => continue,
@@ -563,10 +618,22 @@ impl Publisher {
                 }
             };
             if std::mem::take(&mut trying_311) {
-                tracing::warn!(broker = %self.broker,
+                tracing::warn!(broker = %broker,
                     "the broker does not speak MQTT 5; using 3.1.1 — a message the broker refuses (its ACL, a size limit) is then acknowledged and dropped unseen (docs: Delivery)");
             }
             self.status.set_protocol(version.as_str());
+            self.status.set_broker(&broker);
+            if last_at.is_some_and(|l| l != at) {
+                self.counters
+                    .broker_switches
+                    .fetch_add(1, Ordering::Relaxed);
+                if at == 0 {
+                    tracing::info!(broker = %broker, "back on the first broker (mqtt.url)");
+                } else {
+                    tracing::warn!(broker = %broker, "moved to a failover broker (mqtt.failover_urls): the one before is away");
+                }
+            }
+            (last_at, tried) = (Some(at), 0);
             backoff.reset();
             if ever_connected {
                 self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -584,7 +651,7 @@ impl Publisher {
                 }
                 _ => self.max_packet,
             };
-            tracing::info!(broker = %self.broker, protocol = version.as_str(), outbox_rows = self.counters.outbox_rows.load(Ordering::Relaxed), "connected to MQTT broker");
+            tracing::info!(broker = %broker, protocol = version.as_str(), outbox_rows = self.counters.outbox_rows.load(Ordering::Relaxed), "connected to MQTT broker");
             let mut conn = Conn {
                 client,
                 unassigned: VecDeque::new(),
@@ -599,6 +666,7 @@ impl Publisher {
                 max_packet,
                 row_topics: HashMap::new(),
                 refused: None,
+                failing_back: false,
             };
             self.publish_status(&mut conn, self.status.online_json());
             let mut status_tick = tokio::time::interval(self.status_every);
@@ -606,8 +674,22 @@ impl Publisher {
             let mut flush_tick = tokio::time::interval(Duration::from_millis(20));
             status_tick.tick().await;
             stats_tick.tick().await;
+            // On a failover broker: is the first one back?
+            let failback = at != 0 && self.settings.failback_secs > 0;
+            let mut failback_tick =
+                tokio::time::interval(Duration::from_secs(self.settings.failback_secs.max(1)));
+            failback_tick.tick().await;
             let ended = loop {
-                if let Some((id, r)) = conn.refused.take() {
+                let refused = conn.refused.take();
+                if refused.is_some() || conn.failing_back {
+                    if refused.is_none() {
+                        // Whoever reads this broker: not here any more.
+                        self.publish_status(
+                            &mut conn,
+                            self.status
+                                .offline_json("moved back to the first broker (mqtt.url)"),
+                        );
+                    }
                     // Leave cleanly: a dropped connection would publish our
                     // Last Will (offline) although the agent is fine.
                     conn.client.try_disconnect();
@@ -620,7 +702,10 @@ impl Publisher {
                         }
                     })
                     .await;
-                    break Ended::Refused(id, r);
+                    break match refused {
+                        Some((id, r)) => Ended::Refused(id, r),
+                        None => Ended::Failback,
+                    };
                 }
                 if let Err(e) = self.fill(&mut conn).await {
                     tracing::error!(error = %e, "cannot read the outbox");
@@ -640,6 +725,11 @@ impl Publisher {
                                         return;
                                     }
                                     _ = self.wake.notified() => {}
+                                    _ = failback_tick.tick(), if failback => {
+                                        if accepts_connections(&urls[0]).await {
+                                            conn.failing_back = true;
+                                        }
+                                    }
                                     _ = flush_tick.tick(), if !conn.acked.is_empty() => self.flush(&mut conn).await,
                                     _ = status_tick.tick() => {
                                         self.refresh_depth();
@@ -668,6 +758,12 @@ impl Publisher {
             careful_until = careful_until.max(conn.rows.keys().next_back().copied().unwrap_or(0));
             let err = match ended {
                 Ended::Lost(e) => e,
+                Ended::Failback => {
+                    tracing::info!(from = %broker, to = %broker_label(&urls[0]), in_flight = conn.rows.len(),
+                        "the first broker (mqtt.url) is back; moving to it");
+                    at = 0;
+                    continue;
+                }
                 Ended::Refused(id, r) => {
                     careful_until = careful_until.max(id);
                     self.status.set_refusal(&r.text);
@@ -691,7 +787,7 @@ impl Publisher {
                         }
                     }
                     let d = backoff.next_delay();
-                    tracing::error!(broker = %self.broker, row = id, reason = %r.text, retry_in_ms = d.as_millis() as u64,
+                    tracing::error!(broker = %broker, row = id, reason = %r.text, retry_in_ms = d.as_millis() as u64,
                         "the broker refused a message; it stays in the outbox and is sent again");
                     tokio::select! {
                         _ = cancel.cancelled() => return,
@@ -724,7 +820,10 @@ impl Publisher {
                 None => poison = (0, 0),
             }
             let d = backoff.next_delay();
-            tracing::warn!(broker = %self.broker, error = %err.describe(), in_flight = conn.rows.len(), retry_in_ms = d.as_millis() as u64,
+            // A broker that dropped us is likely away: the next one first.
+            at = (at + 1) % urls.len();
+            tracing::warn!(broker = %broker, error = %err.describe(), in_flight = conn.rows.len(), retry_in_ms = d.as_millis() as u64,
+                next = %broker_label(&urls[at]),
                 "MQTT connection lost; unacknowledged alerts stay in the outbox");
             tokio::select! {
                 _ = cancel.cancelled() => return,

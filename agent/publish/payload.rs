@@ -588,6 +588,14 @@ pub struct Status {
     /// (`mqtt.protocol`; `auto` falls back to 3.1.1 for a broker without 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mqtt_protocol: Option<String>,
+    /// The broker connected to, `host:port`: `mqtt.url`'s, or one of
+    /// `mqtt.failover_urls` while it is away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_broker: Option<String>,
+    /// Times the publisher moved to another broker of the list since start
+    /// (failover, and back).
+    #[serde(default)]
+    pub broker_switches: u64,
     /// The key this agent signs evidence with (when evidence is on), so the
     /// IOC can pin it: `verify --key <public_key>`. Retained with the status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -638,7 +646,7 @@ pub struct StatusBoard {
     pub counters: std::sync::Arc<super::PublishCounters>,
     signing_key: Mutex<Option<SigningKeyInfo>>,
     /// The connection's MQTT version and the last refusal.
-    link: Mutex<(Option<&'static str>, Option<String>)>,
+    link: Mutex<(Option<&'static str>, Option<String>, Option<String>)>,
 }
 
 impl StatusBoard {
@@ -650,7 +658,7 @@ impl StatusBoard {
             last_stats: Mutex::new((std::time::Instant::now(), BTreeMap::new(), 0)),
             counters: Default::default(),
             signing_key: Mutex::new(None),
-            link: Mutex::new((None, None)),
+            link: Mutex::new((None, None, None)),
         }
     }
 
@@ -693,7 +701,10 @@ impl StatusBoard {
         }
     }
 
-    fn link(&self) -> std::sync::MutexGuard<'_, (Option<&'static str>, Option<String>)> {
+    #[allow(clippy::type_complexity)]
+    fn link(
+        &self,
+    ) -> std::sync::MutexGuard<'_, (Option<&'static str>, Option<String>, Option<String>)> {
         match self.link.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -703,6 +714,12 @@ impl StatusBoard {
     /// The MQTT version the publisher's connection speaks.
     pub fn set_protocol(&self, v: &'static str) {
         self.link().0 = Some(v);
+    }
+
+    /// The broker the publisher is connected to (`host:port`, one of
+    /// `mqtt.url` and `mqtt.failover_urls`).
+    pub fn set_broker(&self, b: &str) {
+        self.link().2 = Some(b.to_string());
     }
 
     /// A publish the broker refused, in words.
@@ -729,6 +746,9 @@ impl StatusBoard {
         cameras: BTreeMap<String, CameraStatus>,
     ) -> Vec<u8> {
         let now = SystemTime::now();
+        // One look at the link (a guard held across the literal below would
+        // deadlock the next `link()`).
+        let link = self.link().clone();
         let msg = Status {
             schema: STATUS_SCHEMA.into(),
             agent_id: self.agent_id.clone(),
@@ -745,7 +765,9 @@ impl StatusBoard {
             alerts_published: self.counters.published.load(Ordering::Relaxed),
             alerts_dropped: self.counters.dropped.load(Ordering::Relaxed),
             outbox: self.outbox(),
-            mqtt_protocol: self.link().0.map(str::to_string),
+            mqtt_protocol: link.0.map(str::to_string),
+            mqtt_broker: link.2,
+            broker_switches: self.counters.broker_switches.load(Ordering::Relaxed),
             signing_key: self.signing_key(),
         };
         serde_json::to_vec(&msg).unwrap_or_default()

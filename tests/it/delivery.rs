@@ -811,3 +811,136 @@ fn a_broker_without_mqtt_5_is_spoken_to_in_3_1_1() {
         t0.elapsed().as_secs_f64()
     );
 }
+
+/// The agent's latest status a subscriber got.
+fn status_on(sub: &Subscriber) -> Option<Value> {
+    sub.latest_status()
+}
+
+/// Broker failover: the first broker (`mqtt.url`) is stopped mid-run; the
+/// agent moves to the standby (`mqtt.failover_urls`) within seconds, and back
+/// when the first returns (`failback_secs`). Every alert raised arrives, on
+/// one broker or the other, in order on each, none dropped.
+#[test]
+fn a_broker_that_goes_away_is_replaced_by_the_next_and_nothing_is_lost() {
+    let mut first = Broker::start();
+    let standby = Broker::start();
+    let mut sim = Some(Sim::start(&[("traffic", &traffic_clip())]));
+    let sub_first = Subscriber::start_on(
+        first.port,
+        "ioc/v1/ward-faults/#",
+        Some("ioc-failover-first"),
+    );
+    let sub_standby = Subscriber::start_on(
+        standby.port,
+        "ioc/v1/ward-faults/#",
+        Some("ioc-failover-standby"),
+    );
+    let data = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "failover_urls = [\"{}\"]\nfailback_secs = 2\n",
+        standby.url()
+    );
+    let cfg = config(&first, data.path(), sim.as_ref().unwrap(), "").replacen(
+        "[mqtt]\n",
+        &format!("[mqtt]\n{extra}"),
+        1,
+    );
+    assert!(cfg.contains("failover_urls"), "{cfg}");
+    let agent = Agent::start(&cfg);
+    assert!(
+        sub_first
+            .wait_for(Duration::from_secs(60), |m| m.topic.ends_with("/events"))
+            .is_some(),
+        "first alert; log:\n{}",
+        agent.log_text()
+    );
+    let on = |sub: &Subscriber, port: u16| {
+        status_on(sub).is_some_and(|s| {
+            s["state"] == "online"
+                && s["mqtt_broker"].as_str() == Some(&format!("127.0.0.1:{port}"))
+        })
+    };
+    // The first broker goes away.
+    let before = produced(&agent.log_text()).len();
+    first.stop();
+    let t = Instant::now();
+    while !on(&sub_standby, standby.port) && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let to_standby = t.elapsed().as_secs_f64();
+    assert!(
+        on(&sub_standby, standby.port),
+        "no online status on the standby in 30 s; log:\n{}",
+        agent.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(10));
+    let during = produced(&agent.log_text()).len() - before;
+    // It comes back: the agent moves back.
+    first.restart();
+    let t = Instant::now();
+    while !on(&sub_first, first.port) && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let back = t.elapsed().as_secs_f64();
+    assert!(
+        on(&sub_first, first.port),
+        "not back on the first broker in 30 s; log:\n{}",
+        agent.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    sim.take();
+    std::thread::sleep(Duration::from_secs(2));
+    let all = produced(&agent.log_text());
+    // Everything raised arrived on one broker or the other.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ids = |s: &Subscriber| -> HashSet<String> {
+        delivered(s)
+            .0
+            .iter()
+            .filter_map(|a| a["id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let missing = loop {
+        let got: HashSet<String> = ids(&sub_first).union(&ids(&sub_standby)).cloned().collect();
+        let missing: Vec<&str> = all
+            .iter()
+            .map(|p| p.id.as_str())
+            .filter(|id| !got.contains(*id))
+            .collect();
+        if missing.is_empty() || Instant::now() > deadline {
+            break missing.len();
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let (on_first, dup_first) = delivered(&sub_first);
+    let (on_standby, dup_standby) = delivered(&sub_standby);
+    let switches = status_on(&sub_first).map(|s| s["broker_switches"].clone());
+    println!(
+        "failover: produced {} / delivered {} (first broker {}, standby {}) / lost {missing} / duplicates {} / dropped {}; to the standby in {to_standby:.1} s, back in {back:.1} s after the first returned; {during} raised on the standby; broker_switches {switches:?}",
+        all.len(),
+        all.len() - missing,
+        on_first.len(),
+        on_standby.len(),
+        dup_first + dup_standby,
+        dropped(&agent.log_text()).len()
+    );
+    assert_eq!(
+        missing,
+        0,
+        "alerts lost in the failover; log:\n{}",
+        agent.log_text()
+    );
+    assert!(!on_standby.is_empty(), "nothing went to the standby");
+    assert!(during >= 5, "only {during} alerts raised on the standby");
+    check_order(&all, &on_first);
+    check_order(&all, &on_standby);
+    assert!(dropped(&agent.log_text()).is_empty());
+    assert_eq!(
+        switches,
+        Some(serde_json::json!(2)),
+        "to the standby and back"
+    );
+    sub_first.shutdown();
+    sub_standby.shutdown();
+}
