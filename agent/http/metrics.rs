@@ -425,6 +425,18 @@ fn publisher(o: &mut Out, status: &StatusBoard) {
                 load(&p.refused),
             ),
             (
+                "ioc_mqtt_broker_switches_total",
+                "counter",
+                "Moves to another broker of mqtt.url and mqtt.failover_urls (failover, and back).",
+                load(&p.broker_switches),
+            ),
+            (
+                "ioc_agent_id_conflicts_total",
+                "counter",
+                "Statuses of another agent process seen on this agent's own status topic: two boxes share one agent_id.",
+                load(&p.agent_id_conflicts),
+            ),
+            (
                 "ioc_thumbnails_dropped_total",
                 "counter",
                 "Thumbnails left out because they did not fit one packet.",

@@ -101,6 +101,11 @@ pub enum LinkEvent {
     },
     /// Our DISCONNECT left.
     DisconnectSent,
+    /// A message on a topic we subscribed to.
+    Message {
+        topic: String,
+        payload: Vec<u8>,
+    },
     Other,
 }
 
@@ -215,6 +220,16 @@ impl Client {
         }
     }
 
+    /// Subscribes at QoS 0 (best effort; a full queue skips it).
+    pub fn try_subscribe(&self, topic: String) {
+        let _ = match self {
+            Client::V4(c) => c.try_subscribe(topic, rumqttc::QoS::AtMostOnce).is_ok(),
+            Client::V5(c) => c
+                .try_subscribe(topic, rumqttc::v5::mqttbytes::QoS::AtMostOnce)
+                .is_ok(),
+        };
+    }
+
     pub fn try_disconnect(&self) {
         let _ = match self {
             Client::V4(c) => c.try_disconnect().is_ok(),
@@ -242,6 +257,10 @@ impl Events {
                     },
                     Event::Outgoing(Outgoing::Publish(pkid)) => LinkEvent::Sent(pkid),
                     Event::Outgoing(Outgoing::Disconnect) => LinkEvent::DisconnectSent,
+                    Event::Incoming(Packet::Publish(p)) => LinkEvent::Message {
+                        topic: p.topic,
+                        payload: p.payload.to_vec(),
+                    },
                     _ => LinkEvent::Other,
                 })
             }
@@ -259,6 +278,10 @@ impl Events {
                     },
                     Event::Outgoing(Outgoing::Publish(pkid)) => LinkEvent::Sent(pkid),
                     Event::Outgoing(Outgoing::Disconnect) => LinkEvent::DisconnectSent,
+                    Event::Incoming(Packet::Publish(p)) => LinkEvent::Message {
+                        topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                        payload: p.payload.to_vec(),
+                    },
                     _ => LinkEvent::Other,
                 })
             }

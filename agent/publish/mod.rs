@@ -178,6 +178,8 @@ pub struct PublishCounters {
     pub refused: AtomicU64,
     /// Moves to another broker of `mqtt.url` + `mqtt.failover_urls`.
     pub broker_switches: AtomicU64,
+    /// Statuses of another live agent seen on this agent's own topic.
+    pub agent_id_conflicts: AtomicU64,
 }
 
 /// Cheap handle for cameras: commits alerts to the durable outbox and wakes
@@ -668,6 +670,8 @@ impl Publisher {
                 refused: None,
                 failing_back: false,
             };
+            // Our own status topic: another live agent there shares our agent_id.
+            conn.client.try_subscribe(self.topics.status());
             self.publish_status(&mut conn, self.status.online_json());
             let mut status_tick = tokio::time::interval(self.status_every);
             let mut stats_tick = tokio::time::interval(self.stats_every);
@@ -945,8 +949,47 @@ impl Publisher {
         Ok(())
     }
 
+    /// A status on our own topic from another process, written after we
+    /// started (so not an earlier run of this one), means two boxes share
+    /// this `agent_id`.
+    fn check_status(&self, topic: &str, payload: &[u8]) {
+        if topic != self.topics.status() {
+            return;
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+            return;
+        };
+        let instance = v["instance"].as_str().unwrap_or_default();
+        let ours = &self.status.instance;
+        let since = payload::rfc3339(self.status.started);
+        // Online, or its Last Will (the broker publishes it when one of two
+        // agents with one client id takes the connection from the other):
+        // either way written after we started, by another process.
+        if instance.is_empty()
+            || instance == ours
+            || v["time"].as_str().is_none_or(|t| t <= since.as_str())
+        {
+            return;
+        }
+        let n = self
+            .counters
+            .agent_id_conflicts
+            .fetch_add(1, Ordering::Relaxed);
+        let text = format!(
+            "another agent publishes as agent_id '{}' (instance {instance}, started {}, status at {}): two boxes share one agent_id — give each box its own agent_id; their alerts, statuses and MQTT client ids clash",
+            self.status.agent_id,
+            v["started_at"].as_str().unwrap_or("?"),
+            v["time"].as_str().unwrap_or("?"),
+        );
+        if n == 0 || n.is_multiple_of(20) {
+            tracing::error!(instance = %ours, other = %instance, "{text}");
+        }
+        self.status.set_conflict(text);
+    }
+
     async fn on_event(&self, conn: &mut Conn, ev: LinkEvent) {
         match ev {
+            LinkEvent::Message { topic, payload } => self.check_status(&topic, &payload),
             LinkEvent::Sent(pkid) => {
                 if let Some(p) = conn.unassigned.pop_front() {
                     conn.by_pkid.insert(pkid, p);

@@ -577,6 +577,15 @@ pub struct Status {
     pub version: String,
     pub time: String,
     pub started_at: String,
+    /// This process (a ULID, new at each start): two statuses on one
+    /// agent's topic with different instances that are both online are two
+    /// boxes sharing one `agent_id`.
+    #[serde(default)]
+    pub instance: String,
+    /// Set when another live agent publishes as this `agent_id`: who, and
+    /// what to do. Alerts of both mix on one topic until one is renamed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id_conflict: Option<String>,
     pub uptime_secs: u64,
     pub cameras: BTreeMap<String, CameraStatus>,
     /// Alerts the broker acknowledged since start.
@@ -647,6 +656,10 @@ pub struct StatusBoard {
     signing_key: Mutex<Option<SigningKeyInfo>>,
     /// The connection's MQTT version and the last refusal.
     link: Mutex<(Option<&'static str>, Option<String>, Option<String>)>,
+    /// This process, among agents that publish as `agent_id` (a ULID).
+    pub instance: String,
+    /// Another live agent publishing as this `agent_id`, in words.
+    conflict: Mutex<Option<String>>,
 }
 
 impl StatusBoard {
@@ -659,6 +672,23 @@ impl StatusBoard {
             counters: Default::default(),
             signing_key: Mutex::new(None),
             link: Mutex::new((None, None, None)),
+            instance: ulid::Ulid::new().to_string(),
+            conflict: Mutex::new(None),
+        }
+    }
+
+    /// Another agent publishes as this `agent_id` (seen on its status topic).
+    pub fn set_conflict(&self, text: String) {
+        match self.conflict.lock() {
+            Ok(mut c) => *c = Some(text),
+            Err(p) => *p.into_inner() = Some(text),
+        }
+    }
+
+    fn conflict(&self) -> Option<String> {
+        match self.conflict.lock() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
         }
     }
 
@@ -757,6 +787,8 @@ impl StatusBoard {
             version: env!("CARGO_PKG_VERSION").into(),
             time: rfc3339(now),
             started_at: rfc3339(self.started),
+            instance: self.instance.clone(),
+            agent_id_conflict: self.conflict(),
             uptime_secs: now
                 .duration_since(self.started)
                 .map(|d| d.as_secs())

@@ -944,3 +944,66 @@ fn a_broker_that_goes_away_is_replaced_by_the_next_and_nothing_is_lost() {
     sub_first.shutdown();
     sub_standby.shutdown();
 }
+
+/// Two boxes installed with one `agent_id` (a cloned config): each sees the
+/// other's live status on its own topic and says so, in its log and in its
+/// status, naming the fix. Before, they silently took turns kicking each
+/// other off the broker (one MQTT client id).
+#[test]
+fn two_agents_with_one_agent_id_are_told_apart_and_reported() {
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker, "ioc/v1/ward-twin/status");
+    let cfg = |data: &Path| {
+        config_head("ward-twin", &broker, data)
+            + "\n[[cameras]]\nid = \"cam\"\nurl = \"rtsp://127.0.0.1:9/none\"\n"
+    };
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Agent::start(&cfg(d1.path()));
+    std::thread::sleep(Duration::from_millis(1500));
+    let b = Agent::start(&cfg(d2.path()));
+    let t = Instant::now();
+    let said = |agent: &Agent| {
+        agent
+            .log_text()
+            .contains("another agent publishes as agent_id 'ward-twin'")
+    };
+    while !(said(&a) && said(&b)) && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    assert!(
+        said(&a) && said(&b),
+        "not both reported in 30 s; first:\n{}\nsecond:\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    let conflict = sub.wait_for(Duration::from_secs(10), |m| {
+        serde_json::from_slice::<Value>(&m.payload).is_ok_and(|v| {
+            v["agent_id_conflict"]
+                .as_str()
+                .is_some_and(|c| c.contains("give each box its own agent_id"))
+        })
+    });
+    assert!(conflict.is_some(), "no status names the conflict");
+    let instances: HashSet<String> = sub
+        .all()
+        .iter()
+        .filter_map(|m| serde_json::from_slice::<Value>(&m.payload).ok())
+        .filter_map(|v| v["instance"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(instances.len(), 2, "{instances:?}");
+    println!(
+        "two agents as 'ward-twin': both reported the clash within {secs:.1} s of the second start"
+    );
+    // One agent alone, restarted: its earlier run's status is not a clash.
+    drop(b);
+    drop(a);
+    let a = Agent::start(&cfg(d1.path()));
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        !said(&a),
+        "a restarted agent took its own earlier status for another agent:\n{}",
+        a.log_text()
+    );
+    sub.shutdown();
+}
