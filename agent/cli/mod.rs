@@ -4,6 +4,7 @@
 mod bench;
 mod check_config;
 mod doctor;
+mod fetch;
 mod key;
 mod models;
 mod probe;
@@ -42,7 +43,7 @@ enum Cmd {
     /// Write the JSON Schemas of the MQTT payloads (the checked-in copies live in deploy/schema).
     Schema(schema::Args),
     /// Print alerts and agent status from a broker as readable lines.
-    Watch(watch::Args),
+    Watch(Box<watch::Args>),
     /// Connect to a camera like the agent would and report what it sends:
     /// codec, profile, resolution, frame rate, GOP, bitrate, B-frames, quirks,
     /// the decoder this box would use; writes a snapshot JPEG.
@@ -103,7 +104,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::CheckConfig(a) => check_config::run(a),
         Cmd::Simulate(a) => simulate::run(a),
         Cmd::Schema(a) => schema::run(a),
-        Cmd::Watch(a) => watch::run(a),
+        Cmd::Watch(a) => watch::run(*a),
         Cmd::Probe(a) => probe::run(a),
         Cmd::Doctor(a) => doctor::run(a),
         Cmd::Bench(a) => bench::run(a),

@@ -52,6 +52,26 @@ pub struct Args {
     /// agent's keys, as `ioc-agent verify --config` does) and print the result.
     #[arg(long, requires = "config")]
     verify: bool,
+    /// At the IOC: fetch each sealed evidence folder from the ward agent's
+    /// HTTP server at this base URL (https://ward-host:8443) as its update
+    /// arrives, keep it in --into and check it against --trust.
+    #[arg(long, value_name = "URL", requires_all = ["token_file", "trust"], conflicts_with = "verify")]
+    fetch_from: Option<String>,
+    /// With --fetch-from: file whose first line is the ward's token for a
+    /// `viewer` user (it may read evidence, nothing else).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// With --fetch-from: the ward agent's trust file (`ioc-agent key trust`
+    /// on the box); folders are checked against these keys only.
+    #[arg(long, value_name = "FILE")]
+    trust: Option<PathBuf>,
+    /// With --fetch-from https://: PEM file of the CA that signed the ward's
+    /// HTTPS certificate. Default: the system roots.
+    #[arg(long, value_name = "FILE")]
+    http_ca: Option<PathBuf>,
+    /// With --fetch-from: where fetched folders go (`<DIR>/<event id>/`).
+    #[arg(long, value_name = "DIR", default_value = "evidence")]
+    into: PathBuf,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -61,7 +81,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (Some(path), true) => Some(Checker::new(path)?),
         _ => None,
     };
-    let on_evidence = |v: &serde_json::Value| checker.as_ref().map(|c| c.check(v));
+    let fetcher = match (&args.fetch_from, &args.token_file, &args.trust) {
+        (Some(base), Some(token), Some(trust)) => Some(super::fetch::Fetcher::new(
+            base,
+            token,
+            trust,
+            args.http_ca.as_deref(),
+            &args.into,
+        )?),
+        _ => None,
+    };
+    let on_evidence = |v: &serde_json::Value| match (&checker, &fetcher) {
+        (Some(c), _) => Some(c.check(v)),
+        (None, Some(f)) => Some(f.check(v)),
+        _ => None,
+    };
     super::current_thread()?.block_on(async {
         tokio::select! {
             r = crate::publish::watch::watch_with(&settings, &say, &on_evidence) => r.map_err(anyhow::Error::msg),

@@ -319,3 +319,155 @@ fn watch_logs_in_on_the_shipped_ward_broker() {
         "the password was printed"
     );
 }
+
+/// The IOC's side of evidence: `watch --fetch-from` takes each evidence
+/// update off the broker, fetches the folder over HTTPS from the ward agent
+/// with a viewer token (which may read evidence and nothing else) and checks
+/// it against the ward's pinned trust file. Every folder sealed in the run
+/// is fetched and verifies; a token of a role that may not read evidence is
+/// refused, and says so.
+#[test]
+fn the_ioc_fetches_each_folder_over_https_and_checks_it_against_the_pinned_key() {
+    const VIEWER: &str = "ioc-central-viewer-0123456789abcdef";
+    const INSTALLER: &str = "ward-installer-0123456789abcdef00";
+    let pki = Pki::new();
+    let broker = Broker::start();
+    let sim = Sim::start(&[("traffic", &traffic_clip())]);
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config_head("ward-fetch", &broker, data.path())
+        + &format!(
+            r#"
+[[models]]
+name = "yolox_nano"
+
+[evidence]
+pre_secs = 1.0
+post_secs = 1.0
+
+[http]
+listen = "127.0.0.1:{port}"
+tls_cert_file = "{cert}"
+tls_key_file = "{key}"
+[[http.users]]
+name = "ioc.central"
+role = "viewer"
+token = "{VIEWER}"
+[[http.users]]
+name = "ky.thuat"
+role = "installer"
+token = "{INSTALLER}"
+
+[[cameras]]
+id = "traffic"
+url = "{url}"
+detect_fps = 5.0
+[[cameras.lines]]
+name = "mid"
+points = [[0.5, 0.3], [0.5, 1.0]]
+[[cameras.rules]]
+name = "crossing"
+kind = "line_cross"
+line = "mid"
+classes = ["car", "truck", "bus"]
+"#,
+            cert = pki.path("server.pem"),
+            key = pki.path("server.key"),
+            url = sim.url("traffic"),
+        );
+    let cfg_path = data.path().join("agent.toml");
+    std::fs::write(&cfg_path, &cfg).unwrap();
+    let agent = Agent::start(&cfg);
+    let ioc = tempfile::tempdir().unwrap();
+    // The trust file the installer hands over (`ioc-agent key trust`).
+    let t0 = Instant::now();
+    let trust = loop {
+        let out = Command::new(BIN)
+            .args(["key", "trust", "-c", cfg_path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        if out.status.success() || t0.elapsed() > Duration::from_secs(20) {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        trust.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trust.stderr)
+    );
+    let trust_file = ioc.path().join("ward-fetch.trust");
+    std::fs::write(&trust_file, &trust.stdout).unwrap();
+    let token = |t: &str| {
+        let p = ioc.path().join(format!("{}.token", &t[..4]));
+        std::fs::write(&p, format!("{t}\n")).unwrap();
+        p
+    };
+    let (viewer, installer) = (token(VIEWER), token(INSTALLER));
+    let base = format!("https://127.0.0.1:{port}");
+    let watch = |tok: &std::path::Path, into: &str| {
+        Watch::start(&[
+            "--url",
+            &broker.url(),
+            "--fetch-from",
+            &base,
+            "--token-file",
+            tok.to_str().unwrap(),
+            "--trust",
+            trust_file.to_str().unwrap(),
+            "--http-ca",
+            &pki.path("ca.pem"),
+            "--into",
+            ioc.path().join(into).to_str().unwrap(),
+        ])
+    };
+    let w = watch(&viewer, "evidence");
+    let wrong = watch(&installer, "refused");
+    let want = 5;
+    let t0 = Instant::now();
+    let verified = |w: &Watch| w.stdout().matches("FETCHED AND VERIFIED").count();
+    while verified(&w) < want && t0.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = w.stdout();
+    let sealed = agent.log_text().matches("evidence sealed").count();
+    println!(
+        "IOC side: {} folders fetched over HTTPS and verified against the pinned key, {} failed, of {sealed} sealed in {:.0} s",
+        verified(&w),
+        out.matches("FAILED").count(),
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        verified(&w) >= want,
+        "fewer than {want} folders verified in 120 s:\n{out}\n{}\nagent:\n{}",
+        w.stderr(),
+        agent.log_text()
+    );
+    assert!(!out.contains("FAILED"), "{out}");
+    // What it keeps is a folder `verify` accepts on its own.
+    let kept = std::fs::read_dir(ioc.path().join("evidence"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let v = Command::new(BIN)
+        .args([
+            "verify",
+            "--trust",
+            trust_file.to_str().unwrap(),
+            kept.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    assert!(kept.join("clip-init.mp4").is_file());
+    let refused = wrong.wait_out(Duration::from_secs(30), |l| l.contains("FETCH FAILED"));
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|l| l.contains("403") && l.contains("viewer")),
+        "an installer token fetched evidence, or said nothing: {refused:?}\n{}",
+        wrong.stdout()
+    );
+}
