@@ -6,6 +6,7 @@ mod check_config;
 mod doctor;
 mod fetch;
 mod key;
+mod loadgen;
 mod models;
 mod probe;
 mod read_plates;
@@ -57,6 +58,11 @@ enum Cmd {
     /// fakesink, the model in a tight loop); report rates, skips, CPU per
     /// stream, RSS, latency and agent ÷ floor.
     Bench(bench::Args),
+    /// N simulated agents with the alert mix of M cameras each, through the
+    /// real publish path (outbox → MQTT), and an IOC-side consumer that
+    /// de-duplicates by id: produced / delivered / duplicates / lost and
+    /// publish → consumer latency.
+    Loadgen(Box<loadgen::Args>),
     /// The agent's evidence signing key.
     Key {
         #[command(subcommand)]
@@ -108,6 +114,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Probe(a) => probe::run(a),
         Cmd::Doctor(a) => doctor::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Loadgen(a) => loadgen::run(*a),
         Cmd::Key { cmd } => key::run(cmd),
         Cmd::Verify(a) => verify::run(a),
         Cmd::Signer(a) => signer::run(a),
