@@ -419,6 +419,74 @@ pub fn start(
     Ok((handle, tokio::spawn(p.run(cancel))))
 }
 
+/// What the publisher carries from one connection to the next.
+struct Run {
+    backoff: Backoff,
+    ever_connected: bool,
+    /// The row alone in flight when connections were lost (or the broker
+    /// refused it), and how many times in a row.
+    poison: (i64, u32),
+    /// Rows up to this id go one at a time (the culprit of a loss with
+    /// several in flight is unknown).
+    careful_until: i64,
+    /// `auto` speaks MQTT 5 until a broker shows it does not.
+    version: Version,
+    /// `auto`: 3.1.1 is being tried right after a version 5 CONNECT was
+    /// refused; kept once it connects.
+    trying_311: bool,
+    /// `mqtt.url`, then `mqtt.failover_urls`; the one in use, the one last
+    /// connected to, and how many were tried since.
+    urls: Vec<String>,
+    at: usize,
+    last_at: Option<usize>,
+    tried: usize,
+}
+
+impl Run {
+    fn new(m: &MqttSettings) -> Run {
+        Run {
+            backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+            ever_connected: false,
+            poison: (0, 0),
+            careful_until: 0,
+            version: match m.protocol {
+                link::Protocol::V311 => Version::V311,
+                link::Protocol::Auto | link::Protocol::V5 => Version::V5,
+            },
+            trying_311: false,
+            urls: std::iter::once(m.url.clone())
+                .chain(m.failover_urls.iter().cloned())
+                .collect(),
+            at: 0,
+            last_at: None,
+            tried: 0,
+        }
+    }
+
+    /// Counts row `id` as the suspect once more; true (and the count reset)
+    /// when that makes `POISON_LIMIT` in a row: quarantine it.
+    fn suspect(&mut self, id: i64) -> bool {
+        self.poison = if self.poison.0 == id {
+            (id, self.poison.1 + 1)
+        } else {
+            (id, 1)
+        };
+        if self.poison.1 >= POISON_LIMIT {
+            self.poison = (0, 0);
+            return true;
+        }
+        false
+    }
+}
+
+/// Sleeps `d`; None when `cancel` fires first.
+async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> Option<()> {
+    tokio::select! {
+        _ = cancel.cancelled() => None,
+        _ = tokio::time::sleep(d) => Some(()),
+    }
+}
+
 struct Publisher {
     settings: MqttSettings,
     topics: Topics,
@@ -531,36 +599,42 @@ impl Publisher {
         }
     }
 
+    /// Connect, serve, and after each loss decide what comes next, until
+    /// `cancel` (then the offline status has been sent).
     async fn run(self, cancel: CancellationToken) {
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-        let mut ever_connected = false;
-        // The row alone in flight when connections were lost, and how many
-        // times in a row.
-        let mut poison: (i64, u32) = (0, 0);
-        let mut careful_until: i64 = 0;
-        // `auto` speaks MQTT 5 until a broker shows it does not.
-        let mut version = match self.settings.protocol {
-            link::Protocol::V311 => Version::V311,
-            link::Protocol::Auto | link::Protocol::V5 => Version::V5,
-        };
-        // `auto`: 3.1.1 is being tried right after a version 5 CONNECT was
-        // refused; kept once it connects.
-        let mut trying_311 = false;
+        let mut s = Run::new(&self.settings);
         self.refresh_depth();
-        // `mqtt.url`, then `mqtt.failover_urls`: the one in use, the one last
-        // connected to, and how many were tried since.
-        let urls: Vec<String> = std::iter::once(self.settings.url.clone())
-            .chain(self.settings.failover_urls.iter().cloned())
-            .collect();
-        let (mut at, mut last_at, mut tried) = (0usize, None::<usize>, 0usize);
+        loop {
+            let Some((mut conn, mut el, broker)) = self.connect(&mut s, &cancel).await else {
+                return;
+            };
+            let Some(ended) = self.serve(&mut conn, &mut el, &s, &cancel).await else {
+                return;
+            };
+            if !self.after(&mut s, &conn, ended, &broker, &cancel).await {
+                return;
+            }
+        }
+    }
+
+    /// Opens a connection to the broker in use and waits for its CONNACK:
+    /// `auto` falls back to 3.1.1 for a broker without 5, a failure moves on
+    /// to the next broker of the list (at once, the backoff after a full
+    /// round). Connected: the status says where, the online status is
+    /// queued. None when cancelled.
+    async fn connect(
+        &self,
+        s: &mut Run,
+        cancel: &CancellationToken,
+    ) -> Option<(Conn, link::Events, String)> {
         loop {
             let mut settings = self.settings.clone();
-            settings.url = urls[at].clone();
-            let broker = broker_label(&urls[at]);
+            settings.url = s.urls[s.at].clone();
+            let broker = broker_label(&s.urls[s.at]);
             let opened = link::open(
                 &settings,
                 &self.status,
-                version,
+                s.version,
                 4 * WINDOW_ROWS + 16,
                 (2 * WINDOW_ROWS + 8) as u16,
             );
@@ -568,16 +642,13 @@ impl Publisher {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::error!(broker = %broker, error = %e, "cannot set up the MQTT connection");
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = tokio::time::sleep(backoff.next_delay()) => continue,
-                    }
+                    sleep_or_cancel(s.backoff.next_delay(), cancel).await?;
+                    continue;
                 }
             };
-            // Connect.
             let connected = loop {
                 let ev = tokio::select! {
-                    _ = cancel.cancelled() => return,
+                    _ = cancel.cancelled() => return None,
                     ev = el.poll() => ev,
                 };
                 match ev {
@@ -590,250 +661,270 @@ impl Publisher {
                 Ok(m) => m,
                 Err(e) => {
                     if self.settings.protocol == link::Protocol::Auto
-                        && version == Version::V5
+                        && s.version == Version::V5
                         && e.v5_unsupported()
                     {
                         tracing::debug!(broker = %broker, error = %e.describe(), "MQTT 5 CONNECT refused; trying 3.1.1");
-                        version = Version::V311;
-                        trying_311 = true;
+                        s.version = Version::V311;
+                        s.trying_311 = true;
                         continue;
                     }
-                    if std::mem::take(&mut trying_311) {
+                    if std::mem::take(&mut s.trying_311) {
                         // 3.1.1 failed too: the broker is away, not old.
-                        version = Version::V5;
+                        s.version = Version::V5;
                     }
                     // The next broker of the list at once; the backoff once
                     // every one was tried.
-                    tried += 1;
-                    let d = if urls.len() > 1 && tried < urls.len() {
+                    s.tried += 1;
+                    let d = if s.urls.len() > 1 && s.tried < s.urls.len() {
                         Duration::from_millis(100)
                     } else {
-                        tried = 0;
-                        backoff.next_delay()
+                        s.tried = 0;
+                        s.backoff.next_delay()
                     };
-                    at = (at + 1) % urls.len();
-                    tracing::warn!(broker = %broker, protocol = version.as_str(), error = %e.describe(), retry_in_ms = d.as_millis() as u64, "cannot connect to MQTT broker; retrying");
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = tokio::time::sleep(d) => continue,
-                    }
-                }
-            };
-            if std::mem::take(&mut trying_311) {
-                tracing::warn!(broker = %broker,
-                    "the broker does not speak MQTT 5; using 3.1.1 — a message the broker refuses (its ACL, a size limit) is then acknowledged and dropped unseen (docs: Delivery)");
-            }
-            self.status.set_protocol(version.as_str());
-            self.status.set_broker(&broker);
-            if last_at.is_some_and(|l| l != at) {
-                self.counters
-                    .broker_switches
-                    .fetch_add(1, Ordering::Relaxed);
-                if at == 0 {
-                    tracing::info!(broker = %broker, "back on the first broker (mqtt.url)");
-                } else {
-                    tracing::warn!(broker = %broker, "moved to a failover broker (mqtt.failover_urls): the one before is away");
-                }
-            }
-            (last_at, tried) = (Some(at), 0);
-            backoff.reset();
-            if ever_connected {
-                self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-            }
-            ever_connected = true;
-            self.refresh_depth();
-            let max_packet = match broker_max {
-                Some(b) if (b as usize) < self.max_packet => {
-                    tracing::warn!(
-                        broker_max_packet_bytes = b,
-                        max_packet_bytes = self.max_packet,
-                        "the broker takes packets up to {b} bytes, less than mqtt.max_packet_bytes: larger messages are quarantined, larger thumbnails left out; lower mqtt.max_packet_bytes to match"
-                    );
-                    b as usize
-                }
-                _ => self.max_packet,
-            };
-            tracing::info!(broker = %broker, protocol = version.as_str(), outbox_rows = self.counters.outbox_rows.load(Ordering::Relaxed), "connected to MQTT broker");
-            let mut conn = Conn {
-                client,
-                unassigned: VecDeque::new(),
-                by_pkid: HashMap::new(),
-                rows: BTreeMap::new(),
-                acked: Vec::new(),
-                incomplete: Default::default(),
-                updates: Default::default(),
-                cursor: 0,
-                careful_until,
-                last_send: Instant::now(),
-                max_packet,
-                row_topics: HashMap::new(),
-                refused: None,
-                failing_back: false,
-            };
-            // Our own status topic: another live agent there shares our agent_id.
-            conn.client.try_subscribe(self.topics.status());
-            self.publish_status(&mut conn, self.status.online_json());
-            let mut status_tick = tokio::time::interval(self.status_every);
-            let mut stats_tick = tokio::time::interval(self.stats_every);
-            let mut flush_tick = tokio::time::interval(Duration::from_millis(20));
-            status_tick.tick().await;
-            stats_tick.tick().await;
-            // On a failover broker: is the first one back?
-            let failback = at != 0 && self.settings.failback_secs > 0;
-            let mut failback_tick =
-                tokio::time::interval(Duration::from_secs(self.settings.failback_secs.max(1)));
-            failback_tick.tick().await;
-            let ended = loop {
-                let refused = conn.refused.take();
-                if refused.is_some() || conn.failing_back {
-                    if refused.is_none() {
-                        // Whoever reads this broker: not here any more.
-                        self.publish_status(
-                            &mut conn,
-                            self.status
-                                .offline_json("moved back to the first broker (mqtt.url)"),
-                        );
-                    }
-                    // Leave cleanly: a dropped connection would publish our
-                    // Last Will (offline) although the agent is fine.
-                    conn.client.try_disconnect();
-                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                        while let Ok(ev) = el.poll().await {
-                            if let LinkEvent::DisconnectSent = ev {
-                                break;
-                            }
-                            self.on_event(&mut conn, ev).await;
-                        }
-                    })
-                    .await;
-                    break match refused {
-                        Some((id, r)) => Ended::Refused(id, r),
-                        None => Ended::Failback,
-                    };
-                }
-                if let Err(e) = self.fill(&mut conn).await {
-                    tracing::error!(error = %e, "cannot read the outbox");
-                }
-                tokio::select! {
-                                    _ = cancel.cancelled() => {
-                                        self.publish_status(&mut conn, self.status.offline_json("shutdown"));
-                                        conn.client.try_disconnect();
-                                        // Let the last acks and the offline status through.
-                                        let _ = tokio::time::timeout(Duration::from_secs(3), async {
-                                            while let Ok(ev) = el.poll().await {
-                                                if let LinkEvent::DisconnectSent = ev { break; }
-                                                self.on_event(&mut conn, ev).await;
-                                            }
-                                        }).await;
-                                        self.flush(&mut conn).await;
-                                        return;
-                                    }
-                                    _ = self.wake.notified() => {}
-                                    _ = failback_tick.tick(), if failback => {
-                                        if accepts_connections(&urls[0]).await {
-                                            conn.failing_back = true;
-                                        }
-                                    }
-                                    _ = flush_tick.tick(), if !conn.acked.is_empty() => self.flush(&mut conn).await,
-                                    _ = status_tick.tick() => {
-                                        self.refresh_depth();
-                                        self.publish_status(&mut conn, self.status.online_json());
-                                    }
-                                    _ = stats_tick.tick() => {
-                                        self.refresh_depth();
-                                        let stats = self.status.stats_json(self.stats_every);
-                // rumqttc reports every publish, QoS 0 included (packet id 0), in order:
-                                        // keep the FIFO aligned.
-                                        if conn.client.try_publish(self.topics.stats(), false, false, stats) {
-                                            conn.unassigned.push_back(Part::Status);
-                                        }
-                                    }
-                                    ev = el.poll() => match ev {
-                                        Ok(ev) => self.on_event(&mut conn, ev).await,
-                                        Err(e) => break Ended::Lost(e),
-                                    }
-                                }
-            };
-            self.flush(&mut conn).await;
-            // With several rows in flight the culprit is unknown (the acks of
-            // the innocent ones may be lost with the connection): they go
-            // again one at a time. A row alone in flight when the connection
-            // drops right after it was sent is the suspect.
-            careful_until = careful_until.max(conn.rows.keys().next_back().copied().unwrap_or(0));
-            let err = match ended {
-                Ended::Lost(e) => e,
-                Ended::Failback => {
-                    tracing::info!(from = %broker, to = %broker_label(&urls[0]), in_flight = conn.rows.len(),
-                        "the first broker (mqtt.url) is back; moving to it");
-                    at = 0;
-                    continue;
-                }
-                Ended::Refused(id, r) => {
-                    careful_until = careful_until.max(id);
-                    self.status.set_refusal(&r.text);
-                    if r.not_authorized {
-                        // Every message on the topic would be refused: they
-                        // wait in the outbox for the ACL to be fixed.
-                        poison = (0, 0);
-                    } else {
-                        poison = if poison.0 == id {
-                            (id, poison.1 + 1)
-                        } else {
-                            (id, 1)
-                        };
-                        if poison.1 >= POISON_LIMIT {
-                            self.quarantine(
-                                id,
-                                &format!("refused {POISON_LIMIT} times by the broker: {}", r.text),
-                            )
-                            .await;
-                            poison = (0, 0);
-                        }
-                    }
-                    let d = backoff.next_delay();
-                    tracing::error!(broker = %broker, row = id, reason = %r.text, retry_in_ms = d.as_millis() as u64,
-                        "the broker refused a message; it stays in the outbox and is sent again");
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = tokio::time::sleep(d) => {}
-                    }
+                    s.at = (s.at + 1) % s.urls.len();
+                    tracing::warn!(broker = %broker, protocol = s.version.as_str(), error = %e.describe(), retry_in_ms = d.as_millis() as u64, "cannot connect to MQTT broker; retrying");
+                    sleep_or_cancel(d, cancel).await?;
                     continue;
                 }
             };
-            match conn.rows.keys().next() {
-                Some(&only)
-                    if conn.rows.len() == 1
-                        && conn.last_send.elapsed() < POISON_WINDOW
-                        && !err.is_timeout() =>
-                {
-                    poison = if poison.0 == only {
-                        (only, poison.1 + 1)
-                    } else {
-                        (only, 1)
-                    };
-                    if poison.1 >= POISON_LIMIT {
-                        self.quarantine(
-                            only,
-                            &format!("the connection to the broker was lost {POISON_LIMIT} times in a row right after this message was sent alone: the broker refuses it (e.g. larger than its limit)"),
-                        )
-                        .await;
-                        poison = (0, 0);
-                    }
-                }
-                Some(_) => {}
-                None => poison = (0, 0),
-            }
-            let d = backoff.next_delay();
-            // A broker that dropped us is likely away: the next one first.
-            at = (at + 1) % urls.len();
-            tracing::warn!(broker = %broker, error = %err.describe(), in_flight = conn.rows.len(), retry_in_ms = d.as_millis() as u64,
-                next = %broker_label(&urls[at]),
-                "MQTT connection lost; unacknowledged alerts stay in the outbox");
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(d) => {}
+            return Some((self.connected(s, client, broker_max, &broker), el, broker));
+        }
+    }
+
+    /// Bookkeeping of a new connection: status, counters, the packet limit
+    /// in force, our own status topic, the online status.
+    fn connected(
+        &self,
+        s: &mut Run,
+        client: link::Client,
+        broker_max: Option<u32>,
+        broker: &str,
+    ) -> Conn {
+        let version = s.version;
+        if std::mem::take(&mut s.trying_311) {
+            tracing::warn!(broker = %broker,
+                "the broker does not speak MQTT 5; using 3.1.1 — a message the broker refuses (its ACL, a size limit) is then acknowledged and dropped unseen (docs: Delivery)");
+        }
+        self.status.set_protocol(version.as_str());
+        self.status.set_broker(broker);
+        if s.last_at.is_some_and(|l| l != s.at) {
+            self.counters
+                .broker_switches
+                .fetch_add(1, Ordering::Relaxed);
+            if s.at == 0 {
+                tracing::info!(broker = %broker, "back on the first broker (mqtt.url)");
+            } else {
+                tracing::warn!(broker = %broker, "moved to a failover broker (mqtt.failover_urls): the one before is away");
             }
         }
+        (s.last_at, s.tried) = (Some(s.at), 0);
+        s.backoff.reset();
+        if s.ever_connected {
+            self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        s.ever_connected = true;
+        self.refresh_depth();
+        let max_packet = match broker_max {
+            Some(b) if (b as usize) < self.max_packet => {
+                tracing::warn!(
+                    broker_max_packet_bytes = b,
+                    max_packet_bytes = self.max_packet,
+                    "the broker takes packets up to {b} bytes, less than mqtt.max_packet_bytes: larger messages are quarantined, larger thumbnails left out; lower mqtt.max_packet_bytes to match"
+                );
+                b as usize
+            }
+            _ => self.max_packet,
+        };
+        tracing::info!(broker = %broker, protocol = version.as_str(), outbox_rows = self.counters.outbox_rows.load(Ordering::Relaxed), "connected to MQTT broker");
+        let mut conn = Conn {
+            client,
+            unassigned: VecDeque::new(),
+            by_pkid: HashMap::new(),
+            rows: BTreeMap::new(),
+            acked: Vec::new(),
+            incomplete: Default::default(),
+            updates: Default::default(),
+            cursor: 0,
+            careful_until: s.careful_until,
+            last_send: Instant::now(),
+            max_packet,
+            row_topics: HashMap::new(),
+            refused: None,
+            failing_back: false,
+        };
+        // Our own status topic: another live agent there shares our agent_id.
+        conn.client.try_subscribe(self.topics.status());
+        self.publish_status(&mut conn, self.status.online_json());
+        conn
+    }
+
+    /// Lets `conn`'s events through for up to `secs` after our DISCONNECT
+    /// was queued, until it has left.
+    async fn drain(&self, conn: &mut Conn, el: &mut link::Events, secs: u64) {
+        let _ = tokio::time::timeout(Duration::from_secs(secs), async {
+            while let Ok(ev) = el.poll().await {
+                if let LinkEvent::DisconnectSent = ev {
+                    break;
+                }
+                self.on_event(conn, ev).await;
+            }
+        })
+        .await;
+    }
+
+    /// The connected loop: rows out of the outbox, acks back, the status
+    /// and stats on their ticks, the failback check. Returns how the
+    /// connection ended; None after a shutdown (offline status sent).
+    async fn serve(
+        &self,
+        conn: &mut Conn,
+        el: &mut link::Events,
+        s: &Run,
+        cancel: &CancellationToken,
+    ) -> Option<Ended> {
+        let mut status_tick = tokio::time::interval(self.status_every);
+        let mut stats_tick = tokio::time::interval(self.stats_every);
+        let mut flush_tick = tokio::time::interval(Duration::from_millis(20));
+        status_tick.tick().await;
+        stats_tick.tick().await;
+        // On a failover broker: is the first one back?
+        let failback = s.at != 0 && self.settings.failback_secs > 0;
+        let mut failback_tick =
+            tokio::time::interval(Duration::from_secs(self.settings.failback_secs.max(1)));
+        failback_tick.tick().await;
+        let ended = loop {
+            let refused = conn.refused.take();
+            if refused.is_some() || conn.failing_back {
+                if refused.is_none() {
+                    // Whoever reads this broker: not here any more.
+                    self.publish_status(
+                        conn,
+                        self.status
+                            .offline_json("moved back to the first broker (mqtt.url)"),
+                    );
+                }
+                // Leave cleanly: a dropped connection would publish our
+                // Last Will (offline) although the agent is fine.
+                conn.client.try_disconnect();
+                self.drain(conn, el, 2).await;
+                break match refused {
+                    Some((id, r)) => Ended::Refused(id, r),
+                    None => Ended::Failback,
+                };
+            }
+            if let Err(e) = self.fill(conn).await {
+                tracing::error!(error = %e, "cannot read the outbox");
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    self.publish_status(conn, self.status.offline_json("shutdown"));
+                    conn.client.try_disconnect();
+                    // Let the last acks and the offline status through.
+                    self.drain(conn, el, 3).await;
+                    self.flush(conn).await;
+                    return None;
+                }
+                _ = self.wake.notified() => {}
+                _ = failback_tick.tick(), if failback => {
+                    if accepts_connections(&s.urls[0]).await {
+                        conn.failing_back = true;
+                    }
+                }
+                _ = flush_tick.tick(), if !conn.acked.is_empty() => self.flush(conn).await,
+                _ = status_tick.tick() => {
+                    self.refresh_depth();
+                    self.publish_status(conn, self.status.online_json());
+                }
+                _ = stats_tick.tick() => {
+                    self.refresh_depth();
+                    let stats = self.status.stats_json(self.stats_every);
+                    // rumqttc reports every publish, QoS 0 included (packet
+                    // id 0), in order: keep the FIFO aligned.
+                    if conn.client.try_publish(self.topics.stats(), false, false, stats) {
+                        conn.unassigned.push_back(Part::Status);
+                    }
+                }
+                ev = el.poll() => match ev {
+                    Ok(ev) => self.on_event(conn, ev).await,
+                    Err(e) => break Ended::Lost(e),
+                }
+            }
+        };
+        self.flush(conn).await;
+        Some(ended)
+    }
+
+    /// After a connection ended: which rows go carefully, which one is
+    /// quarantined (refused, or alone in flight at `POISON_LIMIT` losses),
+    /// which broker is next, and the wait. False when cancelled.
+    async fn after(
+        &self,
+        s: &mut Run,
+        conn: &Conn,
+        ended: Ended,
+        broker: &str,
+        cancel: &CancellationToken,
+    ) -> bool {
+        // With several rows in flight the culprit is unknown (the acks of
+        // the innocent ones may be lost with the connection): they go
+        // again one at a time. A row alone in flight when the connection
+        // drops right after it was sent is the suspect.
+        s.careful_until = s
+            .careful_until
+            .max(conn.rows.keys().next_back().copied().unwrap_or(0));
+        let err = match ended {
+            Ended::Lost(e) => e,
+            Ended::Failback => {
+                tracing::info!(from = %broker, to = %broker_label(&s.urls[0]), in_flight = conn.rows.len(),
+                    "the first broker (mqtt.url) is back; moving to it");
+                s.at = 0;
+                return true;
+            }
+            Ended::Refused(id, r) => {
+                s.careful_until = s.careful_until.max(id);
+                self.status.set_refusal(&r.text);
+                if r.not_authorized {
+                    // Every message on the topic would be refused: they
+                    // wait in the outbox for the ACL to be fixed.
+                    s.poison = (0, 0);
+                } else if s.suspect(id) {
+                    self.quarantine(
+                        id,
+                        &format!("refused {POISON_LIMIT} times by the broker: {}", r.text),
+                    )
+                    .await;
+                }
+                let d = s.backoff.next_delay();
+                tracing::error!(broker = %broker, row = id, reason = %r.text, retry_in_ms = d.as_millis() as u64,
+                    "the broker refused a message; it stays in the outbox and is sent again");
+                return sleep_or_cancel(d, cancel).await.is_some();
+            }
+        };
+        match conn.rows.keys().next() {
+            Some(&only)
+                if conn.rows.len() == 1
+                    && conn.last_send.elapsed() < POISON_WINDOW
+                    && !err.is_timeout() =>
+            {
+                if s.suspect(only) {
+                    self.quarantine(
+                        only,
+                        &format!("the connection to the broker was lost {POISON_LIMIT} times in a row right after this message was sent alone: the broker refuses it (e.g. larger than its limit)"),
+                    )
+                    .await;
+                }
+            }
+            Some(_) => {}
+            None => s.poison = (0, 0),
+        }
+        let d = s.backoff.next_delay();
+        // A broker that dropped us is likely away: the next one first.
+        s.at = (s.at + 1) % s.urls.len();
+        tracing::warn!(broker = %broker, error = %err.describe(), in_flight = conn.rows.len(), retry_in_ms = d.as_millis() as u64,
+            next = %broker_label(&s.urls[s.at]),
+            "MQTT connection lost; unacknowledged alerts stay in the outbox");
+        sleep_or_cancel(d, cancel).await.is_some()
     }
 
     fn publish_status(&self, conn: &mut Conn, json: Vec<u8>) {
