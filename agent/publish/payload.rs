@@ -389,6 +389,20 @@ impl CameraState {
     }
 }
 
+/// The record stream of a camera that detects on its sub-stream.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, JsonSchema, PartialEq)]
+pub struct RecordStatus {
+    /// `connecting` (first open), `streaming` (frames arriving) or
+    /// `retrying` (it failed: `last_error` says why; no video is stopping
+    /// it too, after `inactivity_timeout_secs`).
+    pub state: CameraState,
+    /// Why the record stream last failed, credentials removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Record sessions that failed and were retried since start.
+    pub reconnects: u64,
+}
+
 /// A camera's pre-event ring: its hard byte cap and what staying within it cost.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, JsonSchema, PartialEq)]
 pub struct RingStatus {
@@ -466,6 +480,11 @@ pub struct CameraStatus {
     /// The camera's pre-event ring of encoded video (cameras with evidence).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ring: Option<RingStatus>,
+    /// The record stream (cameras with `detect_url`, evidence on): the
+    /// main stream clips come from, read by its own session. Detection can
+    /// stream while this one is down, and then events get no clip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<RecordStatus>,
     /// Optional steps (`plate_read`, `cascade`) that failed since start, by
     /// step; the session went on without them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

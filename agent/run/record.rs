@@ -9,11 +9,25 @@ use tracing::{info, warn};
 
 use super::camera::Camera;
 use crate::evidence::{self, ring::RingFrame};
+use crate::publish::payload::CameraState;
 
 /// Feeds the evidence ring from the main stream until the session ends.
 pub(super) async fn record_main_stream(camera: &Camera) {
     let s = &camera.cam.source;
     let mut backoff = s.backoff();
+    let state = |st: CameraState, err: Option<String>| {
+        camera.status(|c| {
+            let r = c.record.get_or_insert_with(Default::default);
+            if st == CameraState::Retrying {
+                r.reconnects += 1;
+            }
+            r.state = st;
+            if err.is_some() {
+                r.last_error = err;
+            }
+        })
+    };
+    state(CameraState::Connecting, None);
     loop {
         match camera
             .sh
@@ -26,6 +40,7 @@ pub(super) async fn record_main_stream(camera: &Camera) {
                 camera.restart_ring(codec, true);
                 let info = src.info();
                 info!(url = %info.url, codec = info.codec.as_str(), "record stream opened (clips from the main stream)");
+                state(CameraState::Streaming, None);
                 backoff.reset();
                 loop {
                     match src.next_frame().await {
@@ -47,7 +62,8 @@ pub(super) async fn record_main_stream(camera: &Camera) {
                         }
                         Err(e) => {
                             let msg = camera.scrub(&e.to_string());
-                            warn!(error = %msg, "record stream failed; retrying");
+                            warn!(error = %msg, "record stream failed; retrying: events get no clip meanwhile");
+                            state(CameraState::Retrying, Some(format!("record stream: {msg}")));
                             break;
                         }
                     }
@@ -55,7 +71,8 @@ pub(super) async fn record_main_stream(camera: &Camera) {
             }
             Err(e) => {
                 let msg = camera.scrub(&e.to_string());
-                warn!(error = %msg, "record stream failed; retrying");
+                warn!(error = %msg, "record stream failed; retrying: events get no clip meanwhile");
+                state(CameraState::Retrying, Some(format!("record stream: {msg}")));
             }
         }
         tokio::time::sleep(backoff.next_delay()).await;

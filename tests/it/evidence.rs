@@ -554,5 +554,55 @@ fn clips_come_from_the_main_stream_when_detecting_on_the_sub_stream() {
     println!(
         "detect on 320x180, clip from the 640x360 main stream: {frames} frames, {duration:.3} s (GOP {gop:.2} s), byte-identical"
     );
+    let status = sub.latest_status().expect("a status");
+    assert_eq!(
+        status["cameras"]["traffic"]["record"]["state"], "streaming",
+        "{status}"
+    );
+    sub.shutdown();
+}
+
+/// Detection streams on the sub-stream while the main stream (the clips'
+/// source) cannot be read: the camera's status says so, with the reason,
+/// instead of showing a camera whose events silently get no clip.
+#[test]
+fn a_dead_main_stream_shows_in_the_status_while_detection_streams() {
+    let broker = Broker::start();
+    let sim = Sim::start(&[("sub", &traffic_clip())]);
+    let sub = Subscriber::start(&broker, "ioc/v1/+/status");
+    let data = tempfile::tempdir().unwrap();
+    let dead = format!("rtsp://127.0.0.1:{}/main", free_port());
+    let cfg = config(&broker, data.path(), &dead, free_port(), 1.0, 1.0).replace(
+        &format!("url = \"{dead}\""),
+        &format!("url = \"{dead}\"\ndetect_url = \"{}\"", sim.url("sub")),
+    );
+    let agent = Agent::start(&cfg);
+    let t0 = Instant::now();
+    let cam = loop {
+        let c = sub.latest_status().map(|s| s["cameras"]["traffic"].clone());
+        if let Some(c) =
+            c.filter(|c| c["state"] == "streaming" && c["record"]["state"] == "retrying")
+        {
+            break c;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no status with detection streaming and the record stream retrying: {:?}\n{}",
+            sub.latest_status(),
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let err = cam["record"]["last_error"].as_str().unwrap_or_default();
+    assert!(err.starts_with("record stream:"), "{cam}");
+    assert!(
+        cam["record"]["reconnects"].as_u64().unwrap_or(0) >= 1,
+        "{cam}"
+    );
+    println!(
+        "main stream dead, detection streaming: record {} after {:.1} s: {err}",
+        cam["record"]["state"],
+        t0.elapsed().as_secs_f64()
+    );
     sub.shutdown();
 }
