@@ -160,18 +160,10 @@ impl Fetcher {
             Ok((m, _)) => format!(
                 "  FETCHED AND VERIFIED {} file(s), {bytes} bytes, signed by key {} ({})",
                 m.files.len(),
-                m.key_id,
+                super::watch::signer(&m),
                 folder.display()
             ),
-            Err(problems) => format!(
-                "  VERIFY FAILED {}: {}",
-                folder.display(),
-                problems
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
+            Err(problems) => super::watch::verify_failed(&folder, &problems),
         }
     }
 }

@@ -210,8 +210,12 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn drive(a: &Args, data: &std::path::Path) -> anyhow::Result<serde_json::Value> {
-    let seen = Arc::new(Mutex::new(Seen::default()));
+/// The IOC side: subscribes to every agent's alerts and records each id
+/// once, with its publish → arrival time, in `seen`.
+async fn consumer(
+    a: &Args,
+    seen: &Arc<Mutex<Seen>>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     // The IOC's consumer.
     let consumer_url = a.consumer_url.clone().unwrap_or_else(|| a.url.clone());
     let mut copts =
@@ -262,9 +266,20 @@ async fn drive(a: &Args, data: &std::path::Path) -> anyhow::Result<serde_json::V
             }
         }
     });
-    // Let the subscription land before the first alert.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let cancel = CancellationToken::new();
+    Ok(consumer)
+}
+
+/// Starts the simulated agents: each with its own outbox (under `data`)
+/// and the real publisher; their handles and join handles.
+#[allow(clippy::type_complexity)]
+fn start_agents(
+    a: &Args,
+    data: &std::path::Path,
+    cancel: &CancellationToken,
+) -> anyhow::Result<(
+    Vec<(String, crate::publish::PublisherHandle)>,
+    Vec<tokio::task::JoinHandle<()>>,
+)> {
     let mut handles = Vec::new();
     let mut joins = Vec::new();
     for i in 0..a.agents {
@@ -292,12 +307,19 @@ async fn drive(a: &Args, data: &std::path::Path) -> anyhow::Result<serde_json::V
         handles.push((agent, h));
         joins.push(j);
     }
-    let broker0 = a.broker_pid.and_then(proc_usage);
-    let t0 = Instant::now();
-    let produced = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    Ok((handles, joins))
+}
+
+/// Each camera of each agent: a task raising the mix as a Poisson
+/// process for `a.seconds`; `produced` counts the alerts committed.
+fn cameras(
+    a: &Args,
+    handles: &[(String, crate::publish::PublisherHandle)],
+    produced: &Arc<std::sync::atomic::AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let rate = a.alerts_per_camera_hour / 3600.0;
     let mut gens = Vec::new();
-    for (agent, h) in &handles {
+    for (agent, h) in handles {
         for c in 0..a.cameras {
             let (agent, h, produced) = (agent.clone(), h.clone(), produced.clone());
             let camera = format!("cam-{c:02}");
@@ -351,6 +373,20 @@ async fn drive(a: &Args, data: &std::path::Path) -> anyhow::Result<serde_json::V
             }));
         }
     }
+    gens
+}
+
+async fn drive(a: &Args, data: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let consumer = consumer(a, &seen).await?;
+    // Let the subscription land before the first alert.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cancel = CancellationToken::new();
+    let (handles, joins) = start_agents(a, data, &cancel)?;
+    let broker0 = a.broker_pid.and_then(proc_usage);
+    let t0 = Instant::now();
+    let produced = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let gens = cameras(a, &handles, &produced);
     for g in gens {
         let _ = g.await;
     }

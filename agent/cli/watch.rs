@@ -143,24 +143,38 @@ impl Checker {
             Ok((m, _)) => format!(
                 "  VERIFIED {} file(s) match the manifest signed by key {} ({})",
                 m.files.len(),
-                if m.key_id.is_empty() {
-                    &m.public_key
-                } else {
-                    &m.key_id
-                },
+                signer(&m),
                 folder.display()
             ),
-            Err(problems) => format!(
-                "  VERIFY FAILED {}: {}",
-                folder.display(),
-                problems
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
+            Err(problems) => verify_failed(&folder, &problems),
         }
     }
+}
+
+/// The key a manifest names: its key id, or (older manifests) the key.
+pub(super) fn signer(m: &crate::evidence::sign::Manifest) -> &str {
+    if m.key_id.is_empty() {
+        &m.public_key
+    } else {
+        &m.key_id
+    }
+}
+
+/// `  VERIFY FAILED <folder>: <problem>; <problem>…`, the line `watch`
+/// prints for a folder that does not check out.
+pub(super) fn verify_failed(
+    folder: &std::path::Path,
+    problems: &[crate::evidence::FolderProblem],
+) -> String {
+    format!(
+        "  VERIFY FAILED {}: {}",
+        folder.display(),
+        problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
 }
 
 /// Which settings came from flags, so messages name what the user typed.
