@@ -471,3 +471,203 @@ classes = ["car", "truck", "bus"]
         wrong.stdout()
     );
 }
+
+/// The short province run (docs: Delivery, "Load"): a 3-node NATS cluster
+/// with JetStream and MQTT (the shipped `scripts/nats-cluster.sh`); a real
+/// agent on the traffic clip with every node in `mqtt.failover_urls` and its
+/// evidence served over HTTPS; beside it `ioc-agent loadgen`, 10 agents × 10
+/// cameras for 60 s, read by two workers sharing one JetStream durable
+/// consumer. Node 1 — where every agent starts — is killed (SIGKILL) at
+/// 15 s and restarted 10 s later; the first simulated ward's link is cut at
+/// 30 s for 15 s. Nothing is lost, the real agent moves to another node,
+/// and the IOC, reading node 2, fetches the real agent's evidence over
+/// HTTPS and checks it against the pinned key throughout.
+#[test]
+fn province_short_run_on_a_nats_cluster_loses_nothing_and_evidence_verifies() {
+    const VIEWER: &str = "ioc-central-viewer-0123456789abcdef";
+    let cluster = NatsCluster::start();
+    let pki = Pki::new();
+    let sim = Sim::start(&[("traffic", &traffic_clip())]);
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config_head_url("ward-province", &cluster.mqtt_url(1), data.path())
+        + &format!(
+            r#"failover_urls = ["{n2}", "{n3}"]
+
+[[models]]
+name = "yolox_nano"
+
+[evidence]
+pre_secs = 1.0
+post_secs = 1.0
+
+[http]
+listen = "127.0.0.1:{port}"
+tls_cert_file = "{cert}"
+tls_key_file = "{key}"
+[[http.users]]
+name = "ioc.central"
+role = "viewer"
+token = "{VIEWER}"
+
+[[cameras]]
+id = "traffic"
+url = "{url}"
+detect_fps = 5.0
+[[cameras.lines]]
+name = "mid"
+points = [[0.5, 0.3], [0.5, 1.0]]
+[[cameras.rules]]
+name = "crossing"
+kind = "line_cross"
+line = "mid"
+classes = ["car", "truck", "bus"]
+"#,
+            n2 = cluster.mqtt_url(2),
+            n3 = cluster.mqtt_url(3),
+            cert = pki.path("server.pem"),
+            key = pki.path("server.key"),
+            url = sim.url("traffic"),
+        );
+    let cfg_path = data.path().join("agent.toml");
+    std::fs::write(&cfg_path, &cfg).unwrap();
+    let agent = Agent::start(&cfg);
+    let ioc = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    let trust = loop {
+        let out = Command::new(BIN)
+            .args(["key", "trust", "-c", cfg_path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        if out.status.success() || t0.elapsed() > Duration::from_secs(20) {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        trust.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trust.stderr)
+    );
+    let trust_file = ioc.path().join("ward-province.trust");
+    std::fs::write(&trust_file, &trust.stdout).unwrap();
+    let viewer = ioc.path().join("viewer.token");
+    std::fs::write(&viewer, format!("{VIEWER}\n")).unwrap();
+    let w = Watch::start(&[
+        "--url",
+        &cluster.mqtt_url(2),
+        "--fetch-from",
+        &format!("https://127.0.0.1:{port}"),
+        "--token-file",
+        viewer.to_str().unwrap(),
+        "--trust",
+        trust_file.to_str().unwrap(),
+        "--http-ca",
+        &pki.path("ca.pem"),
+        "--into",
+        ioc.path().join("evidence").to_str().unwrap(),
+    ]);
+    let n1_pid = cluster.pid_file(1);
+    let load = Command::new(BIN)
+        .args([
+            "loadgen",
+            "--url",
+            &cluster.mqtt_url(1),
+            "--failover-url",
+            &cluster.mqtt_url(2),
+            "--failover-url",
+            &cluster.mqtt_url(3),
+            "--consumer-nats",
+            &cluster.nats_url(2),
+            "--consumer-nats",
+            &cluster.nats_url(3),
+            "--consumer-nats",
+            &cluster.nats_url(1),
+            "--consumers",
+            "2",
+            "--agents",
+            "10",
+            "--cameras",
+            "10",
+            "--seconds",
+            "60",
+            "--node-fault",
+            "15:10",
+            "--node-stop",
+            &format!("kill -9 $(cat {})", n1_pid.display()),
+            "--node-start",
+            &format!(
+                "{} node {} 1",
+                NatsCluster::script().display(),
+                cluster.dir.path().display()
+            ),
+            "--cut-ward-link",
+            "30:15",
+            "--broker-pid-file",
+            n1_pid.to_str().unwrap(),
+            "--broker-pid-file",
+            cluster.pid_file(2).to_str().unwrap(),
+            "--broker-pid-file",
+            cluster.pid_file(3).to_str().unwrap(),
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = load.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(-1.0);
+    println!(
+        "province short run, 100 cameras, 60 s, 3 NATS nodes, node 1 killed at 15 s for 10 s, a ward cut at 30 s for 15 s: produced {} / delivered {} / duplicates {} / lost {}; p50 {:.0} ms, p99 {:.0} ms; brokers {:.1}% CPU, {} MB",
+        r["produced"],
+        r["delivered"],
+        r["duplicates"],
+        r["lost"],
+        f(&r["latency_ms"]["p50"]),
+        f(&r["latency_ms"]["p99"]),
+        f(&r["broker"]["cpu_percent"]),
+        r["broker"]["peak_rss_bytes"].as_u64().unwrap_or(0) >> 20,
+    );
+    for x in r["faults"].as_array().unwrap() {
+        println!(
+            "  {}: {} alerts raised in it, {} lost, all in {:.1} s after it ended",
+            x["fault"],
+            x["alerts"],
+            x["lost"],
+            f(&x["caught_up_secs"])
+        );
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(r["produced"].as_u64().unwrap() > 300, "{r}");
+    assert_eq!(r["lost"], 0, "{r}\n{stderr}");
+    assert_eq!(r["out_of_order"], 0, "{r}");
+    let faults = r["faults"].as_array().unwrap();
+    assert_eq!(faults.len(), 2, "{r}");
+    assert!(
+        faults.iter().all(|x| x["alerts"].as_u64().unwrap() > 0),
+        "{r}"
+    );
+    assert!(out.status.success());
+    // The real agent left the killed node and went on.
+    assert!(
+        agent.log_text().contains("moved to a failover broker"),
+        "{}",
+        agent.log_text()
+    );
+    let verified = w.stdout().matches("FETCHED AND VERIFIED").count();
+    println!(
+        "IOC side: {verified} evidence folders of the real agent fetched over HTTPS and verified during the run, {} failed",
+        w.stdout().matches("FAILED").count()
+    );
+    assert!(
+        verified >= 3,
+        "fewer than 3 folders verified:\n{}\n{}\nagent:\n{}",
+        w.stdout(),
+        w.stderr(),
+        agent.log_text()
+    );
+    assert!(!w.stdout().contains("FAILED"), "{}", w.stdout());
+}

@@ -441,6 +441,67 @@ impl Nats {
     }
 }
 
+/// A 3-node NATS cluster with JetStream and MQTT, started by the shipped
+/// `scripts/nats-cluster.sh` (free loopback ports; stopped on drop).
+pub struct NatsCluster {
+    pub dir: tempfile::TempDir,
+    /// Per node 1..3: (NATS client port, MQTT port).
+    pub ports: Vec<(u16, u16)>,
+}
+
+impl NatsCluster {
+    pub fn script() -> PathBuf {
+        root().join("scripts/nats-cluster.sh")
+    }
+
+    pub fn start() -> NatsCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(Self::script())
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "nats-cluster.sh start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = std::fs::read_to_string(dir.path().join("env")).unwrap();
+        let var = |k: &str| -> u16 {
+            env.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                .unwrap_or_else(|| panic!("{k} missing in {env}"))
+                .parse()
+                .unwrap()
+        };
+        let ports = (1..=3)
+            .map(|n| (var(&format!("NATS{n}")), var(&format!("MQTT{n}"))))
+            .collect();
+        NatsCluster { dir, ports }
+    }
+
+    pub fn mqtt_url(&self, node: usize) -> String {
+        format!("mqtt://127.0.0.1:{}", self.ports[node - 1].1)
+    }
+
+    pub fn nats_url(&self, node: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.ports[node - 1].0)
+    }
+
+    pub fn pid_file(&self, node: usize) -> PathBuf {
+        self.dir.path().join(format!("n{node}.pid"))
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(Self::script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
 /// A real MQTT subscriber (separate client) recording every message.
 pub struct Subscriber {
     pub msgs: Arc<Mutex<Vec<Msg>>>,
