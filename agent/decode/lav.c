@@ -96,6 +96,12 @@ int ioc_lav_send(ioc_lav *d, const uint8_t *data, int len, int64_t pts) {
     return avcodec_send_packet(d->ctx, NULL);
 }
 
+/* Non-reference pictures of the next packets are not decoded (on) or are
+ * (off). Frame threads take the setting with each packet they are handed. */
+void ioc_lav_skip_nonref(ioc_lav *d, int on) {
+    d->ctx->skip_frame = on ? AVDISCARD_NONREF : AVDISCARD_DEFAULT;
+}
+
 /* 1: a frame is in *out; 0: none until more input; negative: AVERROR. */
 int ioc_lav_receive(ioc_lav *d, ioc_lav_frame *out) {
     av_frame_unref(d->frame);

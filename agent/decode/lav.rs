@@ -41,6 +41,7 @@ struct RawFrame {
 unsafe extern "C" {
     fn ioc_lav_open(hevc: c_int, threads: c_int, err: *mut c_char, len: c_int) -> *mut RawDecoder;
     fn ioc_lav_send(d: *mut RawDecoder, data: *const u8, len: c_int, pts: i64) -> c_int;
+    fn ioc_lav_skip_nonref(d: *mut RawDecoder, on: c_int);
     fn ioc_lav_receive(d: *mut RawDecoder, out: *mut RawFrame) -> c_int;
     fn ioc_lav_strerror(code: c_int, buf: *mut c_char, len: c_int);
     fn ioc_lav_is_invalid_data(code: c_int) -> c_int;
@@ -81,6 +82,12 @@ impl Context {
             return Err(msg.to_string_lossy().into_owned());
         }
         Ok(Context(d))
+    }
+
+    /// Whether the next access units' non-reference pictures are decoded.
+    fn skip_nonref(&mut self, on: bool) {
+        // SAFETY: the context is open; the call sets one field.
+        unsafe { ioc_lav_skip_nonref(self.0, c_int::from(on)) }
     }
 
     /// Sends one access unit; `Ok(false)` when libavcodec wants frames taken first.
@@ -219,6 +226,9 @@ impl LavDecoder {
         counters: Arc<FrameCounters>,
         mut on_frame: impl FnMut(Frame) + Send + 'static,
     ) -> Result<LavDecoder, DecodeError> {
+        // IOC_LAV_SKIP_NONREF=0 decodes every picture: only to measure what
+        // skipping saves (docs: Performance).
+        let skip = std::env::var("IOC_LAV_SKIP_NONREF").as_deref() != Ok("0");
         let mut ctx = Context::open(codec, threads).map_err(|message| DecodeError::Runtime {
             decoder: NAME.into(),
             message,
@@ -268,6 +278,12 @@ impl LavDecoder {
                     while walls.len() > 64 {
                         walls.pop_front();
                     }
+                    // A picture presented before the next frame due is
+                    // never handed on: if nothing refers to it either,
+                    // libavcodec need not decode it (B pictures of IP
+                    // cameras and encoders: most of the frames of a stream
+                    // watched at a few frames a second).
+                    ctx.skip_nonref(skip && selector.not_due(pts.max(0) as f64 / 1e9));
                     let mut sent = false;
                     while !sent {
                         sent = match ctx.send(&unit.data, pts) {

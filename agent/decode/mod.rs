@@ -330,6 +330,16 @@ impl FrameSelector {
             next: None,
         }
     }
+    /// Whether a frame at `pts` would be passed over by [`due`](Self::due)
+    /// now and at any later call (the next slot only moves forward, short of
+    /// a jump in time, which makes a frame due).
+    pub fn not_due(&self, pts: f64) -> bool {
+        match self.next {
+            Some(n) => !(pts + 1.0 < n - self.interval || pts > n + 5.0) && pts + 1e-6 < n,
+            None => false,
+        }
+    }
+
     pub fn due(&mut self, pts: f64) -> bool {
         match self.next {
             // A jump back in time (stream restart) or far ahead resets the slots.
@@ -715,6 +725,44 @@ mod tests {
         assert!(s.due(0.0));
         assert!(!s.due(0.1));
         assert!(s.due(0.2));
+    }
+
+    #[test]
+    fn a_frame_called_not_due_is_never_due() {
+        // 25 fps in decode order I P B B B P B B B … (presentation times
+        // jump back for the B frames), watched at 5/s: whatever `not_due`
+        // rules out before sending, `due` rules out after decoding.
+        let mut s = FrameSelector::new(5.0);
+        let mut order = vec![0usize];
+        for g in 0..25 {
+            let p = 4 * g + 4;
+            order.extend([p, p - 3, p - 2, p - 1]);
+        }
+        let mut ruled_out = 0;
+        // Output in presentation order, four frames behind decode.
+        let mut pending: Vec<usize> = Vec::new();
+        let mut out = Vec::new();
+        for i in order {
+            if s.not_due(i as f64 / 25.0) {
+                ruled_out += 1;
+                assert!(!s.clone().due(i as f64 / 25.0), "frame {i}");
+                out.push(i);
+                continue;
+            }
+            pending.push(i);
+            pending.sort_unstable();
+            while pending.len() > 4 {
+                let f = pending.remove(0);
+                s.due(f as f64 / 25.0);
+            }
+        }
+        // Output lags decode, so the selector rules out only what is behind
+        // its next slot (the real count: decode::libavcodec_skips_…).
+        assert!(ruled_out >= 10, "only {ruled_out} of 101 ruled out");
+        // And none of them would have been due when its turn came.
+        let mut full = FrameSelector::new(5.0);
+        let due: Vec<usize> = (0..=100).filter(|i| full.due(*i as f64 / 25.0)).collect();
+        assert!(out.iter().all(|i| !due.contains(i)), "{out:?} vs {due:?}");
     }
 
     #[test]
