@@ -5,7 +5,10 @@
 # with every node in mqtt.failover_urls, the IOC's consumer as workers
 # sharing one JetStream durable consumer, node 1 killed (SIGKILL) at
 # NODE_FAULT's AT for SECS then restarted, and the first ward's link cut
-# for CUT's SECS. Prints the table; exit 1 if any alert was lost.
+# for CUT's SECS. The agents' node lists are rotated (`--spread`: a third
+# start on each node), as a province should set its wards up; SPREAD=0 puts
+# every agent on node 1 first (the worst case for the node kill). Prints the
+# table; exit 1 if any alert was lost.
 #
 #   scripts/province-load.sh                    1,000 cameras for 10 minutes
 #   AGENTS=10 SECONDS_RUN=60 NODE_FAULT=15:10 CUT=30:15 scripts/province-load.sh
@@ -18,6 +21,7 @@ CAMERAS=${CAMERAS:-10}
 SECONDS_RUN=${SECONDS_RUN:-600}
 NODE_FAULT=${NODE_FAULT:-200:30}
 CUT=${CUT:-380:60}
+SPREAD=${SPREAD:-1}
 [ -x "$BIN" ] || { echo "$BIN: not built (cargo build --release, or set IOC_AGENT_BIN)" >&2; exit 2; }
 
 dir=$(mktemp -d /tmp/ioc-province.XXXXXX)
@@ -26,7 +30,8 @@ trap cleanup EXIT
 "$here/nats-cluster.sh" start "$dir"
 # shellcheck disable=SC1091
 . "$dir/env"
-"$BIN" loadgen \
+spread=(); [ "$SPREAD" = 1 ] && spread=(--spread)
+"$BIN" loadgen "${spread[@]}" \
   --url "mqtt://127.0.0.1:$MQTT1" \
   --failover-url "mqtt://127.0.0.1:$MQTT2" --failover-url "mqtt://127.0.0.1:$MQTT3" \
   --consumer-nats "nats://127.0.0.1:$NATS2" --consumer-nats "nats://127.0.0.1:$NATS3" \

@@ -31,6 +31,10 @@ pub struct Args {
     /// More brokers for the agents' mqtt.failover_urls.
     #[arg(long = "failover-url", value_name = "URL")]
     failover_urls: Vec<String>,
+    /// Agent i starts on broker i mod n (its list rotated), as a province
+    /// gives its wards different first nodes; default: all start on --url.
+    #[arg(long)]
+    spread: bool,
     /// Where the consumer reads; default --url.
     #[arg(long, value_name = "URL")]
     consumer_url: Option<String>,
@@ -507,10 +511,17 @@ fn start_agents(
             .map_err(|e| anyhow::anyhow!("{e}"))?,
         );
         let status = Arc::new(StatusBoard::new(&agent));
-        let s = match (&relays, i) {
-            (Some(r), 0) => settings(&r[0], &r[1..], &agent),
-            _ => settings(&a.url, &a.failover_urls, &agent),
+        let mut urls: Vec<String> = match (&relays, i) {
+            (Some(r), 0) => r.clone(),
+            _ => std::iter::once(a.url.clone())
+                .chain(a.failover_urls.iter().cloned())
+                .collect(),
         };
+        if a.spread {
+            let n = urls.len();
+            urls.rotate_left(i % n);
+        }
+        let s = settings(&urls[0], &urls[1..], &agent);
         let (h, j) =
             crate::publish::start(&s, status, store, cancel.clone()).map_err(anyhow::Error::msg)?;
         handles.push((agent, h));
