@@ -50,8 +50,11 @@ pub struct Args {
     /// later `--node-start` (shell commands). Format AT:SECS.
     #[arg(long, value_name = "AT:SECS")]
     node_fault: Option<String>,
+    /// Shell command that stops the node, e.g. `kill -9 $(cat n1.pid)`.
     #[arg(long, value_name = "CMD")]
     node_stop: Option<String>,
+    /// Shell command that starts it again, e.g.
+    /// `scripts/nats-cluster.sh node DIR 1`.
     #[arg(long, value_name = "CMD")]
     node_start: Option<String>,
     /// Cut the first agent's link to every broker at AT s for SECS s
