@@ -130,40 +130,71 @@ impl Fetcher {
         if let Some(bad) = names.iter().find(|n| !plain(n)) {
             return format!("  FETCH FAILED: file name {bad:?} is not a plain name");
         }
+        // Fetched into a hidden folder and put in place only when it is
+        // whole and verified: whoever reads --into (an archive, a review
+        // tool) never sees half a folder.
         let folder = self.into.join(id);
-        let _ = std::fs::remove_dir_all(&folder);
-        if let Err(e) = std::fs::create_dir_all(&folder) {
-            return format!("  FETCH FAILED: {}: {e}", folder.display());
+        // Named by the event (the manifest's check wants that), in a hidden
+        // folder beside the finished ones (same file system: one rename).
+        let part = self.into.join(".partial").join(id);
+        let _ = std::fs::remove_dir_all(&part);
+        if let Err(e) = std::fs::create_dir_all(&part) {
+            return format!("  FETCH FAILED: {}: {e}", part.display());
         }
         let mut bytes = 0u64;
         for n in &names {
-            if let Err(e) = self.get(&format!("{url_path}{n}"), &folder.join(n)) {
+            if let Err(e) = self.get(&format!("{url_path}{n}"), &part.join(n)) {
+                let _ = std::fs::remove_dir_all(&part);
                 return format!("  FETCH FAILED: {e}");
             }
-            bytes += std::fs::metadata(folder.join(n))
+            bytes += std::fs::metadata(part.join(n))
                 .map(|m| m.len())
                 .unwrap_or(0);
         }
+        // What fails the check is kept apart, as fetched, for whoever looks
+        // into it.
+        let settle = |to: &Path| -> Result<(), String> {
+            let _ = std::fs::remove_dir_all(to);
+            std::fs::rename(&part, to).map_err(|e| {
+                let _ = std::fs::remove_dir_all(&part);
+                format!("  FETCH FAILED: {} → {}: {e}", part.display(), to.display())
+            })
+        };
+        let unverified = self.into.join(format!("{id}.unverified"));
         // The manifest fetched is the one the update announced.
         let announced = ev["manifest_sha256"].as_str().unwrap_or("");
-        match sign::hash_file(&folder.join(sign::MANIFEST)) {
+        match sign::hash_file(&part.join(sign::MANIFEST)) {
             Ok((_, sha)) if sha == announced => {}
             Ok((_, sha)) => {
+                if let Err(e) = settle(&unverified) {
+                    return e;
+                }
                 return format!(
                     "  VERIFY FAILED {}: manifest.json sha256 {sha} is not the {announced} the update announced",
-                    folder.display()
+                    unverified.display()
                 );
             }
-            Err(e) => return format!("  FETCH FAILED: manifest.json: {e}"),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&part);
+                return format!("  FETCH FAILED: manifest.json: {e}");
+            }
         }
-        match crate::evidence::verify_folder(&folder, &self.trust) {
-            Ok((m, _)) => format!(
-                "  FETCHED AND VERIFIED {} file(s), {bytes} bytes, signed by key {} ({})",
-                m.files.len(),
-                super::watch::signer(&m),
-                folder.display()
-            ),
-            Err(problems) => super::watch::verify_failed(&folder, &problems),
+        match crate::evidence::verify_folder(&part, &self.trust) {
+            Ok((m, _)) => {
+                if let Err(e) = settle(&folder) {
+                    return e;
+                }
+                format!(
+                    "  FETCHED AND VERIFIED {} file(s), {bytes} bytes, signed by key {} ({})",
+                    m.files.len(),
+                    super::watch::signer(&m),
+                    folder.display()
+                )
+            }
+            Err(problems) => match settle(&unverified) {
+                Ok(()) => super::watch::verify_failed(&unverified, &problems),
+                Err(e) => e,
+            },
         }
     }
 }

@@ -72,6 +72,12 @@ pub struct Args {
     /// With --fetch-from: where fetched folders go (`<DIR>/<event id>/`).
     #[arg(long, value_name = "DIR", default_value = "evidence")]
     into: PathBuf,
+    /// Subscribe at QoS 0: the broker keeps no session for this watch. On
+    /// a NATS 2.9 cluster whose alerts the IOC reads with a JetStream
+    /// durable consumer, a QoS 1 watch beside it makes that consumer lose
+    /// messages (docs: Delivery) — use --qos0 there.
+    #[arg(long)]
+    qos0: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -98,7 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     super::current_thread()?.block_on(async {
         tokio::select! {
-            r = crate::publish::watch::watch_with(&settings, &say, &on_evidence) => r.map_err(anyhow::Error::msg),
+            r = crate::publish::watch::watch_with(&settings, &say, &on_evidence, args.qos0) => r.map_err(anyhow::Error::msg),
             _ = super::shutdown_signal() => Ok(()),
         }
     })?;

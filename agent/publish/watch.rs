@@ -156,16 +156,23 @@ pub fn update_line(payload: &[u8]) -> Option<String> {
 /// `say` words its errors for the caller (the `[mqtt]` keys or the flags
 /// that stand for them).
 pub async fn watch(m: &MqttSettings, say: &dyn Fn(String) -> String) -> Result<(), String> {
-    watch_with(m, say, &|_| None).await
+    watch_with(m, say, &|_| None, false).await
 }
 
 /// As [`watch`]; `on_evidence` is given each sealed-evidence update and may
-/// return a line to print under it (`watch --verify` checks the folder).
+/// return a line to print under it (`watch --verify` checks the folder);
+/// `qos0` subscribes at QoS 0 (no session state on the broker).
 pub async fn watch_with(
     m: &MqttSettings,
     say: &dyn Fn(String) -> String,
     on_evidence: &dyn Fn(&serde_json::Value) -> Option<String>,
+    qos0: bool,
 ) -> Result<(), String> {
+    let qos = if qos0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    };
     let addr = BrokerAddress::parse(&m.url)?;
     let prefix = m.topic_prefix.as_str();
     let opts = super::connection_options(m).map_err(say)?;
@@ -181,12 +188,12 @@ pub async fn watch_with(
                     format!("{prefix}/+/events/+/+"),
                 ] {
                     client
-                        .subscribe(filter, QoS::AtLeastOnce)
+                        .subscribe(filter, qos)
                         .await
                         .map_err(|e| e.to_string())?;
                 }
                 client
-                    .subscribe(format!("{prefix}/+/status"), QoS::AtLeastOnce)
+                    .subscribe(format!("{prefix}/+/status"), qos)
                     .await
                     .map_err(|e| e.to_string())?;
             }

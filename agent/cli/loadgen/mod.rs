@@ -781,6 +781,12 @@ async fn drive(a: &Args, data: &std::path::Path) -> anyhow::Result<serde_json::V
         .map(|p| p.at)
         .take(20)
         .collect();
+    let lost_ids: Vec<String> = produced
+        .iter()
+        .filter(|p| !s.arrived.contains_key(&p.id))
+        .map(|p| format!("{} loadgen-ward-{:03}/cam-{:02}", p.id, p.agent, p.camera))
+        .take(20)
+        .collect();
     let u = usage.lock().unwrap_or_else(|p| p.into_inner());
     let broker = if u.last.is_empty() {
         serde_json::Value::Null
@@ -805,6 +811,7 @@ async fn drive(a: &Args, data: &std::path::Path) -> anyhow::Result<serde_json::V
         "lost": produced.len() - delivered,
         "out_of_order": out_of_order(&produced, &s),
         "lost_at_secs": lost_at,
+        "lost_ids": lost_ids,
         "alerts_per_sec": produced.len() as f64 / run_secs.max(0.001),
         "latency_ms": {"p50": pct(0.50), "p99": pct(0.99), "max": lat.last().copied().unwrap_or(0.0)},
         "faults": fault_report(a, &produced, &s),
