@@ -662,7 +662,10 @@ classes = ["car", "truck", "bus"]
     // the 1,000-camera runs without a QoS 1 subscriber beside it). Gross
     // loss fails here; the ids are in the report.
     let lost = r["lost"].as_u64().unwrap();
-    println!("  lost: {lost} {}", r["lost_ids"]);
+    println!(
+        "  lost: {lost} {} at {} s; unreadable {}; consumer at the end: {}",
+        r["lost_ids"], r["lost_at_secs"], r["unreadable"], r["consumer_state"]
+    );
     assert!(
         lost * 100 <= r["produced"].as_u64().unwrap(),
         "{r}\n{stderr}"

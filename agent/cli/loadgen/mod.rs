@@ -193,6 +193,8 @@ struct Seen {
     order: HashMap<String, u64>,
     duplicates: u64,
     count: u64,
+    /// Messages that were not an alert (not JSON, or no `id`).
+    unreadable: u64,
 }
 
 impl Seen {
@@ -201,9 +203,11 @@ impl Seen {
         let seq = seq.unwrap_or(self.count);
         let at = t0.elapsed().as_secs_f64();
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+            self.unreadable += 1;
             return;
         };
         let Some(id) = v["id"].as_str() else {
+            self.unreadable += 1;
             return;
         };
         if self.arrived.contains_key(id) {
@@ -759,6 +763,11 @@ async fn drive(a: &Args, data: &std::path::Path) -> anyhow::Result<serde_json::V
     for c in consumers {
         c.abort();
     }
+    let consumer_state = if a.consumer_nats.is_empty() {
+        serde_json::Value::Null
+    } else {
+        nats::state(&a.consumer_nats).await
+    };
     let s = seen.lock().unwrap_or_else(|p| p.into_inner());
     let produced = produced.lock().unwrap_or_else(|p| p.into_inner());
     let mut lat: Vec<f64> = produced
@@ -816,6 +825,8 @@ async fn drive(a: &Args, data: &std::path::Path) -> anyhow::Result<serde_json::V
         "latency_ms": {"p50": pct(0.50), "p99": pct(0.99), "max": lat.last().copied().unwrap_or(0.0)},
         "faults": fault_report(a, &produced, &s),
         "broker": broker,
+        "consumer_state": consumer_state,
+        "unreadable": s.unreadable,
     }))
 }
 

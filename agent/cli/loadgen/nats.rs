@@ -239,6 +239,45 @@ pub async fn ensure(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The consumer's and the stream's state as the cluster reports them
+/// (`CONSUMER.INFO`, `STREAM.INFO`): what is still pending or unacknowledged
+/// when a run ends, and how much the stream holds.
+pub async fn state(urls: &[String]) -> serde_json::Value {
+    for url in urls {
+        let Ok(mut c) = Conn::connect(url).await else {
+            continue;
+        };
+        let (Ok(ci), Ok(si)) = (
+            info(&mut c, &format!("$JS.API.CONSUMER.INFO.{STREAM}.{DURABLE}")).await,
+            info(&mut c, &format!("$JS.API.STREAM.INFO.{STREAM}")).await,
+        ) else {
+            continue;
+        };
+        return serde_json::json!({
+            "num_pending": ci["num_pending"],
+            "num_ack_pending": ci["num_ack_pending"],
+            "num_redelivered": ci["num_redelivered"],
+            "delivered_stream_seq": ci["delivered"]["stream_seq"],
+            "ack_floor_stream_seq": ci["ack_floor"]["stream_seq"],
+            "stream_messages": si["state"]["messages"],
+            "stream_last_seq": si["state"]["last_seq"],
+            "stream_consumers": si["state"]["consumer_count"],
+            "stream_leader": si["cluster"]["leader"],
+            "consumer_leader": ci["cluster"]["leader"],
+        });
+    }
+    serde_json::Value::Null
+}
+
+async fn info(c: &mut Conn, subject: &str) -> Result<serde_json::Value, String> {
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        c.request(subject, &serde_json::json!({})),
+    )
+    .await
+    .unwrap_or_else(|_| Err(format!("{subject}: no answer in 5 s")))
+}
+
 /// One worker: pulls batches off the shared durable consumer, hands each
 /// payload to `on_msg` and acknowledges it. On a lost node it moves to the
 /// next of `urls`; it never returns.
