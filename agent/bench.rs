@@ -23,12 +23,19 @@ pub struct BenchArgs {
     pub model_dir: PathBuf,
     pub onnxruntime: Option<PathBuf>,
     pub threads: usize,
+    /// `skip_quiet_frames` of every camera.
+    pub skip_quiet: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamResult {
     pub camera: String,
+    /// Frames analysed per second: seen by the model, or quiet (the model's
+    /// last answer stood for them).
     pub detect_fps: f64,
+    /// Frames the model saw per second.
+    pub inferred_fps: f64,
+    pub skipped_quiet: f64,
     pub skipped_rate: f64,
     pub skipped_busy: f64,
     pub skipped_backlog: f64,
@@ -380,8 +387,8 @@ fn config_text(
     );
     for i in 0..streams {
         text.push_str(&format!(
-            "[[cameras]]\nid = \"s{i}\"\nurl = \"rtsp://127.0.0.1:{port}/s{i}\"\ndetect_fps = {}\n",
-            args.detect_fps
+            "[[cameras]]\nid = \"s{i}\"\nurl = \"rtsp://127.0.0.1:{port}/s{i}\"\ndetect_fps = {}\nskip_quiet_frames = {}\n",
+            args.detect_fps, args.skip_quiet
         ));
     }
     text
@@ -474,9 +481,15 @@ fn stream_results(w: &Window, streams: usize) -> (Vec<StreamResult>, Vec<(f64, f
             l.extend_from_slice(extra);
             delta(metric, &l) / w.secs
         };
+        let (inferred, quiet) = (
+            d("ioc_frames_inferred_total", &[]),
+            d("ioc_frames_skipped_total", &[("reason", "quiet")]),
+        );
         per.push(StreamResult {
             camera: cam.clone(),
-            detect_fps: d("ioc_frames_inferred_total", &[]),
+            detect_fps: inferred + quiet,
+            inferred_fps: inferred,
+            skipped_quiet: quiet,
             skipped_rate: d("ioc_frames_skipped_total", &[("reason", "rate")]),
             skipped_busy: d("ioc_frames_skipped_total", &[("reason", "busy")]),
             skipped_backlog: d("ioc_frames_skipped_total", &[("reason", "backlog")]),
@@ -580,14 +593,19 @@ impl std::fmt::Display for BenchResult {
         )?;
         writeln!(
             f,
-            "{:<8} {:>10} {:>10} {:>10} {:>10}",
-            "stream", "detect/s", "skip rate", "skip busy", "skip gop"
+            "{:<8} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "stream", "analysed/s", "model/s", "skip rate", "skip busy", "skip gop"
         )?;
         for p in &self.per_stream {
             writeln!(
                 f,
-                "{:<8} {:>10.2} {:>10.1} {:>10.2} {:>10.2}",
-                p.camera, p.detect_fps, p.skipped_rate, p.skipped_busy, p.skipped_backlog
+                "{:<8} {:>10.2} {:>10.2} {:>10.1} {:>10.2} {:>10.2}",
+                p.camera,
+                p.detect_fps,
+                p.inferred_fps,
+                p.skipped_rate,
+                p.skipped_busy,
+                p.skipped_backlog
             )?;
         }
         writeln!(

@@ -27,6 +27,10 @@ pub struct Args {
     /// Raise --streams until a stream falls below 95% of its detection rate.
     #[arg(long = "find-max")]
     find_max: bool,
+    /// Frames unchanged since the model last saw the camera skip the model
+    /// (`skip_quiet_frames = true`).
+    #[arg(long = "skip-quiet")]
+    skip_quiet: bool,
     #[arg(long)]
     json: bool,
 }
@@ -50,6 +54,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         model_dir: a.model_dir,
         onnxruntime: None,
         threads: a.threads.max(1),
+        skip_quiet: a.skip_quiet,
     };
     let rt = super::multi_thread()?;
     let mut results = Vec::new();

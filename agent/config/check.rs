@@ -524,6 +524,16 @@ impl Config {
                 ),
             );
         }
+        if !(0.1..=60.0).contains(&cam.quiet_refresh_secs) {
+            c.at(
+                cam.id.span(),
+                format!(
+                    "camera '{}': quiet_refresh_secs must be between 0.1 and 60 seconds, got {}",
+                    cam.id.get_ref(),
+                    cam.quiet_refresh_secs
+                ),
+            );
+        }
         if !(64..=4096).contains(&cam.thumbnail_max_side) {
             c.at(
                 cam.id.span(),

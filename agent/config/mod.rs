@@ -471,6 +471,15 @@ pub struct CameraConfig {
     /// Longest side of the thumbnail JPEG in pixels. Default 640.
     #[serde(default = "default_thumb")]
     pub thumbnail_max_side: u32,
+    /// Frames due at `detect_fps` that show no change since the model last
+    /// saw the camera skip the model; its last answer stands for them, so
+    /// still objects stay tracked. Default false (being measured, #19).
+    #[serde(default)]
+    pub skip_quiet_frames: bool,
+    /// With `skip_quiet_frames`, the model still sees the camera at least
+    /// this often (seconds, 0.1–60). Default 2.
+    #[serde(default = "default_quiet_refresh")]
+    pub quiet_refresh_secs: f64,
     #[serde(default)]
     pub zones: Vec<ZoneConfig>,
     #[serde(default)]
@@ -603,6 +612,9 @@ fn default_backoff_max() -> f64 {
 }
 fn default_thumb() -> u32 {
     640
+}
+fn default_quiet_refresh() -> f64 {
+    2.0
 }
 
 pub use crate::base::diag::{Collector, Problem, line_col};
@@ -1124,7 +1136,7 @@ mod tests {
         fn no_number_panics_the_checker_or_the_start(
             key in proptest::sample::select(vec![
                 "connect_timeout_secs", "inactivity_timeout_secs", "keyframe_timeout_secs", "backoff_min_secs",
-                "backoff_max_secs", "detect_fps", "priority",
+                "backoff_max_secs", "detect_fps", "priority", "quiet_refresh_secs",
             ]),
             v in number(),
             age in number(),

@@ -17,6 +17,7 @@ use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
 pub mod lav;
+pub mod quiet;
 pub mod shed;
 
 /// Video codecs the agent ingests.
@@ -378,6 +379,9 @@ pub struct FrameCounters {
     /// Encoded frames discarded while waiting for the first keyframe.
     pub skipped_no_keyframe: AtomicU64,
     pub inferred: AtomicU64,
+    /// Due, but unchanged since the model last saw the camera: the model's
+    /// last answer stands for them (`skip_quiet_frames`).
+    pub skipped_quiet: AtomicU64,
     /// Access units the decoder refused as damaged (lost packets, a corrupt
     /// bitstream); skipped, the session goes on.
     pub corrupt: AtomicU64,

@@ -186,7 +186,7 @@ fn frames_skipped(o: &mut Out, cams: &Cameras) {
     o.head(
         "ioc_frames_skipped_total",
         "counter",
-        "Frames not given to the model, by reason (rate: not due at detect_fps; busy: replaced by a newer frame; backlog: whole GOPs dropped, decoder behind; no_keyframe: before the first keyframe).",
+        "Frames not given to the model, by reason (rate: not due at detect_fps; busy: replaced by a newer frame; backlog: whole GOPs dropped, decoder behind; no_keyframe: before the first keyframe; quiet: no change since the model last saw the camera, its last answer stood).",
     );
     for (id, c) in cams {
         let s = &c.frames_skipped;
@@ -195,6 +195,7 @@ fn frames_skipped(o: &mut Out, cams: &Cameras) {
             ("busy", s.busy),
             ("backlog", s.backlog),
             ("no_keyframe", s.no_keyframe),
+            ("quiet", s.quiet),
         ] {
             o.line(
                 "ioc_frames_skipped_total",

@@ -538,18 +538,23 @@ impl CameraStatus {
 
 /// Frames not given to the model: `rate` (not due at detect_fps), `busy`
 /// (replaced by a newer frame while the model was busy), `backlog` (whole GOPs
-/// dropped in front of a slow decoder), `no_keyframe` (before the first keyframe).
+/// dropped in front of a slow decoder), `no_keyframe` (before the first keyframe),
+/// `quiet` (no change since the model last saw the camera: its last answer
+/// stood for the frame; `skip_quiet_frames`).
 #[derive(Debug, Clone, Serialize, Deserialize, Default, JsonSchema)]
 pub struct SkipCounts {
     pub rate: u64,
     pub busy: u64,
     pub backlog: u64,
     pub no_keyframe: u64,
+    /// Absent in older agents' status: read as 0.
+    #[serde(default)]
+    pub quiet: u64,
 }
 
 impl SkipCounts {
     fn total(&self) -> u64 {
-        self.rate + self.busy + self.backlog + self.no_keyframe
+        self.rate + self.busy + self.backlog + self.no_keyframe + self.quiet
     }
 }
 

@@ -12,8 +12,9 @@ use tracing::info;
 
 use super::camera::{Camera, SessionError};
 use crate::decode::Frame;
+use crate::decode::quiet::{QuietGate, Signature};
 use crate::evidence::camera::CameraEvidence;
-use crate::infer::Inference;
+use crate::infer::{Detection, Inference};
 use crate::publish::payload::SignalInfo;
 use crate::rules::signal::SignalReader;
 use crate::rules::{EndReason, RuleEngine};
@@ -32,6 +33,10 @@ pub(super) struct Analysis {
     /// alert's picture if the stream ends); None otherwise, so no frame is held.
     open_frame: Option<Arc<Frame>>,
     last_seq: u64,
+    /// Frames unchanged since the model last saw the camera skip it.
+    gate: QuietGate,
+    /// The model's last answer, standing for quiet frames.
+    last_detections: Vec<Detection>,
     stats: Stats,
 }
 
@@ -53,6 +58,8 @@ impl Analysis {
             signal: SignalReader::new(camera.cam.config.signal.as_ref(), camera.sh.signals.clone()),
             open_frame: None,
             last_seq: 0,
+            gate: QuietGate::new(camera.cam.skip_quiet_frames, camera.cam.quiet_refresh_secs),
+            last_detections: Vec::new(),
             stats: Stats::default(),
         })
     }
@@ -81,6 +88,22 @@ impl Analysis {
             if !newer {
                 return Ok(());
             }
+            if self.gate.enabled() {
+                let latest = frx.borrow().clone();
+                if let Some((s, frame)) = latest {
+                    let sig = Signature::of(frame.y(), frame.width, frame.height);
+                    if self.gate.quiet(&sig, frame.pts) {
+                        self.advance(camera, s);
+                        camera
+                            .counters
+                            .skipped_quiet
+                            .fetch_add(1, Ordering::Relaxed);
+                        let detections = self.last_detections.clone();
+                        self.analyse(camera, &frame, &detections).await;
+                        continue;
+                    }
+                }
+            }
             let (inf, s, frame) = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return Ok(()),
@@ -89,19 +112,30 @@ impl Analysis {
             if s <= self.last_seq {
                 continue;
             }
-            if s > self.last_seq + 1 {
-                let busy = s - self.last_seq - 1;
-                camera
-                    .counters
-                    .skipped_busy
-                    .fetch_add(busy, Ordering::Relaxed);
+            self.advance(camera, s);
+            if self.gate.enabled() {
+                let sig = Signature::of(frame.y(), frame.width, frame.height);
+                self.gate.seen(sig, frame.pts);
+                self.last_detections.clone_from(&inf.detections);
             }
-            self.last_seq = s;
             self.frame(camera, &frame, inf).await;
         }
     }
 
-    /// One analysed frame, after the detector.
+    /// Frame `s` is the next analysed; those between the last one and it
+    /// were replaced while the model was busy.
+    fn advance(&mut self, camera: &Camera, s: u64) {
+        if s > self.last_seq + 1 {
+            let busy = s - self.last_seq - 1;
+            camera
+                .counters
+                .skipped_busy
+                .fetch_add(busy, Ordering::Relaxed);
+        }
+        self.last_seq = s;
+    }
+
+    /// One frame the model saw.
     async fn frame(&mut self, camera: &Camera, frame: &Arc<Frame>, inf: Inference) {
         camera.counters.inferred.fetch_add(1, Ordering::Relaxed);
         // The status follows the pictures' size: a camera whose resolution
@@ -121,6 +155,12 @@ impl Analysis {
         }
         self.stats.infer_ms += inf.millis;
         self.stats.infer_n += 1;
+        self.analyse(camera, frame, &inf.detections).await;
+    }
+
+    /// One analysed frame with its detections (the model's, or its last
+    /// answer for a quiet frame): tracker, signal, evidence, cascades, rules.
+    async fn analyse(&mut self, camera: &Camera, frame: &Arc<Frame>, detections: &[Detection]) {
         if let Some((light, source)) = self.signal.read(frame) {
             self.rules.set_signal(frame.pts, light, source);
             camera.status(|s| {
@@ -132,7 +172,7 @@ impl Analysis {
                 }
             });
         }
-        let tracks = self.tracker.update(&inf.detections, frame.pts).to_vec();
+        let tracks = self.tracker.update(detections, frame.pts).to_vec();
         if camera.sh.evidence.is_some()
             && let Err(e) = self.evidence.observe(frame, &tracks, &self.labels).await
         {

@@ -81,6 +81,8 @@ pub(super) struct CameraSettings {
     pub decoders: Vec<String>,
     pub decoder_threads: u32,
     pub thumbnail_max_side: u32,
+    pub skip_quiet_frames: bool,
+    pub quiet_refresh_secs: f64,
     /// The camera's rules and signal, compiled by the rules stage per session.
     pub config: CameraConfig,
 }
@@ -96,6 +98,8 @@ impl CameraSettings {
             decoders: cam.decoders.clone(),
             decoder_threads: cam.decoder_threads,
             thumbnail_max_side: cam.thumbnail_max_side,
+            skip_quiet_frames: cam.skip_quiet_frames,
+            quiet_refresh_secs: cam.quiet_refresh_secs,
             config: cam.clone(),
         }
     }
@@ -195,6 +199,7 @@ impl Camera {
                 busy: c.skipped_busy.load(Ordering::Relaxed),
                 backlog: c.skipped_backlog.load(Ordering::Relaxed),
                 no_keyframe: c.skipped_no_keyframe.load(Ordering::Relaxed),
+                quiet: c.skipped_quiet.load(Ordering::Relaxed),
             };
         });
     }
