@@ -26,6 +26,7 @@ mod models;
 mod pipeline;
 mod plates;
 mod probe;
+mod quiet;
 mod reload;
 mod review_page;
 mod review_xss;
