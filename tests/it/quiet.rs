@@ -133,3 +133,48 @@ classes = ["car", "truck", "bus"]
     assert_eq!(ga, ua, "gating changed the events");
     sub.shutdown();
 }
+
+/// The busy traffic clip, gated and not, side by side: the gate must not
+/// cost events where things move.
+#[test]
+fn busy_traffic_raises_the_same_crossings_gated_or_not() {
+    let broker = Broker::start();
+    let clip = traffic_clip();
+    let sim = Sim::start(&[("gated", &clip), ("ungated", &clip)]);
+    let sub = Subscriber::start(&broker, "ioc/v1/+/events");
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg =
+        config_head("ward-busy", &broker, data.path()) + "\n[[models]]\nname = \"yolox_nano\"\n";
+    for (id, gate) in [("gated", true), ("ungated", false)] {
+        cfg += &format!(
+            r#"
+[[cameras]]
+id = "{id}"
+url = "{url}"
+skip_quiet_frames = {gate}
+[[cameras.lines]]
+name = "mid"
+points = [[0.5, 0.3], [0.5, 1.0]]
+[[cameras.rules]]
+name = "crossing"
+kind = "line_cross"
+line = "mid"
+classes = ["car", "truck", "bus"]
+"#,
+            url = sim.url(id)
+        );
+    }
+    let agent = Agent::start(&cfg);
+    std::thread::sleep(Duration::from_secs(30));
+    let alerts = sub.alerts();
+    let n = |c: &str| alerts.iter().filter(|a| a["camera"] == c).count();
+    let (g, u) = (n("gated"), n("ungated"));
+    println!("busy traffic, 30 s: crossings gated {g} vs ungated {u}");
+    assert!(
+        u >= 5,
+        "too few crossings to compare:\n{}",
+        agent.log_text()
+    );
+    assert!(g * 100 >= u * 95, "gated {g} < 95% of ungated {u}");
+    sub.shutdown();
+}
