@@ -3,7 +3,6 @@
 
 use crate::common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -12,22 +11,9 @@ const TOKEN: &str = "quiet-metrics-token-0123456789";
 
 /// The traffic clip's first picture held for 20 s (25 fps, H.264).
 fn still_clip(dest: &std::path::Path) {
-    let st = Command::new("gst-launch-1.0")
-        .arg("-q")
-        .arg("filesrc")
-        .arg(format!("location={}", traffic_clip().display()))
-        .args([
-            "!",
-            "qtdemux",
-            "!",
-            "h264parse",
-            "!",
-            "avdec_h264",
-            "!",
-            "videoconvert",
-            "!",
-            "video/x-raw,format=I420",
-            "!",
+    transcode(
+        dest,
+        &[
             "imagefreeze",
             "num-buffers=500",
             "!",
@@ -35,17 +21,9 @@ fn still_clip(dest: &std::path::Path) {
             "!",
             "x264enc",
             "key-int-max=50",
-            "!",
-            "h264parse",
-            "!",
-            "mp4mux",
-            "!",
-            "filesink",
-        ])
-        .arg(format!("location={}", dest.display()))
-        .status()
-        .expect("gst-launch-1.0");
-    assert!(st.success(), "making the still clip");
+        ],
+        "h264parse",
+    );
 }
 
 fn skipped(s: &prometheus_parse::Scrape, camera: &str, reason: &str) -> f64 {
